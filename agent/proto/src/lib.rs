@@ -1,0 +1,1 @@
+//! Host↔agent protocol: messages, framing, ports and `PROTOCOL_VERSION`.

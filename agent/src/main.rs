@@ -1,0 +1,2 @@
+//! husk-agent: PID 1 of every husk sandbox.
+fn main() {}

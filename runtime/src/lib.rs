@@ -1,0 +1,1 @@
+//! Container lifecycle: state, the per-container shim, networks, volumes.

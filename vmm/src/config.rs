@@ -1,0 +1,148 @@
+//! What a microVM is made of, as plain data: kernel, initramfs, command line, vCPUs,
+//! memory and console. Validated once, before any KVM object exists.
+
+use std::path::PathBuf;
+
+/// Fewest MiB of guest memory husk boots (a kernel needs room above its load address).
+pub const MIN_MEM_MIB: u64 = 64;
+/// Most vCPUs one microVM may have.
+pub const MAX_VCPUS: u8 = 32;
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Console {
+    /// Nowhere (the kernel is told to be quiet); the last few KiB are still kept for
+    /// diagnostics. The default: console output costs a VM exit per byte.
+    #[default]
+    Off,
+    /// This process's standard output.
+    Stdout,
+    /// A file, created or truncated.
+    File(PathBuf),
+}
+
+impl Console {
+    /// Whether the kernel should print its log to the serial port.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Console::Off)
+    }
+}
+
+/// A microVM's configuration.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// The KVM device (normally `/dev/kvm`).
+    pub kvm_device: PathBuf,
+    /// Uncompressed ELF `vmlinux` (PVH or not) or a bzImage.
+    pub kernel: PathBuf,
+    /// Optional initramfs, loaded as-is.
+    pub initrd: Option<PathBuf>,
+    /// Extra kernel parameters, appended after husk's own (so they win).
+    pub cmdline: String,
+    /// Number of vCPUs, 1..=`MAX_VCPUS`.
+    pub vcpus: u8,
+    /// Guest memory in MiB, at least `MIN_MEM_MIB`.
+    pub mem_mib: u64,
+    /// Serial console destination.
+    pub console: Console,
+}
+
+impl VmConfig {
+    /// A config with husk's defaults: 1 vCPU, 128 MiB, console off.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        VmConfig {
+            kvm_device: PathBuf::from("/dev/kvm"),
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: String::new(),
+            vcpus: 1,
+            mem_mib: 128,
+            console: Console::Off,
+        }
+    }
+
+    /// Guest memory in bytes.
+    pub fn mem_bytes(&self) -> u64 {
+        self.mem_mib << 20
+    }
+}
+
+/// A configuration husk refuses, before touching KVM.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// No vCPUs or too many.
+    #[error("{0} vCPUs requested: a microVM has 1 to {max}", max = MAX_VCPUS)]
+    VcpuCount(u8),
+    /// More vCPUs than this host's KVM allows.
+    #[error("{requested} vCPUs requested: this host's KVM allows at most {max}")]
+    VcpusAboveKvmLimit {
+        /// Requested count.
+        requested: u8,
+        /// KVM_CAP_MAX_VCPUS.
+        max: usize,
+    },
+    /// Less memory than a kernel needs.
+    #[error("{0} MiB of memory is too small: a microVM needs at least {min} MiB", min = MIN_MEM_MIB)]
+    MemoryTooSmall(u64),
+    /// More memory than the host has.
+    #[error("{requested} MiB of memory is too large: this host has {host} MiB")]
+    MemoryTooLarge {
+        /// Requested MiB.
+        requested: u64,
+        /// Host RAM in MiB.
+        host: u64,
+    },
+}
+
+impl VmConfig {
+    /// Checks the numbers against husk's limits and the host's (`host_mem_mib`,
+    /// `kvm_max_vcpus`).
+    pub fn validate(&self, host_mem_mib: u64, kvm_max_vcpus: usize) -> Result<(), Error> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(Error::VcpuCount(self.vcpus));
+        }
+        if usize::from(self.vcpus) > kvm_max_vcpus {
+            return Err(Error::VcpusAboveKvmLimit { requested: self.vcpus, max: kvm_max_vcpus });
+        }
+        if self.mem_mib < MIN_MEM_MIB {
+            return Err(Error::MemoryTooSmall(self.mem_mib));
+        }
+        if self.mem_mib > host_mem_mib {
+            return Err(Error::MemoryTooLarge { requested: self.mem_mib, host: host_mem_mib });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vcpus: u8, mem_mib: u64) -> VmConfig {
+        VmConfig { vcpus, mem_mib, ..VmConfig::new("/k") }
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(cfg(1, 64).validate(1024, 8), Ok(()));
+        assert_eq!(cfg(8, 4096).validate(8192, 8), Ok(()));
+        assert_eq!(cfg(0, 64).validate(1024, 8), Err(Error::VcpuCount(0)));
+        assert_eq!(cfg(33, 64).validate(1024, 64), Err(Error::VcpuCount(33)));
+        assert_eq!(
+            cfg(9, 64).validate(1024, 8),
+            Err(Error::VcpusAboveKvmLimit { requested: 9, max: 8 })
+        );
+        assert_eq!(cfg(1, 63).validate(1024, 8), Err(Error::MemoryTooSmall(63)));
+        assert_eq!(
+            cfg(1, 2048).validate(1024, 8),
+            Err(Error::MemoryTooLarge { requested: 2048, host: 1024 })
+        );
+    }
+
+    #[test]
+    fn messages_are_one_clear_line() {
+        let e = cfg(1, 16).validate(1024, 8).unwrap_err().to_string();
+        assert_eq!(e, "16 MiB of memory is too small: a microVM needs at least 64 MiB");
+        assert!(!e.contains('\n'));
+    }
+}

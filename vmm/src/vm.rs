@@ -1,0 +1,369 @@
+//! The microVM builder and run loop. `MicroVm::build` reads like the boot sequence:
+//! KVM checks, guest memory, VM and irqchip, vCPUs, devices, kernel and initramfs,
+//! boot structures and registers. `MicroVm::run` starts the vCPU threads and runs the
+//! event loop until the guest resets, shuts down or fails.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::Killable;
+
+use crate::arch::x86_64::{bootparams, cpuid::CpuidPolicy, layout, mptable, paging, regs};
+use crate::config::{Console, VmConfig};
+use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail};
+use crate::devices::{Bus, bus, i8042, serial};
+use crate::exit::{ExitLatch, VmExit};
+use crate::vcpu::{BootState, Vcpu, VcpuContext};
+use crate::{cmdline, config, host, loader, vcpu};
+
+/// Errors building or running a microVM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// KVM is missing or unusable.
+    #[error(transparent)]
+    Host(#[from] host::Error),
+    /// The configuration is out of bounds.
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    /// Guest memory could not be mapped.
+    #[error("cannot allocate {0} MiB of guest memory")]
+    Memory(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// A KVM VM-level call failed.
+    #[error("KVM refused to {0}")]
+    Kvm(&'static str, #[source] kvm_ioctls::Error),
+    /// A vCPU could not be set up or started.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::Error),
+    /// A device could not be placed on its bus.
+    #[error("cannot attach the {0}")]
+    Device(&'static str, #[source] bus::Error),
+    /// The console destination could not be opened.
+    #[error("cannot open the console file {0}")]
+    ConsoleFile(std::path::PathBuf, #[source] std::io::Error),
+    /// The kernel, initramfs or command line could not be loaded.
+    #[error(transparent)]
+    Load(#[from] loader::Error),
+    /// The command line is invalid.
+    #[error(transparent)]
+    Cmdline(#[from] cmdline::Error),
+    /// The zero page could not be built.
+    #[error(transparent)]
+    BootParams(#[from] bootparams::Error),
+    /// The MP table could not be written.
+    #[error(transparent)]
+    MpTable(#[from] mptable::Error),
+    /// The page tables could not be written.
+    #[error(transparent)]
+    Paging(#[from] paging::Error),
+    /// The GDT/IDT could not be written.
+    #[error(transparent)]
+    Regs(#[from] regs::Error),
+    /// The event loop failed.
+    #[error("the VMM event loop failed: {0}")]
+    EventLoop(String),
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// How the VM ended.
+    pub exit: VmExit,
+    /// Port accesses no device claimed.
+    pub unhandled_pio: u64,
+    /// MMIO accesses no device claimed.
+    pub unhandled_mmio: u64,
+    /// The last bytes the guest printed on its console.
+    pub console_tail: Vec<u8>,
+    /// Time from `build` start to the first vCPU starting.
+    pub setup_time: Duration,
+    /// Time from the vCPUs starting to the VM's end.
+    pub run_time: Duration,
+    /// The kernel command line the guest got.
+    pub cmdline: String,
+}
+
+/// A built microVM, ready to run.
+pub struct MicroVm {
+    // Kept open for the VM's lifetime: the VM and vCPU fds hold references to it anyway.
+    _kvm: Kvm,
+    _vm: VmFd,
+    _memory: GuestMemoryMmap,
+    vcpus: Vec<Vcpu>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    exit: Arc<ExitLatch>,
+    tail: Arc<Mutex<ConsoleTail>>,
+    cmdline: String,
+    started: Instant,
+}
+
+impl std::fmt::Debug for MicroVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MicroVm").field("vcpus", &self.vcpus.len()).field("cmdline", &self.cmdline).finish()
+    }
+}
+
+impl MicroVm {
+    /// Builds the VM described by `config`, up to (not including) running it.
+    pub fn build(config: &VmConfig) -> Result<MicroVm, Error> {
+        let started = Instant::now();
+        let (kvm, host) = check_kvm(config)?;
+        let memory = create_guest_memory(config.mem_bytes())?;
+        let vm = create_vm(&kvm, &memory)?;
+        setup_irqchip(&vm)?;
+        let vcpus = create_vcpus(&vm, config.vcpus)?;
+        let exit = Arc::new(ExitLatch::new().map_err(Error::EventFd)?);
+        let tail = Arc::new(Mutex::new(ConsoleTail::default()));
+        let pio = attach_legacy_devices(&vm, &config.console, &exit, &tail)?;
+        let mmio = Bus::new("mmio");
+        let kernel = loader::load_kernel(&memory, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(path) => Some(loader::load_initrd(&memory, config.mem_bytes(), kernel.end, path)?),
+            None => None,
+        };
+        let cmdline = cmdline::build(&cmdline::CmdlineSpec {
+            console: config.console.is_on(),
+            emulated_host: host.needs_emulation_workarounds(),
+            devices: &[],
+            extra: &config.cmdline,
+        })?;
+        let (cmdline_addr, cmdline_size) = loader::load_cmdline(&memory, &cmdline)?;
+        let inputs = bootparams::BootInputs { cmdline_addr, cmdline_size, initrd };
+        let cr3 = write_boot_structures(&memory, config, kernel.header, &inputs)?;
+        configure_vcpus(&kvm, &vcpus, &host, BootState { entry: kernel.entry, cr3 })?;
+        Ok(MicroVm {
+            _kvm: kvm,
+            _vm: vm,
+            _memory: memory,
+            vcpus,
+            pio: Arc::new(pio),
+            mmio: Arc::new(mmio),
+            exit,
+            tail,
+            cmdline,
+            started,
+        })
+    }
+
+    /// The kernel command line the guest will get.
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// Runs the VM to its end.
+    pub fn run(self) -> Result<RunReport, Error> {
+        vcpu::install_kick_handler()?;
+        let setup_time = self.started.elapsed();
+        let run_start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = VcpuContext {
+            pio: self.pio.clone(),
+            mmio: self.mmio.clone(),
+            exit: self.exit.clone(),
+            stop: stop.clone(),
+        };
+        let mut threads = Vec::with_capacity(self.vcpus.len());
+        for vcpu in self.vcpus {
+            match vcpu.start(ctx.clone()) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop_vcpus(&stop, threads);
+                    return Err(e.into());
+                }
+            }
+        }
+        let result = event_loop(&self.exit);
+        stop_vcpus(&stop, threads);
+        let exit = result?;
+        Ok(RunReport {
+            exit,
+            unhandled_pio: self.pio.unhandled_count(),
+            unhandled_mmio: self.mmio.unhandled_count(),
+            console_tail: bus::lock(&self.tail).contents(),
+            setup_time,
+            run_time: run_start.elapsed(),
+            cmdline: self.cmdline,
+        })
+    }
+}
+
+/// Builds and runs in one call.
+pub fn boot(config: &VmConfig) -> Result<RunReport, Error> {
+    MicroVm::build(config)?.run()
+}
+
+fn check_kvm(config: &VmConfig) -> Result<(Kvm, host::HostKvm), Error> {
+    let host = host::probe(&config.kvm_device)?;
+    config.validate(host.host_mem_mib, host.max_vcpus)?;
+    let kvm = host::open(&config.kvm_device)?;
+    Ok((kvm, host))
+}
+
+fn create_guest_memory(bytes: u64) -> Result<GuestMemoryMmap, Error> {
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(bytes)
+        .into_iter()
+        .map(|(start, len)| (GuestAddress(start), len as usize))
+        .collect();
+    // Anonymous, MAP_NORESERVE: host pages are only used once the guest touches them.
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::Memory(bytes >> 20, e))
+}
+
+fn create_vm(kvm: &Kvm, memory: &GuestMemoryMmap) -> Result<VmFd, Error> {
+    let vm = kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?;
+    for (slot, region) in memory.iter().enumerate() {
+        let mem_region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping of exactly `memory_size` bytes owned by
+        // `memory`, which the MicroVm keeps alive for as long as the VM fd exists.
+        unsafe { vm.set_user_memory_region(mem_region) }
+            .map_err(|e| Error::Kvm("map guest memory", e))?;
+    }
+    vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize)
+        .map_err(|e| Error::Kvm("set the TSS address", e))?;
+    Ok(vm)
+}
+
+fn setup_irqchip(vm: &VmFd) -> Result<(), Error> {
+    vm.create_irq_chip().map_err(|e| Error::Kvm("create the in-kernel irqchip", e))?;
+    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    vm.create_pit2(pit).map_err(|e| Error::Kvm("create the in-kernel PIT", e))
+}
+
+fn create_vcpus(vm: &VmFd, count: u8) -> Result<Vec<Vcpu>, Error> {
+    (0..count)
+        .map(|id| {
+            let fd = vm.create_vcpu(u64::from(id)).map_err(|e| Error::Kvm("create a vCPU", e))?;
+            Ok(Vcpu::new(id, fd))
+        })
+        .collect()
+}
+
+fn console_output(console: &Console) -> Result<Option<Box<dyn Write + Send>>, Error> {
+    Ok(match console {
+        Console::Off => None,
+        Console::Stdout => Some(Box::new(std::io::stdout())),
+        Console::File(path) => {
+            let f = File::create(path).map_err(|e| Error::ConsoleFile(path.clone(), e))?;
+            Some(Box::new(std::io::BufWriter::new(f)))
+        }
+    })
+}
+
+fn attach_legacy_devices(
+    vm: &VmFd,
+    console: &Console,
+    exit: &Arc<ExitLatch>,
+    tail: &Arc<Mutex<ConsoleTail>>,
+) -> Result<Bus, Error> {
+    let mut pio = Bus::new("pio");
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+    vm.register_irqfd(&irq, COM1_IRQ).map_err(|e| Error::Kvm("route the serial IRQ", e))?;
+    let sink = ConsoleSink::new(console_output(console)?, tail.clone());
+    let com1 = Arc::new(Mutex::new(serial::SerialDevice::new(irq, sink)));
+    pio.insert(com1, COM1_BASE, COM1_LEN).map_err(|e| Error::Device("serial console", e))?;
+    let i8042 = Arc::new(Mutex::new(i8042::ResetController::new(exit.clone())));
+    pio.insert(i8042, i8042::I8042_BASE, i8042::I8042_LEN)
+        .map_err(|e| Error::Device("i8042 reset controller", e))?;
+    Ok(pio)
+}
+
+fn write_boot_structures(
+    memory: &GuestMemoryMmap,
+    config: &VmConfig,
+    header: Option<linux_loader::loader::bootparam::setup_header>,
+    inputs: &bootparams::BootInputs,
+) -> Result<u64, Error> {
+    let e820 = bootparams::e820_map(config.mem_bytes())?;
+    let params = bootparams::build(header, inputs, &e820)?;
+    vm_memory::Bytes::write_obj(memory, params, GuestAddress(layout::ZERO_PAGE_START))
+        .map_err(|e| Error::Load(loader::Error::Cmdline(e)))?;
+    mptable::write(memory, config.vcpus)?;
+    regs::write_descriptor_tables(memory)?;
+    Ok(paging::write(memory)?)
+}
+
+fn configure_vcpus(
+    kvm: &Kvm,
+    vcpus: &[Vcpu],
+    host: &host::HostKvm,
+    boot: BootState,
+) -> Result<(), Error> {
+    for (id, vcpu) in vcpus.iter().enumerate() {
+        let policy = CpuidPolicy {
+            vcpu_id: id as u8,
+            vcpu_count: vcpus.len() as u8,
+            emulation_safe: host.needs_emulation_workarounds(),
+        };
+        vcpu.configure(kvm, &policy, (id == 0).then_some(boot))?;
+    }
+    Ok(())
+}
+
+/// Wakes the event loop when the exit latch fires.
+struct ExitWatcher {
+    exit: Arc<ExitLatch>,
+}
+
+impl MutEventSubscriber for ExitWatcher {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.exit.event().read();
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(self.exit.event(), EventSet::IN)) {
+            log::error!("cannot watch the VM exit event: {e:?}");
+        }
+    }
+}
+
+/// The VMM's one event loop: for now it only waits for the end; device backends (block,
+/// net, vsock) register their fds here too.
+fn event_loop(exit: &Arc<ExitLatch>) -> Result<VmExit, Error> {
+    let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
+        EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+    manager.add_subscriber(Arc::new(Mutex::new(ExitWatcher { exit: exit.clone() })));
+    loop {
+        if let Some(outcome) = exit.outcome() {
+            return Ok(outcome);
+        }
+        manager.run().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+    }
+}
+
+/// Stops every vCPU thread: sets the flag, then kicks each one out of `KVM_RUN` with a
+/// signal until it has finished (a kick can land just before `KVM_RUN`, so repeat).
+fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for t in threads {
+        while !t.is_finished() && Instant::now() < deadline {
+            if let Err(e) = t.kill(vcpu::kick_signal()) {
+                log::debug!("cannot kick a vCPU thread: {e}");
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::error!("a vCPU thread did not stop; leaving it behind");
+        }
+    }
+}
