@@ -48,7 +48,11 @@ pub struct CmdlineSpec<'a> {
 /// Builds the command line.
 pub fn build(spec: &CmdlineSpec<'_>) -> Result<String, Error> {
     let mut parts: Vec<&str> = vec![BASE];
-    parts.push(if spec.console { "console=ttyS0" } else { "quiet" });
+    parts.push(if spec.console {
+        "console=ttyS0"
+    } else {
+        "quiet"
+    });
     if spec.emulated_host {
         parts.push(EMULATED);
     }
@@ -74,7 +78,11 @@ mod tests {
 
     #[test]
     fn console_on_names_the_serial_port() {
-        let line = build(&CmdlineSpec { console: true, ..Default::default() }).unwrap();
+        let line = build(&CmdlineSpec {
+            console: true,
+            ..Default::default()
+        })
+        .unwrap();
         assert!(line.starts_with("reboot=k panic=-1 "));
         assert!(line.ends_with(" console=ttyS0"));
         assert!(!line.contains("quiet"));
@@ -97,16 +105,25 @@ mod tests {
             extra: "  root=/dev/vda ro ",
         })
         .unwrap();
-        let want = format!("{BASE} console=ttyS0 {EMULATED} {} root=/dev/vda ro", devices[0]);
+        let want = format!(
+            "{BASE} console=ttyS0 {EMULATED} {} root=/dev/vda ro",
+            devices[0]
+        );
         assert_eq!(line, want);
     }
 
     #[test]
     fn bad_input_is_refused() {
         let long = "x".repeat(CMDLINE_MAX_SIZE);
-        let spec = CmdlineSpec { extra: &long, ..Default::default() };
+        let spec = CmdlineSpec {
+            extra: &long,
+            ..Default::default()
+        };
         assert!(matches!(build(&spec), Err(Error::TooLong(_))));
-        let spec = CmdlineSpec { extra: "a\nb", ..Default::default() };
+        let spec = CmdlineSpec {
+            extra: "a\nb",
+            ..Default::default()
+        };
         assert_eq!(build(&spec), Err(Error::BadCharacter));
     }
 }

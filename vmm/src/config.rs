@@ -45,6 +45,9 @@ pub struct VmConfig {
     pub mem_mib: u64,
     /// Serial console destination.
     pub console: Console,
+    /// Console lines to time: the run report says when the first line containing each
+    /// arrived (e.g. `Run /init as init process`).
+    pub milestones: Vec<String>,
 }
 
 impl VmConfig {
@@ -58,6 +61,7 @@ impl VmConfig {
             vcpus: 1,
             mem_mib: 128,
             console: Console::Off,
+            milestones: Vec::new(),
         }
     }
 
@@ -102,13 +106,19 @@ impl VmConfig {
             return Err(Error::VcpuCount(self.vcpus));
         }
         if usize::from(self.vcpus) > kvm_max_vcpus {
-            return Err(Error::VcpusAboveKvmLimit { requested: self.vcpus, max: kvm_max_vcpus });
+            return Err(Error::VcpusAboveKvmLimit {
+                requested: self.vcpus,
+                max: kvm_max_vcpus,
+            });
         }
         if self.mem_mib < MIN_MEM_MIB {
             return Err(Error::MemoryTooSmall(self.mem_mib));
         }
         if self.mem_mib > host_mem_mib {
-            return Err(Error::MemoryTooLarge { requested: self.mem_mib, host: host_mem_mib });
+            return Err(Error::MemoryTooLarge {
+                requested: self.mem_mib,
+                host: host_mem_mib,
+            });
         }
         Ok(())
     }
@@ -119,7 +129,11 @@ mod tests {
     use super::*;
 
     fn cfg(vcpus: u8, mem_mib: u64) -> VmConfig {
-        VmConfig { vcpus, mem_mib, ..VmConfig::new("/k") }
+        VmConfig {
+            vcpus,
+            mem_mib,
+            ..VmConfig::new("/k")
+        }
     }
 
     #[test]
@@ -130,19 +144,28 @@ mod tests {
         assert_eq!(cfg(33, 64).validate(1024, 64), Err(Error::VcpuCount(33)));
         assert_eq!(
             cfg(9, 64).validate(1024, 8),
-            Err(Error::VcpusAboveKvmLimit { requested: 9, max: 8 })
+            Err(Error::VcpusAboveKvmLimit {
+                requested: 9,
+                max: 8
+            })
         );
         assert_eq!(cfg(1, 63).validate(1024, 8), Err(Error::MemoryTooSmall(63)));
         assert_eq!(
             cfg(1, 2048).validate(1024, 8),
-            Err(Error::MemoryTooLarge { requested: 2048, host: 1024 })
+            Err(Error::MemoryTooLarge {
+                requested: 2048,
+                host: 1024
+            })
         );
     }
 
     #[test]
     fn messages_are_one_clear_line() {
         let e = cfg(1, 16).validate(1024, 8).unwrap_err().to_string();
-        assert_eq!(e, "16 MiB of memory is too small: a microVM needs at least 64 MiB");
+        assert_eq!(
+            e,
+            "16 MiB of memory is too small: a microVM needs at least 64 MiB"
+        );
         assert!(!e.contains('\n'));
     }
 }

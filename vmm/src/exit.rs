@@ -73,7 +73,10 @@ pub struct ExitLatch {
 impl ExitLatch {
     /// A fresh latch.
     pub fn new() -> std::io::Result<Self> {
-        Ok(ExitLatch { outcome: Mutex::new(None), event: EventFd::new(libc::EFD_NONBLOCK)? })
+        Ok(ExitLatch {
+            outcome: Mutex::new(None),
+            event: EventFd::new(libc::EFD_NONBLOCK)?,
+        })
     }
 
     /// Records `exit` unless an earlier one was recorded, and wakes the event loop.

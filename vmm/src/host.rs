@@ -62,7 +62,9 @@ impl HostKvm {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The device does not exist.
-    #[error("{0} does not exist: this host has no KVM (load kvm_intel/kvm_amd or run on a host with virtualization)")]
+    #[error(
+        "{0} does not exist: this host has no KVM (load kvm_intel/kvm_amd or run on a host with virtualization)"
+    )]
     NoKvm(PathBuf),
     /// The device exists but this user may not open it.
     #[error("permission denied opening {0}: run as root or add this user to the kvm group")]
@@ -85,7 +87,10 @@ pub fn open(device: &Path) -> Result<Kvm, Error> {
     Kvm::new_with_path(c_path).map_err(|e| match e.errno() {
         libc::ENOENT | libc::ENODEV | libc::ENXIO => Error::NoKvm(device.to_path_buf()),
         libc::EACCES | libc::EPERM => Error::PermissionDenied(device.to_path_buf()),
-        _ => Error::Open(device.to_path_buf(), io::Error::from_raw_os_error(e.errno())),
+        _ => Error::Open(
+            device.to_path_buf(),
+            io::Error::from_raw_os_error(e.errno()),
+        ),
     })
 }
 
@@ -134,19 +139,29 @@ pub fn detect_backend(sys_module: &Path, cpu_flags: &[String]) -> Backend {
     let has = |m: &str| sys_module.join(m).exists();
     let flag = |f: &str| cpu_flags.iter().any(|x| x == f);
     if has("kvm_pvm") {
-        return Backend::Emulated { module: "kvm_pvm".into() };
+        return Backend::Emulated {
+            module: "kvm_pvm".into(),
+        };
     }
     if flag("vmx") && has("kvm_intel") {
-        return Backend::Hardware { module: "kvm_intel".into() };
+        return Backend::Hardware {
+            module: "kvm_intel".into(),
+        };
     }
     if flag("svm") && has("kvm_amd") {
-        return Backend::Hardware { module: "kvm_amd".into() };
+        return Backend::Hardware {
+            module: "kvm_amd".into(),
+        };
     }
     if flag("vmx") || flag("svm") {
         // KVM built into the kernel rather than a module.
-        return Backend::Hardware { module: "kvm (built in)".into() };
+        return Backend::Hardware {
+            module: "kvm (built in)".into(),
+        };
     }
-    Backend::Emulated { module: "unknown (no vmx/svm CPU flag)".into() }
+    Backend::Emulated {
+        module: "unknown (no vmx/svm CPU flag)".into(),
+    }
 }
 
 fn host_mem_mib() -> u64 {
@@ -179,7 +194,10 @@ mod tests {
     #[test]
     fn pvm_is_emulated_even_beside_other_modules() {
         let d = modules(&["kvm", "kvm_pvm"]);
-        assert!(matches!(detect_backend(d.path(), &flags(&["fpu"])), Backend::Emulated { .. }));
+        assert!(matches!(
+            detect_backend(d.path(), &flags(&["fpu"])),
+            Backend::Emulated { .. }
+        ));
     }
 
     #[test]
@@ -187,19 +205,27 @@ mod tests {
         let d = modules(&["kvm", "kvm_intel"]);
         assert_eq!(
             detect_backend(d.path(), &flags(&["fpu", "vmx"])),
-            Backend::Hardware { module: "kvm_intel".into() }
+            Backend::Hardware {
+                module: "kvm_intel".into()
+            }
         );
     }
 
     #[test]
     fn no_virtualization_flag_is_emulated() {
         let d = modules(&["kvm"]);
-        assert!(matches!(detect_backend(d.path(), &flags(&["fpu"])), Backend::Emulated { .. }));
+        assert!(matches!(
+            detect_backend(d.path(), &flags(&["fpu"])),
+            Backend::Emulated { .. }
+        ));
     }
 
     #[test]
     fn mem_total_parses() {
-        assert_eq!(parse_mem_total_mib("MemTotal:       24576000 kB\nMemFree: 1 kB\n"), Some(24000));
+        assert_eq!(
+            parse_mem_total_mib("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24000)
+        );
         assert_eq!(parse_mem_total_mib("garbage"), None);
     }
 

@@ -87,24 +87,37 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, E
     let not_a_kernel = |why: String| Error::NotAKernel(path.to_path_buf(), why);
     let fits = |e: loader::Error| match e {
         loader::Error::Elf(linux_loader::loader::elf::Error::ReadKernelImage)
-        | loader::Error::Bzimage(linux_loader::loader::bzimage::Error::ReadBzImageCompressedKernel) => {
-            Error::KernelDoesNotFit(path.to_path_buf(), e.to_string())
-        }
+        | loader::Error::Bzimage(
+            linux_loader::loader::bzimage::Error::ReadBzImageCompressedKernel,
+        ) => Error::KernelDoesNotFit(path.to_path_buf(), e.to_string()),
         other => not_a_kernel(other.to_string()),
     };
     let machine = elf_machine(&mut file).map_err(|e| Error::KernelRead(path.to_path_buf(), e))?;
     match machine {
         Some(EM_X86_64) => {
-            let r = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(fits)?;
+            let r =
+                Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(fits)?;
             if r.kernel_end == 0 {
                 return Err(not_a_kernel("the ELF has no loadable segments".into()));
             }
-            Ok(LoadedKernel { entry: r.kernel_load.0, end: r.kernel_end, header: None })
+            Ok(LoadedKernel {
+                entry: r.kernel_load.0,
+                end: r.kernel_end,
+                header: None,
+            })
         }
         Some(other) => Err(not_a_kernel(format!("ELF for machine {other}, not x86_64"))),
         None => {
-            let r = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(fits)?;
+            let r = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(
+                |e| match e {
+                    loader::Error::Bzimage(
+                        linux_loader::loader::bzimage::Error::InvalidBzImage
+                        | linux_loader::loader::bzimage::Error::ReadBzImageHeader
+                        | linux_loader::loader::bzimage::Error::SeekBzImageHeader,
+                    ) => not_a_kernel("no ELF or bzImage header".into()),
+                    other => fits(other),
+                },
+            )?;
             Ok(LoadedKernel {
                 entry: r.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET,
                 end: r.kernel_end,
@@ -135,7 +148,10 @@ pub fn load_initrd(
         _ => Error::InitrdRead(path.to_path_buf(), e),
     })?;
     let size = file.metadata().map_err(read_err)?.len();
-    let too_large = || Error::InitrdTooLarge { path: path.to_path_buf(), size };
+    let too_large = || Error::InitrdTooLarge {
+        path: path.to_path_buf(),
+        size,
+    };
     let size32 = u32::try_from(size).map_err(|_| too_large())?;
     let addr = initrd_address(mem_size, kernel_end, size).ok_or_else(too_large)?;
     read_into(mem, addr, &mut file, size as usize).map_err(read_err)?;
@@ -148,7 +164,8 @@ fn read_into<F: ReadVolatile>(
     src: &mut F,
     len: usize,
 ) -> io::Result<()> {
-    mem.read_exact_volatile_from(GuestAddress(addr), src, len).map_err(io::Error::other)
+    mem.read_exact_volatile_from(GuestAddress(addr), src, len)
+        .map_err(io::Error::other)
 }
 
 /// Writes the NUL-terminated command line; returns its address and size with the NUL.
@@ -156,7 +173,8 @@ pub fn load_cmdline(mem: &GuestMemoryMmap, line: &str) -> Result<(u64, u32), Err
     debug_assert!(line.len() < CMDLINE_MAX_SIZE);
     let mut bytes = line.as_bytes().to_vec();
     bytes.push(0);
-    mem.write_slice(&bytes, GuestAddress(CMDLINE_START)).map_err(Error::Cmdline)?;
+    mem.write_slice(&bytes, GuestAddress(CMDLINE_START))
+        .map_err(Error::Cmdline)?;
     Ok((CMDLINE_START, bytes.len() as u32))
 }
 
@@ -172,10 +190,16 @@ mod tests {
     #[test]
     fn initrd_goes_to_the_top_of_low_memory() {
         let m = 128u64 << 20;
-        assert_eq!(initrd_address(m, 0x200_0000, 4097), Some((m - 4097) & !0xfff));
+        assert_eq!(
+            initrd_address(m, 0x200_0000, 4097),
+            Some((m - 4097) & !0xfff)
+        );
         assert_eq!(initrd_address(m, 0x200_0000, m), None);
         // Large guests keep it below the 2 GiB initrd limit.
-        assert_eq!(initrd_address(8 << 30, 0, 4096), Some(INITRD_ADDR_MAX + 1 - 4096));
+        assert_eq!(
+            initrd_address(8 << 30, 0, 4096),
+            Some(INITRD_ADDR_MAX + 1 - 4096)
+        );
     }
 
     #[test]

@@ -73,7 +73,13 @@ pub fn build(code: &[u8]) -> Vec<u8> {
     push_u16(&mut v, 64); // e_shentsize
     push_u16(&mut v, 0); // e_shnum
     push_u16(&mut v, 0); // e_shstrndx
-    phdr(&mut v, PT_LOAD, code_off as u64, LOAD_ADDR, code.len() as u64);
+    phdr(
+        &mut v,
+        PT_LOAD,
+        code_off as u64,
+        LOAD_ADDR,
+        code.len() as u64,
+    );
     phdr(&mut v, PT_NOTE, note_off as u64, 0, note.len() as u64);
     v.extend_from_slice(&note);
     v.resize(code_off, 0);
@@ -91,12 +97,16 @@ mod tests {
     #[test]
     fn linux_loader_loads_it_with_a_pvh_entry() {
         let image = build(RESET_AT_ONCE);
-        let mem: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
+        let mem: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 4 << 20)]).unwrap();
         let mut file = std::io::Cursor::new(image);
         let r = Elf::load(&mem, None, &mut file, Some(GuestAddress(LOAD_ADDR))).unwrap();
         assert_eq!(r.kernel_load, GuestAddress(LOAD_ADDR));
         assert_eq!(r.kernel_end, LOAD_ADDR + RESET_AT_ONCE.len() as u64);
-        assert_eq!(r.pvh_boot_cap, PvhBootCapability::PvhEntryPresent(GuestAddress(LOAD_ADDR)));
+        assert_eq!(
+            r.pvh_boot_cap,
+            PvhBootCapability::PvhEntryPresent(GuestAddress(LOAD_ADDR))
+        );
         let mut code = vec![0u8; RESET_AT_ONCE.len()];
         mem.read_slice(&mut code, GuestAddress(LOAD_ADDR)).unwrap();
         assert_eq!(code, RESET_AT_ONCE);

@@ -89,7 +89,11 @@ impl Vcpu {
     }
 
     fn step<T>(&self, what: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, Error> {
-        r.map_err(|source| Error::Configure { vcpu: self.id, what, source })
+        r.map_err(|source| Error::Configure {
+            vcpu: self.id,
+            what,
+            source,
+        })
     }
 
     /// Sets CPUID, MSRs, FPU and LAPIC; on the boot vCPU also the long-mode registers.
@@ -100,14 +104,20 @@ impl Vcpu {
         policy: &cpuid::CpuidPolicy,
         boot: Option<BootState>,
     ) -> Result<(), Error> {
-        let mut table =
-            self.step("CPUID", kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES))?;
+        let mut table = self.step(
+            "CPUID",
+            kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES),
+        )?;
         cpuid::shape(&mut table, policy);
         self.step("CPUID", self.fd.set_cpuid2(&table))?;
         let msrs = msr::boot_msrs()?;
         let written = self.step("MSRs", self.fd.set_msrs(&msrs))?;
         if written != msrs.as_slice().len() {
-            log::warn!("vCPU {}: KVM accepted {written} of {} boot MSRs", self.id, msrs.as_slice().len());
+            log::warn!(
+                "vCPU {}: KVM accepted {written} of {} boot MSRs",
+                self.id,
+                msrs.as_slice().len()
+            );
         }
         self.step("FPU", self.fd.set_fpu(&regs::boot_fpu()))?;
         let mut lapic = self.step("LAPIC", self.fd.get_lapic())?;
@@ -141,7 +151,10 @@ impl Vcpu {
             }
         }));
         if outcome.is_err() {
-            ctx.exit.signal(VmExit::Error { vcpu: id, error: VcpuError::Panicked });
+            ctx.exit.signal(VmExit::Error {
+                vcpu: id,
+                error: VcpuError::Panicked,
+            });
         }
     }
 

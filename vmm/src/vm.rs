@@ -20,7 +20,7 @@ use vmm_sys_util::signal::Killable;
 
 use crate::arch::x86_64::{bootparams, cpuid::CpuidPolicy, layout, mptable, paging, regs};
 use crate::config::{Console, VmConfig};
-use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail};
+use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail, Milestones};
 use crate::devices::{Bus, bus, i8042, serial};
 use crate::exit::{ExitLatch, VmExit};
 use crate::vcpu::{BootState, Vcpu, VcpuContext};
@@ -93,6 +93,8 @@ pub struct RunReport {
     pub run_time: Duration,
     /// The kernel command line the guest got.
     pub cmdline: String,
+    /// Each watched console milestone and when it appeared, from the vCPUs' start.
+    pub milestones: Vec<(String, Option<Duration>)>,
 }
 
 /// A built microVM, ready to run.
@@ -106,13 +108,17 @@ pub struct MicroVm {
     mmio: Arc<Bus>,
     exit: Arc<ExitLatch>,
     tail: Arc<Mutex<ConsoleTail>>,
+    milestones: Arc<Mutex<Milestones>>,
     cmdline: String,
     started: Instant,
 }
 
 impl std::fmt::Debug for MicroVm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MicroVm").field("vcpus", &self.vcpus.len()).field("cmdline", &self.cmdline).finish()
+        f.debug_struct("MicroVm")
+            .field("vcpus", &self.vcpus.len())
+            .field("cmdline", &self.cmdline)
+            .finish()
     }
 }
 
@@ -127,11 +133,19 @@ impl MicroVm {
         let vcpus = create_vcpus(&vm, config.vcpus)?;
         let exit = Arc::new(ExitLatch::new().map_err(Error::EventFd)?);
         let tail = Arc::new(Mutex::new(ConsoleTail::default()));
-        let pio = attach_legacy_devices(&vm, &config.console, &exit, &tail)?;
+        let milestones = Arc::new(Mutex::new(Milestones::new(config.milestones.clone())));
+        let sink = ConsoleSink::new(console_output(&config.console)?, tail.clone())
+            .with_milestones(milestones.clone());
+        let pio = attach_legacy_devices(&vm, sink, &exit)?;
         let mmio = Bus::new("mmio");
         let kernel = loader::load_kernel(&memory, &config.kernel)?;
         let initrd = match &config.initrd {
-            Some(path) => Some(loader::load_initrd(&memory, config.mem_bytes(), kernel.end, path)?),
+            Some(path) => Some(loader::load_initrd(
+                &memory,
+                config.mem_bytes(),
+                kernel.end,
+                path,
+            )?),
             None => None,
         };
         let cmdline = cmdline::build(&cmdline::CmdlineSpec {
@@ -141,9 +155,21 @@ impl MicroVm {
             extra: &config.cmdline,
         })?;
         let (cmdline_addr, cmdline_size) = loader::load_cmdline(&memory, &cmdline)?;
-        let inputs = bootparams::BootInputs { cmdline_addr, cmdline_size, initrd };
+        let inputs = bootparams::BootInputs {
+            cmdline_addr,
+            cmdline_size,
+            initrd,
+        };
         let cr3 = write_boot_structures(&memory, config, kernel.header, &inputs)?;
-        configure_vcpus(&kvm, &vcpus, &host, BootState { entry: kernel.entry, cr3 })?;
+        configure_vcpus(
+            &kvm,
+            &vcpus,
+            &host,
+            BootState {
+                entry: kernel.entry,
+                cr3,
+            },
+        )?;
         Ok(MicroVm {
             _kvm: kvm,
             _vm: vm,
@@ -153,6 +179,7 @@ impl MicroVm {
             mmio: Arc::new(mmio),
             exit,
             tail,
+            milestones,
             cmdline,
             started,
         })
@@ -188,7 +215,13 @@ impl MicroVm {
         let result = event_loop(&self.exit);
         stop_vcpus(&stop, threads);
         let exit = result?;
+        let milestones = bus::lock(&self.milestones)
+            .results()
+            .into_iter()
+            .map(|(p, at)| (p, at.map(|t| t.saturating_duration_since(run_start))))
+            .collect();
         Ok(RunReport {
+            milestones,
             exit,
             unhandled_pio: self.pio.unhandled_count(),
             unhandled_mmio: self.mmio.unhandled_count(),
@@ -242,15 +275,22 @@ fn create_vm(kvm: &Kvm, memory: &GuestMemoryMmap) -> Result<VmFd, Error> {
 }
 
 fn setup_irqchip(vm: &VmFd) -> Result<(), Error> {
-    vm.create_irq_chip().map_err(|e| Error::Kvm("create the in-kernel irqchip", e))?;
-    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-    vm.create_pit2(pit).map_err(|e| Error::Kvm("create the in-kernel PIT", e))
+    vm.create_irq_chip()
+        .map_err(|e| Error::Kvm("create the in-kernel irqchip", e))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit)
+        .map_err(|e| Error::Kvm("create the in-kernel PIT", e))
 }
 
 fn create_vcpus(vm: &VmFd, count: u8) -> Result<Vec<Vcpu>, Error> {
     (0..count)
         .map(|id| {
-            let fd = vm.create_vcpu(u64::from(id)).map_err(|e| Error::Kvm("create a vCPU", e))?;
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(|e| Error::Kvm("create a vCPU", e))?;
             Ok(Vcpu::new(id, fd))
         })
         .collect()
@@ -269,16 +309,16 @@ fn console_output(console: &Console) -> Result<Option<Box<dyn Write + Send>>, Er
 
 fn attach_legacy_devices(
     vm: &VmFd,
-    console: &Console,
+    sink: ConsoleSink,
     exit: &Arc<ExitLatch>,
-    tail: &Arc<Mutex<ConsoleTail>>,
 ) -> Result<Bus, Error> {
     let mut pio = Bus::new("pio");
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
-    vm.register_irqfd(&irq, COM1_IRQ).map_err(|e| Error::Kvm("route the serial IRQ", e))?;
-    let sink = ConsoleSink::new(console_output(console)?, tail.clone());
+    vm.register_irqfd(&irq, COM1_IRQ)
+        .map_err(|e| Error::Kvm("route the serial IRQ", e))?;
     let com1 = Arc::new(Mutex::new(serial::SerialDevice::new(irq, sink)));
-    pio.insert(com1, COM1_BASE, COM1_LEN).map_err(|e| Error::Device("serial console", e))?;
+    pio.insert(com1, COM1_BASE, COM1_LEN)
+        .map_err(|e| Error::Device("serial console", e))?;
     let i8042 = Arc::new(Mutex::new(i8042::ResetController::new(exit.clone())));
     pio.insert(i8042, i8042::I8042_BASE, i8042::I8042_LEN)
         .map_err(|e| Error::Device("i8042 reset controller", e))?;
@@ -344,7 +384,9 @@ fn event_loop(exit: &Arc<ExitLatch>) -> Result<VmExit, Error> {
         if let Some(outcome) = exit.outcome() {
             return Ok(outcome);
         }
-        manager.run().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+        manager
+            .run()
+            .map_err(|e| Error::EventLoop(format!("{e:?}")))?;
     }
 }
 

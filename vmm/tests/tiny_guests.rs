@@ -78,7 +78,11 @@ fn guest(code: &[u8]) -> Guest {
     let kernel = dir.path().join("tiny.elf");
     std::fs::write(&kernel, tiny_elf::build(code)).unwrap();
     let console = dir.path().join("console.log");
-    Guest { _dir: dir, kernel, console }
+    Guest {
+        _dir: dir,
+        kernel,
+        console,
+    }
 }
 
 fn config(g: &Guest, vcpus: u8) -> VmConfig {
@@ -101,7 +105,10 @@ fn serial_output_reaches_the_host_and_reset_ends_the_vm() {
         let g = guest(&code);
         let report = vmm::boot(&config(&g, vcpus)).unwrap();
         assert_eq!(report.exit, VmExit::Reset, "{vcpus} vCPUs");
-        assert_eq!(std::fs::read(&g.console).unwrap(), b"hello from a tiny guest\n");
+        assert_eq!(
+            std::fs::read(&g.console).unwrap(),
+            b"hello from a tiny guest\n"
+        );
         assert_eq!(report.console_tail, b"hello from a tiny guest\n");
         assert_eq!(report.unhandled_pio, 0);
     }
@@ -153,7 +160,10 @@ fn the_trivial_bench_guest_resets_with_console_off() {
         return;
     }
     let g = guest(tiny_elf::RESET_AT_ONCE);
-    let cfg = VmConfig { console: Console::Off, ..config(&g, 1) };
+    let cfg = VmConfig {
+        console: Console::Off,
+        ..config(&g, 1)
+    };
     let report = vmm::boot(&cfg).unwrap();
     assert_eq!(report.exit, VmExit::Reset);
     // QEMU's isa-debug-exit port is not ours: answered and counted.

@@ -52,7 +52,14 @@ impl std::fmt::Debug for Bus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus")
             .field("name", &self.name)
-            .field("ranges", &self.devices.iter().map(|(b, (l, _))| (*b, *l)).collect::<Vec<_>>())
+            .field(
+                "ranges",
+                &self
+                    .devices
+                    .iter()
+                    .map(|(b, (l, _))| (*b, *l))
+                    .collect::<Vec<_>>(),
+            )
             .field("unhandled", &self.unhandled)
             .finish()
     }
@@ -61,7 +68,11 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// An empty bus; `name` appears in logs ("pio", "mmio").
     pub fn new(name: &'static str) -> Self {
-        Bus { name, devices: BTreeMap::new(), unhandled: AtomicU64::new(0) }
+        Bus {
+            name,
+            devices: BTreeMap::new(),
+            unhandled: AtomicU64::new(0),
+        }
     }
 
     /// Puts `device` at `[base, base + len)`.
@@ -124,9 +135,15 @@ impl Bus {
     fn note_unhandled(&self, kind: &str, addr: u64, size: usize) {
         let n = self.unhandled.fetch_add(1, Ordering::Relaxed);
         if n < LOUD_UNHANDLED {
-            log::warn!("unhandled {} {kind} of {size} bytes at {addr:#x}", self.name);
+            log::warn!(
+                "unhandled {} {kind} of {size} bytes at {addr:#x}",
+                self.name
+            );
         } else {
-            log::debug!("unhandled {} {kind} of {size} bytes at {addr:#x}", self.name);
+            log::debug!(
+                "unhandled {} {kind} of {size} bytes at {addr:#x}",
+                self.name
+            );
         }
     }
 }
@@ -180,7 +197,8 @@ mod tests {
     #[test]
     fn accesses_straddling_the_end_are_unclaimed() {
         let mut bus = Bus::new("pio");
-        bus.insert(Arc::new(Mutex::new(Recorder::default())), 0x60, 5).unwrap();
+        bus.insert(Arc::new(Mutex::new(Recorder::default())), 0x60, 5)
+            .unwrap();
         let mut b = [0u8; 2];
         assert!(!bus.read(0x64, &mut b));
         assert!(bus.read(0x63, &mut b));
@@ -191,10 +209,25 @@ mod tests {
         let mut bus = Bus::new("pio");
         let d = || Arc::new(Mutex::new(Recorder::default()));
         bus.insert(d(), 0x10, 0x10).unwrap();
-        assert_eq!(bus.insert(d(), 0x18, 4), Err(Error::Overlap { base: 0x18, len: 4 }));
-        assert_eq!(bus.insert(d(), 0x8, 0x9), Err(Error::Overlap { base: 0x8, len: 0x9 }));
+        assert_eq!(
+            bus.insert(d(), 0x18, 4),
+            Err(Error::Overlap { base: 0x18, len: 4 })
+        );
+        assert_eq!(
+            bus.insert(d(), 0x8, 0x9),
+            Err(Error::Overlap {
+                base: 0x8,
+                len: 0x9
+            })
+        );
         assert!(bus.insert(d(), 0x20, 1).is_ok());
-        assert!(matches!(bus.insert(d(), 0x30, 0), Err(Error::InvalidRange { .. })));
-        assert!(matches!(bus.insert(d(), u64::MAX, 2), Err(Error::InvalidRange { .. })));
+        assert!(matches!(
+            bus.insert(d(), 0x30, 0),
+            Err(Error::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(d(), u64::MAX, 2),
+            Err(Error::InvalidRange { .. })
+        ));
     }
 }

@@ -37,7 +37,9 @@ pub struct ResetController {
 impl ResetController {
     /// A controller that ends the VM through `latch` when the guest resets.
     pub fn new(latch: Arc<ExitLatch>) -> Self {
-        ResetController { inner: I8042Device::new(ResetTrigger(latch)) }
+        ResetController {
+            inner: I8042Device::new(ResetTrigger(latch)),
+        }
     }
 }
 

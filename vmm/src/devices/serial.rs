@@ -4,6 +4,7 @@
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -52,28 +53,98 @@ impl ConsoleTail {
     }
 }
 
-/// Where console bytes go: an optional destination plus the tail.
+/// Watches console lines for milestones (e.g. `Run /init as init process`) and records
+/// when each first appeared, measured on the host as the bytes arrive.
+#[derive(Debug, Default)]
+pub struct Milestones {
+    patterns: Vec<String>,
+    seen: Vec<Option<Instant>>,
+    line: Vec<u8>,
+}
+
+/// Longest line prefix kept for matching.
+const MAX_LINE: usize = 4096;
+
+impl Milestones {
+    /// Watches for lines containing each of `patterns`.
+    pub fn new(patterns: Vec<String>) -> Self {
+        let seen = vec![None; patterns.len()];
+        Milestones {
+            patterns,
+            seen,
+            line: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        if self.patterns.is_empty() {
+            return;
+        }
+        for &b in data {
+            if b == b'\n' {
+                self.end_line();
+            } else if self.line.len() < MAX_LINE {
+                self.line.push(b);
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = String::from_utf8_lossy(&self.line);
+        for (pattern, seen) in self.patterns.iter().zip(self.seen.iter_mut()) {
+            if seen.is_none() && line.contains(pattern.as_str()) {
+                *seen = Some(Instant::now());
+            }
+        }
+        self.line.clear();
+    }
+
+    /// Each pattern with the instant its first line arrived, if it did.
+    pub fn results(&self) -> Vec<(String, Option<Instant>)> {
+        self.patterns
+            .iter()
+            .cloned()
+            .zip(self.seen.iter().copied())
+            .collect()
+    }
+}
+
+/// Where console bytes go: an optional destination, the tail, and the milestone watch.
 pub struct ConsoleSink {
     out: Option<Box<dyn Write + Send>>,
     tail: Arc<Mutex<ConsoleTail>>,
+    milestones: Arc<Mutex<Milestones>>,
 }
 
 impl std::fmt::Debug for ConsoleSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsoleSink").field("has_output", &self.out.is_some()).finish()
+        f.debug_struct("ConsoleSink")
+            .field("has_output", &self.out.is_some())
+            .finish()
     }
 }
 
 impl ConsoleSink {
     /// A sink writing to `out` (if any) and keeping the tail in `tail`.
     pub fn new(out: Option<Box<dyn Write + Send>>, tail: Arc<Mutex<ConsoleTail>>) -> Self {
-        ConsoleSink { out, tail }
+        ConsoleSink {
+            out,
+            tail,
+            milestones: Arc::default(),
+        }
+    }
+
+    /// Also feeds every byte to `milestones`.
+    pub fn with_milestones(mut self, milestones: Arc<Mutex<Milestones>>) -> Self {
+        self.milestones = milestones;
+        self
     }
 }
 
 impl Write for ConsoleSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         lock(&self.tail).push(data);
+        lock(&self.milestones).feed(data);
         if let Some(out) = self.out.as_mut() {
             // A destination that fails (closed stdout, full disk) must not stop the guest:
             // drop it and keep only the tail.
@@ -101,14 +172,18 @@ pub struct SerialDevice {
 
 impl std::fmt::Debug for SerialDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SerialDevice").field("sink", self.uart.writer()).finish()
+        f.debug_struct("SerialDevice")
+            .field("sink", self.uart.writer())
+            .finish()
     }
 }
 
 impl SerialDevice {
     /// A UART raising `irq` and printing to `sink`.
     pub fn new(irq: EventFd, sink: ConsoleSink) -> Self {
-        SerialDevice { uart: Serial::new(IrqTrigger(irq), sink) }
+        SerialDevice {
+            uart: Serial::new(IrqTrigger(irq), sink),
+        }
     }
 }
 
@@ -167,6 +242,23 @@ mod tests {
     }
 
     #[test]
+    fn milestones_record_first_matching_lines() {
+        let m = Arc::new(Mutex::new(Milestones::new(vec![
+            "Run /init".into(),
+            "never".into(),
+        ])));
+        let tail = Arc::new(Mutex::new(ConsoleTail::default()));
+        let mut sink = ConsoleSink::new(None, tail).with_milestones(m.clone());
+        sink.write_all(b"[ 1.0] Linux version 6.12\n[ 2.0] Run /in")
+            .unwrap();
+        assert!(m.lock().unwrap().results()[0].1.is_none());
+        sink.write_all(b"it as init process\n").unwrap();
+        let r = m.lock().unwrap().results();
+        assert!(r[0].1.is_some());
+        assert_eq!(r[1], ("never".to_string(), None));
+    }
+
+    #[test]
     fn tail_keeps_only_the_newest_bytes() {
         let mut t = ConsoleTail::default();
         t.push(&vec![b'a'; TAIL_BYTES]);
@@ -181,8 +273,10 @@ mod tests {
     #[test]
     fn wide_accesses_read_as_empty_bus() {
         let tail = Arc::new(Mutex::new(ConsoleTail::default()));
-        let mut dev =
-            SerialDevice::new(EventFd::new(0).unwrap(), ConsoleSink::new(None, tail.clone()));
+        let mut dev = SerialDevice::new(
+            EventFd::new(0).unwrap(),
+            ConsoleSink::new(None, tail.clone()),
+        );
         let mut w = [0u8; 2];
         dev.read(0, &mut w);
         assert_eq!(w, [0xff, 0xff]);

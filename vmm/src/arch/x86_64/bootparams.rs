@@ -42,16 +42,27 @@ pub fn e820_map(mem_size: u64) -> Result<Vec<E820Entry>, Error> {
     if mem_size <= HIMEM_START {
         return Err(Error::MemoryTooSmall(mem_size));
     }
-    let ram = |addr, end: u64| E820Entry { addr, size: end - addr, kind: E820_RAM };
+    let ram = |addr, end: u64| E820Entry {
+        addr,
+        size: end - addr,
+        kind: E820_RAM,
+    };
     let mut map = vec![
         ram(0, EBDA_START),
-        E820Entry { addr: EBDA_START, size: HIMEM_START - EBDA_START, kind: E820_RESERVED },
+        E820Entry {
+            addr: EBDA_START,
+            size: HIMEM_START - EBDA_START,
+            kind: E820_RESERVED,
+        },
     ];
     if mem_size <= MMIO_HOLE_START {
         map.push(ram(HIMEM_START, mem_size));
     } else {
         map.push(ram(HIMEM_START, MMIO_HOLE_START));
-        map.push(ram(MMIO_HOLE_END, MMIO_HOLE_END + (mem_size - MMIO_HOLE_START)));
+        map.push(ram(
+            MMIO_HOLE_END,
+            MMIO_HOLE_END + (mem_size - MMIO_HOLE_START),
+        ));
     }
     Ok(map)
 }
@@ -93,7 +104,11 @@ pub fn build(
         return Err(Error::TooManyE820Entries(params.e820_table.len()));
     }
     for (slot, entry) in params.e820_table.iter_mut().zip(e820) {
-        *slot = boot_e820_entry { addr: entry.addr, size: entry.size, r#type: entry.kind };
+        *slot = boot_e820_entry {
+            addr: entry.addr,
+            size: entry.size,
+            r#type: entry.kind,
+        };
     }
     params.e820_entries = e820.len() as u8;
     Ok(params)
@@ -109,9 +124,21 @@ mod tests {
         assert_eq!(
             map,
             vec![
-                E820Entry { addr: 0, size: 0x9fc00, kind: E820_RAM },
-                E820Entry { addr: 0x9fc00, size: 0x100000 - 0x9fc00, kind: E820_RESERVED },
-                E820Entry { addr: 0x100000, size: (256 << 20) - 0x100000, kind: E820_RAM },
+                E820Entry {
+                    addr: 0,
+                    size: 0x9fc00,
+                    kind: E820_RAM
+                },
+                E820Entry {
+                    addr: 0x9fc00,
+                    size: 0x100000 - 0x9fc00,
+                    kind: E820_RESERVED
+                },
+                E820Entry {
+                    addr: 0x100000,
+                    size: (256 << 20) - 0x100000,
+                    kind: E820_RAM
+                },
             ]
         );
     }
@@ -122,7 +149,11 @@ mod tests {
         assert_eq!(map.len(), 4);
         assert_eq!(map[2].addr + map[2].size, MMIO_HOLE_START);
         assert_eq!(map[3].addr, 1 << 32);
-        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        let ram: u64 = map
+            .iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum();
         assert_eq!(ram, (6 << 30) - (HIMEM_START - EBDA_START));
     }
 
@@ -150,12 +181,19 @@ mod tests {
         assert_eq!({ p.hdr.ramdisk_size }, 4096);
         assert_eq!(p.e820_entries, 3);
         let last = p.e820_table[2];
-        assert_eq!(({ last.addr }, { last.size }, { last.r#type }), (0x100000, (128 << 20) - 0x100000, 1));
+        assert_eq!(
+            ({ last.addr }, { last.size }, { last.r#type }),
+            (0x100000, (128 << 20) - 0x100000, 1)
+        );
     }
 
     #[test]
     fn bzimage_header_is_kept() {
-        let hdr = setup_header { version: 0x20f, kernel_alignment: 0x20_0000, ..Default::default() };
+        let hdr = setup_header {
+            version: 0x20f,
+            kernel_alignment: 0x20_0000,
+            ..Default::default()
+        };
         let p = build(Some(hdr), &BootInputs::default(), &[]).unwrap();
         assert_eq!({ p.hdr.version }, 0x20f);
         assert_eq!({ p.hdr.kernel_alignment }, 0x20_0000);

@@ -124,11 +124,19 @@ mod tests {
     use super::*;
 
     fn leaf(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 { function, index, ..Default::default() }
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            ..Default::default()
+        }
     }
 
     fn policy(id: u8, count: u8, emulation_safe: bool) -> CpuidPolicy {
-        CpuidPolicy { vcpu_id: id, vcpu_count: count, emulation_safe }
+        CpuidPolicy {
+            vcpu_id: id,
+            vcpu_count: count,
+            emulation_safe,
+        }
     }
 
     #[test]
@@ -146,7 +154,10 @@ mod tests {
         let mut e = leaf(1, 0);
         e.ecx = ECX_POPCNT | ECX_XSAVE | ECX_AVX | ECX_CMPXCHG16B | 1;
         shape_entry(&mut e, &policy(0, 1, true));
-        assert_eq!(e.ecx & (ECX_POPCNT | ECX_XSAVE | ECX_AVX | ECX_CMPXCHG16B), 0);
+        assert_eq!(
+            e.ecx & (ECX_POPCNT | ECX_XSAVE | ECX_AVX | ECX_CMPXCHG16B),
+            0
+        );
         assert_eq!(e.ecx & 1, 1);
         let mut e7 = leaf(7, 0);
         e7.ebx = EBX7_BMI1 | EBX7_BMI2 | 1;
@@ -159,7 +170,10 @@ mod tests {
         let mut e = leaf(1, 0);
         e.ecx = ECX_POPCNT | ECX_XSAVE | ECX_AVX;
         shape_entry(&mut e, &policy(0, 1, false));
-        assert_eq!(e.ecx & (ECX_POPCNT | ECX_XSAVE | ECX_AVX), ECX_POPCNT | ECX_XSAVE | ECX_AVX);
+        assert_eq!(
+            e.ecx & (ECX_POPCNT | ECX_XSAVE | ECX_AVX),
+            ECX_POPCNT | ECX_XSAVE | ECX_AVX
+        );
     }
 
     #[test]

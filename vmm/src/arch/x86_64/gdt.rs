@@ -36,7 +36,11 @@ pub fn segment(descriptor: u64, index: u16) -> kvm_segment {
     let raw_limit = (descriptor & 0xffff) | ((descriptor >> 32) & 0xf_0000);
     let granularity = ((descriptor >> 55) & 1) as u8;
     // With 4 KiB granularity the limit counts pages: the last byte is limit * 4K + 0xfff.
-    let limit = if granularity == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };
+    let limit = if granularity == 1 {
+        (raw_limit << 12) | 0xfff
+    } else {
+        raw_limit
+    };
     kvm_segment {
         base,
         limit: limit as u32,
@@ -64,7 +68,10 @@ mod tests {
         let cs = segment(gdt[CODE_INDEX as usize], CODE_INDEX);
         assert_eq!(cs.selector, 0x08);
         assert_eq!((cs.base, cs.limit), (0, 0xffff_ffff));
-        assert_eq!((cs.l, cs.db, cs.g, cs.present, cs.s, cs.dpl), (1, 0, 1, 1, 1, 0));
+        assert_eq!(
+            (cs.l, cs.db, cs.g, cs.present, cs.s, cs.dpl),
+            (1, 0, 1, 1, 1, 0)
+        );
         assert_eq!(cs.type_, 0xb);
         assert_eq!(cs.unusable, 0);
     }
@@ -73,9 +80,15 @@ mod tests {
     fn data_and_tss_segments() {
         let gdt = boot_gdt();
         let ds = segment(gdt[DATA_INDEX as usize], DATA_INDEX);
-        assert_eq!((ds.selector, ds.type_, ds.db, ds.l, ds.s), (0x10, 0x3, 1, 0, 1));
+        assert_eq!(
+            (ds.selector, ds.type_, ds.db, ds.l, ds.s),
+            (0x10, 0x3, 1, 0, 1)
+        );
         let tss = segment(gdt[TSS_INDEX as usize], TSS_INDEX);
-        assert_eq!((tss.selector, tss.type_, tss.s, tss.present), (0x18, 0xb, 0, 1));
+        assert_eq!(
+            (tss.selector, tss.type_, tss.s, tss.present),
+            (0x18, 0xb, 0, 1)
+        );
     }
 
     #[test]

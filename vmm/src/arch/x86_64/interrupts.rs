@@ -17,7 +17,10 @@ fn read_reg(state: &kvm_lapic_state, offset: usize) -> u32 {
 }
 
 fn write_reg(state: &mut kvm_lapic_state, offset: usize, value: u32) {
-    for (r, b) in state.regs[offset..offset + 4].iter_mut().zip(value.to_le_bytes()) {
+    for (r, b) in state.regs[offset..offset + 4]
+        .iter_mut()
+        .zip(value.to_le_bytes())
+    {
         *r = b as _;
     }
 }

@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn large_guest_skips_the_mmio_hole() {
         let regions = ram_regions(4 << 30);
-        assert_eq!(regions, vec![(0, MMIO_HOLE_START), (1 << 32, (4 << 30) - MMIO_HOLE_START)]);
+        assert_eq!(
+            regions,
+            vec![(0, MMIO_HOLE_START), (1 << 32, (4 << 30) - MMIO_HOLE_START)]
+        );
         let total: u64 = regions.iter().map(|r| r.1).sum();
         assert_eq!(total, 4 << 30);
     }

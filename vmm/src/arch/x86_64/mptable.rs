@@ -36,7 +36,10 @@ pub enum Error {
 }
 
 fn checksum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |acc, b| acc.wrapping_add(*b)).wrapping_neg()
+    bytes
+        .iter()
+        .fold(0u8, |acc, b| acc.wrapping_add(*b))
+        .wrapping_neg()
 }
 
 fn processor_entry(apic_id: u8) -> [u8; 20] {
@@ -71,7 +74,13 @@ pub fn build(base: u64, cpus: u8) -> Result<Vec<u8>, Error> {
     ioapic[4..8].copy_from_slice(&IOAPIC_ADDR.to_le_bytes());
     entries.extend_from_slice(&ioapic);
     for irq in 0..IOAPIC_PINS {
-        entries.extend_from_slice(&interrupt_entry(ENTRY_INTSRC, INT_TYPE_INT, irq, ioapic_id, irq));
+        entries.extend_from_slice(&interrupt_entry(
+            ENTRY_INTSRC,
+            INT_TYPE_INT,
+            irq,
+            ioapic_id,
+            irq,
+        ));
     }
     entries.extend_from_slice(&interrupt_entry(ENTRY_LINTSRC, INT_TYPE_EXTINT, 0, 0, 0));
     entries.extend_from_slice(&interrupt_entry(ENTRY_LINTSRC, INT_TYPE_NMI, 0, 0xff, 1));
@@ -101,7 +110,8 @@ pub fn build(base: u64, cpus: u8) -> Result<Vec<u8>, Error> {
 /// Writes the MP table for `cpus` vCPUs into the EBDA.
 pub fn write<M: GuestMemoryBackend>(mem: &M, cpus: u8) -> Result<(), Error> {
     let bytes = build(EBDA_START, cpus)?;
-    mem.write_slice(&bytes, GuestAddress(EBDA_START)).map_err(Error::Write)
+    mem.write_slice(&bytes, GuestAddress(EBDA_START))
+        .map_err(Error::Write)
 }
 
 #[cfg(test)]
@@ -172,12 +182,16 @@ mod tests {
     #[test]
     fn cpu_count_is_bounded() {
         assert!(matches!(build(EBDA_START, 0), Err(Error::TooManyCpus(0))));
-        assert!(matches!(build(EBDA_START, 255), Err(Error::TooManyCpus(255))));
+        assert!(matches!(
+            build(EBDA_START, 255),
+            Err(Error::TooManyCpus(255))
+        ));
     }
 
     #[test]
     fn lands_in_the_ebda() {
-        let m: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let m: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
         write(&m, 2).unwrap();
         let mut sig = [0u8; 4];
         m.read_slice(&mut sig, GuestAddress(EBDA_START)).unwrap();

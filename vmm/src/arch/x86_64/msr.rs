@@ -43,7 +43,11 @@ pub fn boot_msr_values() -> Vec<(u32, u64)> {
 pub fn boot_msrs() -> Result<Msrs, Error> {
     let entries: Vec<kvm_msr_entry> = boot_msr_values()
         .into_iter()
-        .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+        .map(|(index, data)| kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        })
         .collect();
     Msrs::from_entries(&entries).map_err(Error::Build)
 }
@@ -57,8 +61,16 @@ mod tests {
         let msrs = boot_msrs().unwrap();
         let entries = msrs.as_slice();
         assert_eq!(entries.len(), boot_msr_values().len());
-        let misc = entries.iter().find(|e| e.index == MSR_IA32_MISC_ENABLE).unwrap();
+        let misc = entries
+            .iter()
+            .find(|e| e.index == MSR_IA32_MISC_ENABLE)
+            .unwrap();
         assert_eq!(misc.data, MISC_ENABLE_FAST_STRING);
-        assert!(entries.iter().filter(|e| e.index != MSR_IA32_MISC_ENABLE).all(|e| e.data == 0));
+        assert!(
+            entries
+                .iter()
+                .filter(|e| e.index != MSR_IA32_MISC_ENABLE)
+                .all(|e| e.data == 0)
+        );
     }
 }

@@ -46,17 +46,21 @@ mod tests {
 
     /// Walks the tables the way the MMU does for a 2 MiB mapping.
     fn translate(mem: &GuestMemoryMmap, cr3: u64, va: u64) -> Option<u64> {
-        let pml4e: u64 = mem.read_obj(GuestAddress(cr3 + ((va >> 39) & 0x1ff) * 8)).ok()?;
+        let pml4e: u64 = mem
+            .read_obj(GuestAddress(cr3 + ((va >> 39) & 0x1ff) * 8))
+            .ok()?;
         if pml4e & 1 == 0 {
             return None;
         }
-        let pdpte: u64 =
-            mem.read_obj(GuestAddress((pml4e & !0xfff) + ((va >> 30) & 0x1ff) * 8)).ok()?;
+        let pdpte: u64 = mem
+            .read_obj(GuestAddress((pml4e & !0xfff) + ((va >> 30) & 0x1ff) * 8))
+            .ok()?;
         if pdpte & 1 == 0 {
             return None;
         }
-        let pde: u64 =
-            mem.read_obj(GuestAddress((pdpte & !0xfff) + ((va >> 21) & 0x1ff) * 8)).ok()?;
+        let pde: u64 = mem
+            .read_obj(GuestAddress((pdpte & !0xfff) + ((va >> 21) & 0x1ff) * 8))
+            .ok()?;
         if pde & 1 == 0 || pde & PAGE_SIZE_2M == 0 {
             return None;
         }
@@ -76,7 +80,8 @@ mod tests {
 
     #[test]
     fn too_small_memory_is_an_error() {
-        let m: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x9000)]).unwrap();
+        let m: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x9000)]).unwrap();
         assert!(write(&m).is_err());
     }
 }

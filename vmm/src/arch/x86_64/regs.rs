@@ -41,7 +41,8 @@ pub fn write_descriptor_tables<M: GuestMemoryBackend>(mem: &M) -> Result<(), Err
         mem.write_obj(*desc, GuestAddress(GDT_START + 8 * i as u64))
             .map_err(Error::WriteTables)?;
     }
-    mem.write_obj(0u64, GuestAddress(IDT_START)).map_err(Error::WriteTables)
+    mem.write_obj(0u64, GuestAddress(IDT_START))
+        .map_err(Error::WriteTables)
 }
 
 /// Turns the vCPU's current special registers into long-mode boot state with paging on
@@ -73,7 +74,11 @@ pub fn long_mode_sregs(mut sregs: kvm_sregs, cr3: u64) -> kvm_sregs {
 
 /// FPU state after reset: x87 control word and SSE control/status as hardware sets them.
 pub fn boot_fpu() -> kvm_fpu {
-    kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
+    kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -85,7 +90,10 @@ mod tests {
     #[test]
     fn registers_point_at_entry_stack_and_zero_page() {
         let r = boot_regs(0x100_0000);
-        assert_eq!((r.rip, r.rsp, r.rsi, r.rflags), (0x100_0000, 0x8ff0, 0x7000, 2));
+        assert_eq!(
+            (r.rip, r.rsp, r.rsi, r.rflags),
+            (0x100_0000, 0x8ff0, 0x7000, 2)
+        );
     }
 
     #[test]
@@ -102,7 +110,8 @@ mod tests {
 
     #[test]
     fn tables_land_in_guest_memory() {
-        let m: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let m: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
         write_descriptor_tables(&m).unwrap();
         let code: u64 = m.read_obj(GuestAddress(GDT_START + 8)).unwrap();
         assert_eq!(code, gdt::boot_gdt()[1]);

@@ -1,0 +1,160 @@
+//! `husk vm ...` and `husk bench ...`: parsing and printing around `runtime::guest` and
+//! `runtime::bench`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use runtime::{bench, guest, units};
+use vmm::Console;
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Boot a kernel in a husk microVM and report how far it got.
+    Boot(BootArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// Guest kernel: an uncompressed ELF vmlinux or a bzImage [default: the one
+    /// guest-kernel/build.sh built].
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initramfs [default: the husk agent's].
+    #[arg(long, conflicts_with = "no_initrd")]
+    initrd: Option<PathBuf>,
+    /// Boot without an initramfs.
+    #[arg(long)]
+    no_initrd: bool,
+    /// Extra kernel parameters, appended after husk's own.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    cmdline: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// Guest memory: a size like 256m or 2g; a bare number is MiB.
+    #[arg(long, default_value = "128m")]
+    memory: String,
+    /// Show the guest's serial console on stdout.
+    #[arg(long, conflicts_with = "console_file")]
+    console: bool,
+    /// Write the guest's serial console to this file.
+    #[arg(long, value_name = "FILE")]
+    console_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// husk's VMM against QEMU's microvm machine: a trivial guest and the real kernel.
+    Vmm(BenchVmmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchVmmArgs {
+    /// Runs of the trivial guest per VMM.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Runs of the real kernel (to `Run /init`) per VMM; 0 skips them.
+    #[arg(long, default_value_t = 3)]
+    kernel_runs: usize,
+    /// Guest kernel [default: the one guest-kernel/build.sh built].
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Initramfs for the kernel runs [default: the husk agent's].
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Measure husk alone, without QEMU.
+    #[arg(long)]
+    no_qemu: bool,
+}
+
+fn memory_mib(text: &str) -> anyhow::Result<u64> {
+    let bytes = units::parse_size(text, 1 << 20).context("--memory")?;
+    if bytes % (1 << 20) != 0 {
+        anyhow::bail!("--memory {text}: guest memory must be a whole number of MiB");
+    }
+    Ok(bytes >> 20)
+}
+
+pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
+    let VmCommand::Boot(a) = cmd;
+    let console = match (a.console, a.console_file) {
+        (true, _) => Console::Stdout,
+        (false, Some(f)) => Console::File(f),
+        (false, None) => Console::Off,
+    };
+    let req = guest::BootRequest {
+        kernel: a.kernel,
+        initrd: if a.no_initrd {
+            Some(None)
+        } else {
+            a.initrd.map(Some)
+        },
+        cmdline: a.cmdline,
+        vcpus: a.vcpus,
+        mem_mib: memory_mib(&a.memory)?,
+        console,
+        kvm_device: kvm_device.to_path_buf(),
+    };
+    let report = guest::boot(&req)?;
+    eprintln!("{}", guest::summary(&report));
+    if guest::clean_exit(&report) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Vmm(a) = cmd;
+    let host = vmm::host::probe(kvm_device)?;
+    let qemu = if a.no_qemu {
+        None
+    } else {
+        Some(find_in_path("qemu-system-x86_64").context(
+            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86), or pass --no-qemu",
+        )?)
+    };
+    let kernel = a
+        .kernel
+        .or_else(runtime::paths::default_kernel)
+        .filter(|k| k.is_file());
+    let initrd = match a.initrd {
+        Some(i) => Some(i),
+        None => guest::agent_initramfs()?,
+    };
+    let mut qemu_cmdline = vmm::cmdline::BASE.to_string();
+    if host.needs_emulation_workarounds() {
+        qemu_cmdline = format!("{qemu_cmdline} {}", vmm::cmdline::EMULATED);
+    }
+    let work_dir = std::env::temp_dir().join(format!("husk-bench-{}", std::process::id()));
+    let opts = bench::Options {
+        husk: std::env::current_exe()?,
+        qemu,
+        runs: a.runs,
+        kernel_runs: if kernel.is_some() { a.kernel_runs } else { 0 },
+        kernel,
+        initrd,
+        qemu_cmdline,
+        work_dir: work_dir.clone(),
+    };
+    println!(
+        "husk bench vmm: {} trivial-guest runs and {} kernel runs per VMM; KVM backend: {:?}",
+        opts.runs, opts.kernel_runs, host.backend
+    );
+    if opts.kernel.is_none() {
+        println!("(no guest kernel built: kernel runs skipped; run guest-kernel/build.sh)");
+    }
+    let result = bench::run(&opts);
+    let _ = std::fs::remove_dir_all(&work_dir);
+    println!("{}", bench::render(&result?));
+    Ok(ExitCode::SUCCESS)
+}
