@@ -1,1 +1,85 @@
-//! End-to-end tests live in `tests/tests/`; this crate has no library code.
+//! Harness for husk's end-to-end tests (the tests themselves are in `tests/tests/`): find
+//! the `husk` binary, run it, and decide whether KVM tests run here.
+//!
+//! `HUSK_REQUIRE_KVM=1` (set by CI) turns a missing /dev/kvm or guest kernel into a test
+//! failure; without it those tests skip with a loud message.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `husk` binary under test: `HUSK_BIN`, else the workspace's `target/debug/husk`.
+pub fn husk_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HUSK_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/husk");
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// A `husk` command with a private state directory and quiet logs.
+pub fn husk(root: &Path) -> Command {
+    let mut c = Command::new(husk_bin());
+    c.env("HUSK_ROOT", root)
+        .env_remove("HUSK_LOG")
+        .env_remove("HUSK_KVM_DEVICE");
+    c
+}
+
+/// Runs and captures.
+pub fn output(mut c: Command) -> Output {
+    c.output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+}
+
+/// Whether KVM-needing tests can run; panics when CI demands KVM and it is missing.
+pub fn kvm_available(test: &str) -> bool {
+    if Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
+        "HUSK_REQUIRE_KVM is set but /dev/kvm does not exist"
+    );
+    eprintln!("SKIPPED {test}: /dev/kvm does not exist on this host");
+    false
+}
+
+/// The guest kernel for boot tests: `HUSK_KERNEL`, else the cached build; `None` (with a
+/// loud message, or a failure under `HUSK_REQUIRE_KVM`) when there is none.
+pub fn guest_kernel(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("HUSK_KERNEL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("HUSK_CACHE_DIR")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME")
+                        .map(|x| PathBuf::from(x).join("husk"))
+                        .or_else(|| {
+                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/husk"))
+                        })
+                })?;
+            Some(cache.join("kernel/vmlinux"))
+        });
+    match path.filter(|p| p.is_file()) {
+        Some(p) => Some(p),
+        None => {
+            assert!(
+                std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
+                "HUSK_REQUIRE_KVM is set but no guest kernel is built (guest-kernel/build.sh)"
+            );
+            eprintln!("SKIPPED {test}: no guest kernel built (run guest-kernel/build.sh)");
+            None
+        }
+    }
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
