@@ -82,10 +82,10 @@ impl Bus {
             return Err(Error::InvalidRange { base, len });
         };
         let before = self.devices.range(..end).next_back();
-        if let Some((b, (l, _))) = before {
-            if b + l > base {
-                return Err(Error::Overlap { base, len });
-            }
+        if let Some((b, (l, _))) = before
+            && b + l > base
+        {
+            return Err(Error::Overlap { base, len });
         }
         self.devices.insert(base, (len, device));
         Ok(())

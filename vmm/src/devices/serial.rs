@@ -156,10 +156,10 @@ impl Write for ConsoleSink {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if let Some(out) = self.out.as_mut() {
-            if out.flush().is_err() {
-                self.out = None;
-            }
+        if let Some(out) = self.out.as_mut()
+            && out.flush().is_err()
+        {
+            self.out = None;
         }
         Ok(())
     }

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs and builds everything husk needs on a fresh Debian machine, idempotently and
+# cheaply on reruns: Debian packages (apt-get update first, only when something is
+# missing), the guest kernel (cached by content hash under ~/.cache/husk), the static
+# agent, and husk itself (PROFILE=release|debug, default debug).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+log() { echo "prepare: $*" >&2; }
+
+kernel_pin=$(grep -v '^[[:space:]]*#' guest-kernel/VERSION | grep -m1 '=' | tr -d '[:space:]')
+packages=(
+  # guest kernel build
+  build-essential bc flex bison libelf-dev libssl-dev cpio patch "$kernel_pin"
+  # benchmark baselines and tools (husk never hands its job to these)
+  qemu-system-x86 hyperfine
+  # test images, disks and terminals
+  busybox-static e2fsprogs erofs-utils tmux
+  # binary checks, namespaces
+  binutils file util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  name=${p%%=*}
+  want=${p#*=}
+  status=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)
+  case "$status" in
+    "install ok installed "*)
+      [[ "$p" == *=* && "${status##* }" != "$want" ]] && missing+=("$p") ;;
+    *) missing+=("$p") ;;
+  esac
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  log "installing ${missing[*]}"
+  $SUDO apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+command -v cargo >/dev/null || { log "error: cargo not found: install Rust (rustup) first"; exit 1; }
+
+log "guest kernel (cached by content hash)"
+guest-kernel/build.sh >&2
+
+log "static agent"
+scripts/build-agent.sh >&2
+
+case "${PROFILE:-debug}" in
+  release) cargo build --release --workspace >&2 ;;
+  debug) cargo build --workspace --all-targets >&2 ;;
+  *) log "error: PROFILE must be release or debug"; exit 2 ;;
+esac

@@ -1,0 +1,116 @@
+//! The proof that husk's boot protocol is right: the real guest kernel, booted by husk's
+//! VMM through `husk vm boot` with the agent's initramfs, prints our exact command line
+//! and e820 map and reaches `Run /init as init process`; then the VM ends through the
+//! guest's reset and husk exits cleanly.
+//!
+//! On this project's machines (an instruction-emulating KVM) that takes a minute or two
+//! and user space then crashes, so the kernel panics and resets (`panic=-1 reboot=k`).
+//! Where the host can run guests, the agent also reports ready before resetting.
+
+use std::io::Read;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use husk_e2e::{guest_kernel, husk, kvm_available};
+use vmm::arch::x86_64::bootparams::{E820_RAM, e820_map};
+use vmm::cmdline::{CmdlineSpec, build};
+
+/// A hang guard, not a timing assertion: a boot that never ends fails instead of blocking CI.
+const HANG_GUARD: Duration = Duration::from_secs(20 * 60);
+const MEM_MIB: u64 = 128;
+
+#[test]
+fn real_kernel_boots_to_init_and_resets_cleanly() {
+    if !kvm_available("real_kernel_boots_to_init_and_resets_cleanly") {
+        return;
+    }
+    let Some(kernel) = guest_kernel("real_kernel_boots_to_init_and_resets_cleanly") else {
+        return;
+    };
+    let host = vmm::host::probe(std::path::Path::new("/dev/kvm")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let mut cmd = husk(dir.path());
+    cmd.args(["vm", "boot", "--memory", &format!("{MEM_MIB}m"), "--kernel"])
+        .arg(&kernel)
+        .arg("--console-file")
+        .arg(&console)
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > HANG_GUARD {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&console).unwrap_or_default();
+            let tail: String = log
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!("the guest did not end within {HANG_GUARD:?}; console tail:\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut summary = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut summary)
+        .unwrap();
+    let log = String::from_utf8_lossy(&std::fs::read(&console).unwrap()).into_owned();
+    eprintln!("husk vm boot said:\n{summary}");
+
+    assert!(log.contains("Linux version 6.12"), "no banner:\n{log}");
+    let cmdline = build(&CmdlineSpec {
+        console: true,
+        emulated_host: host.needs_emulation_workarounds(),
+        devices: &[],
+        extra: "",
+    })
+    .unwrap();
+    assert!(
+        log.contains(&format!("Command line: {cmdline}\n"))
+            || log.contains(&format!("Command line: {cmdline}\r\n")),
+        "command line differs:\n{log}"
+    );
+    for e in e820_map(MEM_MIB << 20).unwrap() {
+        let kind = if e.kind == E820_RAM {
+            "usable"
+        } else {
+            "reserved"
+        };
+        let line = format!(
+            "BIOS-e820: [mem {:#018x}-{:#018x}] {kind}",
+            e.addr,
+            e.addr + e.size - 1
+        );
+        assert!(log.contains(&line), "missing e820 line {line:?}:\n{log}");
+    }
+    assert!(
+        log.contains("Run /init as init process"),
+        "init never ran:\n{log}"
+    );
+    if host.can_run_linux_guests() {
+        assert!(log.contains("husk-agent: ready"), "agent not ready:\n{log}");
+    }
+    assert!(
+        status.success(),
+        "husk vm boot failed ({status}):\n{summary}"
+    );
+    assert!(
+        summary.contains("VM ended: reset by the guest"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("furthest milestone: init started")
+            || summary.contains("furthest milestone: agent ready"),
+        "{summary}"
+    );
+}
