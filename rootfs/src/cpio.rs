@@ -179,10 +179,9 @@ impl<W: Write> CpioWriter<W> {
         if self.paths.contains(entry.path) {
             return Err(CpioError::Duplicate(entry.path.to_owned()));
         }
-        if let Some((parent, _)) = entry.path.rsplit_once('/') {
-            if !self.dirs.contains(parent) {
-                return Err(CpioError::MissingParent(entry.path.to_owned()));
-            }
+        let parent = entry.path.rsplit_once('/').map(|(parent, _)| parent);
+        if parent.is_some_and(|parent| !self.dirs.contains(parent)) {
+            return Err(CpioError::MissingParent(entry.path.to_owned()));
         }
         let ino = self.next_ino;
         self.next_ino = ino.checked_add(1).ok_or(CpioError::TooManyEntries)?;

@@ -198,6 +198,27 @@ mod tests {
         assert!(!cache.exists());
     }
 
+    #[test]
+    fn failed_publish_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent_path = dir.path().join("husk-agent");
+        let agent = fake::elf(None, b"agent");
+        fs::write(&agent_path, &agent).unwrap();
+        let cache = dir.path().join("cache");
+        // A directory where the archive should go makes the final rename fail.
+        let blocker = cache
+            .join("initramfs")
+            .join(format!("{}.cpio", cache_key(&agent)));
+        fs::create_dir_all(blocker.join("occupied")).unwrap();
+        let err = build_cached(&agent_path, &cache).unwrap_err();
+        assert!(
+            matches!(err, InitramfsError::Cache(CacheError::Publish(..))),
+            "{err}"
+        );
+        let left: Vec<_> = fs::read_dir(cache.join("initramfs")).unwrap().collect();
+        assert_eq!(left.len(), 1, "temporary file left behind: {left:?}");
+    }
+
     /// Cross-checks the archive with GNU cpio: extract it as root into a temp dir and compare
     /// the tree, including the device node and permission bits.
     #[test]

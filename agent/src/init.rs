@@ -1,0 +1,80 @@
+//! The agent's boot sequence as PID 1, in order: early mounts, console, command line,
+//! hostname, SIGCHLD, ready report, optional workload, final reap. Owns the agent-wide error
+//! type; how the process ends afterwards is `reset`'s business.
+
+use crate::cmdline::{self, CmdlineError};
+use crate::console::{self, ConsoleError, say};
+use crate::exec::{self, ExecError};
+use crate::hostname::{self, HostnameError};
+use crate::mounts::{self, MountError};
+use crate::reaper::{Reaper, ReaperError};
+use crate::reset;
+use crate::transport::{ConsoleTransport, Ready, Transport, TransportError};
+
+/// The agent's version, as reported to the host.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything that can stop the boot sequence.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Not PID 1: the agent refuses to mount over a running system.
+    #[error(
+        "must run as PID 1 (of a VM, or of a fresh PID namespace); refusing to touch this system"
+    )]
+    NotPid1,
+    /// An early mount failed.
+    #[error("early mounts failed")]
+    Mount(#[from] MountError),
+    /// The console could not be attached.
+    #[error("console setup failed")]
+    Console(#[from] ConsoleError),
+    /// The command line could not be read or is invalid.
+    #[error("bad kernel command line")]
+    Cmdline(#[from] CmdlineError),
+    /// The hostname could not be set.
+    #[error("hostname setup failed")]
+    Hostname(#[from] HostnameError),
+    /// SIGCHLD handling could not be set up.
+    #[error("child reaping setup failed")]
+    Reaper(#[from] ReaperError),
+    /// Reporting to the host failed.
+    #[error("cannot report to the host")]
+    Transport(#[from] TransportError),
+    /// Running the workload failed.
+    #[error("workload failed")]
+    Exec(#[from] ExecError),
+}
+
+/// Runs the boot sequence. Returning (with or without error) means: reset the VM.
+pub fn run() -> Result<(), AgentError> {
+    if !reset::is_pid1() {
+        return Err(AgentError::NotPid1);
+    }
+    let mounted = mounts::mount_early()?;
+    console::ensure_stdio()?;
+    for report in &mounted {
+        say!("{report}");
+    }
+    let (config, source) = cmdline::load()?;
+    say!("command line from {source}");
+    for key in &config.unknown {
+        say!("ignoring unknown parameter {key}");
+    }
+    hostname::set(&config.hostname)?;
+    say!("hostname {}", config.hostname);
+    let reaper = Reaper::new()?;
+    let mut transport = ConsoleTransport::stdout();
+    transport.ready(&Ready { version: VERSION })?;
+
+    if config.panic_test {
+        panic!("husk.panic_test requested a panic");
+    }
+    if let Some(path) = &config.exec {
+        let exit = exec::run(path, &reaper)?;
+        transport.exited(&exit)?;
+    }
+    for orphan in reaper.reap()? {
+        say!("reaped orphan pid {} ({})", orphan.pid, orphan.status);
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! How the agent reports to the host. The [`Transport`] trait is the seam where the vsock
+//! protocol (agent-proto) plugs in later; today's [`ConsoleTransport`] prints fixed lines on
+//! the console, which the VMM's serial device and the tests read.
+
+use std::io::{self, Write};
+
+/// Errors from reporting to the host.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The report could not be written.
+    #[error("cannot write to the host")]
+    Write(#[source] io::Error),
+}
+
+/// The agent is up: mounts made, hostname set, ready for work.
+#[derive(Debug)]
+pub struct Ready<'a> {
+    /// The agent's version (the crate version).
+    pub version: &'a str,
+}
+
+/// The workload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, docker-style: the status, 128 + signal, 126 not executable, 127 not found.
+    pub code: i32,
+    /// A human-readable account of what happened.
+    pub detail: String,
+}
+
+/// A channel from the agent to the host.
+pub trait Transport {
+    /// Says the agent is ready.
+    fn ready(&mut self, ready: &Ready<'_>) -> Result<(), TransportError>;
+    /// Says the workload exited.
+    fn exited(&mut self, exit: &Exit) -> Result<(), TransportError>;
+}
+
+/// Reports as text lines on a writer (stdout, i.e. the console).
+#[derive(Debug)]
+pub struct ConsoleTransport<W: Write> {
+    out: W,
+}
+
+impl ConsoleTransport<io::Stdout> {
+    /// Reports on the agent's stdout.
+    pub fn stdout() -> Self {
+        Self { out: io::stdout() }
+    }
+}
+
+impl<W: Write> ConsoleTransport<W> {
+    fn line(&mut self, args: std::fmt::Arguments<'_>) -> Result<(), TransportError> {
+        writeln!(self.out, "husk-agent: {args}")
+            .and_then(|()| self.out.flush())
+            .map_err(TransportError::Write)
+    }
+}
+
+impl<W: Write> Transport for ConsoleTransport<W> {
+    fn ready(&mut self, ready: &Ready<'_>) -> Result<(), TransportError> {
+        self.line(format_args!("ready {}", ready.version))
+    }
+
+    fn exited(&mut self, exit: &Exit) -> Result<(), TransportError> {
+        self.line(format_args!("exit code={} ({})", exit.code, exit.detail))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_lines_are_stable() {
+        let mut t = ConsoleTransport { out: Vec::new() };
+        t.ready(&Ready { version: "0.1.0" }).unwrap();
+        t.exited(&Exit {
+            code: 127,
+            detail: "/x: not found".into(),
+        })
+        .unwrap();
+        let text = String::from_utf8(t.out).unwrap();
+        assert_eq!(
+            text,
+            "husk-agent: ready 0.1.0\nhusk-agent: exit code=127 (/x: not found)\n"
+        );
+    }
+}
