@@ -170,7 +170,8 @@ fn qemu_boot(qemu: &Path, kernel: &Path, initrd: Option<&Path>, append: Option<&
     ]);
     c.args([
         "-cpu",
-        "host",
+        // ARCH_CAPABILITIES is not writable under every KVM backend (PVM refuses it).
+        "host,-arch-capabilities",
         "-m",
         "128M",
         "-smp",

@@ -17,9 +17,16 @@ pub enum VcpuError {
     /// The hardware refused to enter the guest.
     #[error("the CPU refused to enter the guest (hardware entry failure reason {0:#x})")]
     FailEntry(u64),
-    /// KVM hit an internal error emulating the guest.
-    #[error("KVM internal error while running the guest")]
-    InternalError,
+    /// KVM hit an internal error (suberror 1 is an instruction its emulator rejected).
+    #[error("KVM internal error {suberror} at guest RIP {rip:#x} (data: {data})")]
+    InternalError {
+        /// `kvm_run.internal.suberror`.
+        suberror: u32,
+        /// The guest instruction pointer.
+        rip: u64,
+        /// The data words KVM reported, in hex.
+        data: String,
+    },
     /// An exit husk does not handle.
     #[error("unexpected vCPU exit: {0}")]
     Unexpected(String),

@@ -158,6 +158,24 @@ impl Vcpu {
         }
     }
 
+    /// Collects what KVM says about an internal error, for a useful message.
+    fn internal_error(&mut self) -> VcpuError {
+        let rip = self.fd.get_regs().map_or(0, |r| r.rip);
+        // SAFETY: after KVM_EXIT_INTERNAL_ERROR the kernel filled the `internal` member of
+        // the exit union; it is plain integers, so any bit pattern is valid.
+        let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        let data: Vec<String> = internal.data[..n]
+            .iter()
+            .map(|d| format!("{d:#x}"))
+            .collect();
+        VcpuError::InternalError {
+            suberror: internal.suberror,
+            rip,
+            data: data.join(" "),
+        }
+    }
+
     /// Runs the guest until its next exit and handles it; `Some` ends the VM.
     fn run_once(&mut self, ctx: &VcpuContext) -> Option<VmExit> {
         let id = self.id;
@@ -186,7 +204,7 @@ impl Vcpu {
                 _ => Some(VmExit::Shutdown { vcpu: id }),
             },
             Ok(VcpuExit::FailEntry(reason, _)) => fail(VcpuError::FailEntry(reason)),
-            Ok(VcpuExit::InternalError) => fail(VcpuError::InternalError),
+            Ok(VcpuExit::InternalError) => fail(self.internal_error()),
             Ok(VcpuExit::Intr) | Ok(VcpuExit::IrqWindowOpen) => None,
             Ok(other) => fail(VcpuError::Unexpected(format!("{other:?}"))),
             // A kick: the loop condition decides whether to go on.
