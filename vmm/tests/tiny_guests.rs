@@ -170,3 +170,18 @@ fn the_trivial_bench_guest_resets_with_console_off() {
     assert_eq!(report.unhandled_pio, 1);
     assert!(report.cmdline.contains("quiet"));
 }
+
+#[test]
+fn eight_vcpus_and_memory_above_the_mmio_hole() {
+    if !kvm_available() {
+        return;
+    }
+    let mut code = print(b"big\n");
+    code.extend_from_slice(asm::RESET);
+    let g = guest(&code);
+    // 5 GiB: RAM below 3 GiB and from 4 GiB up; mapped lazily, so this costs nothing.
+    let cfg = VmConfig { mem_mib: 5 << 10, ..config(&g, 8) };
+    let report = vmm::boot(&cfg).unwrap();
+    assert_eq!(report.exit, VmExit::Reset);
+    assert_eq!(std::fs::read(&g.console).unwrap(), b"big\n");
+}
