@@ -17,9 +17,12 @@ use super::arch::x86_64::layout::CMDLINE_MAX_SIZE;
 pub const BASE: &str = "reboot=k panic=-1 pci=off nomodules i8042.noaux i8042.nomux \
                         i8042.nopnp i8042.dumbkbd tsc=reliable no_timer_check";
 
-/// Parameters added on instruction-emulating KVM backends (documented in
-/// docs/guest-kernel.md); harmless but pointless on hardware, so only added there.
-pub const EMULATED: &str = "noxsave";
+/// Parameters added on instruction-emulating KVM backends only (docs/guest-kernel.md).
+/// Such backends may run guest `CPUID` natively (PVM does: the guest sees the host's
+/// leaves whatever the VMM sets), so the kernel itself must be told to ignore the features
+/// whose instructions the emulator rejects: XSAVE (`xrstor`), POPCNT, CMPXCHG16B, BMI1/2,
+/// AVX/AVX2 and SMAP (`clac`/`stac`, which the kernel's entry code patches in).
+pub const EMULATED: &str = "noxsave clearcpuid=xsave,popcnt,cx16,bmi1,bmi2,smap,avx,avx2";
 
 /// Errors building the command line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -180,7 +180,10 @@ fn eight_vcpus_and_memory_above_the_mmio_hole() {
     code.extend_from_slice(asm::RESET);
     let g = guest(&code);
     // 5 GiB: RAM below 3 GiB and from 4 GiB up; mapped lazily, so this costs nothing.
-    let cfg = VmConfig { mem_mib: 5 << 10, ..config(&g, 8) };
+    let cfg = VmConfig {
+        mem_mib: 5 << 10,
+        ..config(&g, 8)
+    };
     let report = vmm::boot(&cfg).unwrap();
     assert_eq!(report.exit, VmExit::Reset);
     assert_eq!(std::fs::read(&g.console).unwrap(), b"big\n");

@@ -1,11 +1,17 @@
 //! The CPUID a vCPU sees: KVM's supported set, with husk's topology (APIC IDs, core
 //! counts), the hypervisor bit, no PMU, and on instruction-emulating KVM backends the
-//! features their emulator cannot execute masked out.
+//! features whose instructions their emulator cannot execute masked out (the kernel then
+//! takes its fallback paths; the same effect as `clearcpuid=`, without the kernel's
+//! "tainting" warning).
 
 use kvm_bindings::{CpuId, kvm_cpuid_entry2};
 
 // Leaf 1.
+const ECX_FMA: u32 = 1 << 12;
 const ECX_CMPXCHG16B: u32 = 1 << 13;
+const ECX_MOVBE: u32 = 1 << 22;
+const ECX_F16C: u32 = 1 << 29;
+const ECX_RDRAND: u32 = 1 << 30;
 const ECX_POPCNT: u32 = 1 << 23;
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_XSAVE: u32 = 1 << 26;
@@ -13,11 +19,22 @@ const ECX_OSXSAVE: u32 = 1 << 27;
 const ECX_AVX: u32 = 1 << 28;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
-// Leaf 7, subleaf 0, EBX.
-const EBX7_BMI1: u32 = 1 << 3;
-const EBX7_AVX2: u32 = 1 << 5;
-const EBX7_BMI2: u32 = 1 << 8;
-const EBX7_AVX512_MASK: u32 = 0xdc23_0000; // AVX512F/DQ/IFMA/PF/ER/CD/BW/VL
+// Leaf 7, subleaf 0, EBX: the only features kept on emulating backends (no new
+// instructions: supervisor-mode execution prevention, enhanced REP MOVSB).
+const EBX7_SMEP: u32 = 1 << 7;
+const EBX7_ERMS: u32 = 1 << 9;
+#[cfg(test)]
+const EBX7_SMAP: u32 = 1 << 20;
+/// Leaf 1 ECX features whose instructions an emulating backend rejects or may reject.
+const ECX1_UNEMULATED: u32 = ECX_FMA
+    | ECX_CMPXCHG16B
+    | ECX_POPCNT
+    | ECX_MOVBE
+    | ECX_XSAVE
+    | ECX_OSXSAVE
+    | ECX_AVX
+    | ECX_F16C
+    | ECX_RDRAND;
 // Leaf 0xb level types.
 const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
@@ -55,7 +72,7 @@ pub fn shape_entry(entry: &mut kvm_cpuid_entry2, policy: &CpuidPolicy) {
                 entry.edx &= !EDX_HTT;
             }
             if policy.emulation_safe {
-                entry.ecx &= !(ECX_CMPXCHG16B | ECX_POPCNT | ECX_XSAVE | ECX_OSXSAVE | ECX_AVX);
+                entry.ecx &= !ECX1_UNEMULATED;
             }
         }
         0x4 => {
@@ -71,8 +88,18 @@ pub fn shape_entry(entry: &mut kvm_cpuid_entry2, policy: &CpuidPolicy) {
             entry.eax = 0;
             entry.ecx = 0;
         }
-        0x7 if entry.index == 0 && policy.emulation_safe => {
-            entry.ebx &= !(EBX7_BMI1 | EBX7_BMI2 | EBX7_AVX2 | EBX7_AVX512_MASK);
+        0x7 if policy.emulation_safe => {
+            // Structured extended features are almost all new instructions (BMI, AVX2/512,
+            // RDSEED, ADX, CLAC/STAC for SMAP, FSGSBASE, PKU, ...): seen here, PVM's
+            // emulator stops at BMI2 and at the kernel's first CLAC.
+            entry.ebx &= if entry.index == 0 {
+                EBX7_SMEP | EBX7_ERMS
+            } else {
+                0
+            };
+            entry.eax = if entry.index == 0 { entry.eax } else { 0 };
+            entry.ecx = 0;
+            entry.edx = 0;
         }
         0xa => {
             // No PMU: perf counters are not virtualized for guests.
@@ -160,9 +187,10 @@ mod tests {
         );
         assert_eq!(e.ecx & 1, 1);
         let mut e7 = leaf(7, 0);
-        e7.ebx = EBX7_BMI1 | EBX7_BMI2 | 1;
+        e7.ebx = EBX7_SMAP | EBX7_SMEP | (1 << 8) | 1;
+        e7.ecx = 0xffff;
         shape_entry(&mut e7, &policy(0, 1, true));
-        assert_eq!(e7.ebx, 1);
+        assert_eq!((e7.ebx, e7.ecx), (EBX7_SMEP, 0));
     }
 
     #[test]
