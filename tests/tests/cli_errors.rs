@@ -1,6 +1,8 @@
 //! Every clear-error case of `husk vm boot`: one line on stderr, docker's exit code 125,
 //! and nothing left behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
 use husk_e2e::{husk, output, stderr};
 
 fn boot_error(args: &[&str], env: &[(&str, &str)]) -> String {

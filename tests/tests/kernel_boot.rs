@@ -7,6 +7,8 @@
 //! and user space then crashes, so the kernel panics and resets (`panic=-1 reboot=k`).
 //! Where the host can run guests, the agent also reports ready before resetting.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
 use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};

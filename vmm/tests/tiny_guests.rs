@@ -6,6 +6,8 @@
 //! With `HUSK_REQUIRE_KVM=1` (set by CI) a missing /dev/kvm fails these tests; without it
 //! they are skipped with a loud message.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
 use std::path::{Path, PathBuf};
 
 use vmm::{Console, VmConfig, VmExit, tiny_elf};
