@@ -1,1 +1,29 @@
-//! Host↔agent protocol: messages, framing, ports and `PROTOCOL_VERSION`.
+//! The host↔agent protocol, the only crate shared by the host (`runtime`) and the guest
+//! (`husk-agent`). Owns the wire format and nothing else: the [`PROTOCOL_VERSION`], the vsock
+//! [`CONTROL_PORT`], the framing and its limits ([`frame`]) and the control messages
+//! ([`message`]). It does no I/O of its own beyond `Read`/`Write`, so it works over a vsock,
+//! a unix socket or an in-memory buffer alike. docs/agent-protocol.md describes the protocol.
+//!
+//! In short: every frame is `[u32 BE length][u8 kind][payload]`. Control frames carry one JSON
+//! envelope `{"v": version, "id": request id, "body": message}`; data frames carry raw stdio
+//! bytes for one stream of one process, never JSON-escaped.
+
+pub mod frame;
+pub mod message;
+
+pub use frame::{Data, Frame, FrameError, FrameReader, FrameWriter, MAX_DATA, MAX_FRAME, StreamId};
+pub use message::{
+    Envelope, ErrorKind, MessageError, ProcessSpec, Reply, Request, TermSize, User, decode, encode,
+};
+
+/// The protocol version both sides must speak. Bumped on any incompatible change to message
+/// bodies; the envelope (`v`, `id`, `body`) and the frame header never change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The guest vsock port the agent listens on for the host's connections.
+pub const CONTROL_PORT: u32 = 1024;
+
+/// How many stdin bytes the host may send for one process before the agent grants more with
+/// [`Reply::Credit`]. Bounds what the agent buffers for a process that does not read stdin,
+/// so a stuck process never blocks the connection.
+pub const STDIN_WINDOW: u32 = 1 << 20;

@@ -1,0 +1,431 @@
+//! Control messages: the JSON envelope every control frame carries, the host's [`Request`]s,
+//! the agent's [`Reply`]s, and the version check made on every message.
+//!
+//! ```text
+//! {"v": 1, "id": 42, "body": {"type": "start", "process": 1, "spec": {...}}}
+//! ```
+//!
+//! `v` is the sender's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION); `id` is chosen by the host
+//! for each request and echoed on its reply (absent on events and on errors about frames that
+//! had no readable id). The envelope's shape never changes, so a wrong-version peer can always
+//! be told so. Unknown fields are ignored (newer senders may add optional ones); unknown
+//! message types are errors.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::PROTOCOL_VERSION;
+
+/// Errors from encoding or decoding a control message.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// Serialization failed (not expected for these types).
+    #[error("cannot encode the message")]
+    Encode(#[source] serde_json::Error),
+    /// Not a JSON envelope with a numeric `v`.
+    #[error("not a protocol message (expected a JSON envelope {{\"v\", \"id\", \"body\"}})")]
+    Malformed(#[source] serde_json::Error),
+    /// The envelope is from another protocol version.
+    #[error("message is protocol version {got}, this side speaks version {PROTOCOL_VERSION}")]
+    Version {
+        /// The sender's version.
+        got: u32,
+        /// The request id, if the envelope had one.
+        id: Option<u64>,
+    },
+    /// The envelope is fine but its body is not a known message.
+    #[error("unknown or invalid message body")]
+    Body {
+        /// The request id.
+        id: Option<u64>,
+        /// What serde found wrong.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl MessageError {
+    /// The request id the message carried, so the error reply can be matched to it.
+    pub fn id(&self) -> Option<u64> {
+        match self {
+            MessageError::Version { id, .. } | MessageError::Body { id, .. } => *id,
+            MessageError::Encode(_) | MessageError::Malformed(_) => None,
+        }
+    }
+
+    /// The error kind to report to the peer.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            MessageError::Version { .. } => ErrorKind::Version,
+            MessageError::Encode(_) => ErrorKind::Internal,
+            MessageError::Malformed(_) | MessageError::Body { .. } => ErrorKind::BadMessage,
+        }
+    }
+}
+
+/// The envelope of every control message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The sender's protocol version.
+    pub v: u32,
+    /// Request id (host-chosen), echoed on the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The message.
+    pub body: T,
+}
+
+/// The part of an envelope every version can read.
+#[derive(Deserialize)]
+struct Header {
+    v: u32,
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+/// Encodes `body` in an envelope of this [`PROTOCOL_VERSION`].
+pub fn encode<T: Serialize>(id: Option<u64>, body: &T) -> Result<Vec<u8>, MessageError> {
+    serde_json::to_vec(&Envelope {
+        v: PROTOCOL_VERSION,
+        id,
+        body,
+    })
+    .map_err(MessageError::Encode)
+}
+
+/// Decodes an envelope, checking its version first: returns the request id and the body.
+pub fn decode<T: DeserializeOwned>(json: &[u8]) -> Result<(Option<u64>, T), MessageError> {
+    let header: Header = serde_json::from_slice(json).map_err(MessageError::Malformed)?;
+    if header.v != PROTOCOL_VERSION {
+        return Err(MessageError::Version {
+            got: header.v,
+            id: header.id,
+        });
+    }
+    let id = header.id;
+    let envelope: Envelope<T> =
+        serde_json::from_slice(json).map_err(|source| MessageError::Body { id, source })?;
+    Ok((id, envelope.body))
+}
+
+/// What the host asks of the agent. Each gets exactly one [`Reply`] with the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness and round-trip check; replied with [`Reply::Pong`].
+    Ping,
+    /// Starts a process. `process` is the host's number for it, unique on this connection,
+    /// used in every later message and data frame about it. Replied with
+    /// [`Reply::Started`], or [`Reply::Exited`] (126/127) if the program could not be run.
+    Start {
+        /// The host's number for the process.
+        process: u32,
+        /// What to run.
+        spec: ProcessSpec,
+    },
+    /// Sends a signal to a running process; replied with [`Reply::Ok`].
+    Signal {
+        /// The process.
+        process: u32,
+        /// The signal number (1-64).
+        signal: i32,
+    },
+    /// Sets a tty process's terminal size; replied with [`Reply::Ok`].
+    Resize {
+        /// The process.
+        process: u32,
+        /// The new size.
+        size: TermSize,
+    },
+    /// Waits for a process: replied with [`Reply::Exited`] once it has exited and all its
+    /// output has been sent (so its data frames always come first).
+    Wait {
+        /// The process.
+        process: u32,
+    },
+    /// Kills every process and ends the sandbox (a VM resets, a host-process agent exits),
+    /// after replying [`Reply::Ok`].
+    Shutdown,
+}
+
+/// A process to run, as docker's exec/run specs describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// Program and arguments; `argv[0]` without a slash is looked up in the `PATH` of `env`.
+    pub argv: Vec<String>,
+    /// The whole environment, as `KEY=VALUE`; the agent adds a default `PATH` if it has none.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Working directory; `/` if absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Identity to run as; the agent's own (root) if absent.
+    #[serde(default)]
+    pub user: Option<User>,
+    /// Run on a new pseudo-terminal (stdout carries everything, there is no stderr).
+    #[serde(default)]
+    pub tty: bool,
+    /// Initial terminal size (tty only).
+    #[serde(default)]
+    pub size: Option<TermSize>,
+    /// Whether the host will send stdin; if false the process reads `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+/// Numeric identity of a process (names are resolved by the host).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (replaces the agent's).
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+}
+
+/// A terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSize {
+    /// Rows.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// What the agent sends: a reply to one request (same id), or an event (no id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// First message on every connection (event).
+    Ready {
+        /// The agent's [`PROTOCOL_VERSION`]; the host must check it.
+        version: u32,
+        /// The agent's build version, for people.
+        agent: String,
+    },
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// The process runs.
+    Started {
+        /// The host's number for it.
+        process: u32,
+        /// Its pid in the sandbox.
+        pid: i32,
+    },
+    /// The request was carried out.
+    Ok,
+    /// The process has exited and all its output has been sent.
+    Exited {
+        /// The host's number for it.
+        process: u32,
+        /// Docker-style: the exit status, 128 + signal, 126 cannot execute, 127 not found.
+        code: i32,
+        /// What happened, for people.
+        detail: String,
+    },
+    /// The agent has written `bytes` more of the process's stdin: the host may send that
+    /// much more (event; see [`STDIN_WINDOW`](crate::STDIN_WINDOW)).
+    Credit {
+        /// The host's number for the process.
+        process: u32,
+        /// Bytes granted.
+        bytes: u32,
+    },
+    /// The request (or, without an id, a frame) was refused; the connection stays usable.
+    Error {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// What went wrong, for people.
+        message: String,
+    },
+}
+
+/// Machine-readable kinds of [`Reply::Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// A frame was malformed (length 0, unknown kind, bad data header).
+    BadFrame,
+    /// A frame exceeded [`MAX_FRAME`](crate::MAX_FRAME).
+    TooLarge,
+    /// A control frame was not a valid message.
+    BadMessage,
+    /// A message from another protocol version.
+    Version,
+    /// A valid message with invalid content (empty argv, bad signal, ...).
+    BadRequest,
+    /// No process with that number on this connection.
+    UnknownProcess,
+    /// The process number is already in use on this connection.
+    DuplicateProcess,
+    /// The process has already exited.
+    NotRunning,
+    /// Stdin beyond the granted window, or after its end.
+    FlowControl,
+    /// The agent failed internally.
+    Internal,
+    /// A kind this side does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let spec = ProcessSpec {
+            argv: vec!["sh".into(), "-c".into(), "echo \"hi\"".into()],
+            env: vec!["A=b".into()],
+            cwd: Some("/tmp".into()),
+            user: Some(User {
+                uid: 1000,
+                gid: 100,
+                additional_gids: vec![10, 20],
+            }),
+            tty: true,
+            size: Some(TermSize { rows: 24, cols: 80 }),
+            stdin: true,
+        };
+        for req in [
+            Request::Ping,
+            Request::Start { process: 3, spec },
+            Request::Signal {
+                process: 3,
+                signal: 15,
+            },
+            Request::Resize {
+                process: 3,
+                size: TermSize { rows: 1, cols: 2 },
+            },
+            Request::Wait { process: 3 },
+            Request::Shutdown,
+        ] {
+            let json = encode(Some(9), &req).unwrap();
+            assert_eq!(decode::<Request>(&json).unwrap(), (Some(9), req));
+        }
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        for reply in [
+            Reply::Ready {
+                version: PROTOCOL_VERSION,
+                agent: "0.1.0".into(),
+            },
+            Reply::Pong,
+            Reply::Started {
+                process: 1,
+                pid: 42,
+            },
+            Reply::Ok,
+            Reply::Exited {
+                process: 1,
+                code: 137,
+                detail: "killed by signal 9".into(),
+            },
+            Reply::Credit {
+                process: 1,
+                bytes: 65536,
+            },
+            Reply::Error {
+                kind: ErrorKind::TooLarge,
+                message: "x".into(),
+            },
+        ] {
+            let json = encode(None, &reply).unwrap();
+            assert_eq!(decode::<Reply>(&json).unwrap(), (None, reply));
+        }
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let json = encode(Some(5), &Request::Wait { process: 2 }).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"v":1,"id":5,"body":{"type":"wait","process":2}}"#
+        );
+        let json = encode(None, &Reply::Pong).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            r#"{"v":1,"body":{"type":"pong"}}"#
+        );
+    }
+
+    #[test]
+    fn minimal_start_uses_defaults_and_ignores_unknown_fields() {
+        let json = br#"{"v":1,"id":1,"body":{"type":"start","process":1,
+            "spec":{"argv":["true"],"future":1},"later":true}}"#;
+        let (id, req) = decode::<Request>(json).unwrap();
+        assert_eq!(id, Some(1));
+        let Request::Start { spec, .. } = req else {
+            panic!("{req:?}")
+        };
+        assert_eq!(
+            spec,
+            ProcessSpec {
+                argv: vec!["true".into()],
+                ..ProcessSpec::default()
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_version_is_reported_with_its_id() {
+        let err = decode::<Request>(br#"{"v":2,"id":77,"body":{"type":"hello_v2"}}"#).unwrap_err();
+        assert!(matches!(
+            err,
+            MessageError::Version {
+                got: 2,
+                id: Some(77)
+            }
+        ));
+        assert_eq!(err.kind(), ErrorKind::Version);
+        assert_eq!(err.id(), Some(77));
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
+    #[test]
+    fn malformed_messages() {
+        for bad in [
+            &b"not json"[..],
+            b"{}",
+            b"[]",
+            br#"{"v":"1"}"#,
+            b"",
+            b"\xff",
+        ] {
+            let err = decode::<Request>(bad).unwrap_err();
+            assert!(matches!(err, MessageError::Malformed(_)), "{err}");
+            assert_eq!((err.kind(), err.id()), (ErrorKind::BadMessage, None));
+        }
+        for bad in [
+            &br#"{"v":1,"id":4,"body":{"type":"reboot_host"}}"#[..],
+            br#"{"v":1,"id":4}"#,
+            br#"{"v":1,"id":4,"body":{"type":"signal","process":1}}"#,
+        ] {
+            let err = decode::<Request>(bad).unwrap_err();
+            assert!(
+                matches!(err, MessageError::Body { id: Some(4), .. }),
+                "{err}"
+            );
+            assert_eq!(err.kind(), ErrorKind::BadMessage);
+        }
+    }
+
+    #[test]
+    fn unknown_error_kinds_from_newer_agents_are_tolerated() {
+        let json = br#"{"v":1,"body":{"type":"error","kind":"quota","message":"m"}}"#;
+        let (_, reply) = decode::<Reply>(json).unwrap();
+        assert_eq!(
+            reply,
+            Reply::Error {
+                kind: ErrorKind::Unknown,
+                message: "m".into()
+            }
+        );
+    }
+}
