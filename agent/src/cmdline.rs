@@ -10,6 +10,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::listen::ListenSpec;
+
 /// Environment variable that replaces `/proc/cmdline` (process mode and tests: there
 /// `/proc/cmdline` is the host's).
 pub const CMDLINE_ENV: &str = "HUSK_AGENT_CMDLINE";
@@ -37,6 +39,9 @@ pub enum CmdlineError {
     /// `husk.exec=` is not an absolute path.
     #[error("husk.exec={0:?} must be an absolute path")]
     InvalidExec(String),
+    /// `husk.transport=` is not a transport.
+    #[error("husk.transport={0:?} is not a transport (vsock, vsock:PORT, unix:/PATH or none)")]
+    InvalidTransport(String),
     /// A boolean parameter has a value that is not a boolean.
     #[error("{key}={value:?} is not a boolean (1/0, y/n, yes/no, true/false, on/off)")]
     InvalidBool { key: String, value: String },
@@ -60,6 +65,19 @@ impl fmt::Display for Source {
     }
 }
 
+/// How the agent takes requests from the host after reporting ready (`husk.transport=`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// The default: the vsock control port if this VM has a vsock device, else nothing
+    /// (a guest without one has no host to talk to, and resets instead of waiting forever).
+    #[default]
+    Auto,
+    /// `none`: serve nothing; report on the console only.
+    None,
+    /// `vsock`, `vsock:PORT` or `unix:/PATH`: serve there, failing if it cannot.
+    Listen(ListenSpec),
+}
+
 /// What the command line asks of the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -69,6 +87,8 @@ pub struct Config {
     pub exec: Option<PathBuf>,
     /// `husk.panic_test=1`: panic right after reporting ready (tests the panic reset path).
     pub panic_test: bool,
+    /// `husk.transport=`: where to serve the host protocol.
+    pub transport: Transport,
     /// `husk.*` parameters this agent does not know (warned about, then ignored).
     pub unknown: Vec<String>,
 }
@@ -79,6 +99,7 @@ impl Default for Config {
             hostname: DEFAULT_HOSTNAME.to_owned(),
             exec: None,
             panic_test: false,
+            transport: Transport::Auto,
             unknown: vec![],
         }
     }
@@ -106,6 +127,7 @@ pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
             "husk.hostname" => config.hostname = hostname(value.unwrap_or_default())?,
             "husk.exec" => config.exec = Some(exec_path(value.unwrap_or_default())?),
             "husk.panic_test" => config.panic_test = boolean(&key, value)?,
+            "husk.transport" => config.transport = transport(value.unwrap_or_default())?,
             k if k.starts_with("husk.") => config.unknown.push(key),
             _ => {}
         }
@@ -161,6 +183,15 @@ fn exec_path(value: String) -> Result<PathBuf, CmdlineError> {
     } else {
         Err(CmdlineError::InvalidExec(value))
     }
+}
+
+fn transport(value: String) -> Result<Transport, CmdlineError> {
+    if value == "none" {
+        return Ok(Transport::None);
+    }
+    ListenSpec::parse(&value)
+        .map(Transport::Listen)
+        .map_err(|_| CmdlineError::InvalidTransport(value))
 }
 
 /// A kernel-style boolean: a bare name means true.
@@ -257,6 +288,35 @@ mod tests {
             parse("husk.panic_test=maybe"),
             Err(CmdlineError::InvalidBool { .. })
         ));
+    }
+
+    #[test]
+    fn transports() {
+        assert_eq!(parse("").unwrap().transport, Transport::Auto);
+        assert_eq!(
+            parse("husk.transport=none").unwrap().transport,
+            Transport::None
+        );
+        assert_eq!(
+            parse("husk.transport=vsock").unwrap().transport,
+            Transport::Listen(ListenSpec::Vsock(agent_proto::CONTROL_PORT))
+        );
+        assert_eq!(
+            parse("husk.transport=unix:/run/husk.sock")
+                .unwrap()
+                .transport,
+            Transport::Listen(ListenSpec::Unix("/run/husk.sock".into()))
+        );
+        for bad in [
+            "husk.transport",
+            "husk.transport=tcp:1",
+            "husk.transport=unix:x",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(CmdlineError::InvalidTransport(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

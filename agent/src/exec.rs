@@ -12,7 +12,8 @@ use crate::reaper::{Reaper, ReaperError};
 use crate::transport::Exit;
 
 /// `PATH` given to the program when the kernel passed none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Errors from running the program (not its failure to start, which is an [`Exit`]).
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +69,7 @@ pub fn run(path: &Path, reaper: &Reaper) -> Result<Exit, ExecError> {
 }
 
 /// Docker's codes for a program that never ran: 127 not found, 126 cannot execute.
-fn spawn_failure(shown: &str, err: &io::Error) -> Exit {
+pub(crate) fn spawn_failure(shown: &str, err: &io::Error) -> Exit {
     let code = match err.kind() {
         io::ErrorKind::NotFound => 127,
         _ => 126,

@@ -1,15 +1,21 @@
 //! The agent's boot sequence as PID 1, in order: early mounts, console, command line,
-//! hostname, SIGCHLD, ready report, optional workload, final reap. Owns the agent-wide error
+//! hostname, SIGCHLD, listening for the host, ready report, then either the `husk.exec=`
+//! workload or the protocol server until shutdown, final reap. Owns the agent-wide error
 //! type; how the process ends afterwards is `reset`'s business.
 
-use crate::cmdline::{self, CmdlineError};
+use std::sync::Arc;
+
+use crate::cmdline::{self, CmdlineError, Transport};
 use crate::console::{self, ConsoleError, say};
 use crate::exec::{self, ExecError};
 use crate::hostname::{self, HostnameError};
+use crate::listen::{ListenError, ListenSpec, Listener};
 use crate::mounts::{self, MountError};
 use crate::reaper::{Reaper, ReaperError};
 use crate::reset;
-use crate::transport::{ConsoleTransport, Ready, Transport, TransportError};
+use crate::server::{self, ServerError};
+use crate::transport::{ConsoleTransport, Ready, Report, TransportError};
+use crate::vsock;
 
 /// The agent's version, as reported to the host.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -43,6 +49,12 @@ pub enum AgentError {
     /// Running the workload failed.
     #[error("workload failed")]
     Exec(#[from] ExecError),
+    /// The protocol listener could not be set up.
+    #[error("cannot listen for the host")]
+    Listen(#[from] ListenError),
+    /// The protocol server failed.
+    #[error("protocol server failed")]
+    Server(#[from] ServerError),
 }
 
 /// Runs the boot sequence. Returning (with or without error) means: reset the VM.
@@ -62,19 +74,45 @@ pub fn run() -> Result<(), AgentError> {
     }
     hostname::set(&config.hostname)?;
     say!("hostname {}", config.hostname);
-    let reaper = Reaper::new()?;
-    let mut transport = ConsoleTransport::stdout();
-    transport.ready(&Ready { version: VERSION })?;
+    let reaper = Arc::new(Reaper::new()?);
+    // Listen before saying ready, so a host that reacts to the ready line finds the port open.
+    let listener = match &config.exec {
+        Some(_) => None,
+        None => listener(&config.transport)?,
+    };
+    let mut console = ConsoleTransport::stdout();
+    console.ready(&Ready { version: VERSION })?;
 
     if config.panic_test {
         panic!("husk.panic_test requested a panic");
     }
     if let Some(path) = &config.exec {
         let exit = exec::run(path, &reaper)?;
-        transport.exited(&exit)?;
+        console.exited(&exit)?;
+    }
+    if let Some(listener) = &listener {
+        server::serve(listener, Arc::clone(&reaper))?;
     }
     for orphan in reaper.reap()? {
         say!("reaped orphan pid {} ({})", orphan.pid, orphan.status);
     }
     Ok(())
+}
+
+/// Binds the transport `husk.transport=` asks for; `None` when there is nothing to serve.
+fn listener(transport: &Transport) -> Result<Option<Listener>, AgentError> {
+    let spec = match transport {
+        Transport::None => return Ok(None),
+        Transport::Listen(spec) => spec.clone(),
+        Transport::Auto => match vsock::guest_cid() {
+            Some(_) => ListenSpec::Vsock(agent_proto::CONTROL_PORT),
+            None => {
+                say!("no vsock device: not serving the host protocol");
+                return Ok(None);
+            }
+        },
+    };
+    let listener = Listener::bind(&spec)?;
+    say!("serving the host protocol on {spec}");
+    Ok(Some(listener))
 }

@@ -1,35 +1,55 @@
 //! husk-agent: PID 1 of every husk sandbox (a microVM, or fresh namespaces in process mode).
-//! It mounts the early filesystems, sets the hostname, reports ready, optionally runs one
-//! program, reaps children, and ends every path (success, error, panic) by resetting the VM.
-//! See docs/agent.md.
+//! It mounts the early filesystems, sets the hostname, serves the host↔agent protocol
+//! (agent-proto) on vsock or a unix socket, reaps children, and ends every path (success,
+//! error, panic) by resetting the VM. Outside PID 1 it can run as a plain protocol server
+//! (host-process mode, `--listen`). See docs/agent.md and docs/agent-protocol.md.
 
+mod args;
 mod cmdline;
 mod console;
+mod eventfd;
 mod exec;
+mod host;
 mod hostname;
 mod init;
+mod listen;
 mod mounts;
 mod reaper;
 mod reset;
+mod server;
 mod transport;
+mod vsock;
 
 use std::error::Error;
 
+use args::Mode;
 use console::say;
 use reset::Reason;
 
 fn main() {
     reset::install_panic_hook();
-    // `--version` is honoured only outside PID 1: as init, argv holds whatever the kernel
+    // Arguments are honoured only outside PID 1: as init, argv holds whatever the kernel
     // passed on (unknown parameters without `=`), which must not change behaviour.
-    if !reset::is_pid1() && std::env::args().nth(1).as_deref() == Some("--version") {
-        println!("husk-agent {}", init::VERSION);
-        reset::reset_vm(Reason::Done);
-    }
-    let reason = match init::run() {
+    let mode = match reset::is_pid1() {
+        true => Ok(Mode::Init),
+        false => args::parse(
+            std::env::args_os().skip(1),
+            std::env::var_os(args::SOCKET_ENV),
+        ),
+    };
+    let result = match mode {
+        Ok(Mode::Version) => {
+            println!("husk-agent {}", init::VERSION);
+            Ok(())
+        }
+        Ok(Mode::Serve(spec)) => host::serve(&spec).map_err(Box::<dyn Error>::from),
+        Ok(Mode::Init) => init::run().map_err(Box::<dyn Error>::from),
+        Err(e) => Err(e.into()),
+    };
+    let reason = match result {
         Ok(()) => Reason::Done,
         Err(err) => {
-            say!("error: {}", chain(&err));
+            say!("error: {}", chain(err.as_ref()));
             Reason::Error
         }
     };

@@ -1,13 +1,13 @@
 //! Child reaping for PID 1. Every orphan in the guest is re-parented to the agent, so it must
 //! collect them all or they stay zombies. SIGCHLD is blocked and delivered through a signalfd,
-//! which a later event loop can poll next to its transport; for now [`Reaper::wait_for`] blocks
-//! on it directly. Then `waitpid(-1, WNOHANG)` is looped until nothing is left to collect
+//! on which the protocol server's reaper thread (or, for `husk.exec=`, [`Reaper::wait_for`])
+//! blocks. Then `waitpid(-1, WNOHANG)` is looped until nothing is left to collect
 //! (SIGCHLDs coalesce, so one signal may stand for many exits).
 
 use std::fmt;
 use std::io;
 use std::mem::{MaybeUninit, size_of};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use libc::{c_int, pid_t};
 
@@ -76,9 +76,9 @@ pub struct Reaped {
     pub status: Status,
 }
 
-/// Owns SIGCHLD for the (single-threaded) agent. Create it before spawning anything; threads
-/// started later inherit the blocked mask, and so do children unless unblocked before exec
-/// (`exec` does that; std no longer does).
+/// Owns SIGCHLD for the agent. Create it before starting any thread or child: threads started
+/// later inherit the blocked mask (so only the signalfd sees SIGCHLD), and so do children
+/// unless unblocked before exec (`exec` and the server's spawn do that; std no longer does).
 #[derive(Debug)]
 pub struct Reaper {
     sigfd: OwnedFd,
@@ -140,14 +140,8 @@ impl Reaper {
         }
     }
 
-    /// The signalfd, for a future poll loop.
-    #[allow(dead_code)] // Used once the vsock transport brings an event loop.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.sigfd.as_fd()
-    }
-
     /// Blocks until at least one SIGCHLD is pending, and consumes it.
-    fn wait_sigchld(&self) -> Result<(), ReaperError> {
+    pub fn wait_sigchld(&self) -> Result<(), ReaperError> {
         let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
         loop {
             // SAFETY: reads at most size_of::<signalfd_siginfo>() bytes into `info`, which is

@@ -1,10 +1,11 @@
-//! How the agent reports to the host. The [`Transport`] trait is the seam where the vsock
-//! protocol (agent-proto) plugs in later; today's [`ConsoleTransport`] prints fixed lines on
-//! the console, which the VMM's serial device and the tests read.
+//! The agent's console reports: fixed lines on the console (`husk-agent: ready VERSION`,
+//! `husk-agent: exit code=N (...)`), which the VMM's boot milestones, the `husk.exec=` path and
+//! the PID 1 tests read. Requests from the host go through the protocol server (`server`)
+//! instead; the [`Report`] trait keeps the console reporting swappable.
 
 use std::io::{self, Write};
 
-/// Errors from reporting to the host.
+/// Errors from reporting on the console.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The report could not be written.
@@ -28,8 +29,8 @@ pub struct Exit {
     pub detail: String,
 }
 
-/// A channel from the agent to the host.
-pub trait Transport {
+/// A channel on which the agent reports its milestones.
+pub trait Report {
     /// Says the agent is ready.
     fn ready(&mut self, ready: &Ready<'_>) -> Result<(), TransportError>;
     /// Says the workload exited.
@@ -57,7 +58,7 @@ impl<W: Write> ConsoleTransport<W> {
     }
 }
 
-impl<W: Write> Transport for ConsoleTransport<W> {
+impl<W: Write> Report for ConsoleTransport<W> {
     fn ready(&mut self, ready: &Ready<'_>) -> Result<(), TransportError> {
         self.line(format_args!("ready {}", ready.version))
     }

@@ -5,6 +5,9 @@
 //! orphan reaping, and that every exit path (done, error, panic) goes through reboot(2), which
 //! in a PID namespace kills its init with SIGHUP.
 //!
+//! With `husk.transport=unix:PATH` it serves the host protocol as PID 1, driven here by raw
+//! agent-proto frames, and a shutdown request ends in the same reset.
+//!
 //! Needs root (mounts, PID namespace) and util-linux `unshare`. Uses the binary Cargo built
 //! for this test, or `HUSK_AGENT_BIN` (e.g. `target/husk-agent` from scripts/build-agent.sh,
 //! to check the static release build, whose panics abort).
@@ -14,10 +17,13 @@
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use agent_proto::{Frame, FrameReader, FrameWriter, ProcessSpec, Reply, Request, StreamId};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const UNSHARE: &[&str] = &[
@@ -75,8 +81,14 @@ fn require_root() {
 
 /// Runs `args` under unshare with `HUSK_AGENT_CMDLINE=cmdline`, with a timeout.
 fn unshare(cmdline: &str, args: &[&std::ffi::OsStr]) -> Run {
+    finish(spawn_unshare(cmdline, args))
+}
+
+/// Starts `args` under unshare with `HUSK_AGENT_CMDLINE=cmdline`; its output is collected by
+/// [`finish`].
+fn spawn_unshare(cmdline: &str, args: &[&std::ffi::OsStr]) -> Child {
     require_root();
-    let mut child = Command::new("unshare")
+    Command::new("unshare")
         .args(UNSHARE)
         .args(args)
         .env("HUSK_AGENT_CMDLINE", cmdline)
@@ -84,7 +96,11 @@ fn unshare(cmdline: &str, args: &[&std::ffi::OsStr]) -> Run {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("cannot run unshare (util-linux)");
+        .expect("cannot run unshare (util-linux)")
+}
+
+/// Waits (with a timeout) for a child from [`spawn_unshare`] and collects its output.
+fn finish(mut child: Child) -> Run {
     let out = reader(&mut child, true);
     let err = reader(&mut child, false);
     let deadline = Instant::now() + TIMEOUT;
@@ -226,8 +242,9 @@ fn hostname_defaults_to_husk() {
 }
 
 #[test]
-fn without_workload_it_reports_ready_and_resets() {
-    let run = run_agent("console=ttyS0");
+fn without_workload_or_transport_it_reports_ready_and_resets() {
+    // `none`: by default the agent would serve vsock wherever this machine has a guest CID.
+    let run = run_agent("console=ttyS0 husk.transport=none");
     assert!(run.stdout.starts_with("husk-agent: ready "), "{run}");
     assert!(!run.stdout.contains("exit code="), "{run}");
     run.assert_reset();
@@ -235,7 +252,7 @@ fn without_workload_it_reports_ready_and_resets() {
 
 #[test]
 fn panic_ends_in_reset() {
-    let run = run_agent("husk.panic_test=1");
+    let run = run_agent("husk.panic_test=1 husk.transport=none");
     assert!(run.stdout.contains("husk-agent: ready "), "{run}");
     assert!(run.stderr.contains("panic: "), "{run}");
     assert!(
@@ -300,4 +317,112 @@ fn not_pid1_refuses_and_never_reboots() {
         !run.stderr.contains("mount "),
         "mounted although not PID 1\n{run}"
     );
+}
+
+/// Sends one request as a raw agent-proto frame.
+fn request(out: &mut UnixStream, id: u64, req: &Request) {
+    let json = agent_proto::encode(Some(id), req).unwrap();
+    FrameWriter::new(out).write_control(&json).unwrap();
+}
+
+/// Reads control messages (collecting stdout bytes) until the reply to `id`.
+fn reply_to(frames: &mut FrameReader<UnixStream>, id: u64, stdout: &mut Vec<u8>) -> Reply {
+    loop {
+        match frames.read_frame().unwrap().expect("agent hung up") {
+            Frame::Data(d) if d.stream == StreamId::Stdout => stdout.extend(d.bytes),
+            Frame::Data(_) => {}
+            Frame::Control(json) => match agent_proto::decode::<Reply>(&json).unwrap() {
+                (Some(got), reply) if got == id => return reply,
+                _ => {}
+            },
+        }
+    }
+}
+
+fn expect_ready(frames: &mut FrameReader<UnixStream>) {
+    match frames.read_frame().unwrap() {
+        Some(Frame::Control(json)) => assert!(matches!(
+            agent_proto::decode::<Reply>(&json).unwrap(),
+            (
+                None,
+                Reply::Ready {
+                    version: agent_proto::PROTOCOL_VERSION,
+                    ..
+                }
+            )
+        )),
+        other => panic!("expected ready, got {other:?}"),
+    }
+}
+
+fn connect(path: &Path, child: &mut Child) -> UnixStream {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Ok(stream) = UnixStream::connect(path) {
+            return stream;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "agent ended ({status:?}) before listening on {}",
+                path.display()
+            );
+        }
+        assert!(Instant::now() < deadline, "agent never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serves_the_protocol_as_pid1_and_resets_on_shutdown() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-pid1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("pid1.sock");
+    let _ = std::fs::remove_file(&socket);
+    let agent = agent();
+    let cmdline = format!(
+        "husk.hostname=served husk.transport=unix:{}",
+        socket.display()
+    );
+    let mut child = spawn_unshare(&cmdline, &[agent.as_os_str()]);
+    let stream = connect(&socket, &mut child);
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut out = stream.try_clone().unwrap();
+    let mut frames = FrameReader::new(stream);
+    let mut stdout = Vec::new();
+    expect_ready(&mut frames);
+    let spec = ProcessSpec {
+        argv: [
+            "sh",
+            "-c",
+            "cat /proc/sys/kernel/hostname /proc/1/comm; exit 5",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..ProcessSpec::default()
+    };
+    request(&mut out, 1, &Request::Start { process: 1, spec });
+    let started = reply_to(&mut frames, 1, &mut stdout);
+    assert!(
+        matches!(started, Reply::Started { process: 1, .. }),
+        "{started:?}"
+    );
+    request(&mut out, 2, &Request::Wait { process: 1 });
+    match reply_to(&mut frames, 2, &mut stdout) {
+        Reply::Exited { code: 5, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(String::from_utf8_lossy(&stdout), "served\nhusk-agent\n");
+    request(&mut out, 3, &Request::Shutdown);
+    assert_eq!(reply_to(&mut frames, 3, &mut stdout), Reply::Ok);
+
+    let run = finish(child);
+    assert!(run.stdout.contains("husk-agent: ready "), "{run}");
+    assert!(
+        run.stderr.contains("serving the host protocol on unix:"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("shutdown requested"), "{run}");
+    assert!(run.stderr.contains("resetting (Done)"), "{run}");
+    run.assert_reset();
+    assert!(!socket.exists(), "socket left behind");
 }

@@ -1,0 +1,239 @@
+//! Where the agent listens for the host, and the connections it accepts: a vsock port in a VM
+//! (`vsock`, `vsock:PORT`), or a unix socket path in process mode and host-process mode
+//! (`unix:/PATH`). Owns parsing those specs, binding (a unix socket is made 0600: whoever can
+//! connect can run anything as the agent's user), accepting, and removing the socket file.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use crate::vsock::{VsockError, VsockListener};
+
+/// Errors from parsing a listen spec or binding it.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    /// The spec is neither `vsock[:PORT]` nor `unix:/ABSOLUTE/PATH`.
+    #[error("{0:?} is not a listen address (vsock, vsock:PORT or unix:/ABSOLUTE/PATH)")]
+    BadSpec(String),
+    /// The unix socket path is taken by something that is not a stale socket.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// Another agent (or anything) already serves on the unix socket.
+    #[error("{0} is in use by a live listener")]
+    InUse(PathBuf),
+    /// Removing a stale socket failed.
+    #[error("cannot remove stale socket {0}")]
+    RemoveStale(PathBuf, #[source] io::Error),
+    /// Binding the unix socket failed.
+    #[error("cannot listen on {0}")]
+    BindUnix(PathBuf, #[source] io::Error),
+    /// Binding the vsock port failed.
+    #[error("cannot listen on vsock")]
+    Vsock(#[from] VsockError),
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenSpec {
+    /// A vsock port on any local CID.
+    Vsock(u32),
+    /// A unix socket at this absolute path.
+    Unix(PathBuf),
+}
+
+impl ListenSpec {
+    /// Parses `vsock`, `vsock:PORT` or `unix:/ABSOLUTE/PATH`.
+    pub fn parse(text: &str) -> Result<Self, ListenError> {
+        let bad = || ListenError::BadSpec(text.to_owned());
+        if text == "vsock" {
+            return Ok(ListenSpec::Vsock(agent_proto::CONTROL_PORT));
+        }
+        if let Some(port) = text.strip_prefix("vsock:") {
+            return port.parse().map(ListenSpec::Vsock).map_err(|_| bad());
+        }
+        match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Ok(ListenSpec::Unix(PathBuf::from(path))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenSpec::Vsock(port) => write!(f, "vsock:{port}"),
+            ListenSpec::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// A bound listener. A unix socket file is removed when it is dropped.
+#[derive(Debug)]
+pub enum Listener {
+    /// Unix socket and its path.
+    Unix(UnixListener, PathBuf),
+    /// Vsock port.
+    Vsock(VsockListener),
+}
+
+impl Listener {
+    /// Binds `spec`. Call before starting threads: it briefly changes the process umask.
+    pub fn bind(spec: &ListenSpec) -> Result<Self, ListenError> {
+        match spec {
+            ListenSpec::Vsock(port) => Ok(Listener::Vsock(VsockListener::bind(*port)?)),
+            ListenSpec::Unix(path) => {
+                remove_stale(path)?;
+                // SAFETY: umask only swaps the process's file-mode mask; it cannot fail.
+                let old = unsafe { libc::umask(0o177) };
+                let bound = UnixListener::bind(path);
+                // SAFETY: as above, restoring the previous mask.
+                unsafe { libc::umask(old) };
+                let listener = bound.map_err(|e| ListenError::BindUnix(path.clone(), e))?;
+                Ok(Listener::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// Waits for the next connection.
+    pub fn accept(&self) -> io::Result<Conn> {
+        match self {
+            Listener::Unix(l, _) => l.accept().map(|(s, _)| Conn::Unix(s)),
+            Listener::Vsock(l) => l.accept().map(Conn::Vsock),
+        }
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Unix(l, _) => l.as_fd(),
+            Listener::Vsock(l) => l.as_fd(),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Removes a socket left behind by a dead listener; refuses to touch anything else.
+fn remove_stale(path: &Path) -> Result<(), ListenError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(_) => return Ok(()),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ListenError::NotASocket(path.to_owned()));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(ListenError::InUse(path.to_owned()));
+    }
+    std::fs::remove_file(path).map_err(|e| ListenError::RemoveStale(path.to_owned(), e))
+}
+
+/// One accepted connection.
+#[derive(Debug)]
+pub enum Conn {
+    /// Over a unix socket.
+    Unix(UnixStream),
+    /// Over vsock (a socket descriptor behind `File`'s read/write).
+    Vsock(File),
+}
+
+impl Conn {
+    /// A second handle on the same connection (one reads, the other writes).
+    pub fn try_clone(&self) -> io::Result<Conn> {
+        match self {
+            Conn::Unix(s) => s.try_clone().map(Conn::Unix),
+            Conn::Vsock(f) => f.try_clone().map(Conn::Vsock),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Vsock(f) => f.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Vsock(f) => f.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write_vectored(bufs),
+            Conn::Vsock(f) => f.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(ListenSpec::parse("vsock").unwrap(), ListenSpec::Vsock(1024));
+        assert_eq!(
+            ListenSpec::parse("vsock:5000").unwrap(),
+            ListenSpec::Vsock(5000)
+        );
+        assert_eq!(
+            ListenSpec::parse("unix:/run/a b.sock").unwrap(),
+            ListenSpec::Unix("/run/a b.sock".into())
+        );
+        for bad in [
+            "",
+            "unix:",
+            "unix:rel.sock",
+            "vsock:",
+            "vsock:x",
+            "tcp:1",
+            "/a",
+        ] {
+            assert!(ListenSpec::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ListenSpec::Vsock(7).to_string(), "vsock:7");
+        assert_eq!(ListenSpec::Unix("/s".into()).to_string(), "unix:/s");
+    }
+
+    #[test]
+    fn unix_socket_is_private_replaces_stale_and_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let spec = ListenSpec::Unix(path.clone());
+        drop(UnixListener::bind(&path).unwrap()); // a stale socket: nobody listens
+        let listener = Listener::bind(&spec).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(Listener::bind(&spec), Err(ListenError::InUse(_))));
+        drop(listener);
+        assert!(!path.exists());
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert!(matches!(
+            Listener::bind(&spec),
+            Err(ListenError::NotASocket(_))
+        ));
+    }
+}

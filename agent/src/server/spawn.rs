@@ -1,0 +1,301 @@
+//! Starting one process from a [`ProcessSpec`]: validating it, building the command (argv,
+//! exactly the given environment plus a default `PATH`, cwd, identity), its stdio (pipes, or a
+//! new pseudo-terminal as controlling tty) and what the child does between fork and exec.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use agent_proto::{ProcessSpec, TermSize, User};
+use libc::pid_t;
+
+use crate::exec::DEFAULT_PATH;
+
+/// Stdio pipes are grown to this size where the kernel allows: fewer, larger transfers.
+const PIPE_SIZE: libc::c_int = 1 << 20;
+
+/// Errors from starting a process.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The spec is unusable; nothing was started.
+    #[error("invalid process spec: {0}")]
+    Invalid(String),
+    /// No pseudo-terminal could be opened.
+    #[error("cannot open a pseudo-terminal")]
+    Pty(#[source] io::Error),
+    /// The program could not be started (a workload result: 126/127).
+    #[error("cannot start {0}")]
+    Start(String, #[source] io::Error),
+}
+
+/// The parent's ends of a started process's stdio.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Its pid.
+    pub pid: pid_t,
+    /// Where its stdin goes (a pipe, or the pty master), if the host sends stdin.
+    pub stdin: Option<OwnedFd>,
+    /// Its stdout (or the pty master).
+    pub stdout: OwnedFd,
+    /// Its stderr (none with a tty).
+    pub stderr: Option<OwnedFd>,
+    /// The pty master, for resizing (tty only).
+    pub tty: Option<OwnedFd>,
+}
+
+/// Checks what the agent cannot leave to exec to find out.
+pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnError> {
+    let invalid = |m: String| Err(SpawnError::Invalid(m));
+    if spec.argv.is_empty() || spec.argv[0].is_empty() {
+        return invalid("argv is empty".into());
+    }
+    let strings = spec.argv.iter().chain(&spec.env).chain(&spec.cwd);
+    if let Some(s) = strings.into_iter().find(|s| s.contains('\0')) {
+        return invalid(format!("{s:?} contains a NUL byte"));
+    }
+    if let Some(e) = spec
+        .env
+        .iter()
+        .find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+    {
+        return invalid(format!("environment entry {e:?} is not KEY=VALUE"));
+    }
+    match &spec.cwd {
+        Some(cwd) if !cwd.starts_with('/') => invalid(format!("cwd {cwd:?} is not absolute")),
+        _ => Ok(()),
+    }
+}
+
+/// Starts `spec` (validated). Call with the process table locked (see `procs`).
+pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
+    let mut cmd = Command::new(&spec.argv[0]);
+    cmd.args(&spec.argv[1..]).env_clear();
+    for entry in &spec.env {
+        if let Some((key, value)) = entry.split_once('=') {
+            cmd.env(key, value);
+        }
+    }
+    if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
+    cmd.current_dir(spec.cwd.as_deref().unwrap_or("/"));
+    let pty = if spec.tty {
+        Some(open_pty(spec.size)?)
+    } else {
+        None
+    };
+    let setup = ChildSetup::new(spec.user.as_ref(), spec.tty);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls on data prepared before the fork (see ChildSetup::run).
+    unsafe { cmd.pre_exec(move || setup.run()) };
+    match pty {
+        Some((master, slave)) => spawn_tty(cmd, spec, master, slave),
+        None => spawn_piped(cmd, spec),
+    }
+}
+
+fn spawn_piped(mut cmd: Command, spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
+    let stdin = if spec.stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    cmd.stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| start_error(spec, e))?;
+    let io_missing = || start_error(spec, io::ErrorKind::BrokenPipe.into());
+    let stdout = OwnedFd::from(child.stdout.take().ok_or_else(io_missing)?);
+    let stderr = OwnedFd::from(child.stderr.take().ok_or_else(io_missing)?);
+    let stdin = child.stdin.take().map(OwnedFd::from);
+    for pipe in [Some(&stdout), Some(&stderr), stdin.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        grow_pipe(pipe);
+    }
+    Ok(Spawned {
+        pid: child_pid(&child, spec)?,
+        stdin,
+        stdout,
+        stderr: Some(stderr),
+        tty: None,
+    })
+    // `child` is dropped without waiting: the reaper collects it.
+}
+
+fn spawn_tty(
+    mut cmd: Command,
+    spec: &ProcessSpec,
+    master: OwnedFd,
+    slave: OwnedFd,
+) -> Result<Spawned, SpawnError> {
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(SpawnError::Pty);
+    cmd.stdin(dup(&slave)?).stdout(dup(&slave)?).stderr(slave);
+    let child = cmd.spawn().map_err(|e| start_error(spec, e))?;
+    // The parent's copies of the slave are closed now (moved into `cmd`, dropped with it),
+    // so reading the master ends with EIO once the process side has closed the terminal.
+    drop(cmd);
+    Ok(Spawned {
+        pid: child_pid(&child, spec)?,
+        stdin: if spec.stdin {
+            Some(dup(&master)?)
+        } else {
+            None
+        },
+        stdout: dup(&master)?,
+        stderr: None,
+        tty: Some(master),
+    })
+}
+
+fn child_pid(child: &std::process::Child, spec: &ProcessSpec) -> Result<pid_t, SpawnError> {
+    pid_t::try_from(child.id()).map_err(|_| start_error(spec, io::Error::other("pid out of range")))
+}
+
+fn start_error(spec: &ProcessSpec, err: io::Error) -> SpawnError {
+    SpawnError::Start(spec.argv[0].clone(), err)
+}
+
+/// Best effort: a larger pipe means fewer wake-ups per MiB of output.
+fn grow_pipe(fd: &OwnedFd) {
+    // SAFETY: F_SETPIPE_SZ takes an integer argument; failure (limits) is harmless.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+}
+
+/// A new pseudo-terminal: (master, slave), both close-on-exec.
+fn open_pty(size: Option<TermSize>) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let (mut master, mut slave) = (-1, -1);
+    let size = size.unwrap_or(TermSize { rows: 24, cols: 80 });
+    let winsize = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors through the first two pointers, which point at
+    // live c_ints; the name and termios pointers may be null; winsize is only read.
+    let rc = unsafe {
+        libc::openpty(
+            &raw mut master,
+            &raw mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &raw const winsize,
+        )
+    };
+    if rc < 0 {
+        return Err(SpawnError::Pty(io::Error::last_os_error()));
+    }
+    // SAFETY: openpty just returned these descriptors and nothing else owns them.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: F_SETFD with an integer flag on a descriptor we own.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok((master, slave))
+}
+
+/// Sets a tty's size.
+pub fn resize(tty: &OwnedFd, size: TermSize) -> io::Result<()> {
+    let winsize = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, which points at a live one.
+    if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &raw const winsize) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What the child does between fork and exec, prepared before the fork (no allocation after).
+struct ChildSetup {
+    tty: bool,
+    /// `(uid, gid, supplementary groups)`.
+    user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+}
+
+impl ChildSetup {
+    fn new(user: Option<&User>, tty: bool) -> Self {
+        let user = user.map(|u| (u.uid, u.gid, u.additional_gids.clone()));
+        Self { tty, user }
+    }
+
+    /// In the child: empty signal mask (std passes the agent's, which blocks SIGCHLD, on to
+    /// children), own session with the tty as controlling terminal or own process group,
+    /// identity, and SIGKILL if the agent thread that started it dies.
+    fn run(&self) -> io::Result<()> {
+        let check = |rc: libc::c_int| {
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        };
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: every call below is async-signal-safe and takes only pointers to live local
+        // data or to the prepared group list; nothing allocates or takes locks.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            if self.tty {
+                check(libc::setsid())?;
+                check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+            } else {
+                check(libc::setpgid(0, 0))?;
+            }
+            if let Some((uid, gid, groups)) = &self.user {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(*gid))?;
+                check(libc::setuid(*uid))?;
+            }
+            // After setuid, which clears it.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+        }
+        Ok(())
+    }
+}
+
+/// The program's name for messages.
+pub fn display_name(spec: &ProcessSpec) -> String {
+    spec.argv.first().cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(argv: &[&str]) -> ProcessSpec {
+        ProcessSpec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..ProcessSpec::default()
+        }
+    }
+
+    #[test]
+    fn validation() {
+        assert!(validate(&spec(&["true"])).is_ok());
+        assert!(validate(&spec(&[])).is_err());
+        assert!(validate(&spec(&[""])).is_err());
+        assert!(validate(&spec(&["a\0b"])).is_err());
+        let mut s = spec(&["env"]);
+        s.env = vec!["A=1".into(), "B=".into()];
+        assert!(validate(&s).is_ok());
+        for bad in ["NOEQUALS", "=x", "A=\0"] {
+            s.env = vec![bad.into()];
+            assert!(validate(&s).is_err(), "{bad}");
+        }
+        s.env.clear();
+        s.cwd = Some("relative".into());
+        assert!(validate(&s).is_err());
+        s.cwd = Some("/".into());
+        assert!(validate(&s).is_ok());
+    }
+}
