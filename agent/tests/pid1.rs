@@ -140,11 +140,18 @@ fn run_agent(cmdline: &str) -> Run {
     unshare(cmdline, &[agent.as_os_str()])
 }
 
-/// Writes an executable shell script where the agent can see it (not under /tmp, which the
-/// agent covers with a fresh tmpfs).
-fn script(name: &str, body: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-pid1");
+/// A scratch directory the agent can still see after its mounts: not under /tmp, /run or
+/// /dev, which it covers with fresh file systems (a checkout, and so the target dir, may
+/// well live under /tmp).
+fn scratch_dir() -> PathBuf {
+    let dir = Path::new("/var/tmp").join(format!("husk-agent-pid1-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes an executable shell script where the agent can see it.
+fn script(name: &str, body: &str) -> PathBuf {
+    let dir = scratch_dir();
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -374,8 +381,7 @@ fn connect(path: &Path, child: &mut Child) -> UnixStream {
 
 #[test]
 fn serves_the_protocol_as_pid1_and_resets_on_shutdown() {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-pid1");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir();
     let socket = dir.join("pid1.sock");
     let _ = std::fs::remove_file(&socket);
     let agent = agent();
