@@ -25,7 +25,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CACHE=${HUSK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/husk}
+CACHE=$(realpath -m -- "${HUSK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/husk}")
 KDIR=$CACHE/kernel
 
 log() { printf 'guest-kernel: %s\n' "$*" >&2; }
@@ -132,6 +132,7 @@ cleanup() {
     ((rc == 0)) || log "build failed; full log: $BUILD_LOG"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
 : >"$BUILD_LOG"
 
 # Run a build step with its output in the log; on failure show the end of it.
@@ -179,8 +180,9 @@ while IFS= read -r line; do
 done <"$HERE/config"
 if ((${#bad[@]})); then
     printf 'guest-kernel: config check: %s\n' "${bad[@]}" >&2
+    cp "$SRC/.config" "$LOGDIR/$KEY.config"
     die "${#bad[@]} option(s) of $HERE/config did not end up as requested (a dependency is" \
-        "probably missing from the fragment; see $SRC/.config)"
+        "probably missing from the fragment; the resulting config: $LOGDIR/$KEY.config)"
 fi
 log "config check: all $(grep -cE '^(CONFIG_|# CONFIG_.* is not set)' "$HERE/config") options of the fragment as requested"
 
