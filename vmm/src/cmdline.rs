@@ -21,8 +21,11 @@ pub const BASE: &str = "reboot=k panic=-1 pci=off nomodules i8042.noaux i8042.no
 /// Such backends may run guest `CPUID` natively (PVM does: the guest sees the host's
 /// leaves whatever the VMM sets), so the kernel itself must be told to ignore the features
 /// whose instructions the emulator rejects: XSAVE (`xrstor`), POPCNT, CMPXCHG16B, BMI1/2,
-/// AVX/AVX2 and SMAP (`clac`/`stac`, which the kernel's entry code patches in).
-pub const EMULATED: &str = "noxsave clearcpuid=xsave,popcnt,cx16,bmi1,bmi2,smap,avx,avx2";
+/// AVX/AVX2 and SMAP (`clac`/`stac`, which the kernel's entry code patches in). `erms,fsrm`
+/// and `noreplace-smp` only save time: the emulator runs `rep movsb` one byte per step,
+/// and SMP alternatives patching decodes thousands of sites (guest-kernel/cmdline-emulated).
+pub const EMULATED: &str =
+    "clearcpuid=xsave,smap,popcnt,cx16,bmi1,bmi2,avx,avx2,erms,fsrm noreplace-smp";
 
 /// Errors building the command line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
