@@ -22,6 +22,7 @@ mod vsock;
 
 use std::error::Error;
 
+pub(crate) use agent_proto::error_chain as chain;
 use args::Mode;
 use console::say;
 use reset::Reason;
@@ -54,16 +55,4 @@ fn main() {
         }
     };
     reset::reset_vm(reason)
-}
-
-/// `err: cause: cause...`, since nothing above the agent prints the sources for it.
-fn chain(err: &dyn Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

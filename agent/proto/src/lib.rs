@@ -16,6 +16,19 @@ pub use message::{
     Envelope, ErrorKind, MessageError, ProcessSpec, Reply, Request, TermSize, User, decode, encode,
 };
 
+/// `err: cause: cause...`: an error with its whole `source()` chain on one line, the form of
+/// the `message` in error replies and of the errors either side prints about the other.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The protocol version both sides must speak. Bumped on any incompatible change to message
 /// bodies; the envelope (`v`, `id`, `body`) and the frame header never change.
 pub const PROTOCOL_VERSION: u32 = 1;

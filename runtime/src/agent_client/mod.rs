@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use agent_proto::error_chain as chain;
 use agent_proto::{
     ErrorKind, Frame, FrameError, FrameReader, FrameWriter, MessageError, PROTOCOL_VERSION, Reply,
     Request,
@@ -320,16 +321,4 @@ fn request(
 
 fn disconnected(shared: &Shared) -> ClientError {
     ClientError::Disconnected(shared.closed().unwrap_or_else(|| "reader stopped".into()))
-}
-
-/// `err: cause: cause...`.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
