@@ -138,12 +138,10 @@ pub fn cgroup_mode(mounts: &str) -> &'static str {
 /// Gathers the whole report.
 pub fn gather(root: &Path, kvm_device: &Path) -> SystemInfo {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_mib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib / 1024);
+    let memory_mib = match vmm::host::host_mem_mib() {
+        u64::MAX => 0,
+        mib => mib,
+    };
     SystemInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         root: root.to_path_buf(),

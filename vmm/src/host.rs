@@ -96,7 +96,11 @@ pub fn open(device: &Path) -> Result<Kvm, Error> {
 
 /// Probes `device` and the host.
 pub fn probe(device: &Path) -> Result<HostKvm, Error> {
-    let kvm = open(device)?;
+    describe(&open(device)?, device)
+}
+
+/// The facts about an already opened KVM `device`.
+pub fn describe(kvm: &Kvm, device: &Path) -> Result<HostKvm, Error> {
     let api_version = kvm.get_api_version();
     if api_version != 12 {
         return Err(Error::ApiVersion(device.to_path_buf(), api_version));
@@ -164,7 +168,8 @@ pub fn detect_backend(sys_module: &Path, cpu_flags: &[String]) -> Backend {
     }
 }
 
-fn host_mem_mib() -> u64 {
+/// Host RAM in MiB (`MemTotal`), `u64::MAX` if /proc/meminfo cannot be read.
+pub fn host_mem_mib() -> u64 {
     let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
     parse_mem_total_mib(&meminfo).unwrap_or(u64::MAX)
 }

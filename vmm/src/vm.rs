@@ -59,6 +59,9 @@ pub enum Error {
     /// The zero page could not be built.
     #[error(transparent)]
     BootParams(#[from] bootparams::Error),
+    /// The zero page could not be written.
+    #[error("cannot write the zero page to guest memory")]
+    ZeroPage(#[source] vm_memory::GuestMemoryError),
     /// The MP table could not be written.
     #[error(transparent)]
     MpTable(#[from] mptable::Error),
@@ -239,9 +242,9 @@ pub fn boot(config: &VmConfig) -> Result<RunReport, Error> {
 }
 
 fn check_kvm(config: &VmConfig) -> Result<(Kvm, host::HostKvm), Error> {
-    let host = host::probe(&config.kvm_device)?;
-    config.validate(host.host_mem_mib, host.max_vcpus)?;
     let kvm = host::open(&config.kvm_device)?;
+    let host = host::describe(&kvm, &config.kvm_device)?;
+    config.validate(host.host_mem_mib, host.max_vcpus)?;
     Ok((kvm, host))
 }
 
@@ -334,7 +337,7 @@ fn write_boot_structures(
     let e820 = bootparams::e820_map(config.mem_bytes())?;
     let params = bootparams::build(header, inputs, &e820)?;
     vm_memory::Bytes::write_obj(memory, params, GuestAddress(layout::ZERO_PAGE_START))
-        .map_err(|e| Error::Load(loader::Error::Cmdline(e)))?;
+        .map_err(Error::ZeroPage)?;
     mptable::write(memory, config.vcpus)?;
     regs::write_descriptor_tables(memory)?;
     Ok(paging::write(memory)?)
