@@ -131,10 +131,13 @@ pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCod
         Some(i) => Some(i),
         None => guest::agent_initramfs()?,
     };
-    let mut qemu_cmdline = vmm::cmdline::BASE.to_string();
-    if host.needs_emulation_workarounds() {
-        qemu_cmdline = format!("{qemu_cmdline} {}", vmm::cmdline::EMULATED);
-    }
+    // QEMU gets exactly the command line husk gives a console-on guest on this host.
+    let qemu_cmdline = vmm::cmdline::build(&vmm::cmdline::CmdlineSpec {
+        console: true,
+        emulated_host: host.needs_emulation_workarounds(),
+        devices: &[],
+        extra: "",
+    })?;
     let work_dir = std::env::temp_dir().join(format!("husk-bench-{}", std::process::id()));
     let opts = bench::Options {
         husk: std::env::current_exe()?,

@@ -140,7 +140,8 @@ pub struct Options {
     pub kernel: Option<PathBuf>,
     /// The initramfs for the kernel runs.
     pub initrd: Option<PathBuf>,
-    /// Kernel parameters husk adds on this host, given to QEMU too for a fair comparison.
+    /// The kernel command line husk gives a console-on guest on this host, given to QEMU
+    /// too for a fair comparison.
     pub qemu_cmdline: String,
     /// Scratch directory.
     pub work_dir: PathBuf,
@@ -242,12 +243,11 @@ pub fn run(o: &Options) -> Result<Vec<Series>, Error> {
         husk_boot(o, kernel, o.initrd.as_deref(), true)
     })?);
     if let Some(q) = &o.qemu {
-        let append = format!("console=ttyS0 {}", o.qemu_cmdline);
         out.push(run_series(
             "qemu microvm: kernel",
             o.kernel_runs,
             watch,
-            || qemu_boot(q, kernel, o.initrd.as_deref(), Some(&append)),
+            || qemu_boot(q, kernel, o.initrd.as_deref(), Some(&o.qemu_cmdline)),
         )?);
     }
     Ok(out)
