@@ -49,23 +49,11 @@ pub fn kvm_available(test: &str) -> bool {
     false
 }
 
-/// The guest kernel for boot tests: `HUSK_KERNEL`, else the cached build; `None` (with a
+/// The guest kernel for boot tests, found as husk finds its default kernel; `None` (with a
 /// loud message, or a failure under `HUSK_REQUIRE_KVM`) when there is none.
 pub fn guest_kernel(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("HUSK_KERNEL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("HUSK_CACHE_DIR")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("XDG_CACHE_HOME")
-                        .map(|x| PathBuf::from(x).join("husk"))
-                        .or_else(|| {
-                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/husk"))
-                        })
-                })?;
-            Some(cache.join("kernel/vmlinux"))
-        });
+    // The same lookup husk itself uses: HUSK_KERNEL, else the cached build.
+    let path = runtime::paths::default_kernel();
     match path.filter(|p| p.is_file()) {
         Some(p) => Some(p),
         None => {
