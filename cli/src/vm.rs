@@ -42,6 +42,10 @@ pub struct BootArgs {
     /// Write the guest's serial console to this file.
     #[arg(long, value_name = "FILE")]
     console_file: Option<PathBuf>,
+    /// A disk image served as virtio-blk; repeat for more (/dev/vda, /dev/vdb, ...).
+    /// A `:ro` suffix makes it read-only.
+    #[arg(long = "disk", value_name = "PATH[:ro]")]
+    disks: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +81,20 @@ fn memory_mib(text: &str) -> anyhow::Result<u64> {
     Ok(bytes >> 20)
 }
 
+/// `PATH[:ro]` as a disk.
+fn disk(arg: &str) -> vmm::DiskConfig {
+    match arg.strip_suffix(":ro") {
+        Some(path) => vmm::DiskConfig {
+            path: PathBuf::from(path),
+            read_only: true,
+        },
+        None => vmm::DiskConfig {
+            path: PathBuf::from(arg),
+            read_only: false,
+        },
+    }
+}
+
 pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
     let VmCommand::Boot(a) = cmd;
     let console = match (a.console, a.console_file) {
@@ -96,6 +114,7 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
         mem_mib: memory_mib(&a.memory)?,
         console,
         kvm_device: kvm_device.to_path_buf(),
+        disks: a.disks.iter().map(String::as_str).map(disk).collect(),
     };
     let report = guest::boot(&req)?;
     eprintln!("{}", guest::summary(&report));

@@ -54,6 +54,8 @@ pub struct BootRequest {
     pub console: Console,
     /// KVM device.
     pub kvm_device: PathBuf,
+    /// Disks, in guest order (`/dev/vda` first).
+    pub disks: Vec<vmm::DiskConfig>,
 }
 
 /// The agent's initramfs, built (and cached) from the static agent binary, if there is one.
@@ -94,6 +96,7 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
         mem_mib: req.mem_mib,
         console: req.console.clone(),
         milestones,
+        disks: req.disks.clone(),
     })
 }
 
@@ -196,12 +199,17 @@ mod tests {
             mem_mib: 256,
             console: Console::Stdout,
             kvm_device: "/dev/kvm".into(),
+            disks: vec![vmm::DiskConfig {
+                path: "/d".into(),
+                read_only: true,
+            }],
         };
         let c = vm_config(&req).unwrap();
         assert_eq!(
             (c.kernel, c.initrd, c.vcpus, c.mem_mib),
             ("/".into(), None, 2, 256)
         );
+        assert_eq!(c.disks, req.disks);
         assert!(
             c.milestones
                 .iter()

@@ -159,6 +159,73 @@ fn initrd_missing() {
 }
 
 #[test]
+fn disk_missing_or_not_whole_sectors() {
+    if !husk_e2e::kvm_available("disk_missing_or_not_whole_sectors") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("tiny.elf");
+    std::fs::write(&kernel, vmm::tiny_elf::build(vmm::tiny_elf::RESET_AT_ONCE)).unwrap();
+    let odd = dir.path().join("odd.img");
+    std::fs::write(&odd, vec![0u8; 1000]).unwrap();
+    let k = kernel.to_str().unwrap();
+    let e = boot_error(
+        &[
+            "--no-initrd",
+            "--kernel",
+            k,
+            "--disk",
+            odd.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        e.trim(),
+        format!(
+            "husk: disk image {} is 1000 bytes, not a multiple of 512",
+            odd.display()
+        )
+    );
+    let e = boot_error(
+        &[
+            "--no-initrd",
+            "--kernel",
+            k,
+            "--disk",
+            "/nonexistent/disk.img:ro",
+        ],
+        &[],
+    );
+    assert!(
+        e.starts_with("husk: cannot open disk image /nonexistent/disk.img: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn tiny_guest_boots_with_disks_through_the_cli() {
+    if !husk_e2e::kvm_available("tiny_guest_boots_with_disks_through_the_cli") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("tiny.elf");
+    std::fs::write(&kernel, vmm::tiny_elf::build(vmm::tiny_elf::RESET_AT_ONCE)).unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+    let mut c = husk(dir.path());
+    c.args(["vm", "boot", "--no-initrd", "--kernel"])
+        .arg(&kernel)
+        .arg("--disk")
+        .arg(&disk)
+        .arg("--disk")
+        .arg(format!("{}:ro", disk.display()));
+    let o = output(c);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("VM ended: reset by the guest"), "{err}");
+}
+
+#[test]
 fn tiny_guest_boots_through_the_cli() {
     if !husk_e2e::kvm_available("tiny_guest_boots_through_the_cli") {
         return;

@@ -28,6 +28,15 @@ impl Console {
     }
 }
 
+/// A disk the guest sees as a virtio-blk device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The image file; its size must be a multiple of 512 bytes.
+    pub path: PathBuf,
+    /// Open it read-only: the guest sees a read-only disk and writes fail.
+    pub read_only: bool,
+}
+
 /// A microVM's configuration.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -48,6 +57,8 @@ pub struct VmConfig {
     /// Console lines to time: the run report says when the first line containing each
     /// arrived (e.g. `Run /init as init process`).
     pub milestones: Vec<String>,
+    /// Disks in guest order: the first is `/dev/vda`, the next `/dev/vdb`, ...
+    pub disks: Vec<DiskConfig>,
 }
 
 impl VmConfig {
@@ -62,6 +73,7 @@ impl VmConfig {
             mem_mib: 128,
             console: Console::Off,
             milestones: Vec::new(),
+            disks: Vec::new(),
         }
     }
 

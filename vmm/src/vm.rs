@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, Events, MutEventSubscriber, SubscriberOps};
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Cap, Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
@@ -21,6 +21,7 @@ use vmm_sys_util::signal::Killable;
 use crate::arch::x86_64::{bootparams, cpuid::CpuidPolicy, layout, mptable, paging, regs};
 use crate::config::{Console, VmConfig};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail, Milestones};
+use crate::devices::virtio::{block, manager};
 use crate::devices::{Bus, bus, i8042, serial};
 use crate::exit::{ExitLatch, VmExit};
 use crate::vcpu::{BootState, Vcpu, VcpuContext};
@@ -77,6 +78,12 @@ pub enum Error {
     /// An eventfd could not be created.
     #[error("cannot create an eventfd")]
     EventFd(#[source] std::io::Error),
+    /// A disk could not be attached.
+    #[error(transparent)]
+    Disk(#[from] block::Error),
+    /// A virtio device could not be placed.
+    #[error(transparent)]
+    Virtio(#[from] manager::Error),
 }
 
 /// What a finished run reports.
@@ -112,6 +119,7 @@ pub struct MicroVm {
     exit: Arc<ExitLatch>,
     tail: Arc<Mutex<ConsoleTail>>,
     milestones: Arc<Mutex<Milestones>>,
+    subscribers: Vec<manager::Subscriber>,
     cmdline: String,
     started: Instant,
 }
@@ -140,7 +148,8 @@ impl MicroVm {
         let sink = ConsoleSink::new(console_output(&config.console)?, tail.clone())
             .with_milestones(milestones.clone());
         let pio = attach_legacy_devices(&vm, sink, &exit)?;
-        let mmio = Bus::new("mmio");
+        let mut mmio = Bus::new("mmio");
+        let virtio = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
         let kernel = loader::load_kernel(&memory, &config.kernel)?;
         let initrd = match &config.initrd {
             Some(path) => Some(loader::load_initrd(
@@ -154,7 +163,7 @@ impl MicroVm {
         let cmdline = cmdline::build(&cmdline::CmdlineSpec {
             console: config.console.is_on(),
             emulated_host: host.needs_emulation_workarounds(),
-            devices: &[],
+            devices: virtio.cmdline(),
             extra: &config.cmdline,
         })?;
         let (cmdline_addr, cmdline_size) = loader::load_cmdline(&memory, &cmdline)?;
@@ -183,6 +192,7 @@ impl MicroVm {
             exit,
             tail,
             milestones,
+            subscribers: virtio.into_subscribers(),
             cmdline,
             started,
         })
@@ -215,7 +225,7 @@ impl MicroVm {
                 }
             }
         }
-        let result = event_loop(&self.exit);
+        let result = event_loop(&self.exit, self.subscribers);
         stop_vcpus(&stop, threads);
         let exit = result?;
         let milestones = bus::lock(&self.milestones)
@@ -328,6 +338,21 @@ fn attach_legacy_devices(
     Ok(pio)
 }
 
+/// The virtio-mmio devices, in a fixed order: disks (vda, vdb, ...) first.
+fn attach_virtio_devices(
+    vm: &VmFd,
+    memory: &GuestMemoryMmap,
+    mmio: &mut Bus,
+    config: &VmConfig,
+) -> Result<manager::MmioManager, Error> {
+    let mut virtio = manager::MmioManager::new(vm.check_extension(Cap::Ioeventfd));
+    for disk in &config.disks {
+        let device = block::Block::open(&disk.path, disk.read_only)?;
+        virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
+    }
+    Ok(virtio)
+}
+
 fn write_boot_structures(
     memory: &GuestMemoryMmap,
     config: &VmConfig,
@@ -377,12 +402,18 @@ impl MutEventSubscriber for ExitWatcher {
     }
 }
 
-/// The VMM's one event loop: for now it only waits for the end; device backends (block,
-/// net, vsock) register their fds here too.
-fn event_loop(exit: &Arc<ExitLatch>) -> Result<VmExit, Error> {
+/// The VMM's one event loop: waits for the end and runs the device backends (block,
+/// net, vsock), which register their fds through their subscribers.
+fn event_loop(
+    exit: &Arc<ExitLatch>,
+    subscribers: Vec<manager::Subscriber>,
+) -> Result<VmExit, Error> {
     let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
         EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
     manager.add_subscriber(Arc::new(Mutex::new(ExitWatcher { exit: exit.clone() })));
+    for s in subscribers {
+        manager.add_subscriber(s);
+    }
     loop {
         if let Some(outcome) = exit.outcome() {
             return Ok(outcome);

@@ -1,0 +1,138 @@
+//! virtio devices: the one `VirtioDevice` trait every device implements, the interrupt
+//! a device raises, and the virtio-mmio transport that does feature negotiation, status,
+//! reset and queue setup once for all of them. Each device lives in its own folder with
+//! the same shape: `<dev>/mod.rs` (constants, config space, errors) and `<dev>/device.rs`
+//! (the `VirtioDevice` implementation); backends get their own files next to them.
+
+pub mod block;
+pub mod manager;
+pub mod mmio;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// virtio device IDs (virtio 1.x, 5 "Device Types").
+pub mod device_id {
+    /// Network card.
+    pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Socket device.
+    pub const VSOCK: u32 = 19;
+}
+
+/// Feature bit every modern (virtio 1.x) device offers.
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+
+/// Interrupt status bit: a used ring was updated.
+pub const INT_VRING: u32 = 1;
+/// Interrupt status bit: the configuration space changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// How a device interrupts the guest: the transport's InterruptStatus register plus
+/// the VM's interrupt line (an irqfd registered with KVM).
+#[derive(Debug)]
+pub struct Interrupt {
+    status: AtomicU32,
+    irqfd: EventFd,
+}
+
+impl Interrupt {
+    /// An interrupt raised through `irqfd` (already routed to the device's GSI).
+    pub fn new(irqfd: EventFd) -> Self {
+        Interrupt {
+            status: AtomicU32::new(0),
+            irqfd,
+        }
+    }
+
+    /// Tells the guest a used ring changed.
+    pub fn signal_used_queue(&self) -> std::io::Result<()> {
+        self.signal(INT_VRING)
+    }
+
+    /// Tells the guest the configuration space changed.
+    pub fn signal_config_change(&self) -> std::io::Result<()> {
+        self.signal(INT_CONFIG)
+    }
+
+    fn signal(&self, bit: u32) -> std::io::Result<()> {
+        self.status.fetch_or(bit, Ordering::SeqCst);
+        self.irqfd.write(1)
+    }
+
+    /// The InterruptStatus register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// The InterruptACK register: clears the acknowledged bits.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The eventfd the interrupt is raised through (tests watch it).
+    pub fn irqfd(&self) -> &EventFd {
+        &self.irqfd
+    }
+}
+
+/// One queue the driver set up, handed to the device at activation.
+#[derive(Debug)]
+pub struct ActiveQueue {
+    /// The split virtqueue, addresses and size as the driver configured them.
+    pub queue: virtio_queue::Queue,
+    /// Signalled when the driver notifies this queue (an ioeventfd registered with KVM,
+    /// or written by the transport on a QueueNotify exit where ioeventfd is missing).
+    pub notify: EventFd,
+}
+
+/// Everything a device gets when the driver sets DRIVER_OK.
+#[derive(Debug)]
+pub struct Activation {
+    /// Guest memory.
+    pub memory: GuestMemoryMmap,
+    /// The device's interrupt.
+    pub interrupt: Arc<Interrupt>,
+    /// Queues in index order, one per entry of `queue_max_sizes`.
+    pub queues: Vec<ActiveQueue>,
+    /// Features the driver accepted.
+    pub acked_features: u64,
+}
+
+/// Why a device refused to activate (the transport then sets DEVICE_NEEDS_RESET).
+#[derive(Debug, thiserror::Error)]
+#[error("virtio {device} cannot activate: {reason}")]
+pub struct ActivateError {
+    /// The device's name.
+    pub device: &'static str,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// A virtio device model, independent of its transport.
+pub trait VirtioDevice: Send {
+    /// A short name for logs and errors ("block", "vsock").
+    fn name(&self) -> &'static str;
+    /// The virtio device ID (`device_id::*`).
+    fn device_type(&self) -> u32;
+    /// The maximum size of each queue; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits the device offers (must include `VIRTIO_F_VERSION_1`).
+    fn avail_features(&self) -> u64;
+    /// Reads the device configuration space at `offset`; bytes past its end read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device configuration space; writes to read-only fields are ignored.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device with the driver's queues (called once per DRIVER_OK).
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
+    /// Stops the device and returns it to its pre-activation state (driver wrote 0 to
+    /// Status). Returns the queue eventfds it got at activation (none if it was not
+    /// active): the transport keeps them, still registered with KVM, for the next
+    /// activation, so their fd numbers stay valid for the event loop to unwatch them.
+    /// Called on a vCPU thread: wake the event loop rather than touching epoll here.
+    fn reset(&mut self) -> Vec<EventFd>;
+}
