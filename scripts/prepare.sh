@@ -16,6 +16,10 @@ packages=(
   qemu-system-x86 hyperfine
   # test images, disks and terminals
   busybox-static e2fsprogs erofs-utils tmux
+  # default images (scripts/images.sh)
+  debootstrap
+  # loopback registry for pull tests and the pull benchmark (pushed to with skopeo)
+  docker-registry skopeo apache2-utils
   # binary checks, namespaces
   binutils file util-linux
 )
@@ -43,6 +47,9 @@ command -v cargo >/dev/null || { log "error: cargo not found: install Rust (rust
 
 log "guest kernel (cached by content hash)"
 guest-kernel/build.sh >&2
+
+log "default images: busybox, debian bookworm (cached by content hash; HUSK_SKIP_DEBIAN=1 skips debian)"
+scripts/images.sh >&2
 
 log "static agent"
 scripts/build-agent.sh >&2

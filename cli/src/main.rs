@@ -1,7 +1,10 @@
 //! `husk`: argument parsing and printing only; every verb calls the `runtime` crate.
 //! Errors print as one line on stderr and exit with docker's code 125.
 
+mod human;
+mod images;
 mod logger;
+mod registry;
 mod vm;
 
 use std::path::PathBuf;
@@ -52,6 +55,25 @@ enum Command {
     /// Benchmarks, each against a baseline in the same run.
     #[command(subcommand)]
     Bench(vm::BenchCommand),
+    /// List images.
+    Images(images::ListArgs),
+    /// Remove images.
+    Rmi(images::RmiArgs),
+    /// Add a name to an image.
+    Tag(images::TagArgs),
+    /// Load images from a docker-save tar or an OCI image layout.
+    Load(images::LoadArgs),
+    /// Save images to a docker-archive or OCI layout tar.
+    Save(images::SaveArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(images::ImportArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Pull an image from a registry.
+    Pull(registry::PullArgs),
+    /// Log in to a registry (credentials go to <root>/auth.json).
+    Login(registry::LoginArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -66,9 +88,9 @@ fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = runtime::paths::state_dir(cli.root.as_deref());
     match cli.command {
         Command::Info { format } => {
-            let root = runtime::paths::state_dir(cli.root.as_deref());
             let info = runtime::info::gather(&root, &cli.kvm_device);
             match format {
                 Format::Text => print!("{}", runtime::info::render(&info)),
@@ -78,6 +100,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Vm(cmd) => vm::run_vm(cmd, &cli.kvm_device),
         Command::Bench(cmd) => vm::run_bench(cmd, &cli.kvm_device),
+        Command::Images(a) => Ok(images::report(images::list(a, &root))),
+        Command::Rmi(a) => Ok(images::report(images::rmi(a, &root))),
+        Command::Tag(a) => Ok(images::report(images::tag(a, &root))),
+        Command::Load(a) => Ok(images::report(images::load(a, &root))),
+        Command::Save(a) => Ok(images::report(images::save(a, &root))),
+        Command::Import(a) => Ok(images::report(images::import(a, &root))),
+        Command::Image(c) => Ok(images::report(images::run_image(c, &root))),
+        Command::Pull(a) => Ok(images::report(registry::pull(a, &root))),
+        Command::Login(a) => Ok(images::report(registry::login(a, &root))),
     }
 }
 

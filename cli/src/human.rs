@@ -1,0 +1,137 @@
+//! Human-readable output as docker prints it: sizes (`4.26MB`, base 1000, three significant
+//! digits), durations (`2 hours ago`), and tab-aligned tables.
+
+use chrono::{DateTime, Utc};
+
+/// `1.24kB`, `4.26MB`, `123MB`, `512B`, as docker's `HumanSizeWithPrecision(n, 3)`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{s}{}", UNITS[i])
+}
+
+/// `About an hour`, `3 days`, ... (docker's `HumanDuration`).
+pub fn duration(secs: i64) -> String {
+    let s = secs.max(0);
+    let minutes = s / 60;
+    let hours = (s as f64 / 3600.0 + 0.5) as i64;
+    match () {
+        _ if s < 1 => "Less than a second".into(),
+        _ if s == 1 => "1 second".into(),
+        _ if s < 60 => format!("{s} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    }
+}
+
+/// `2 hours ago` for an RFC 3339 time; `N/A` when absent or unparsable.
+pub fn ago(rfc3339: Option<&str>, now: DateTime<Utc>) -> String {
+    match rfc3339.and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+        Some(t) => format!(
+            "{} ago",
+            duration((now - t.with_timezone(&Utc)).num_seconds())
+        ),
+        None => "N/A".into(),
+    }
+}
+
+/// Left-aligned columns: each cell padded to its column's widest cell plus three spaces,
+/// at least ten wide (docker's tabwriter settings); the last column is not padded.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            let w = rows
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0);
+            (w + 3).max(10)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(size(0), "0B");
+        assert_eq!(size(512), "512B");
+        assert_eq!(size(1240), "1.24kB");
+        assert_eq!(size(4_261_000), "4.26MB");
+        assert_eq!(size(77_800_000), "77.8MB");
+        assert_eq!(size(123_456_789), "123MB");
+        assert_eq!(size(4_000_000), "4MB");
+        assert_eq!(size(999_999), "1000kB");
+    }
+
+    #[test]
+    fn durations_like_docker() {
+        assert_eq!(duration(0), "Less than a second");
+        assert_eq!(duration(30), "30 seconds");
+        assert_eq!(duration(90), "About a minute");
+        assert_eq!(duration(600), "10 minutes");
+        assert_eq!(duration(3600), "About an hour");
+        assert_eq!(duration(7200), "2 hours");
+        assert_eq!(duration(3 * 86400), "3 days");
+        assert_eq!(duration(20 * 86400), "2 weeks");
+        assert_eq!(duration(100 * 86400), "3 months");
+        assert_eq!(duration(800 * 86400), "2 years");
+        let now = DateTime::parse_from_rfc3339("2024-01-01T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(ago(Some("2024-01-01T00:00:00Z"), now), "2 hours ago");
+        assert_eq!(ago(None, now), "N/A");
+    }
+
+    #[test]
+    fn table_aligns() {
+        let t = table(&[
+            vec!["A".into(), "LONGER HEADER".into(), "X".into()],
+            vec!["value".into(), "v".into(), "last".into()],
+        ]);
+        assert_eq!(
+            t,
+            "A         LONGER HEADER   X\nvalue     v               last\n"
+        );
+    }
+}

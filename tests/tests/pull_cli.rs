@@ -1,0 +1,124 @@
+//! `husk pull` and `husk login` end to end against a real loopback registry (Debian's
+//! docker-registry, images pushed with skopeo): docker-like output, one-line errors with
+//! exit code 1, credentials saved by login and used by pull.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
+#[path = "../../rootfs/tests/support/mod.rs"]
+mod support;
+
+use husk_e2e::{husk, output, stderr};
+use support::oci::{self, ImageSpec};
+use support::registry::{Push, Registry};
+
+fn push(reg: &Registry, name: &str) {
+    let layout = tempfile::tempdir().unwrap();
+    let layers = (0..2)
+        .map(|i| vec![(format!("f{i}"), oci::random_bytes(900 + i, 50_000))])
+        .collect();
+    oci::write_layout(
+        layout.path(),
+        "t",
+        &[ImageSpec {
+            arch: "amd64",
+            layers,
+        }],
+    );
+    reg.push(layout.path(), "t", name, Push::OciGzip);
+}
+
+#[test]
+fn pull_prints_like_docker_and_repull_is_up_to_date() {
+    let reg = Registry::start();
+    push(&reg, "e2e/img:1");
+    let root = tempfile::tempdir().unwrap();
+    let name = format!("{}/e2e/img:1", reg.host());
+    let mut c = husk(root.path());
+    c.args(["pull", "--no-layer-disks", &name]);
+    let o = output(c);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("1: Pulling from e2e/img"), "{out}");
+    assert_eq!(out.matches(": Pull complete").count(), 2, "{out}");
+    assert!(
+        out.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some(name.as_str()));
+    let mut c = husk(root.path());
+    c.args(["pull", "--no-layer-disks", &name]);
+    let out = String::from_utf8_lossy(&output(c).stdout).into_owned();
+    assert!(out.contains("Status: Image is up to date for"), "{out}");
+    assert_eq!(out.matches(": Already exists").count(), 2, "{out}");
+    let mut c = husk(root.path());
+    c.args(["images", "-q"]);
+    assert_eq!(
+        String::from_utf8_lossy(&output(c).stdout).lines().count(),
+        1
+    );
+}
+
+fn one_line_error(args: &[&str], root: &std::path::Path) -> String {
+    let mut c = husk(root);
+    c.args(args);
+    let o = output(c);
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line, got: {err}");
+    err
+}
+
+#[test]
+fn unknown_tag_is_one_docker_like_line() {
+    let reg = Registry::start();
+    push(&reg, "e2e/img:1");
+    let root = tempfile::tempdir().unwrap();
+    let name = format!("{}/e2e/img:nope", reg.host());
+    let e = one_line_error(&["pull", &name], root.path());
+    assert!(
+        e.contains(&format!("manifest for {name} not found: manifest unknown")),
+        "{e}"
+    );
+}
+
+#[test]
+fn login_checks_the_password_and_pull_uses_it() {
+    let reg = Registry::start_with_basic_auth("bob", "hunter2");
+    push(&reg, "e2e/private:1");
+    let root = tempfile::tempdir().unwrap();
+    let name = format!("{}/e2e/private:1", reg.host());
+    let e = one_line_error(&["pull", "--no-layer-disks", &name], root.path());
+    assert!(e.contains("pull access denied"), "{e}");
+    let bad = login(root.path(), &reg.host(), "nope");
+    assert_eq!(bad.status.code(), Some(1));
+    let err = stderr(&bad);
+    assert_eq!(err.lines().count(), 1, "one line, got: {err}");
+    assert!(err.contains("incorrect username or password"), "{err}");
+    assert!(!root.path().join("auth.json").exists());
+    let o = login(root.path(), &reg.host(), "hunter2");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Login Succeeded"));
+    let auth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.path().join("auth.json")).unwrap()).unwrap();
+    assert!(auth["auths"][reg.host()]["auth"].is_string(), "{auth}");
+    let mut c = husk(root.path());
+    c.args(["pull", "-q", "--no-layer-disks", &name]);
+    let o = output(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `husk login -u bob --password-stdin HOST` with `password` on stdin.
+fn login(root: &std::path::Path, host: &str, password: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut c = husk(root);
+    c.args(["login", "-u", "bob", "--password-stdin", host]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
