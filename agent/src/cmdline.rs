@@ -164,13 +164,18 @@ fn params(cmdline: &str) -> Vec<(String, Option<String>)> {
     }
 }
 
-fn hostname(value: String) -> Result<String, CmdlineError> {
-    let valid = (1..=HOSTNAME_MAX).contains(&value.len())
-        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && value
+/// Whether `name` is a hostname the agent accepts: 1-64 of `[A-Za-z0-9.-]`, starting
+/// alphanumeric.
+pub fn is_valid_hostname(name: &str) -> bool {
+    (1..=HOSTNAME_MAX).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if valid {
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+fn hostname(value: String) -> Result<String, CmdlineError> {
+    if is_valid_hostname(&value) {
         Ok(value)
     } else {
         Err(CmdlineError::InvalidHostname(value))

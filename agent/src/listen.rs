@@ -6,8 +6,9 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -74,8 +75,8 @@ impl fmt::Display for ListenSpec {
 /// A bound listener. A unix socket file is removed when it is dropped.
 #[derive(Debug)]
 pub enum Listener {
-    /// Unix socket and its path.
-    Unix(UnixListener, PathBuf),
+    /// Unix socket and its file.
+    Unix(UnixListener, SocketFile),
     /// Vsock port.
     Vsock(VsockListener),
 }
@@ -93,7 +94,7 @@ impl Listener {
                 // SAFETY: as above, restoring the previous mask.
                 unsafe { libc::umask(old) };
                 let listener = bound.map_err(|e| ListenError::BindUnix(path.clone(), e))?;
-                Ok(Listener::Unix(listener, path.clone()))
+                Ok(Listener::Unix(listener, SocketFile::new(path)))
             }
         }
     }
@@ -116,10 +117,46 @@ impl AsFd for Listener {
     }
 }
 
+/// Where a bound unix socket lives. Its directory is held open, so the file can be removed
+/// even after the agent has moved into a container's rootfs (where the path means another
+/// file, or nothing).
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dir: Option<(File, std::ffi::CString)>,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> Self {
+        let dir = path.parent().zip(path.file_name()).and_then(|(dir, name)| {
+            let name = std::ffi::CString::new(name.as_encoded_bytes()).ok()?;
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
+                .open(dir)
+                .ok()?;
+            Some((dir, name))
+        });
+        Self {
+            path: path.to_owned(),
+            dir,
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, file) = self {
+            match &file.dir {
+                // SAFETY: unlinkat takes a live directory descriptor and a NUL-terminated
+                // name, both owned by `file`.
+                Some((dir, name)) => unsafe {
+                    libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0);
+                },
+                None => {
+                    let _ = std::fs::remove_file(&file.path);
+                }
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 //! (host-process mode, `--listen`). See docs/agent.md and docs/agent-protocol.md.
 
 mod args;
+mod caps;
 mod cmdline;
 mod console;
 mod eventfd;
@@ -16,8 +17,10 @@ mod listen;
 mod mounts;
 mod reaper;
 mod reset;
+mod rootfs;
 mod server;
 mod transport;
+mod user;
 mod vsock;
 
 use std::error::Error;

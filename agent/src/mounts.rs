@@ -1,7 +1,9 @@
 //! The early mounts PID 1 makes before anything else can work: proc, sysfs, devtmpfs, devpts,
 //! /dev/shm, /run, /tmp and the cgroup2 hierarchy. Owns the table of what goes where, creating
 //! the mount points, and what counts as success ("already mounted" does; a missing optional
-//! filesystem is skipped).
+//! filesystem is skipped). Before any mount, every mount of the namespace is made private, so
+//! nothing the agent mounts propagates out of it (in process mode the namespace is a copy of
+//! the host's), and an agent that finds itself in the host's mount namespace refuses.
 
 use std::ffi::{CStr, OsStr};
 use std::fmt;
@@ -14,6 +16,15 @@ use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, c_ulong};
 /// Errors from the early mounts.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
+    /// PID 1 of a new PID namespace that shares the host's mount namespace.
+    #[error(
+        "the agent shares the host's mount namespace; refusing to mount over the host \
+         (start it with a new mount namespace)"
+    )]
+    HostNamespace,
+    /// The namespace's mounts could not be made private.
+    #[error("cannot make the mount namespace private")]
+    Private(#[source] io::Error),
     /// The mount point could not be created.
     #[error("cannot create mount point {0}")]
     Mkdir(String, #[source] io::Error),
@@ -127,8 +138,9 @@ impl fmt::Display for Report {
     }
 }
 
-/// Makes every mount in [`EARLY`], stopping at the first failure.
+/// Makes the namespace private, then every mount in [`EARLY`], stopping at the first failure.
 pub fn mount_early() -> Result<Vec<Report>, MountError> {
+    make_private()?;
     let mut reports = Vec::with_capacity(EARLY.len());
     let mut supported: Option<String> = None;
     for spec in EARLY {
@@ -146,6 +158,41 @@ pub fn mount_early() -> Result<Vec<Report>, MountError> {
         reports.push(Report { spec, outcome });
     }
     Ok(reports)
+}
+
+/// Refuses the host's mount namespace, then marks every mount private (recursively).
+fn make_private() -> Result<(), MountError> {
+    if in_host_mount_namespace() {
+        return Err(MountError::HostNamespace);
+    }
+    // SAFETY: the target is a NUL-terminated static string; the other pointers are null,
+    // which mount(2) accepts for a propagation change.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    };
+    if rc < 0 {
+        return Err(MountError::Private(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Whether this process is in the mount namespace of the host's init. Only decidable while
+/// `/proc` is the host's (it shows this process under a pid other than 1); in a VM nothing is
+/// mounted yet, and a namespace's own /proc shows no host init to compare with.
+fn in_host_mount_namespace() -> bool {
+    let proc_is_ours = std::fs::read_link("/proc/self").is_ok_and(|p| p == Path::new("1"));
+    let me = std::fs::read_link("/proc/self/ns/mnt");
+    let init = std::fs::read_link("/proc/1/ns/mnt");
+    match (me, init) {
+        (Ok(me), Ok(init)) => !proc_is_ours && me == init,
+        _ => false,
+    }
 }
 
 /// Whether `/proc/filesystems` lists the spec's type; unknown (unreadable) means "try it".

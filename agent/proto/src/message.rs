@@ -146,6 +146,33 @@ pub enum Request {
     /// Kills every process and ends the sandbox (a VM resets, a host-process agent exits),
     /// after replying [`Reply::Ok`].
     Shutdown,
+    /// Assembles the container's root filesystem from its layer disks and scratch disk and
+    /// moves the agent into it: every process started afterwards (on any connection) runs
+    /// there. Once per sandbox; replied with [`Reply::Ok`], or an error (kind
+    /// [`ErrorKind::Setup`]) naming what failed.
+    Setup {
+        /// What to assemble.
+        spec: SandboxSpec,
+    },
+}
+
+/// The container's root filesystem and identity files, for [`Request::Setup`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// Read-only layer block devices, lowest layer first (`/dev/vda`, `/dev/loop3`, ...).
+    pub layers: Vec<String>,
+    /// The layers' filesystem type (`erofs`).
+    pub layer_fstype: String,
+    /// The writable ext4 scratch device holding `upper/` and `work/`.
+    pub scratch: String,
+    /// The container's hostname (also set on the UTS namespace).
+    pub hostname: String,
+    /// Contents of the container's `/etc/hosts`.
+    pub hosts: String,
+    /// Contents of the container's `/etc/resolv.conf`.
+    pub resolv_conf: String,
+    /// Whether to write `/etc/hostname` (docker does unless the image is run with none).
+    pub hostname_file: bool,
 }
 
 /// A process to run, as docker's exec/run specs describe it.
@@ -171,6 +198,10 @@ pub struct ProcessSpec {
     /// Whether the host will send stdin; if false the process reads `/dev/null`.
     #[serde(default)]
     pub stdin: bool,
+    /// Docker's `--user` (`user`, `uid`, `user:group`, `uid:gid`), resolved by the agent
+    /// against the container's `/etc/passwd` and `/etc/group`; takes precedence over `user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
 }
 
 /// Numeric identity of a process (names are resolved by the host).
@@ -266,6 +297,8 @@ pub enum ErrorKind {
     FlowControl,
     /// The agent failed internally.
     Internal,
+    /// [`Request::Setup`] failed (a device is missing, a mount failed) or was already done.
+    Setup,
     /// A kind this side does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -289,10 +322,14 @@ mod tests {
             tty: true,
             size: Some(TermSize { rows: 24, cols: 80 }),
             stdin: true,
+            user_name: Some("nobody:nogroup".into()),
         };
         for req in [
             Request::Ping,
             Request::Start { process: 3, spec },
+            Request::Setup {
+                spec: sandbox_spec(),
+            },
             Request::Signal {
                 process: 3,
                 signal: 15,
@@ -307,6 +344,64 @@ mod tests {
             let json = encode(Some(9), &req).unwrap();
             assert_eq!(decode::<Request>(&json).unwrap(), (Some(9), req));
         }
+    }
+
+    fn sandbox_spec() -> SandboxSpec {
+        SandboxSpec {
+            layers: vec!["/dev/loop3".into(), "/dev/loop4".into()],
+            layer_fstype: "erofs".into(),
+            scratch: "/dev/loop5".into(),
+            hostname: "c0ffee".into(),
+            hosts: "127.0.0.1\tlocalhost\n".into(),
+            resolv_conf: "nameserver 10.0.2.3\n".into(),
+            hostname_file: true,
+        }
+    }
+
+    #[test]
+    fn setup_wire_shape_is_stable() {
+        let json = encode(
+            Some(2),
+            &Request::Setup {
+                spec: sandbox_spec(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&json).unwrap(),
+            concat!(
+                r#"{"v":1,"id":2,"body":{"type":"setup","spec":{"layers":["/dev/loop3","/dev/loop4"],"#,
+                r#""layer_fstype":"erofs","scratch":"/dev/loop5","hostname":"c0ffee","#,
+                r#""hosts":"127.0.0.1\tlocalhost\n","resolv_conf":"nameserver 10.0.2.3\n","#,
+                r#""hostname_file":true}}}"#
+            )
+        );
+        let reply = encode(
+            Some(2),
+            &Reply::Error {
+                kind: ErrorKind::Setup,
+                message: "m".into(),
+            },
+        )
+        .unwrap();
+        assert!(
+            std::str::from_utf8(&reply)
+                .unwrap()
+                .contains(r#""kind":"setup""#)
+        );
+    }
+
+    #[test]
+    fn user_name_is_optional_on_the_wire() {
+        let spec = ProcessSpec {
+            argv: vec!["id".into()],
+            ..ProcessSpec::default()
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains("user_name"), "{json}");
+        let named: ProcessSpec =
+            serde_json::from_str(r#"{"argv":["id"],"user_name":"1000:1000"}"#).unwrap();
+        assert_eq!(named.user_name.as_deref(), Some("1000:1000"));
     }
 
     #[test]

@@ -59,7 +59,9 @@ enum StartError {
 impl From<StartError> for Refusal {
     fn from(err: StartError) -> Self {
         let kind = match err {
-            StartError::Spawn(SpawnError::Invalid(_)) => ErrorKind::BadRequest,
+            StartError::Spawn(SpawnError::Invalid(_) | SpawnError::User(_)) => {
+                ErrorKind::BadRequest
+            }
             _ => ErrorKind::Internal,
         };
         refuse(kind, crate::chain(&err))
@@ -168,6 +170,9 @@ impl Session {
                 }
                 Err(refusal) => Err(refusal),
             },
+            Request::Setup { spec } => crate::rootfs::setup(&spec)
+                .map(|()| Reply::Ok)
+                .map_err(|e| refuse(ErrorKind::Setup, crate::chain(&e))),
             Request::Shutdown => {
                 self.shared.table.kill_all();
                 self.reply(Some(id), Ok(Reply::Ok));
@@ -191,6 +196,7 @@ impl Session {
             return Err(refuse(ErrorKind::DuplicateProcess, msg));
         }
         spawn::validate(spec).map_err(StartError::from)?;
+        let spec = &spawn::prepare(spec).map_err(StartError::from)?;
         let outbox = Arc::clone(&self.outbox);
         let (proc, spawned) = self
             .shared

@@ -1,6 +1,8 @@
-//! Starting one process from a [`ProcessSpec`]: validating it, building the command (argv,
-//! exactly the given environment plus a default `PATH`, cwd, identity), its stdio (pipes, or a
-//! new pseudo-terminal as controlling tty) and what the child does between fork and exec.
+//! Starting one process from a [`ProcessSpec`]: validating it, resolving docker's
+//! `user_name` (with `HOME`) and creating a missing working directory, building the command
+//! (argv, exactly the given environment plus a default `PATH`, cwd, identity), its stdio
+//! (pipes, or a new pseudo-terminal as controlling tty) and what the child does between fork
+//! and exec.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -11,6 +13,7 @@ use agent_proto::{ProcessSpec, TermSize, User};
 use libc::pid_t;
 
 use crate::exec::DEFAULT_PATH;
+use crate::user::{self, UserError};
 
 /// Stdio pipes are grown to this size where the kernel allows: fewer, larger transfers.
 const PIPE_SIZE: libc::c_int = 1 << 20;
@@ -21,6 +24,12 @@ pub enum SpawnError {
     /// The spec is unusable; nothing was started.
     #[error("invalid process spec: {0}")]
     Invalid(String),
+    /// `user_name` names no user or group of the container (docker's message).
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// The working directory did not exist and could not be created.
+    #[error("cannot create the working directory {0}")]
+    Cwd(String, #[source] io::Error),
     /// No pseudo-terminal could be opened.
     #[error("cannot open a pseudo-terminal")]
     Pty(#[source] io::Error),
@@ -50,7 +59,12 @@ pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnError> {
     if spec.argv.is_empty() || spec.argv[0].is_empty() {
         return invalid("argv is empty".into());
     }
-    let strings = spec.argv.iter().chain(&spec.env).chain(&spec.cwd);
+    let strings = spec
+        .argv
+        .iter()
+        .chain(&spec.env)
+        .chain(&spec.cwd)
+        .chain(&spec.user_name);
     if let Some(s) = strings.into_iter().find(|s| s.contains('\0')) {
         return invalid(format!("{s:?} contains a NUL byte"));
     }
@@ -65,6 +79,25 @@ pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnError> {
         Some(cwd) if !cwd.starts_with('/') => invalid(format!("cwd {cwd:?} is not absolute")),
         _ => Ok(()),
     }
+}
+
+/// Docker's preparations of a validated spec: `user_name` resolved in the current root
+/// (the container's, after `Setup`) into `user`, with `HOME` from the passwd entry unless
+/// `env` has one; in a container (after `Setup`) a missing `cwd` is created (root's, 0755),
+/// as docker creates `WorkingDir` (never on a host, in host-process mode).
+pub fn prepare(spec: &ProcessSpec) -> Result<ProcessSpec, SpawnError> {
+    let mut spec = spec.clone();
+    if let Some(name) = &spec.user_name {
+        let resolved = user::resolve_in_root(name)?;
+        spec.user = Some(resolved.user);
+        if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
+            spec.env.push(format!("HOME={}", resolved.home));
+        }
+    }
+    if let Some(cwd) = spec.cwd.as_ref().filter(|_| crate::rootfs::is_done()) {
+        std::fs::create_dir_all(cwd).map_err(|e| SpawnError::Cwd(cwd.clone(), e))?;
+    }
+    Ok(spec)
 }
 
 /// Starts `spec` (validated). Call with the process table locked (see `procs`).
@@ -85,7 +118,8 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     } else {
         None
     };
-    let setup = ChildSetup::new(spec.user.as_ref(), spec.tty);
+    let mut setup = ChildSetup::new(spec.user.as_ref(), spec.tty);
+    setup.restrict_caps = crate::rootfs::is_done();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls on data prepared before the fork (see ChildSetup::run).
     unsafe { cmd.pre_exec(move || setup.run()) };
@@ -215,6 +249,8 @@ pub fn resize(tty: &OwnedFd, size: TermSize) -> io::Result<()> {
 /// What the child does between fork and exec, prepared before the fork (no allocation after).
 struct ChildSetup {
     tty: bool,
+    /// Keep only docker's default capabilities (in a container, after `Setup`).
+    restrict_caps: bool,
     /// `(uid, gid, supplementary groups)`.
     user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
@@ -222,7 +258,11 @@ struct ChildSetup {
 impl ChildSetup {
     fn new(user: Option<&User>, tty: bool) -> Self {
         let user = user.map(|u| (u.uid, u.gid, u.additional_gids.clone()));
-        Self { tty, user }
+        Self {
+            tty,
+            restrict_caps: false,
+            user,
+        }
     }
 
     /// In the child: empty signal mask (std passes the agent's, which blocks SIGCHLD, on to
@@ -250,6 +290,9 @@ impl ChildSetup {
                 check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
             } else {
                 check(libc::setpgid(0, 0))?;
+            }
+            if self.restrict_caps {
+                crate::caps::restrict_in_child()?;
             }
             if let Some((uid, gid, groups)) = &self.user {
                 check(libc::setgroups(groups.len(), groups.as_ptr()))?;

@@ -26,7 +26,7 @@ use agent_proto::{
     ErrorKind, Frame, FrameError, FrameReader, FrameWriter, MessageError, PROTOCOL_VERSION, Reply,
     Request,
 };
-pub use agent_proto::{ProcessSpec, TermSize, User};
+pub use agent_proto::{ProcessSpec, SandboxSpec, TermSize, User};
 
 pub use connect::{ConnectError, Endpoint, connect_unix, connect_vsock};
 pub use demux::Sink;
@@ -228,6 +228,17 @@ impl AgentClient {
             writer.close()?;
         }
         process.wait()
+    }
+
+    /// Has the agent assemble the container's root filesystem (layers, scratch, /proc, /dev,
+    /// /etc/hosts, ...) and move into it; every process started afterwards runs there. Once
+    /// per sandbox: a second call is refused ([`ErrorKind::Setup`]), as is a missing device.
+    pub fn setup(&self, spec: &SandboxSpec) -> Result<(), ClientError> {
+        let req = Request::Setup { spec: spec.clone() };
+        match request(&self.shared, &req, Some(self.timeout))? {
+            Reply::Ok => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// Asks the agent to kill everything and end the sandbox (a VM resets, a host-process

@@ -1,0 +1,147 @@
+//! What goes inside the assembled rootfs before the agent moves in: proc, a read-only sysfs,
+//! docker's minimal `/dev` (a tmpfs with null, zero, full, random, urandom, tty, the
+//! `/proc/self/fd` links, a private devpts instance with `ptmx` pointing at it, `shm` and
+//! `mqueue`; never the agent's devtmpfs, which in process mode is the host's and would expose
+//! its disks), `/tmp`, and `/etc/{hosts,hostname,resolv.conf}` bind-mounted from files the
+//! agent writes under `<base>/etc`. Every target is resolved inside the rootfs, so an
+//! image's symlinks cannot aim a mount outside it.
+
+use std::fs;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use agent_proto::SandboxSpec;
+use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, c_ulong};
+
+use super::{RootfsError, step, sys};
+use crate::console::say;
+
+/// Flags of the kernel filesystems that hold no programs or devices.
+const SECURE: c_ulong = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+
+/// Device nodes of the container's `/dev`: (name, major, minor), all mode 0666.
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Symlinks of the container's `/dev`: (name, target).
+const LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
+];
+
+/// Mounts and writes everything the container expects to find in its rootfs.
+pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), RootfsError> {
+    let root = sys::open_dir(rootfs).map_err(step(format!("open {}", rootfs.display())))?;
+    let root = root.as_fd();
+    mount_in(root, "proc", "proc", SECURE, None)?;
+    mount_in(root, "sys", "sysfs", SECURE | MS_RDONLY, None)?;
+    dev(root)?;
+    tmp(root)?;
+    etc_files(base, root, spec)
+}
+
+/// Mounts a fresh `fstype` on directory `path` of the rootfs (created if missing).
+fn mount_in(
+    root: BorrowedFd<'_>,
+    path: &str,
+    fstype: &str,
+    flags: c_ulong,
+    data: Option<&str>,
+) -> Result<(), RootfsError> {
+    let dir = sys::ensure_dir(root, path).map_err(step(format!("create /{path}")))?;
+    sys::mount(
+        Some(fstype),
+        &sys::fd_path(dir.as_fd()),
+        Some(fstype),
+        flags,
+        data,
+    )
+    .map_err(step(format!("mount {fstype} on /{path}")))
+}
+
+/// The container's `/dev`.
+fn dev(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
+    let data = "mode=755,size=65536k";
+    mount_in(root, "dev", "tmpfs", MS_NOSUID, Some(data))?;
+    // Reopened: the handle from before the mount refers to the directory underneath.
+    let dev: OwnedFd = sys::ensure_dir(root, "dev").map_err(step("open /dev"))?;
+    let dev = dev.as_fd();
+    for &(name, major, minor) in DEVICES {
+        sys::char_dev_at(dev, name, 0o666, major, minor)
+            .map_err(step(format!("create /dev/{name}")))?;
+    }
+    for &(name, target) in LINKS {
+        sys::symlink_at(target, dev, name).map_err(step(format!("link /dev/{name}")))?;
+    }
+    let pts = "newinstance,ptmxmode=0666,mode=0620,gid=5";
+    mount_in(root, "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, Some(pts))?;
+    mount_in(
+        root,
+        "dev/shm",
+        "tmpfs",
+        SECURE,
+        Some("mode=1777,size=65536k"),
+    )?;
+    // POSIX message queues need the kernel's mqueue (and, on a host, an IPC namespace):
+    // useful, not essential.
+    if let Err(e) = mount_in(root, "dev/mqueue", "mqueue", SECURE, None) {
+        say!("rootfs: no /dev/mqueue: {}", crate::chain(&e));
+    }
+    Ok(())
+}
+
+/// `/tmp` comes from the image (writes land in the scratch disk, as with docker); created
+/// world-writable and sticky if the image has none.
+fn tmp(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
+    match sys::open_in_root(root, "tmp", libc::O_PATH, 0) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => sys::mkdir_at(root, "tmp", 0o1777)
+            .and_then(|()| sys::chmod_at(root, "tmp", 0o1777))
+            .map_err(step("create /tmp")),
+        Err(e) => Err(step("open /tmp")(e)),
+    }
+}
+
+/// Writes hosts, resolv.conf and (if asked) hostname under `<base>/etc` and bind-mounts each
+/// onto its place in the rootfs.
+fn etc_files(base: &Path, root: BorrowedFd<'_>, spec: &SandboxSpec) -> Result<(), RootfsError> {
+    let dir = base.join("etc");
+    fs::create_dir_all(&dir).map_err(step(format!("create {}", dir.display())))?;
+    let hostname = format!("{}\n", spec.hostname);
+    let mut files = vec![
+        ("hosts", spec.hosts.as_str()),
+        ("resolv.conf", &spec.resolv_conf),
+    ];
+    if spec.hostname_file {
+        files.push(("hostname", &hostname));
+    }
+    for (name, contents) in files {
+        let source = dir.join(name);
+        fs::write(&source, contents).map_err(step(format!("write {}", source.display())))?;
+        fs::set_permissions(&source, fs::Permissions::from_mode(0o644))
+            .map_err(step(format!("chmod {}", source.display())))?;
+        let path = format!("etc/{name}");
+        let target = sys::ensure_file(root, &path).map_err(step(format!("create /{path}")))?;
+        let source = source.display().to_string();
+        sys::mount(
+            Some(&source),
+            &sys::fd_path(target.as_fd()),
+            None,
+            MS_BIND,
+            None,
+        )
+        .map_err(step(format!("bind-mount /{path}")))?;
+    }
+    Ok(())
+}

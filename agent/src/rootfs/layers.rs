@@ -1,0 +1,89 @@
+//! The bottom half of the rootfs: each layer device mounted read-only at
+//! `<base>/layers/<n>`, the scratch ext4 at `<base>/scratch`, and the overlay of them at
+//! `<base>/rootfs`. overlayfs wants the topmost lower first in `lowerdir`, so the spec's
+//! bottom-first list is reversed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use agent_proto::SandboxSpec;
+
+use super::{RootfsError, step, sys};
+
+/// Mounts the layers, the scratch disk and the overlay; returns the overlay's mount point.
+pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsError> {
+    let mut lowers = Vec::with_capacity(spec.layers.len());
+    for (n, device) in spec.layers.iter().enumerate() {
+        let target = base.join("layers").join(n.to_string());
+        mkdir(&target)?;
+        sys::mount(
+            Some(device),
+            &target,
+            Some(&spec.layer_fstype),
+            libc::MS_RDONLY,
+            None,
+        )
+        .map_err(step(format!(
+            "mount layer {n} ({device}, {}) read-only on {}",
+            spec.layer_fstype,
+            target.display()
+        )))?;
+        lowers.push(target);
+    }
+    if lowers.is_empty() {
+        // An image without layers: overlay needs one lower, so an empty one.
+        let empty = base.join("empty");
+        mkdir(&empty)?;
+        lowers.push(empty);
+    }
+    let scratch = base.join("scratch");
+    mkdir(&scratch)?;
+    sys::mount(Some(&spec.scratch), &scratch, Some("ext4"), 0, None).map_err(step(format!(
+        "mount the scratch disk {} (ext4) on {}",
+        spec.scratch,
+        scratch.display()
+    )))?;
+    let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+    mkdir(&upper)?;
+    mkdir(&work)?;
+    let rootfs = base.join("rootfs");
+    mkdir(&rootfs)?;
+    let options = overlay_options(&lowers, &upper, &work);
+    sys::mount(Some("overlay"), &rootfs, Some("overlay"), 0, Some(&options)).map_err(step(
+        format!("mount the overlay on {} ({options})", rootfs.display()),
+    ))?;
+    Ok(rootfs)
+}
+
+/// `lowerdir=<top>:...:<bottom>,upperdir=..,workdir=..` from bottom-first lowers.
+fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> String {
+    let lowerdir: Vec<String> = lowers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display()
+    )
+}
+
+fn mkdir(path: &Path) -> Result<(), RootfsError> {
+    fs::create_dir_all(path).map_err(step(format!("create {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowerdir_lists_the_top_layer_first() {
+        let lowers: Vec<PathBuf> = ["/b/0", "/b/1", "/b/2"].iter().map(PathBuf::from).collect();
+        assert_eq!(
+            overlay_options(&lowers, Path::new("/s/upper"), Path::new("/s/work")),
+            "lowerdir=/b/2:/b/1:/b/0,upperdir=/s/upper,workdir=/s/work"
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The container's root filesystem (`Setup`): mounting the read-only layer disks and the
+//! scratch disk under `/run/husk`, the overlay of them at `/run/husk/rootfs`, the kernel
+//! filesystems and the minimal `/dev` inside it, `/etc/{hosts,hostname,resolv.conf}`, the
+//! hostname, and finally moving the agent itself into it (pivot_root, old root detached), so
+//! every process it starts afterwards runs in the container. Once per sandbox.
+//!
+//! ```text
+//! /run/husk/layers/<n>   layer n (0 = lowest), read-only
+//! /run/husk/scratch      the scratch ext4: upper/ and work/
+//! /run/husk/etc          hosts, hostname, resolv.conf (bind-mounted into the rootfs)
+//! /run/husk/rootfs       overlay lowerdir=<top>:...:<0>,upperdir=scratch/upper,workdir=scratch/work
+//! ```
+
+mod inside;
+mod layers;
+mod sys;
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+use agent_proto::SandboxSpec;
+
+use crate::console::say;
+
+/// Where everything is assembled (a tmpfs of the agent's: the VM's, or process mode's own).
+const BASE: &str = "/run/husk";
+
+/// Errors from assembling the rootfs. Each says what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// A second `Setup`.
+    #[error("the sandbox is already set up")]
+    AlreadyDone,
+    /// An earlier `Setup` failed half-way; its mounts are still there.
+    #[error("an earlier setup failed half-way; the sandbox is not usable")]
+    Poisoned,
+    /// Outside PID 1 of a sandbox (host-process mode) the agent must not touch mounts.
+    #[error("setup needs the agent to be PID 1 of a sandbox (it runs as a host process)")]
+    NotSandbox,
+    /// The spec is unusable; nothing was changed.
+    #[error("invalid sandbox spec: {0}")]
+    Invalid(String),
+    /// A device named by the spec is missing or not a block device; nothing was changed.
+    #[error("{what} {device}: {problem}")]
+    Device {
+        /// `layer 0`, `scratch`.
+        what: String,
+        /// The device path.
+        device: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The hostname could not be set.
+    #[error("cannot set the hostname")]
+    Hostname(#[source] crate::hostname::HostnameError),
+    /// A step failed.
+    #[error("cannot {0}")]
+    Step(String, #[source] io::Error),
+}
+
+/// Shorthand for a failed step.
+fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> RootfsError {
+    let what = what.into();
+    move |e| RootfsError::Step(what, e)
+}
+
+/// Whether setup has run: `None` not yet, `Some(true)` done, `Some(false)` failed.
+static STATE: Mutex<Option<bool>> = Mutex::new(None);
+
+/// Whether the agent now lives in a container's rootfs.
+pub fn is_done() -> bool {
+    *STATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        == Some(true)
+}
+
+/// Assembles the rootfs `spec` describes and moves the agent into it. Refused if it was done
+/// before or if the agent is not PID 1; a bad spec or missing device changes nothing.
+pub fn setup(spec: &SandboxSpec) -> Result<(), RootfsError> {
+    if !crate::reset::is_pid1() {
+        return Err(RootfsError::NotSandbox);
+    }
+    let mut state = STATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *state {
+        Some(true) => return Err(RootfsError::AlreadyDone),
+        Some(false) => return Err(RootfsError::Poisoned),
+        None => {}
+    }
+    validate(spec)?;
+    let result = assemble(spec);
+    *state = Some(result.is_ok());
+    result
+}
+
+fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
+    let base = Path::new(BASE);
+    let rootfs = layers::mount_overlay(base, spec)?;
+    inside::populate(base, &rootfs, spec)?;
+    crate::hostname::set(&spec.hostname).map_err(RootfsError::Hostname)?;
+    enter(&rootfs)?;
+    say!(
+        "rootfs: {} layer(s) + scratch {} assembled; now running inside it",
+        spec.layers.len(),
+        spec.scratch
+    );
+    Ok(())
+}
+
+/// Moves the agent (all its threads) into `rootfs` and detaches the old root.
+fn enter(rootfs: &Path) -> Result<(), RootfsError> {
+    sys::chdir(rootfs).map_err(step(format!("enter {}", rootfs.display())))?;
+    match sys::pivot_here() {
+        Ok(()) => {}
+        // The initramfs root of a VM cannot be pivoted away from: switch_root's way.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            sys::move_root_here().map_err(step("move the rootfs onto /"))?;
+        }
+        Err(e) => return Err(step("pivot_root into the rootfs")(e)),
+    }
+    sys::chdir(Path::new("/")).map_err(step("chdir to the new /"))
+}
+
+/// Checks the spec and its devices before anything is mounted.
+fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
+    let invalid = |m: String| Err(RootfsError::Invalid(m));
+    let fstype = &spec.layer_fstype;
+    if !spec.layers.is_empty()
+        && (fstype.is_empty() || !fstype.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return invalid(format!("layer_fstype {fstype:?} is not a filesystem type"));
+    }
+    if !crate::cmdline::is_valid_hostname(&spec.hostname) {
+        return invalid(format!(
+            "hostname {:?} is not valid (1-64 of [A-Za-z0-9.-], starting alphanumeric)",
+            spec.hostname
+        ));
+    }
+    if [&spec.hosts, &spec.resolv_conf]
+        .iter()
+        .any(|s| s.contains('\0'))
+    {
+        return invalid("hosts or resolv_conf contains a NUL byte".into());
+    }
+    for (n, layer) in spec.layers.iter().enumerate() {
+        block_device(&format!("layer {n}"), layer)?;
+    }
+    block_device("scratch", &spec.scratch)
+}
+
+fn block_device(what: &str, device: &str) -> Result<(), RootfsError> {
+    let problem = |p: String| RootfsError::Device {
+        what: what.to_owned(),
+        device: device.to_owned(),
+        problem: p,
+    };
+    if !device.starts_with('/') || device.contains('\0') {
+        return Err(problem("not an absolute device path".into()));
+    }
+    match std::fs::metadata(device) {
+        Ok(meta) if meta.file_type().is_block_device() => Ok(()),
+        Ok(_) => Err(problem("not a block device".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(problem("no such device".into())),
+        Err(e) => Err(problem(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec {
+            layers: vec![],
+            layer_fstype: "erofs".into(),
+            scratch: "/dev/null".into(),
+            hostname: "box".into(),
+            hosts: String::new(),
+            resolv_conf: String::new(),
+            hostname_file: true,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let err = validate(&spec()).unwrap_err();
+        assert_eq!(err.to_string(), "scratch /dev/null: not a block device");
+        let mut s = spec();
+        s.layers = vec!["/dev/husk-no-such-disk".into()];
+        let err = validate(&s).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "layer 0 /dev/husk-no-such-disk: no such device"
+        );
+        s.layers = vec!["relative".into()];
+        assert!(validate(&s).unwrap_err().to_string().contains("absolute"));
+        s.layer_fstype = "erofs,ro".into();
+        assert!(
+            validate(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("layer_fstype")
+        );
+        let mut s = spec();
+        s.hostname = "-bad".into();
+        assert!(validate(&s).unwrap_err().to_string().contains("hostname"));
+    }
+}
