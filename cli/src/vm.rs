@@ -46,6 +46,11 @@ pub struct BootArgs {
     /// A `:ro` suffix makes it read-only.
     #[arg(long = "disk", value_name = "PATH[:ro]")]
     disks: Vec<String>,
+    /// Give the guest a virtio-vsock device (CID 3) whose host side is this unix socket:
+    /// connect and write `CONNECT <port>` to reach a guest port; guest connections to host
+    /// port P reach a listener at SOCKET_PATH_P.
+    #[arg(long, value_name = "SOCKET_PATH")]
+    vsock: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -115,6 +120,7 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
         console,
         kvm_device: kvm_device.to_path_buf(),
         disks: a.disks.iter().map(String::as_str).map(disk).collect(),
+        vsock: a.vsock.map(vmm::VsockConfig::new),
     };
     let report = guest::boot(&req)?;
     eprintln!("{}", guest::summary(&report));

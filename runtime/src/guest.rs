@@ -56,6 +56,8 @@ pub struct BootRequest {
     pub kvm_device: PathBuf,
     /// Disks, in guest order (`/dev/vda` first).
     pub disks: Vec<vmm::DiskConfig>,
+    /// The vsock device's host socket, if the guest gets one.
+    pub vsock: Option<vmm::VsockConfig>,
 }
 
 /// The agent's initramfs, built (and cached) from the static agent binary, if there is one.
@@ -97,6 +99,7 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
         console: req.console.clone(),
         milestones,
         disks: req.disks.clone(),
+        vsock: req.vsock.clone(),
     })
 }
 
@@ -203,6 +206,7 @@ mod tests {
                 path: "/d".into(),
                 read_only: true,
             }],
+            vsock: Some(vmm::VsockConfig::new("/v.sock")),
         };
         let c = vm_config(&req).unwrap();
         assert_eq!(
@@ -210,6 +214,7 @@ mod tests {
             ("/".into(), None, 2, 256)
         );
         assert_eq!(c.disks, req.disks);
+        assert_eq!(c.vsock, req.vsock);
         assert!(
             c.milestones
                 .iter()

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::devices::virtio::vsock::VsockConfig;
+
 /// Fewest MiB of guest memory husk boots (a kernel needs room above its load address).
 pub const MIN_MEM_MIB: u64 = 64;
 /// Most vCPUs one microVM may have.
@@ -59,6 +61,8 @@ pub struct VmConfig {
     pub milestones: Vec<String>,
     /// Disks in guest order: the first is `/dev/vda`, the next `/dev/vdb`, ...
     pub disks: Vec<DiskConfig>,
+    /// The virtio-vsock device and its host unix socket, if any.
+    pub vsock: Option<VsockConfig>,
 }
 
 impl VmConfig {
@@ -74,6 +78,7 @@ impl VmConfig {
             console: Console::Off,
             milestones: Vec::new(),
             disks: Vec::new(),
+            vsock: None,
         }
     }
 

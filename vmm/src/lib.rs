@@ -14,7 +14,7 @@ pub mod tiny_elf;
 pub mod vcpu;
 pub mod vm;
 
-pub use config::{Console, DiskConfig, VmConfig};
+pub use config::{Console, DiskConfig, VmConfig, VsockConfig};
 pub use exit::{VcpuError, VmExit};
 pub use host::{Backend, HostKvm};
 pub use vm::{Error, MicroVm, RunReport, boot};

@@ -21,7 +21,7 @@ use vmm_sys_util::signal::Killable;
 use crate::arch::x86_64::{bootparams, cpuid::CpuidPolicy, layout, mptable, paging, regs};
 use crate::config::{Console, VmConfig};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail, Milestones};
-use crate::devices::virtio::{block, manager};
+use crate::devices::virtio::{block, manager, vsock};
 use crate::devices::{Bus, bus, i8042, serial};
 use crate::exit::{ExitLatch, VmExit};
 use crate::vcpu::{BootState, Vcpu, VcpuContext};
@@ -81,6 +81,9 @@ pub enum Error {
     /// A disk could not be attached.
     #[error(transparent)]
     Disk(#[from] block::Error),
+    /// The vsock device could not be created.
+    #[error(transparent)]
+    Vsock(#[from] vsock::Error),
     /// A virtio device could not be placed.
     #[error(transparent)]
     Virtio(#[from] manager::Error),
@@ -348,6 +351,10 @@ fn attach_virtio_devices(
     let mut virtio = manager::MmioManager::new(vm.check_extension(Cap::Ioeventfd));
     for disk in &config.disks {
         let device = block::Block::open(&disk.path, disk.read_only)?;
+        virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
+    }
+    if let Some(v) = &config.vsock {
+        let device = vsock::VsockDevice::new(v)?;
         virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
     }
     Ok(virtio)

@@ -7,6 +7,7 @@
 pub mod block;
 pub mod manager;
 pub mod mmio;
+pub mod vsock;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

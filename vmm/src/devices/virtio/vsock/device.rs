@@ -1,0 +1,346 @@
+//! The vsock `VirtioDevice`: three queues (rx, tx, event), the guest CID in config space,
+//! and the event-loop side that moves packets between the queues and the muxer.
+//!
+//! The transport calls `activate`/`reset` from a vCPU thread; the event loop owns every fd
+//! registration. So both only record the change and kick `state_evt`; the event loop then
+//! registers (or unregisters) the queue notifiers and drops connections before it handles
+//! anything else. The notifiers it registers are duplicates of the transport's, so `reset`
+//! can hand the originals back at once.
+
+use std::sync::Arc;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use super::muxer::Muxer;
+use super::packet::{GuestBuffer, Header};
+use super::{EVQ, Error, HDR_SIZE, MAX_PAYLOAD, QUEUE_SIZE, RXQ, TXQ, VsockConfig};
+use crate::devices::virtio::{
+    ActivateError, Activation, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice, device_id,
+};
+
+/// Event token of `state_evt`.
+const TOKEN_STATE: u32 = 0;
+/// Event token of queue `i`'s notifier is `TOKEN_QUEUE + i`.
+const TOKEN_QUEUE: u32 = 1;
+
+/// What a running driver gave the device.
+#[derive(Debug)]
+struct Running {
+    memory: GuestMemoryMmap,
+    interrupt: Arc<Interrupt>,
+    queues: Vec<Queue>,
+    /// Duplicates of the transport's notifiers, registered in the event loop.
+    notify: Vec<EventFd>,
+}
+
+/// The virtio-vsock device with its host-side muxer.
+#[derive(Debug)]
+pub struct VsockDevice {
+    guest_cid: u64,
+    queue_sizes: [u16; 3],
+    state_evt: EventFd,
+    muxer: Muxer,
+    starting: Option<Running>,
+    running: Option<Running>,
+    reset_requested: bool,
+    transport_fds: Vec<EventFd>,
+    payload: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl VsockDevice {
+    /// Creates the device and binds its host socket at `config.uds_path`.
+    pub fn new(config: &VsockConfig) -> Result<VsockDevice, Error> {
+        if config.guest_cid < 3 || config.guest_cid >= u64::from(u32::MAX) {
+            return Err(Error::InvalidCid(config.guest_cid));
+        }
+        Ok(VsockDevice {
+            guest_cid: config.guest_cid,
+            queue_sizes: [QUEUE_SIZE; 3],
+            state_evt: EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?,
+            muxer: Muxer::new(config)?,
+            starting: None,
+            running: None,
+            reset_requested: false,
+            transport_fds: Vec::new(),
+            payload: Vec::with_capacity(MAX_PAYLOAD),
+            scratch: vec![0; MAX_PAYLOAD],
+        })
+    }
+
+    /// The guest's context ID.
+    pub fn guest_cid(&self) -> u64 {
+        self.guest_cid
+    }
+
+    /// Whether a driver is running (activated and seen by the event loop).
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Streams open now.
+    pub fn connection_count(&self) -> usize {
+        self.muxer.connection_count()
+    }
+
+    /// Applies `activate`/`reset` calls made since the last event.
+    fn apply_lifecycle(&mut self, ops: &mut EventOps) {
+        if self.reset_requested {
+            self.reset_requested = false;
+            if let Some(r) = self.running.take() {
+                for (i, fd) in r.notify.iter().enumerate() {
+                    let ev = Events::with_data(fd, TOKEN_QUEUE + i as u32, EventSet::IN);
+                    if let Err(e) = ops.remove(ev) {
+                        log::error!("vsock: cannot unwatch queue {i}: {e:?}");
+                    }
+                }
+            }
+            self.muxer.drop_all(ops);
+        }
+        if let Some(r) = self.starting.take() {
+            for (i, fd) in r.notify.iter().enumerate() {
+                let ev = Events::with_data(fd, TOKEN_QUEUE + i as u32, EventSet::IN);
+                if let Err(e) = ops.add(ev) {
+                    log::error!("vsock: cannot watch queue {i}: {e:?}");
+                }
+            }
+            self.running = Some(r);
+            // The driver may have queued packets before the loop saw the activation.
+            self.process_tx();
+        }
+    }
+
+    /// Hands every transmitted packet to the muxer.
+    fn process_tx(&mut self) {
+        let Some(r) = self.running.as_mut() else {
+            return;
+        };
+        let mut used = false;
+        while let Some(chain) = r.queues[TXQ].pop_descriptor_chain(&r.memory) {
+            let head = chain.head_index();
+            match GuestBuffer::from_chain(chain, false) {
+                Ok(buf) => read_tx(&mut self.muxer, &r.memory, &buf, &mut self.payload),
+                Err(e) => log::debug!("vsock: dropping a tx buffer: {e}"),
+            }
+            if let Err(e) = r.queues[TXQ].add_used(&r.memory, head, 0) {
+                log::error!("vsock: cannot return a tx buffer: {e}");
+            }
+            used = true;
+        }
+        if used {
+            notify_guest(r, TXQ);
+        }
+    }
+
+    /// Fills receive buffers while the muxer has packets.
+    fn process_rx(&mut self) {
+        let Some(r) = self.running.as_mut() else {
+            return;
+        };
+        let mut used = false;
+        while self.muxer.has_rx_work() {
+            let Some(chain) = r.queues[RXQ].pop_descriptor_chain(&r.memory) else {
+                break;
+            };
+            let head = chain.head_index();
+            let len = match GuestBuffer::from_chain(chain, true) {
+                Ok(buf) if buf.len() >= HDR_SIZE => {
+                    let room = buf.payload_room();
+                    match self.muxer.next_rx_packet(room, &mut self.scratch) {
+                        Some(hdr) => {
+                            write_rx(&mut self.muxer, &r.memory, &buf, &hdr, &self.scratch)
+                        }
+                        None => {
+                            r.queues[RXQ].go_to_previous_position();
+                            break;
+                        }
+                    }
+                }
+                Ok(buf) => {
+                    log::debug!("vsock: rx buffer of {} bytes is too short", buf.len());
+                    0
+                }
+                Err(e) => {
+                    log::debug!("vsock: unusable rx buffer: {e}");
+                    0
+                }
+            };
+            if let Err(e) = r.queues[RXQ].add_used(&r.memory, head, len) {
+                log::error!("vsock: cannot return an rx buffer: {e}");
+            }
+            used = true;
+        }
+        if used {
+            notify_guest(r, RXQ);
+        }
+    }
+}
+
+fn read_tx(muxer: &mut Muxer, mem: &GuestMemoryMmap, buf: &GuestBuffer, payload: &mut Vec<u8>) {
+    let hdr = match buf.read_header(mem) {
+        Ok(h) => h,
+        Err(e) => {
+            log::debug!("vsock: dropping a tx packet: {e}");
+            return;
+        }
+    };
+    match buf.read_payload(mem, &hdr, payload) {
+        Ok(()) => muxer.guest_packet(&hdr, payload),
+        Err(e) => {
+            log::debug!("vsock: bad tx packet op {}: {e}", hdr.op);
+            muxer.guest_bad_packet(&hdr);
+        }
+    }
+}
+
+fn write_rx(
+    muxer: &mut Muxer,
+    mem: &GuestMemoryMmap,
+    buf: &GuestBuffer,
+    hdr: &Header,
+    scratch: &[u8],
+) -> u32 {
+    match buf.write_packet(mem, hdr, &scratch[..hdr.len as usize]) {
+        Ok(n) => n,
+        Err(e) => {
+            log::debug!("vsock: cannot write an rx packet: {e}");
+            muxer.rx_failed(hdr);
+            0
+        }
+    }
+}
+
+fn notify_guest(r: &mut Running, queue: usize) {
+    match r.queues[queue].needs_notification(&r.memory) {
+        Ok(true) => {
+            if let Err(e) = r.interrupt.signal_used_queue() {
+                log::error!("vsock: cannot interrupt the guest: {e}");
+            }
+        }
+        Ok(false) => {}
+        Err(e) => log::debug!("vsock: queue {queue}: {e}"),
+    }
+}
+
+impl VirtioDevice for VsockDevice {
+    fn name(&self) -> &'static str {
+        "vsock"
+    }
+
+    fn device_type(&self) -> u32 {
+        device_id::VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn avail_features(&self) -> u64 {
+        1 << VIRTIO_F_VERSION_1
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let config = self.guest_cid.to_le_bytes();
+        for (i, byte) in data.iter_mut().enumerate() {
+            let at = offset.saturating_add(i as u64);
+            *byte = usize::try_from(at)
+                .ok()
+                .and_then(|at| config.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        log::debug!("vsock: the driver wrote to read-only config space");
+    }
+
+    fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        let fail = |reason: String| ActivateError {
+            device: "vsock",
+            reason,
+        };
+        if activation.queues.len() != 3 {
+            return Err(fail(format!(
+                "{} queues instead of 3",
+                activation.queues.len()
+            )));
+        }
+        if self.starting.is_some() || (self.running.is_some() && !self.reset_requested) {
+            return Err(fail("already active".into()));
+        }
+        let mut queues = Vec::with_capacity(3);
+        let mut notify = Vec::with_capacity(3);
+        let mut originals = Vec::with_capacity(3);
+        for q in activation.queues {
+            let dup = q
+                .notify
+                .try_clone()
+                .map_err(|e| fail(format!("cannot duplicate a queue notifier: {e}")))?;
+            queues.push(q.queue);
+            notify.push(dup);
+            originals.push(q.notify);
+        }
+        self.starting = Some(Running {
+            memory: activation.memory,
+            interrupt: activation.interrupt,
+            queues,
+            notify,
+        });
+        self.transport_fds = originals;
+        self.state_evt
+            .write(1)
+            .map_err(|e| fail(format!("cannot wake the event loop: {e}")))
+    }
+
+    fn reset(&mut self) -> Vec<EventFd> {
+        self.starting = None;
+        if self.running.is_some() {
+            self.reset_requested = true;
+        }
+        if let Err(e) = self.state_evt.write(1) {
+            log::error!("vsock: cannot wake the event loop for a reset: {e}");
+        }
+        std::mem::take(&mut self.transport_fds)
+    }
+}
+
+impl MutEventSubscriber for VsockDevice {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::with_data(
+            &self.state_evt,
+            TOKEN_STATE,
+            EventSet::IN,
+        )) {
+            log::error!("vsock: cannot watch the state event: {e:?}");
+        }
+        self.muxer.init(ops);
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        self.apply_lifecycle(ops);
+        let token = events.data();
+        let queue = token.wrapping_sub(TOKEN_QUEUE) as usize;
+        if token == TOKEN_STATE {
+            let _ = self.state_evt.read();
+        } else if queue <= EVQ {
+            if let Some(r) = &self.running {
+                let _ = r.notify[queue].read();
+            }
+            if queue == TXQ {
+                self.process_tx();
+            }
+        } else {
+            let active = self.running.is_some();
+            self.muxer
+                .handle_event(token, events.event_set(), ops, active);
+        }
+        self.muxer.sync(ops);
+        self.process_rx();
+        self.muxer.sync(ops);
+    }
+}
