@@ -49,6 +49,36 @@ pub fn kvm_available(test: &str) -> bool {
     false
 }
 
+/// Whether tests that need Linux *user space* in a microVM run here: only where the host's
+/// KVM can run Linux guests (hardware virtualization; see `husk info`), or when
+/// `HUSK_VM_TESTS=1` forces them on. Elsewhere (an emulating KVM such as PVM) they skip with
+/// a loud message saying why.
+pub fn linux_guests_available(test: &str) -> bool {
+    if !kvm_available(test) {
+        return false;
+    }
+    let host = match vmm::host::probe(Path::new("/dev/kvm")) {
+        Ok(host) => host,
+        Err(e) => panic!("/dev/kvm exists but cannot be used: {e}"),
+    };
+    if host.can_run_linux_guests() {
+        return true;
+    }
+    if std::env::var("HUSK_VM_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("{test}: HUSK_VM_TESTS=1 forces a VM test on a KVM that cannot run it");
+        return true;
+    }
+    let backend = match &host.backend {
+        vmm::Backend::Hardware { module } => format!("{module}, hardware"),
+        vmm::Backend::Emulated { module } => format!("{module}, emulated"),
+    };
+    eprintln!(
+        "SKIPPED {test}: this host's KVM ({backend}) cannot run Linux guest user space; run \
+         on hardware KVM (or force with HUSK_VM_TESTS=1)"
+    );
+    false
+}
+
 /// The guest kernel for boot tests, found as husk finds its default kernel; `None` (with a
 /// loud message, or a failure under `HUSK_REQUIRE_KVM`) when there is none.
 pub fn guest_kernel(test: &str) -> Option<PathBuf> {

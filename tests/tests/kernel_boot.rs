@@ -9,13 +9,14 @@
 //!
 //! A second boot has no initramfs and `root=/dev/vda` on an ext4 image served by husk's
 //! virtio-blk: the kernel's own virtio_blk driver probes the disk and ext4 mounts it as
-//! the root filesystem before the kernel looks for init.
+//! the root filesystem before the kernel looks for init. The same VM has a virtio-vsock
+//! device (`--vsock`), and husk's log shows that the guest's drivers activated both
+//! devices (DRIVER_OK through our virtio-mmio transport).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use husk_e2e::{guest_kernel, husk, kvm_available};
@@ -41,8 +42,7 @@ fn real_kernel_boots_to_init_and_resets_cleanly() {
     cmd.args(["vm", "boot", "--memory", &format!("{MEM_MIB}m"), "--kernel"])
         .arg(&kernel)
         .arg("--console-file")
-        .arg(&console)
-        .stderr(Stdio::piped());
+        .arg(&console);
     let (status, summary, log) = run_with_guard(cmd, &console);
 
     assert!(log.contains("Linux version 6.12"), "no banner:\n{log}");
@@ -94,8 +94,11 @@ fn real_kernel_boots_to_init_and_resets_cleanly() {
 }
 
 /// Runs `husk vm boot` to its end (or the hang guard); returns its status, its stderr
-/// summary and the guest console.
+/// (logs and summary; kept in a file next to the console, so no pipe can fill up) and the
+/// guest console.
 fn run_with_guard(mut cmd: Command, console: &Path) -> (ExitStatus, String, String) {
+    let stderr_path = console.with_file_name("husk-stderr.log");
+    cmd.stderr(std::fs::File::create(&stderr_path).unwrap());
     let mut child = cmd.spawn().unwrap();
     let start = Instant::now();
     let status = loop {
@@ -117,13 +120,7 @@ fn run_with_guard(mut cmd: Command, console: &Path) -> (ExitStatus, String, Stri
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let mut summary = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut summary)
-        .unwrap();
+    let summary = std::fs::read_to_string(&stderr_path).unwrap();
     let log = String::from_utf8_lossy(&std::fs::read(console).unwrap()).into_owned();
     eprintln!("husk vm boot said:\n{summary}");
     (status, summary, log)
@@ -159,22 +156,26 @@ fn real_kernel_mounts_its_root_from_virtio_blk() {
     let image = ext4_image(dir.path());
     let before = std::fs::read(&image).unwrap();
     let console = dir.path().join("console.log");
+    let vsock = dir.path().join("vsock.sock");
     let mut cmd = husk(dir.path());
-    cmd.args([
-        "vm",
-        "boot",
-        "--memory",
-        &format!("{MEM_MIB}m"),
-        "--no-initrd",
-    ])
-    .arg("--kernel")
-    .arg(&kernel)
-    .arg("--disk")
-    .arg(format!("{}:ro", image.display()))
-    .args(["--cmdline", "root=/dev/vda rootfstype=ext4 ro"])
-    .arg("--console-file")
-    .arg(&console)
-    .stderr(Stdio::piped());
+    // Info level: husk logs each virtio device its guest driver activates.
+    cmd.env("HUSK_LOG", "info")
+        .args([
+            "vm",
+            "boot",
+            "--memory",
+            &format!("{MEM_MIB}m"),
+            "--no-initrd",
+        ])
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--disk")
+        .arg(format!("{}:ro", image.display()))
+        .arg("--vsock")
+        .arg(&vsock)
+        .args(["--cmdline", "root=/dev/vda rootfstype=ext4 ro"])
+        .arg("--console-file")
+        .arg(&console);
     let (status, summary, log) = run_with_guard(cmd, &console);
 
     let line = |needle: &str| {
@@ -182,6 +183,7 @@ fn real_kernel_mounts_its_root_from_virtio_blk() {
             .unwrap_or_else(|| panic!("no {needle:?} on the console:\n{log}"))
     };
     assert!(log.contains("virtio_mmio.device=4K@0xc0000000:5"), "{log}");
+    assert!(log.contains("virtio_mmio.device=4K@0xc0001000:6"), "{log}");
     // 8 MiB = 16384 sectors of 512 bytes; read-only as asked.
     let probe = line("virtio_blk virtio0: [vda] 16384 512-byte logical blocks");
     let mounted = line("EXT4-fs (vda): mounted filesystem");
@@ -193,6 +195,15 @@ fn real_kernel_mounts_its_root_from_virtio_blk() {
         .or_else(|| log.find("Kernel panic"))
         .unwrap_or(log.len());
     assert!(probe < mounted && mounted < vfs && vfs <= init, "{log}");
+    // Both drivers completed the virtio handshake with our transport (DRIVER_OK), the
+    // block device first (disks are placed first), and the kernel has AF_VSOCK.
+    for device in ["virtio-block at 0xc0000000", "virtio-vsock at 0xc0001000"] {
+        assert!(
+            summary.contains(&format!("{device}: driver activated (features 0x")),
+            "the guest driver never activated {device}:\n{summary}"
+        );
+    }
+    line("NET: Registered PF_VSOCK protocol family");
     assert!(
         status.success(),
         "husk vm boot failed ({status}):\n{summary}"

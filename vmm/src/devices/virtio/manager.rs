@@ -147,7 +147,8 @@ impl MmioManager {
             device.clone(),
             Arc::new(Interrupt::new(irqfd)),
             notify,
-        )?;
+        )?
+        .with_base(at.base);
         mmio_bus
             .insert(Arc::new(Mutex::new(transport)), at.base, SLOT_SIZE)
             .map_err(|e| Error::Bus(name, e))?;

@@ -116,6 +116,8 @@ pub struct MmioTransport {
     queue_sel: u32,
     status: u32,
     config_generation: u32,
+    /// Guest-physical base of the register window, when placed on a bus (for logs).
+    base: Option<u64>,
 }
 
 impl std::fmt::Debug for MmioTransport {
@@ -187,7 +189,15 @@ impl MmioTransport {
             queue_sel: 0,
             status: 0,
             config_generation: 0,
+            base: None,
         })
+    }
+
+    /// Records where the window sits in guest-physical memory, so logs can say which
+    /// device they are about.
+    pub fn with_base(mut self, base: u64) -> Self {
+        self.base = Some(base);
+        self
     }
 
     /// The device status register.
@@ -389,7 +399,14 @@ impl MmioTransport {
         };
         let result = lock(&self.device).activate(activation);
         match result {
-            Ok(()) => self.status |= status::DRIVER_OK,
+            Ok(()) => {
+                self.status |= status::DRIVER_OK;
+                let at = self.base.map(|b| format!(" at {b:#x}")).unwrap_or_default();
+                log::info!(
+                    "virtio-{name}{at}: driver activated (features {:#x})",
+                    self.acked_features
+                );
+            }
             Err(e) => {
                 log::error!("{e}");
                 self.needs_reset();
