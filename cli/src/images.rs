@@ -11,7 +11,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rootfs::archive::{self, ImportOptions, SaveFormat};
 use rootfs::reference::Reference;
-use rootfs::store::{ImageRecord, RemoveEvent, Store, containers_using};
+use rootfs::store::{ImageRecord, RemoveEvent, Store};
+use runtime::lifecycle;
 use serde_json::json;
 
 use crate::human;
@@ -224,14 +225,25 @@ fn matches_filter(f: &Reference, t: &Reference) -> bool {
 /// `husk rmi`: every image is tried; any failure makes the exit status 1.
 pub fn rmi(a: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let store = open(root)?;
-    let in_use = containers_using(root);
+    // Held throughout: no container is created on an image while it is being removed.
+    let (_lock, in_use) = lifecycle::images_in_use(root)?;
     let mut code = ExitCode::SUCCESS;
     for img in &a.images {
-        match store.remove_image(img, a.force, &in_use) {
+        let running = store
+            .resolve(img)
+            .is_ok_and(|rec| in_use.running.contains(&rec.id));
+        if running && a.force {
+            eprintln!(
+                "Error: conflict: unable to remove image {img} (cannot be forced): a running container is using it"
+            );
+            code = ExitCode::from(1);
+            continue;
+        }
+        match store.remove_image(img, a.force, &in_use.images) {
             Ok(events) => {
                 print_events(&events, "Untagged", "Deleted");
                 if events.iter().any(|e| matches!(e, RemoveEvent::Deleted(_))) {
-                    prune_disks(root, &store)?;
+                    prune_disks(root, &store, &in_use)?;
                 }
             }
             Err(e) => {
@@ -334,8 +346,9 @@ pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     let store = open(root)?;
-    let (events, freed) = store.prune(a.all, &containers_using(root))?;
-    let freed = freed + prune_disks(root, &store)?;
+    let (_lock, in_use) = lifecycle::images_in_use(root)?;
+    let (events, freed) = store.prune(a.all, &in_use.images)?;
+    let freed = freed + prune_disks(root, &store, &in_use)?;
     if !events.is_empty() {
         println!("Deleted Images:");
         print_events(&events, "untagged", "deleted");
@@ -368,19 +381,24 @@ pub fn load(a: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
 /// Builds the read-only disk of every layer of a newly added image. An image whose layers
 /// cannot be converted (hostile or broken tars) is removed again, so the store only holds
 /// usable images.
-fn build_disks(root: &Path, store: &Store, rec: &ImageRecord) -> anyhow::Result<()> {
+pub(crate) fn build_disks(root: &Path, store: &Store, rec: &ImageRecord) -> anyhow::Result<()> {
     if let Err(e) = rootfs::layer::ensure_layer_disks(root, store, rec) {
-        let _ = store.remove_image(&rec.id.to_string(), true, &HashSet::new());
-        let _ = prune_disks(root, store);
+        if let Ok((_lock, in_use)) = lifecycle::images_in_use(root)
+            && !in_use.images.contains(&rec.id)
+        {
+            let _ = store.remove_image(&rec.id.to_string(), true, &HashSet::new());
+            let _ = prune_disks(root, store, &in_use);
+        }
         return Err(e.into());
     }
     Ok(())
 }
 
-/// Removes the layer disks no image uses any more; returns the bytes freed.
-fn prune_disks(root: &Path, store: &Store) -> anyhow::Result<u64> {
+/// Removes the layer disks no image and no container uses any more; the bytes freed.
+fn prune_disks(root: &Path, store: &Store, containers: &lifecycle::InUse) -> anyhow::Result<u64> {
     let in_use = store.diff_ids_in_use()?;
-    rootfs::layer::prune_layer_disks(root, &in_use).context("removing unused layer disks")
+    rootfs::layer::prune_layer_disks(root, &in_use, &containers.disks)
+        .context("removing unused layer disks")
 }
 
 /// `husk save`: written to a temporary file renamed into place, so a failure leaves no

@@ -69,8 +69,10 @@ pub fn pull(a: PullArgs, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let report = registry::pull(root, &reference, &opts, progress.as_ref())?;
     if !a.no_layer_disks {
+        // A layer that cannot become a disk (hostile or broken) takes the new image out
+        // again, as `load` and `import` do: the store only holds usable images.
         let store = Store::open(root)?;
-        rootfs::layer::ensure_layer_disks(root, &store, &report.image)?;
+        crate::images::build_disks(root, &store, &report.image)?;
     }
     drop(progress);
     if !a.quiet {

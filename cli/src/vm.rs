@@ -57,6 +57,29 @@ pub struct BootArgs {
 pub enum BenchCommand {
     /// husk's VMM against QEMU's microvm machine: a trivial guest and the real kernel.
     Vmm(BenchVmmArgs),
+    /// Containers: `husk run --rm husk/busybox true` against `crun run`, phases, memory
+    /// per idle container, density, and vm isolation's host-side phases.
+    Run(BenchRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchRunArgs {
+    /// Measured runs of each side (husk and crun, alternating).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Idle `sleep` containers for the memory measurement (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    idle: usize,
+    /// Cap of the density ramp: idle containers started until one fails (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    max_containers: usize,
+    /// vm-isolation runs measuring the host-side phases to the first guest instruction
+    /// (0 skips them).
+    #[arg(long, default_value_t = 5)]
+    vm_runs: usize,
+    /// Measure husk alone, without crun.
+    #[arg(long)]
+    no_crun: bool,
 }
 
 #[derive(Args, Debug)]
@@ -139,7 +162,10 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
-    let BenchCommand::Vmm(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Vmm(a) => a,
+        BenchCommand::Run(a) => return bench_run(a),
+    };
     let host = vmm::host::probe(kvm_device)?;
     let qemu = if a.no_qemu {
         None
@@ -184,5 +210,26 @@ pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCod
     let result = bench::run(&opts);
     let _ = std::fs::remove_dir_all(&work_dir);
     println!("{}", bench::render(&result?));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
+    let crun = if a.no_crun {
+        None
+    } else {
+        Some(find_in_path("crun").context(
+            "crun is not installed (apt-get install crun, the baseline), or pass --no-crun",
+        )?)
+    };
+    let opts = runtime::bench::containers::RunOptions {
+        husk: std::env::current_exe().context("cannot find the husk binary")?,
+        crun,
+        runs: a.runs.max(1),
+        idle: a.idle,
+        max_containers: a.max_containers,
+        vm_runs: a.vm_runs,
+        work_dir: PathBuf::from(format!("/var/tmp/husk-bench-{}", std::process::id())),
+    };
+    println!("{}", runtime::bench::containers::run(&opts)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -188,9 +188,20 @@ fn layer_disks_are_cached_by_diff_id_and_shared() {
 
     let mut in_use = std::collections::BTreeSet::new();
     in_use.insert(diff_id.clone());
-    assert_eq!(layer::prune_layer_disks(&root, &in_use).unwrap(), 0);
     assert_eq!(
-        layer::prune_layer_disks(&root, &Default::default()).unwrap(),
+        layer::prune_layer_disks(&root, &in_use, &Default::default()).unwrap(),
+        0
+    );
+    // A disk a container still mounts stays even when no image has the layer any more.
+    let keep = std::collections::HashSet::from([root
+        .join("layers")
+        .join(format!("{}.erofs", diff_id.hex()))]);
+    assert_eq!(
+        layer::prune_layer_disks(&root, &Default::default(), &keep).unwrap(),
+        0
+    );
+    assert_eq!(
+        layer::prune_layer_disks(&root, &Default::default(), &Default::default()).unwrap(),
         first.size
     );
     assert!(!first.path.exists());

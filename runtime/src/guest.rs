@@ -105,7 +105,10 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
 
 /// Boots and runs the guest to its end.
 pub fn boot(req: &BootRequest) -> Result<RunReport, Error> {
-    Ok(vmm::boot(&vm_config(req)?)?)
+    let vm = vmm::MicroVm::build(&vm_config(req)?)?;
+    // `husk bench run`: VMM setup done; the vCPUs enter the guest right after.
+    crate::timing::mark("vmm.built");
+    Ok(vm.run()?)
 }
 
 fn secs(d: Duration) -> String {

@@ -1,11 +1,21 @@
 //! Container lifecycle: state, the per-container shim, networks, volumes. For now: where
 //! husk keeps its files, what this host can do (`husk info`), booting a guest in a
 //! microVM with boot milestones (`husk vm boot`), the VMM benchmark (`husk bench vmm`), and
-//! the host side of the agent protocol (`agent_client`).
+//! the host side of the agent protocol (`agent_client`), and containers: their state
+//! (`container`, `logs`), the verbs (`lifecycle`), the per-container `shim` and the two
+//! isolation backends (`sandbox`).
 
 pub mod agent_client;
 pub mod bench;
+pub mod container;
 pub mod guest;
 pub mod info;
+pub mod lifecycle;
+pub mod logs;
 pub mod paths;
+pub mod sandbox;
+pub mod shim;
+pub mod sockpath;
+pub mod spec;
+pub mod timing;
 pub mod units;

@@ -212,11 +212,13 @@ pub fn ensure_layer_disks(
 }
 
 /// Removes the disks of layers no image uses any more (`in_use`: every diff_id of every
-/// image, e.g. `Store::diff_ids_in_use`). Disks keyed by chain ID are removed only when no
-/// image is left. Returns the bytes freed.
+/// image, e.g. `Store::diff_ids_in_use`), except the files in `keep` (disks containers
+/// still mount, even after their image was force-removed). Disks keyed by chain ID are
+/// removed only when no image is left. Returns the bytes freed.
 pub fn prune_layer_disks(
     root: &Path,
     in_use: &std::collections::BTreeSet<Digest>,
+    keep: &std::collections::HashSet<std::path::PathBuf>,
 ) -> io::Result<u64> {
     let mut freed = 0;
     let entries = match fs::read_dir(layers_dir(root)) {
@@ -232,7 +234,7 @@ pub fn prune_layer_disks(
             Some(hex) => Digest::from_hex(hex).is_ok_and(|d| !in_use.contains(&d)),
             None => false,
         };
-        if unused {
+        if unused && !keep.contains(&entry.path()) {
             freed += entry.metadata()?.len();
             fs::remove_file(entry.path())?;
         }

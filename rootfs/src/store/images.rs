@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
-use std::path::Path;
 
 use super::config::ImageConfig;
 use super::db::{Db, ImageRecord, LayerRecord};
@@ -325,21 +324,4 @@ fn find<'a>(db: &'a Db, query: &str) -> Result<&'a ImageRecord, StoreError> {
         }
     }
     Err(StoreError::NoSuchImage(query.to_owned()))
-}
-
-/// The image IDs that containers under `<root>/containers/*/config.json` use (their
-/// `"image"` field). Unreadable entries are skipped.
-pub fn containers_using(root: &Path) -> HashSet<Digest> {
-    let Ok(entries) = fs::read_dir(root.join("containers")) else {
-        return HashSet::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| fs::read(e.path().join("config.json")).ok())
-        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .filter_map(|v| {
-            let s = v.get("image")?.as_str()?;
-            Digest::parse(s).ok()
-        })
-        .collect()
 }

@@ -20,7 +20,7 @@ use crate::digest::{Digest, DigestWriter};
 use crate::reference::ReferenceError;
 
 pub use db::{ImageRecord, LayerRecord};
-pub use images::{RemoveEvent, containers_using};
+pub use images::RemoveEvent;
 
 /// Temporary files older than this are leftovers of a crashed writer and are removed by
 /// [`Store::open`].

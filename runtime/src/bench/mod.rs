@@ -4,6 +4,10 @@
 //! (a) a trivial guest that resets at once: process start to exit wall time and peak
 //! RSS; (b) the real guest kernel: process start to `Run /init as init process` on the
 //! console, and to the VM's end. Each measured N times; medians, spreads and ratios.
+//!
+//! `husk bench run` (containers against crun) lives in `containers`.
+
+pub mod containers;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;

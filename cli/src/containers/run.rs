@@ -1,0 +1,306 @@
+//! `husk run` (and `start -a`): image lookup, the run spec, create + start, and for a
+//! foreground run the attached session: output relayed, stdin with `-i`, the local terminal
+//! raw with `-t` (window size and its changes passed on), SIGINT/SIGTERM/... relayed to the
+//! workload, and husk exiting with the workload's code.
+
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rootfs::store::{Store, StoreError};
+use runtime::container::Isolation;
+use runtime::lifecycle::{self, AttachOptions, LifecycleError};
+use runtime::shim::ShimError;
+use runtime::spec::{self, IsolationChoice, RunFlags};
+
+use super::term;
+
+/// `husk run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// Name of the container.
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: name or UID, optionally with :group or :GID.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    user: Option<String>,
+    /// Replace the image's entrypoint (and its default command).
+    #[arg(long, value_name = "COMMAND", allow_hyphen_values = true)]
+    entrypoint: Option<String>,
+    /// Container host name [default: the short container ID].
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Keep stdin open and pass it to the workload.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the workload a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// CPUs (fractional): vCPUs in vm isolation, a CPU quota in process isolation.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Memory limit (b, k, m, g units; at least 6m): guest RAM, or a cgroup limit.
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped.
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
+    /// Sandbox: vm (a microVM per container), process (namespaces) or auto.
+    #[arg(long, default_value = "vm", value_name = "vm|process|auto")]
+    isolation: String,
+    /// Image (name[:tag], name@digest or ID).
+    image: String,
+    /// Command and arguments (replace the image's default command).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+/// `husk run`.
+pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCode> {
+    if a.interactive && a.tty && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY");
+    }
+    let target: Arc<OnceLock<String>> = Arc::default();
+    if !a.detach {
+        // Before any other thread exists, so that the signals reach only the relay.
+        relay_signals(root, &target, a.tty)?;
+    }
+    let image = find_image(root, &a.image)?;
+    let isolation = pick_isolation(&a.isolation, kvm_device)?;
+    let flags = flags(&a, isolation);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let req = spec::build(&image, &a.image, &flags, &|k| std::env::var(k).ok(), cpus)?;
+    let config = lifecycle::create(root, req)?;
+    let id = config.id;
+    if let Err(e) = lifecycle::start(root, &id) {
+        if a.rm {
+            let _ = lifecycle::remove(root, &id, true);
+        }
+        return Err(e.into());
+    }
+    if a.detach {
+        // As docker: the ID once the workload runs, or why it could not start (125, or
+        // the workload's 126/127).
+        return match lifecycle::wait_started(root, &id) {
+            Ok(()) => {
+                println!("{id}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(LifecycleError::Shim(ShimError::NotStarted { code, why })) => {
+                eprintln!("husk: {why}");
+                Ok(ExitCode::from(
+                    u8::try_from(code.clamp(1, 255)).unwrap_or(125),
+                ))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let _ = target.set(id.clone());
+    let code = session(root, &id, a.interactive, a.tty)?;
+    if a.rm {
+        wait_removed(root, &id);
+    }
+    Ok(code)
+}
+
+/// With `--rm`, docker returns only once the container is gone; the shim removes it right
+/// after the workload's exit, so this is short (bounded at 10 s).
+fn wait_removed(root: &Path, id: &str) {
+    for _ in 0..200 {
+        if lifecycle::inspect_json(root, id).is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    log::warn!("container {id} is still there after its exit despite --rm");
+}
+
+/// `husk start -a`: starts the container and stays attached to it.
+pub fn start_attached(root: &Path, query: &str) -> ExitCode {
+    let target: Arc<OnceLock<String>> = Arc::default();
+    let res = relay_signals(root, &target, false)
+        .and_then(|()| Ok(lifecycle::start(root, query)?))
+        .and_then(|id| {
+            let _ = target.set(id.clone());
+            session(root, &id, false, false)
+        });
+    res.unwrap_or_else(|e| {
+        eprintln!("Error: {e:#}");
+        ExitCode::from(1)
+    })
+}
+
+fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
+    RunFlags {
+        name: a.name.clone(),
+        env: a.env.clone(),
+        env_files: a.env_file.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+        entrypoint: a.entrypoint.clone(),
+        hostname: a.hostname.clone(),
+        interactive: a.interactive,
+        tty: a.tty,
+        cpus: a.cpus.clone(),
+        memory: a.memory.clone(),
+        restart: a.restart.clone(),
+        isolation,
+        attach: !a.detach,
+        auto_remove: a.rm,
+        cmd: a.cmd.clone(),
+    }
+}
+
+/// The image, or docker's "Unable to find image" (husk never pulls implicitly).
+fn find_image(root: &Path, name: &str) -> anyhow::Result<rootfs::store::ImageRecord> {
+    let store = Store::open(root).context("cannot open the image store")?;
+    match store.resolve(name) {
+        Ok(image) => Ok(image),
+        Err(StoreError::NoSuchImage(_)) => {
+            let full = with_latest(name);
+            bail!(
+                "Unable to find image '{full}' locally (husk does not pull implicitly: run `husk pull {full}` or `husk load` first)"
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot resolve image {name}")),
+    }
+}
+
+/// `busybox` -> `busybox:latest`; names with a tag or digest stay.
+fn with_latest(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if name.contains('@') || last.contains(':') {
+        name.to_owned()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+/// `--isolation`; `auto` says on stderr what it picked and why.
+fn pick_isolation(choice: &str, kvm_device: &Path) -> anyhow::Result<Isolation> {
+    let choice: IsolationChoice = choice.parse()?;
+    if choice != IsolationChoice::Auto {
+        return Ok(choice.resolve(false));
+    }
+    let kvm = runtime::info::kvm_info(kvm_device);
+    let picked = choice.resolve(kvm.can_run_linux_guests);
+    let why = match (kvm.can_run_linux_guests, kvm.error, kvm.backend) {
+        (true, _, _) => "this host's KVM runs Linux guests".to_owned(),
+        (false, Some(e), _) => format!("KVM is unusable here: {e}"),
+        (false, None, b) => format!(
+            "this host's KVM ({}) cannot run Linux guests",
+            b.unwrap_or_default()
+        ),
+    };
+    eprintln!("husk: --isolation auto: using {} ({why})", picked.as_str());
+    Ok(picked)
+}
+
+/// Starts the thread that passes signals on to the container once `target` is known (a
+/// signal before that ends husk as it would have), and window changes with a tty.
+fn relay_signals(root: &Path, target: &Arc<OnceLock<String>>, tty: bool) -> anyhow::Result<()> {
+    let mut signals = term::RELAYED.to_vec();
+    if tty {
+        signals.push(libc::SIGWINCH);
+    }
+    let root = root.to_path_buf();
+    let target = Arc::clone(target);
+    term::relay_signals(&signals, move |sig| {
+        let Some(id) = target.get() else {
+            if sig != libc::SIGWINCH {
+                std::process::exit(128 + sig);
+            }
+            return;
+        };
+        let res = match sig {
+            libc::SIGWINCH => resize(&root, id),
+            _ => lifecycle::kill(&root, id, sig).map_err(Into::into),
+        };
+        if let Err(e) = res {
+            log::debug!("relaying signal {sig}: {e:#}");
+        }
+    })?;
+    Ok(())
+}
+
+fn resize(root: &Path, id: &str) -> anyhow::Result<()> {
+    let size = term::window_size(std::io::stdout().as_raw_fd())
+        .or_else(|| term::window_size(std::io::stdin().as_raw_fd()));
+    if let Some((rows, cols)) = size {
+        lifecycle::resize(root, id, rows, cols)?;
+    }
+    Ok(())
+}
+
+/// The attached session of a started container; its exit code.
+fn session(root: &Path, id: &str, stdin: bool, tty: bool) -> anyhow::Result<ExitCode> {
+    let attached = lifecycle::attach(root, id, AttachOptions { stdin })?;
+    let _raw = match tty && std::io::stdin().is_terminal() {
+        true => Some(term::RawMode::enter(std::io::stdin().as_raw_fd())?),
+        false => None,
+    };
+    if tty {
+        resize(root, id)?;
+    }
+    if stdin {
+        let mut input = attached.stdin()?;
+        std::thread::Builder::new()
+            .name("husk-stdin".into())
+            .spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut local = std::io::stdin();
+                while let Ok(n @ 1..) = local.read(&mut buf) {
+                    if input
+                        .write_all(&buf[..n])
+                        .and_then(|()| input.flush())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                // Dropping `input` sends end of file.
+            })
+            .context("cannot start the stdin thread")?;
+    }
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let code = match attached.pump(&mut out, &mut err)? {
+        Some(code) => code,
+        None => lifecycle::wait(root, id)?,
+    };
+    out.flush()?;
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(125),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_is_implied_like_docker() {
+        assert_eq!(with_latest("busybox"), "busybox:latest");
+        assert_eq!(with_latest("husk/busybox:1"), "husk/busybox:1");
+        assert_eq!(with_latest("localhost:5000/x"), "localhost:5000/x:latest");
+        assert_eq!(with_latest("x@sha256:ab"), "x@sha256:ab");
+    }
+}

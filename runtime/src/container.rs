@@ -1,0 +1,663 @@
+//! The container model on disk (docs/run.md): IDs (64 random hex digits), unique names,
+//! `config.json` (written once) and `state.json` (rewritten by the shim) with atomic
+//! writes, the per-container `lock` (flock) every writer holds, resolution of a query by
+//! full ID, name or unambiguous ID prefix, listing, and the docker-shaped `inspect` view.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors from the container store.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// Filesystem trouble.
+    #[error("{0}")]
+    Io(String, #[source] io::Error),
+    /// No container matches.
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    /// Several IDs start with the prefix.
+    #[error("multiple containers match {0:?}: use more of the ID")]
+    Ambiguous(String),
+    /// The name is taken.
+    #[error(
+        "Conflict. The container name \"/{0}\" is already in use by container \"{1}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse(String, String),
+    /// An unknown restart policy.
+    #[error("invalid restart policy {0:?}: use no, always, on-failure[:N] or unless-stopped")]
+    BadRestartPolicy(String),
+    /// The name has characters docker does not allow.
+    #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    BadName(String),
+    /// A JSON file is not what husk wrote.
+    #[error("{0} is corrupt")]
+    Corrupt(PathBuf, #[source] serde_json::Error),
+}
+
+fn io_err(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> ContainerError {
+    let what = what.to_string();
+    move |e| ContainerError::Io(what, e)
+}
+
+/// The isolation backend (resolved: `auto` never reaches a container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A microVM per container.
+    #[default]
+    Vm,
+    /// Namespaces and cgroups on the host kernel.
+    Process,
+}
+
+impl Isolation {
+    /// `vm` or `process`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Vm => "vm",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+/// What runs: the image config merged with the flags (docker's `Config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct RunConfig {
+    /// Entrypoint (may be empty).
+    pub entrypoint: Vec<String>,
+    /// Command (appended to the entrypoint).
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Working directory (`""` = `/`).
+    pub working_dir: String,
+    /// `user[:group]` (`""` = root).
+    pub user: String,
+    /// A pty for the main process.
+    pub tty: bool,
+    /// Stdin is forwarded from the attached client.
+    pub open_stdin: bool,
+    /// Foreground run: the shim waits for the first attach before starting the workload.
+    pub attach_stdout: bool,
+    /// Hostname (`""` = the short ID).
+    pub hostname: String,
+}
+
+/// docker's `RestartPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicy {
+    /// `no`, `always`, `on-failure` or `unless-stopped` (`""` = no).
+    pub name: String,
+    /// on-failure's limit (0 = unlimited).
+    pub maximum_retry_count: u32,
+}
+
+impl RestartPolicy {
+    /// Parses `--restart`: `no`, `always`, `on-failure[:N]`, `unless-stopped`.
+    pub fn parse(s: &str) -> Result<Self, ContainerError> {
+        let bad = || ContainerError::BadRestartPolicy(s.to_owned());
+        let (name, count) = match s.split_once(':') {
+            Some(("on-failure", n)) => ("on-failure", n.parse().map_err(|_| bad())?),
+            Some(_) => return Err(bad()),
+            None => (s, 0),
+        };
+        match name {
+            "no" | "always" | "on-failure" | "unless-stopped" => Ok(Self {
+                name: name.to_owned(),
+                maximum_retry_count: count,
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Resources and policies (docker's `HostConfig` essentials).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostConfig {
+    /// The backend.
+    pub isolation: Isolation,
+    /// `--cpus` in units of 1e-9 CPUs (0 = default).
+    pub nano_cpus: i64,
+    /// `--memory` in bytes (0 = default).
+    pub memory: i64,
+    /// `--restart`.
+    pub restart_policy: RestartPolicy,
+    /// `--rm`.
+    pub auto_remove: bool,
+}
+
+/// `config.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    /// 64 hex digits.
+    pub id: String,
+    /// Unique name (without docker's leading `/`).
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    /// Image ID (`sha256:...`).
+    pub image: String,
+    /// The image as typed.
+    pub image_ref: String,
+    /// What to run.
+    pub config: RunConfig,
+    /// Resources and policies.
+    pub host_config: HostConfig,
+    /// The program (first of Entrypoint + Cmd).
+    pub path: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The image's layer disks, lowest first.
+    pub layers: Vec<PathBuf>,
+}
+
+impl ContainerConfig {
+    /// A new config; `path`/`args` from Entrypoint + Cmd.
+    pub fn new(
+        id: &str,
+        name: &str,
+        image: &str,
+        image_ref: &str,
+        config: RunConfig,
+        host_config: HostConfig,
+        layers: Vec<PathBuf>,
+    ) -> Self {
+        let mut argv = config.entrypoint.iter().chain(&config.cmd).cloned();
+        let path = argv.next().unwrap_or_default();
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            created: now(),
+            image: image.to_owned(),
+            image_ref: image_ref.to_owned(),
+            path,
+            args: argv.collect(),
+            config,
+            host_config,
+            layers,
+        }
+    }
+
+    /// The hostname the sandbox gets.
+    pub fn hostname(&self) -> String {
+        match self.config.hostname.is_empty() {
+            true => short_id(&self.id).to_owned(),
+            false => self.config.hostname.clone(),
+        }
+    }
+}
+
+/// `State.Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Made, never started.
+    #[default]
+    Created,
+    /// The workload runs.
+    Running,
+    /// Waiting to restart.
+    Restarting,
+    /// Finished.
+    Exited,
+    /// Could not be cleaned up.
+    Dead,
+    /// Being removed.
+    Removing,
+}
+
+impl Status {
+    /// docker's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Restarting => "restarting",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+            Status::Removing => "removing",
+        }
+    }
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ContainerState {
+    /// Lifecycle status.
+    pub status: Status,
+    /// The workload runs.
+    pub running: bool,
+    /// The workload's pid as the agent reports it (0 when not running).
+    pub pid: i32,
+    /// The shim's host pid (0 when none).
+    pub shim_pid: i32,
+    /// Last exit code.
+    pub exit_code: i32,
+    /// Why husk failed, if it did.
+    pub error: String,
+    /// RFC 3339, `""` if never.
+    pub started_at: String,
+    /// RFC 3339, `""` if never.
+    pub finished_at: String,
+    /// Restarts made by the restart policy.
+    pub restart_count: u32,
+    /// `workload` or `sandbox: <why>`.
+    pub last_exit: String,
+    /// The backend used.
+    pub isolation: Isolation,
+}
+
+impl ContainerState {
+    /// Whether the shim process still exists.
+    pub fn shim_alive(&self) -> bool {
+        // SAFETY: kill with signal 0 only checks for existence.
+        self.shim_pid > 0 && unsafe { libc::kill(self.shim_pid, 0) } == 0
+    }
+
+    /// Running or restarting under a live shim.
+    pub fn running(&self) -> bool {
+        matches!(self.status, Status::Running | Status::Restarting) && self.shim_alive()
+    }
+}
+
+/// RFC 3339 with nanoseconds, UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// The 12-digit short ID.
+pub fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// An exclusive flock, released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock on `path` (created if missing), waiting for other holders.
+    pub fn take(path: &Path) -> Result<Self, ContainerError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(format!("cannot open {}", path.display())))?;
+        loop {
+            // SAFETY: flock on a file descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(Self { _file: file });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(ContainerError::Io(
+                    format!("cannot lock {}", path.display()),
+                    e,
+                ));
+            }
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file + rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ContainerError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let what = format!("cannot write {}", path.display());
+    let mut f = File::create(&tmp).map_err(io_err(&what))?;
+    f.write_all(bytes).map_err(io_err(&what))?;
+    f.sync_data().map_err(io_err(&what))?;
+    fs::rename(&tmp, path).map_err(io_err(&what))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, id: &str) -> Result<T, ContainerError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ContainerError::NoSuchContainer(id.to_owned()));
+        }
+        Err(e) => {
+            return Err(ContainerError::Io(
+                format!("cannot read {}", path.display()),
+                e,
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| ContainerError::Corrupt(path.to_owned(), e))
+}
+
+/// The containers of one state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// `<root>/containers`, created if missing.
+    pub fn open(root: &Path) -> Result<Self, ContainerError> {
+        let dir = root.join("containers");
+        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        Ok(Self { dir })
+    }
+
+    /// A container's directory.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Every container ID.
+    pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(io_err(format!("cannot list {}", self.dir.display())))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect())
+    }
+
+    /// Creates the directory, `config.json` (from `make(id, name)`) and a `created`
+    /// `state.json`, with the name checked unique under `<root>/containers.lock`.
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        make: impl FnOnce(&str, &str) -> ContainerConfig,
+    ) -> Result<ContainerConfig, ContainerError> {
+        let _global = Lock::take(&self.dir.with_extension("lock"))?;
+        let name = match name {
+            Some(n) => {
+                let n = n.strip_prefix('/').unwrap_or(n);
+                check_name(n)?;
+                if let Some(other) = self.by_name(n)? {
+                    return Err(ContainerError::NameInUse(n.to_owned(), other));
+                }
+                n.to_owned()
+            }
+            None => self.random_name()?,
+        };
+        let id = random_id()?;
+        let config = make(&id, &name);
+        let dir = self.dir(&id);
+        fs::create_dir(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| ContainerError::Corrupt(dir.clone(), e))?;
+        write_atomic(&dir.join("config.json"), &json)?;
+        self.write_state(&id, &ContainerState::default())?;
+        Ok(config)
+    }
+
+    fn by_name(&self, name: &str) -> Result<Option<String>, ContainerError> {
+        for id in self.ids()? {
+            if self.config(&id).is_ok_and(|c| c.name == name) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    fn random_name(&self) -> Result<String, ContainerError> {
+        const LEFT: &[&str] = &[
+            "brave", "calm", "eager", "fond", "keen", "quiet", "swift", "wise", "bold", "merry",
+        ];
+        const RIGHT: &[&str] = &[
+            "turing", "hopper", "lovelace", "noether", "curie", "dijkstra", "knuth", "ritchie",
+            "torvalds", "liskov",
+        ];
+        loop {
+            let r = random_bytes::<2>()?;
+            let name = format!(
+                "{}_{}",
+                LEFT[usize::from(r[0]) % LEFT.len()],
+                RIGHT[usize::from(r[1]) % RIGHT.len()]
+            );
+            let name = match self.by_name(&name)? {
+                None => return Ok(name),
+                Some(_) => format!("{name}_{}", u16::from_le_bytes(random_bytes::<2>()?) % 1000),
+            };
+            if self.by_name(&name)?.is_none() {
+                return Ok(name);
+            }
+        }
+    }
+
+    /// Resolves a full ID, a name or an unambiguous ID prefix (docker's order).
+    pub fn resolve(&self, query: &str) -> Result<String, ContainerError> {
+        let ids = self.ids()?;
+        if ids.iter().any(|i| i == query) {
+            return Ok(query.to_owned());
+        }
+        let name = query.strip_prefix('/').unwrap_or(query);
+        if let Some(id) = self.by_name(name)? {
+            return Ok(id);
+        }
+        let mut hits = ids
+            .iter()
+            .filter(|i| !query.is_empty() && i.starts_with(query));
+        match (hits.next(), hits.next()) {
+            (Some(id), None) => Ok(id.clone()),
+            (Some(_), Some(_)) => Err(ContainerError::Ambiguous(query.to_owned())),
+            _ => Err(ContainerError::NoSuchContainer(query.to_owned())),
+        }
+    }
+
+    /// Takes the container's lock.
+    pub fn lock(&self, id: &str) -> Result<Lock, ContainerError> {
+        if !self.dir(id).is_dir() {
+            return Err(ContainerError::NoSuchContainer(id.to_owned()));
+        }
+        Lock::take(&self.dir(id).join("lock"))
+    }
+
+    /// Reads `config.json`.
+    pub fn config(&self, id: &str) -> Result<ContainerConfig, ContainerError> {
+        read_json(&self.dir(id).join("config.json"), id)
+    }
+
+    /// Reads `state.json`.
+    pub fn state(&self, id: &str) -> Result<ContainerState, ContainerError> {
+        read_json(&self.dir(id).join("state.json"), id)
+    }
+
+    /// Writes `state.json` atomically (callers hold the lock).
+    pub fn write_state(&self, id: &str, state: &ContainerState) -> Result<(), ContainerError> {
+        let path = self.dir(id).join("state.json");
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| ContainerError::Corrupt(path.clone(), e))?;
+        write_atomic(&path, &json)
+    }
+
+    /// Changes `state.json` under the lock.
+    pub fn update_state(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerState),
+    ) -> Result<ContainerState, ContainerError> {
+        let _lock = self.lock(id)?;
+        let mut state = self.state(id)?;
+        change(&mut state);
+        self.write_state(id, &state)?;
+        Ok(state)
+    }
+
+    /// Removes the container's directory.
+    pub fn remove_dir(&self, id: &str) -> Result<(), ContainerError> {
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ContainerError::Io(
+                format!("cannot remove {}", dir.display()),
+                e,
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ContainerError> {
+    let mut bytes = name.bytes();
+    let ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    match ok {
+        true => Ok(()),
+        false => Err(ContainerError::BadName(name.to_owned())),
+    }
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], ContainerError> {
+    let mut buf = [0u8; N];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(io_err("cannot read /dev/urandom"))?;
+    Ok(buf)
+}
+
+fn random_id() -> Result<String, ContainerError> {
+    Ok(hex_string(&random_bytes::<32>()?))
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// docker's `inspect` shape for one container.
+pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> serde_json::Value {
+    let running = state.running();
+    let status = match (state.status, running) {
+        (Status::Running | Status::Restarting, false) => Status::Exited,
+        (s, _) => s,
+    };
+    serde_json::json!({
+        "Id": config.id,
+        "Created": config.created,
+        "Path": config.path,
+        "Args": config.args,
+        "State": {
+            "Status": status.as_str(),
+            "Running": running && status == Status::Running,
+            "Paused": false,
+            "Restarting": running && status == Status::Restarting,
+            "OOMKilled": false,
+            "Dead": status == Status::Dead,
+            "Pid": if running { state.pid } else { 0 },
+            "ExitCode": state.exit_code,
+            "Error": state.error,
+            "StartedAt": state.started_at,
+            "FinishedAt": state.finished_at,
+            "LastExit": state.last_exit,
+        },
+        "Image": config.image,
+        "Name": format!("/{}", config.name),
+        "RestartCount": state.restart_count,
+        "Driver": "overlay",
+        "LogPath": dir.join(crate::logs::LOG_FILE),
+        "HostConfig": {
+            "Isolation": config.host_config.isolation.as_str(),
+            "NanoCpus": config.host_config.nano_cpus,
+            "Memory": config.host_config.memory,
+            "RestartPolicy": config.host_config.restart_policy,
+            "AutoRemove": config.host_config.auto_remove,
+        },
+        "Mounts": [],
+        "Config": {
+            "Hostname": config.hostname(),
+            "User": config.config.user,
+            "Tty": config.config.tty,
+            "OpenStdin": config.config.open_stdin,
+            "Env": config.config.env,
+            "Cmd": config.config.cmd,
+            "Entrypoint": config.config.entrypoint,
+            "WorkingDir": config.config.working_dir,
+            "Image": config.image_ref,
+        },
+        "Isolation": state.isolation.as_str(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(store: &Store, name: Option<&str>) -> Result<ContainerConfig, ContainerError> {
+        store.create(name, |id, name| {
+            ContainerConfig::new(
+                id,
+                name,
+                "sha256:00",
+                "busybox",
+                RunConfig::default(),
+                HostConfig::default(),
+                vec![],
+            )
+        })
+    }
+
+    #[test]
+    fn names_are_unique_and_resolve() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let a = cfg(&store, Some("web")).unwrap();
+        let err = cfg(&store, Some("web")).unwrap_err();
+        assert!(matches!(err, ContainerError::NameInUse(..)), "{err}");
+        assert!(matches!(
+            cfg(&store, Some("-x")),
+            Err(ContainerError::BadName(_))
+        ));
+        let b = cfg(&store, None).unwrap();
+        assert_ne!(a.name, b.name);
+        assert_eq!(store.resolve("web").unwrap(), a.id);
+        assert_eq!(store.resolve("/web").unwrap(), a.id);
+        assert_eq!(store.resolve(&a.id[..10]).unwrap(), a.id);
+        assert_eq!(store.resolve(&b.name).unwrap(), b.id);
+        assert!(matches!(
+            store.resolve("zz"),
+            Err(ContainerError::NoSuchContainer(_))
+        ));
+        assert_eq!(store.state(&a.id).unwrap().status, Status::Created);
+        store.update_state(&a.id, |s| s.restart_count = 4).unwrap();
+        assert_eq!(store.state(&a.id).unwrap().restart_count, 4);
+        store.remove_dir(&a.id).unwrap();
+        assert!(matches!(
+            store.resolve("web"),
+            Err(ContainerError::NoSuchContainer(_))
+        ));
+    }
+
+    #[test]
+    fn restart_policies_parse() {
+        assert_eq!(
+            RestartPolicy::parse("on-failure:3")
+                .unwrap()
+                .maximum_retry_count,
+            3
+        );
+        assert_eq!(RestartPolicy::parse("always").unwrap().name, "always");
+        assert!(RestartPolicy::parse("sometimes").is_err());
+        assert!(RestartPolicy::parse("always:2").is_err());
+        assert!(RestartPolicy::parse("on-failure:x").is_err());
+    }
+
+    #[test]
+    fn path_and_args_come_from_entrypoint_then_cmd() {
+        let run = RunConfig {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo hi".into()],
+            ..RunConfig::default()
+        };
+        let c = ContainerConfig::new("ab", "n", "i", "r", run, HostConfig::default(), vec![]);
+        assert_eq!(c.path, "/bin/sh");
+        assert_eq!(c.args, ["-c", "echo hi"]);
+    }
+}

@@ -1,0 +1,415 @@
+//! The container verbs the CLI calls (and, later, the API daemon). Each takes the state
+//! directory `root` and, except `create`/`list`, a container *query*: a full ID, an
+//! unambiguous ID prefix or a name (docker's rules, `runtime::container::Store::resolve`).
+//!
+//! ```text
+//! create(root, CreateRequest) -> Result<ContainerConfig>     image resolved in the store,
+//!                                     layer disks ensured, scratch disk made, config.json
+//!                                     and state.json (Status "created") written
+//! start(root, q) -> Result<String /*id*/>     spawns the detached shim (`husk shim --root R
+//!                                     ID`), returns once it serves shim.sock; a running
+//!                                     container is left alone (Ok)
+//! attach(root, q, AttachOptions{stdin}) -> Result<Attached>
+//!     Attached::stdin() -> AttachStdin (io::Write; drop/close = EOF)
+//!     Attached::pump(&mut out, &mut err) -> Result<Option<i32>>   Some(code) when the
+//!                                     workload exits, None if the shim went away
+//! resize(root, q, rows, cols)          the main process's tty size
+//! kill(root, q, signal)                signal to the workload (no restart-policy change,
+//!                                     docker: a killed container still restarts under always)
+//! stop(root, q, timeout)               SIGTERM, SIGKILL after `timeout`; disables restarts
+//! restart(root, q, timeout)            stop (if running) then start
+//! wait(root, q) -> Result<i32>         blocks until the container is no longer running and
+//!                                     will not restart; its exit code
+//! remove(root, q, force) -> Result<String /*id*/>   refuses a running container unless
+//!                                     `force` (then kills it first)
+//! list(root, all) -> Result<Vec<Summary>>   newest first; `all == false`: running only
+//! inspect_json(root, q) -> Result<serde_json::Value>   docker-shaped
+//! logs(root, q, &LogOptions{follow, tail, timestamps}, &mut out, &mut err) -> Result<()>
+//! agent_endpoint(root, q) -> Result<Endpoint>   where `husk exec` reaches the running
+//!                                     container's agent (a new connection; processes it
+//!                                     starts run in the container's rootfs)
+//! ```
+//!
+//! Foreground `husk run` = `create` (with `RunConfig.attach_stdout = true`) + `start` +
+//! `attach` + `pump`: the shim waits (up to 10 s) for the first attach before it starts the
+//! workload, so no output is lost. `--rm` is `HostConfig.auto_remove`: the shim removes the
+//! container when it has finished. Every error is one line (`LifecycleError`'s Display plus
+//! `agent_proto::error_chain` for the causes).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rootfs::digest::Digest;
+
+use crate::agent_client::Endpoint;
+use crate::container::{
+    self, ContainerConfig, ContainerError, ContainerState, HostConfig, Isolation, Lock, RunConfig,
+    Status, Store,
+};
+use crate::logs::{self, LogOptions};
+use crate::shim::client::{Attached, ShimClient};
+use crate::shim::{self, ShimError};
+
+pub use crate::shim::client::AttachStdin;
+
+/// The scratch disk's file name in the container directory.
+pub const SCRATCH_FILE: &str = "scratch.img";
+
+/// The lock `create` and `rmi` share (a file in `<root>/containers`, not a container).
+const IMAGES_LOCK: &str = "images.lock";
+
+/// Default writable-layer size (sparse: only what the container writes takes space).
+pub const DEFAULT_SCRATCH_BYTES: u64 = 1 << 30;
+
+/// Errors from the container verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// State directory trouble (resolution, config, state, locking).
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// The image is not in the store.
+    #[error("cannot resolve image {0}")]
+    Image(String, #[source] rootfs::store::StoreError),
+    /// Layer disks could not be built.
+    #[error("cannot prepare the image's layer disks")]
+    Layers(#[source] rootfs::layer::LayerError),
+    /// The scratch disk could not be made.
+    #[error("cannot create the container's writable layer")]
+    Scratch(#[source] rootfs::layer::DiskError),
+    /// vm isolation asked for on a host that cannot run Linux guests.
+    #[error(
+        "this host's KVM cannot run Linux guests ({0}); use --isolation process (or HUSK_VM_FORCE=1 to try anyway)"
+    )]
+    VmUnavailable(String),
+    /// The shim could not be started or reached.
+    #[error(transparent)]
+    Shim(#[from] ShimError),
+    /// Removing a running container without force.
+    #[error(
+        "cannot remove container {0}: the container is running, stop it first or use force (-f)"
+    )]
+    Running(String),
+    /// The container is not running.
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    /// Logs could not be read.
+    #[error("cannot read the logs")]
+    Logs(#[source] std::io::Error),
+}
+
+/// What `create` needs; `runtime::spec::build` fills it from the image and the flags.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// `--name`; a docker-like random name when `None`.
+    pub name: Option<String>,
+    /// The image as typed (resolved in the store).
+    pub image: String,
+    /// What to run (image config already merged with the flags). `Config.Env` as docker
+    /// keeps it; the shim adds PATH/HOSTNAME/TERM (`spec::process_env`).
+    pub config: RunConfig,
+    /// Resources, restart policy, isolation (resolved), auto-remove.
+    pub host: HostConfig,
+}
+
+/// Options of [`attach`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachOptions {
+    /// Forward stdin (the container must have `open_stdin`).
+    pub stdin: bool,
+}
+
+/// One row of [`list`].
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// config.json.
+    pub config: ContainerConfig,
+    /// state.json.
+    pub state: ContainerState,
+}
+
+/// Creates a container (does not start it). `req.host.isolation` must already be resolved
+/// (`auto` -> vm or process, see `spec::IsolationChoice`); vm is refused here where guests
+/// cannot run (unless `HUSK_VM_FORCE=1`).
+pub fn create(root: &Path, req: CreateRequest) -> Result<ContainerConfig, LifecycleError> {
+    if req.host.isolation == Isolation::Vm {
+        check_vm_possible()?;
+    }
+    crate::timing::mark("create.start");
+    // Held until config.json names the image, so a concurrent `rmi` sees this container.
+    let _images = images_lock(root)?;
+    let image_err = |e| LifecycleError::Image(req.image.clone(), e);
+    let images = rootfs::store::Store::open(root).map_err(image_err)?;
+    let image = images.resolve(&req.image).map_err(image_err)?;
+    let disks =
+        rootfs::layer::ensure_layer_disks(root, &images, &image).map_err(LifecycleError::Layers)?;
+    let store = Store::open(root)?;
+    let layers = disks.into_iter().map(|d| d.path).collect();
+    let image_id = image.id.to_string();
+    let config = store.create(req.name.as_deref(), |id, name| {
+        ContainerConfig::new(
+            id, name, &image_id, &req.image, req.config, req.host, layers,
+        )
+    })?;
+    let scratch = store.dir(&config.id).join(SCRATCH_FILE);
+    if let Err(e) = rootfs::layer::create_scratch_disk(&scratch, DEFAULT_SCRATCH_BYTES) {
+        let _ = store.remove_dir(&config.id);
+        return Err(LifecycleError::Scratch(e));
+    }
+    crate::timing::mark("create.done");
+    Ok(config)
+}
+
+/// What containers hold on to: `rmi` and `image prune` keep these.
+#[derive(Debug, Default)]
+pub struct InUse {
+    /// Image IDs of every container.
+    pub images: HashSet<Digest>,
+    /// Image IDs of running containers (`rmi -f` refuses these, as docker does).
+    pub running: HashSet<Digest>,
+    /// Layer disks that containers mount (kept even when their image is force-removed).
+    pub disks: HashSet<PathBuf>,
+}
+
+/// The images and layer disks containers use, with a lock that keeps `husk run` from
+/// creating a container on an image while it is held (take it around `rmi`/`prune`).
+pub fn images_in_use(root: &Path) -> Result<(Lock, InUse), LifecycleError> {
+    let lock = images_lock(root)?;
+    let store = Store::open(root)?;
+    let mut in_use = InUse::default();
+    for id in store.ids()? {
+        let Ok(config) = store.config(&id) else {
+            continue;
+        };
+        let running = store.state(&id).is_ok_and(|s| s.running());
+        if let Ok(image) = Digest::parse(&config.image) {
+            if running {
+                in_use.running.insert(image.clone());
+            }
+            in_use.images.insert(image);
+        }
+        in_use.disks.extend(config.layers);
+    }
+    Ok((lock, in_use))
+}
+
+fn images_lock(root: &Path) -> Result<Lock, LifecycleError> {
+    let store = Store::open(root)?;
+    Ok(Lock::take(&store.dir(IMAGES_LOCK))?)
+}
+
+/// Refuses vm isolation where guests cannot run, unless `HUSK_VM_FORCE=1`.
+pub fn check_vm_possible() -> Result<(), LifecycleError> {
+    if std::env::var("HUSK_VM_FORCE").is_ok_and(|v| v == "1") {
+        return Ok(());
+    }
+    let kvm = crate::info::kvm_info(Path::new("/dev/kvm"));
+    if kvm.can_run_linux_guests {
+        return Ok(());
+    }
+    let why = match (kvm.error, kvm.backend) {
+        (Some(e), _) => e,
+        (None, Some(b)) => format!("its KVM backend is {b}"),
+        (None, None) => "unknown KVM".to_owned(),
+    };
+    Err(LifecycleError::VmUnavailable(why))
+}
+
+/// Starts a created or exited container's shim.
+pub fn start(root: &Path, query: &str) -> Result<String, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    // Not under the lock: the shim takes it to record itself (and refuses to run twice).
+    if store.state(&id)?.running() {
+        return Ok(id);
+    }
+    let config = store.config(&id)?;
+    if config.host_config.isolation == Isolation::Vm {
+        check_vm_possible()?;
+    }
+    match shim::spawn(root, &id) {
+        // Another `start` won the race: the container runs, as asked.
+        Err(shim::ShimError::Failed(m)) if m.starts_with(shim::ALREADY_RUNNING) => Ok(id),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(id),
+    }
+}
+
+/// Waits until a just-started container's first workload runs (what `run -d` reports):
+/// `ShimError::NotStarted` (through [`LifecycleError::Shim`]) when it could not start.
+/// A shim that already finished is asked through the recorded state instead.
+pub fn wait_started(root: &Path, id: &str) -> Result<(), LifecycleError> {
+    let store = Store::open(root)?;
+    match ShimClient::connect(&store.dir(id)) {
+        Ok(c) => match c.started() {
+            Err(ShimError::Io(_)) | Err(ShimError::Protocol(_)) => started_from_state(&store, id),
+            r => Ok(r?),
+        },
+        Err(_) => started_from_state(&store, id),
+    }
+}
+
+fn started_from_state(store: &Store, id: &str) -> Result<(), LifecycleError> {
+    wait_shim_gone(store, id);
+    let state = match store.state(id) {
+        Ok(s) => s,
+        // Removed already (--rm): it ran.
+        Err(ContainerError::NoSuchContainer(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    match state.error.is_empty() {
+        true => Ok(()),
+        false => Err(ShimError::NotStarted {
+            code: state.exit_code,
+            why: state.error,
+        }
+        .into()),
+    }
+}
+
+/// Attaches to a running container's main process.
+pub fn attach(root: &Path, query: &str, opts: AttachOptions) -> Result<Attached, LifecycleError> {
+    Ok(shim_client(root, query)?.attach(opts.stdin)?)
+}
+
+/// Sets the main process's terminal size.
+pub fn resize(root: &Path, query: &str, rows: u16, cols: u16) -> Result<(), LifecycleError> {
+    Ok(shim_client(root, query)?.resize(rows, cols)?)
+}
+
+/// Sends `signal` to the workload.
+pub fn kill(root: &Path, query: &str, signal: i32) -> Result<(), LifecycleError> {
+    Ok(shim_client(root, query)?.kill(signal)?)
+}
+
+/// Stops the container: SIGTERM, then SIGKILL after `timeout`. Not running is fine.
+pub fn stop(root: &Path, query: &str, timeout: Duration) -> Result<(), LifecycleError> {
+    match shim_client(root, query) {
+        Ok(c) => Ok(c.stop(timeout)?),
+        Err(LifecycleError::NotRunning(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stops (if running) and starts again.
+pub fn restart(root: &Path, query: &str, timeout: Duration) -> Result<String, LifecycleError> {
+    stop(root, query, timeout)?;
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    wait_shim_gone(&store, &id);
+    start(root, &id)
+}
+
+/// Waits until the container has stopped for good; its exit code.
+pub fn wait(root: &Path, query: &str) -> Result<i32, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    if let Ok(code) = ShimClient::connect(&store.dir(&id)).and_then(|c| c.wait()) {
+        return Ok(code);
+    }
+    wait_shim_gone(&store, &id);
+    match store.state(&id) {
+        Ok(s) => Ok(s.exit_code),
+        // Removed by --rm after it finished.
+        Err(ContainerError::NoSuchContainer(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes a container (killing it first with `force`).
+pub fn remove(root: &Path, query: &str, force: bool) -> Result<String, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    if let Ok(client) = ShimClient::connect(&store.dir(&id)) {
+        if !force {
+            return Err(LifecycleError::Running(query.to_owned()));
+        }
+        let _ = client.remove();
+        wait_shim_gone(&store, &id);
+    }
+    let _lock = store.lock(&id)?;
+    let state = store.state(&id)?;
+    if state.shim_alive() {
+        return Err(LifecycleError::Running(query.to_owned()));
+    }
+    // A shim killed from outside could not clean up its sandbox's cgroup.
+    crate::sandbox::cgroup::remove_leftovers(&id);
+    store.remove_dir(&id)?;
+    Ok(id)
+}
+
+/// Every container (`all`) or the running ones, newest first.
+pub fn list(root: &Path, all: bool) -> Result<Vec<Summary>, LifecycleError> {
+    let store = Store::open(root)?;
+    let mut rows = Vec::new();
+    for id in store.ids()? {
+        let (Ok(config), Ok(state)) = (store.config(&id), store.state(&id)) else {
+            continue;
+        };
+        if all || state.running() {
+            rows.push(Summary { config, state });
+        }
+    }
+    rows.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+    Ok(rows)
+}
+
+/// Docker-shaped `inspect` output.
+pub fn inspect_json(root: &Path, query: &str) -> Result<serde_json::Value, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    let config = store.config(&id)?;
+    let state = store.state(&id)?;
+    Ok(container::inspect(&config, &state, &store.dir(&id)))
+}
+
+/// Copies the container's log to `out`/`err`.
+pub fn logs(
+    root: &Path,
+    query: &str,
+    opts: &LogOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    let dir = store.dir(&id);
+    let still_running = || ShimClient::connect(&dir).is_ok();
+    logs::read(&dir.join(logs::LOG_FILE), opts, out, err, &still_running)
+        .map_err(LifecycleError::Logs)
+}
+
+/// Where a running container's agent listens (for `exec`).
+pub fn agent_endpoint(root: &Path, query: &str) -> Result<Endpoint, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    let state = store.state(&id)?;
+    if state.status != Status::Running {
+        return Err(LifecycleError::NotRunning(query.to_owned()));
+    }
+    let dir = store.dir(&id);
+    Ok(match state.isolation {
+        Isolation::Vm => Endpoint::Vsock {
+            uds: dir.join("vsock.sock"),
+            port: agent_proto::CONTROL_PORT,
+        },
+        _ => Endpoint::Unix(dir.join("agent.sock")),
+    })
+}
+
+fn shim_client(root: &Path, query: &str) -> Result<ShimClient, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    ShimClient::connect(&store.dir(&id)).map_err(|_| LifecycleError::NotRunning(query.to_owned()))
+}
+
+/// Waits (bounded) until the container's shim has exited.
+fn wait_shim_gone(store: &Store, id: &str) {
+    for _ in 0..600 {
+        match store.state(id) {
+            Ok(s) if s.shim_alive() => std::thread::sleep(Duration::from_millis(50)),
+            _ => return,
+        }
+    }
+}

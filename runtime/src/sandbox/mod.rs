@@ -1,0 +1,251 @@
+//! Sandboxes: where a container's agent runs, behind one interface for both isolation
+//! backends. `process` (namespaces + cgroup + loop devices, `process.rs`) and `vm` (our VMM
+//! in a child process with virtio-blk disks, `vm.rs`). Owns creating one, reaching its
+//! agent (retrying until it listens, or until the sandbox dies), telling how it died, and
+//! tearing it down so that no process, mount, loop device or cgroup is left.
+
+pub mod cgroup;
+pub mod loopdev;
+pub mod process;
+pub mod vm;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::agent_client::{AgentClient, ClientError, Endpoint, SandboxSpec};
+use crate::container::Isolation;
+
+/// How long a process sandbox's agent may take to listen.
+const PROCESS_READY: Duration = Duration::from_secs(20);
+/// How long a VM's agent may take (a kernel boot under an emulating KVM takes minutes).
+const VM_READY: Duration = Duration::from_secs(600);
+/// Grace for the agent to end the sandbox after `Shutdown`, then after SIGKILL.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors from sandboxes.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A loop device could not be attached.
+    #[error(transparent)]
+    Loop(#[from] loopdev::LoopError),
+    /// The cgroup could not be set up.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    /// The agent binary is missing.
+    #[error("no husk-agent binary: build it with scripts/build-agent.sh or set HUSK_AGENT")]
+    NoAgent,
+    /// A path or argument has a NUL byte.
+    #[error("a path or argument contains a NUL byte")]
+    Nul,
+    /// A file could not be opened or written.
+    #[error("{0}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// The sandbox process could not be started.
+    #[error("cannot start the sandbox process")]
+    Spawn(#[source] std::io::Error),
+    /// The sandbox died before its agent answered.
+    #[error("the sandbox died before its agent answered: {0}")]
+    Died(String),
+    /// The agent did not listen in time.
+    #[error("the agent did not answer within {0:?}")]
+    NotReady(Duration),
+    /// The agent refused the rootfs.
+    #[error("the agent could not assemble the container's root filesystem")]
+    Setup(#[source] ClientError),
+    /// vm-specific preparation failed.
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
+}
+
+/// What a sandbox is made for.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Container ID.
+    pub id: String,
+    /// Container directory.
+    pub dir: PathBuf,
+    /// Layer disks, lowest first.
+    pub layers: Vec<PathBuf>,
+    /// Scratch disk.
+    pub scratch: PathBuf,
+    /// Hostname.
+    pub hostname: String,
+    /// Memory limit / guest RAM in bytes (0 = default).
+    pub memory: u64,
+    /// CPU limit / vCPUs in 1e-9 CPUs (0 = default).
+    pub nano_cpus: u64,
+    /// The command that re-enters the shim (for the VMM child): program and leading args.
+    pub self_cmd: (PathBuf, Vec<OsString>),
+}
+
+#[derive(Debug)]
+enum Backend {
+    Process(process::ProcessSandbox),
+    Vm(vm::VmSandbox),
+}
+
+/// A live sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    backend: Backend,
+    pid: i32,
+    died: Receiver<String>,
+    death: Option<String>,
+}
+
+impl Sandbox {
+    /// Makes a sandbox of kind `isolation` and starts its agent.
+    pub fn create(isolation: Isolation, p: &Params) -> Result<Self, SandboxError> {
+        let (backend, pid) = match isolation {
+            Isolation::Vm => {
+                let vm = vm::VmSandbox::create(p)?;
+                let pid = vm.pid();
+                (Backend::Vm(vm), pid)
+            }
+            _ => {
+                let ps = process::ProcessSandbox::create(p)?;
+                let pid = ps.pid();
+                (Backend::Process(ps), pid)
+            }
+        };
+        Ok(Self {
+            backend,
+            pid,
+            died: watch(pid),
+            death: None,
+        })
+    }
+
+    /// The sandbox process's host pid (the agent, or the VMM).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Connects to the agent (retrying until it listens) and has it assemble the rootfs.
+    pub fn connect(&mut self, hostname: &str) -> Result<AgentClient, SandboxError> {
+        let (endpoint, limit, pause) = match &self.backend {
+            Backend::Process(p) => (Endpoint::Unix(p.socket().to_owned()), PROCESS_READY, 5),
+            Backend::Vm(v) => (v.endpoint(), VM_READY, 100),
+        };
+        let uds = match &endpoint {
+            Endpoint::Unix(p) | Endpoint::Vsock { uds: p, .. } => p.clone(),
+        };
+        let (dir, name) = (
+            uds.parent().unwrap_or(&uds).to_owned(),
+            uds.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let short =
+            crate::sockpath::short(&dir, &name).map_err(|e| SandboxError::Io(uds.clone(), e))?;
+        let endpoint = match endpoint {
+            Endpoint::Unix(_) => Endpoint::Unix(short.path().to_owned()),
+            Endpoint::Vsock { port, .. } => Endpoint::Vsock {
+                uds: short.path().to_owned(),
+                port,
+            },
+        };
+        let start = Instant::now();
+        let client = loop {
+            if let Some(why) = self.death_reason(Duration::ZERO) {
+                return Err(SandboxError::Died(why));
+            }
+            if let Ok(c) = AgentClient::connect(&endpoint, Duration::from_secs(10)) {
+                break c;
+            }
+            if start.elapsed() > limit {
+                return Err(SandboxError::NotReady(limit));
+            }
+            std::thread::sleep(Duration::from_millis(pause));
+        };
+        let (layers, scratch) = match &self.backend {
+            Backend::Process(p) => p.devices(),
+            Backend::Vm(v) => v.devices(),
+        };
+        let spec = SandboxSpec {
+            layers,
+            layer_fstype: "erofs".into(),
+            scratch,
+            hostname: hostname.to_owned(),
+            hosts: format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            ),
+            resolv_conf: "nameserver 127.0.0.1\n".into(),
+            hostname_file: true,
+        };
+        client.setup(&spec).map_err(SandboxError::Setup)?;
+        if let Backend::Process(p) = &mut self.backend {
+            p.release_devices();
+        }
+        Ok(client)
+    }
+
+    /// Why the sandbox process ended, waiting up to `wait` for it; `None` while it runs.
+    pub fn death_reason(&mut self, wait: Duration) -> Option<String> {
+        if self.death.is_none() {
+            self.death = match self.died.recv_timeout(wait) {
+                Ok(why) => Some(why),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some("its process vanished".into()),
+            };
+        }
+        self.death.clone()
+    }
+
+    /// Ends the sandbox (waiting `EXIT_GRACE` for it to end by itself after an agent
+    /// `Shutdown`, then SIGKILL) and frees everything it held.
+    pub fn teardown(mut self) {
+        if self.death_reason(EXIT_GRACE).is_none() {
+            // SAFETY: kill takes no pointers; `pid` is our unreaped child (the watcher has
+            // not reported it, so it has not been reaped and cannot have been reused).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            if self.death_reason(EXIT_GRACE).is_none() {
+                log::warn!("sandbox process {} survived SIGKILL", self.pid);
+            }
+        }
+        match self.backend {
+            Backend::Process(p) => p.teardown(),
+            Backend::Vm(v) => v.teardown(),
+        }
+    }
+}
+
+/// A thread that reaps `pid` and says how it ended.
+fn watch(pid: i32) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("sandbox-{pid}"))
+        .spawn(move || {
+            let mut status = 0;
+            loop {
+                // SAFETY: waitpid writes the status into our local.
+                let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+                if r == pid {
+                    break;
+                }
+                if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                    let _ = tx.send(format!("pid {pid} cannot be waited for"));
+                    return;
+                }
+            }
+            let _ = tx.send(describe(status));
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the sandbox watcher: {e}");
+    }
+    rx
+}
+
+/// "exited with 1" / "killed by signal 9".
+fn describe(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("ended with status {status:#x}")
+    }
+}

@@ -1,0 +1,221 @@
+//! Process isolation: the layer disks (read-only) and the scratch disk as loop devices, a
+//! cgroup with the limits, and the agent cloned as PID 1 of new pid, mount, uts, ipc and net
+//! namespaces (mount propagation made private first, so nothing it mounts reaches the host),
+//! joined to the cgroup and tied to the shim with a parent-death SIGKILL before it execs.
+//!
+//! The agent listens on `unix:/proc/self/cwd/agent.sock` with its working directory set to
+//! the container directory: its early mounts (tmpfs on /tmp and /run) cannot hide the
+//! directory that way, wherever the state directory lives; the host connects to
+//! `<ctr>/agent.sock`.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::cgroup::{Cgroup, Limits};
+use super::loopdev::{self, LoopDevice};
+use super::{Params, SandboxError};
+
+/// A running process sandbox.
+#[derive(Debug)]
+pub struct ProcessSandbox {
+    pid: i32,
+    loops: Vec<LoopDevice>,
+    layer_devs: Vec<String>,
+    scratch_dev: String,
+    cgroup: Cgroup,
+    socket: PathBuf,
+}
+
+/// What the cloned child needs, prepared before the clone (the child may only make
+/// async-signal-safe calls).
+struct ChildPlan {
+    agent: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    dir: CString,
+    procs: Vec<File>,
+    log: File,
+    null: File,
+}
+
+impl ProcessSandbox {
+    /// Makes the sandbox and starts its agent.
+    pub fn create(p: &Params) -> Result<Self, SandboxError> {
+        let mut loops = Vec::new();
+        for layer in &p.layers {
+            loops.push(loopdev::attach(layer, true)?);
+        }
+        let scratch = loopdev::attach(&p.scratch, false)?;
+        let layer_devs = loops
+            .iter()
+            .map(|l| l.path().display().to_string())
+            .collect();
+        let scratch_dev = scratch.path().display().to_string();
+        loops.push(scratch);
+        let limits = Limits {
+            memory: p.memory,
+            nano_cpus: p.nano_cpus,
+            pids: 0,
+        };
+        let cgroup = Cgroup::create(&p.id, limits)?;
+        let plan = match plan(p, &cgroup) {
+            Ok(plan) => plan,
+            Err(e) => {
+                cgroup.destroy();
+                return Err(e);
+            }
+        };
+        let pid = match spawn(&plan) {
+            Ok(pid) => pid,
+            Err(e) => {
+                cgroup.destroy();
+                return Err(SandboxError::Spawn(e));
+            }
+        };
+        Ok(Self {
+            pid,
+            loops,
+            layer_devs,
+            scratch_dev,
+            cgroup,
+            socket: p.dir.join("agent.sock"),
+        })
+    }
+
+    /// The agent's host pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The agent's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Layer devices, lowest first, and the scratch device.
+    pub fn devices(&self) -> (Vec<String>, String) {
+        (self.layer_devs.clone(), self.scratch_dev.clone())
+    }
+
+    /// Drops the sandbox's hold on its loop devices (they stay while mounted).
+    pub fn release_devices(&mut self) {
+        self.loops.clear();
+    }
+
+    /// Removes the cgroup (killing anything left in it), releases the loop devices and
+    /// the socket. Call after the agent has been reaped.
+    pub fn teardown(mut self) {
+        self.cgroup.destroy();
+        self.loops.clear();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn cstr(s: impl AsRef<[u8]>) -> Result<CString, SandboxError> {
+    CString::new(s.as_ref()).map_err(|_| SandboxError::Nul)
+}
+
+fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
+    let agent = crate::paths::agent_binary().ok_or(SandboxError::NoAgent)?;
+    let cmdline = format!(
+        "husk.transport=unix:/proc/self/cwd/agent.sock husk.hostname={}",
+        p.hostname
+    );
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p.dir.join("agent.log"))
+        .map_err(|e| SandboxError::Io(p.dir.join("agent.log"), e))?;
+    let null = File::open("/dev/null").map_err(|e| SandboxError::Io("/dev/null".into(), e))?;
+    Ok(ChildPlan {
+        argv: vec![cstr(agent.as_os_str().as_bytes())?],
+        agent: cstr(agent.as_os_str().as_bytes())?,
+        env: vec![
+            cstr(format!("{}={cmdline}", "HUSK_AGENT_CMDLINE"))?,
+            cstr("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")?,
+        ],
+        dir: cstr(p.dir.as_os_str().as_bytes())?,
+        procs: cgroup.procs_files()?,
+        log,
+        null,
+    })
+}
+
+/// Clones the agent into new namespaces; returns its host pid.
+fn spawn(plan: &ChildPlan) -> std::io::Result<i32> {
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let flags = libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET
+        | libc::SIGCHLD;
+    // SAFETY: a fork-like clone (no new stack: the child gets a copy-on-write copy of this
+    // address space). The child only makes async-signal-safe system calls on data prepared
+    // above, then execs or _exits; it never returns into Rust code.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the child; see `child`.
+        unsafe { child(plan, argv.as_ptr(), envp.as_ptr()) }
+    }
+    i32::try_from(pid).map_err(std::io::Error::other)
+}
+
+/// The cloned child: join the cgroup, die with the shim, private mounts, stdio, cwd, exec.
+///
+/// # Safety
+/// Only in the child of a fork-like clone; `argv`/`envp` are null-terminated arrays of
+/// valid C strings that live as long as `plan`.
+unsafe fn child(
+    plan: &ChildPlan,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> ! {
+    // SAFETY: raw system calls on descriptors and C strings owned by `plan`, which the
+    // copy-on-write address space keeps valid; nothing here allocates or takes locks.
+    unsafe {
+        for f in &plan.procs {
+            if libc::write(f.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                libc::_exit(120);
+            }
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            libc::_exit(121);
+        }
+        if libc::chdir(plan.dir.as_ptr()) != 0 {
+            libc::_exit(122);
+        }
+        libc::dup2(plan.null.as_raw_fd(), 0);
+        libc::dup2(plan.log.as_raw_fd(), 1);
+        libc::dup2(plan.log.as_raw_fd(), 2);
+        libc::execve(plan.agent.as_ptr(), argv, envp);
+        libc::_exit(127)
+    }
+}

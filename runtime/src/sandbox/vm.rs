@@ -1,0 +1,195 @@
+//! vm isolation: our VMM in a child process (`<shim> --vmm <ctr>/vmm.json`, so a VMM crash
+//! is a sandbox death the shim sees), booting the default kernel with the agent initramfs,
+//! one read-only virtio-blk disk per layer (`/dev/vda`, ...) then the scratch disk, vCPUs
+//! and RAM from `--cpus`/`--memory`, the console in `<ctr>/console.log`, and
+//! `husk.transport=vsock`. The agent is reached through the VMM's vsock socket
+//! `<ctr>/vsock.sock` (port 1024).
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::Params;
+use crate::agent_client::Endpoint;
+
+/// Default guest RAM when `--memory` is not given.
+pub const DEFAULT_MEM_MIB: u64 = 256;
+
+/// Errors from the vm backend.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The VMM's spec could not be written or read.
+    #[error("VMM spec {0}")]
+    Spec(PathBuf, #[source] std::io::Error),
+    /// The VMM child could not be started.
+    #[error("cannot start the VMM process")]
+    Spawn(#[source] std::io::Error),
+    /// Too many disks for the virtio-mmio IRQ budget.
+    #[error("the image has {0} layers: a microVM takes at most 18 (plus the scratch disk)")]
+    TooManyDisks(usize),
+}
+
+/// What the VMM child boots (`vmm.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmmSpec {
+    /// Disks in guest order with read-only flags.
+    pub disks: Vec<(PathBuf, bool)>,
+    /// Extra kernel parameters.
+    pub cmdline: String,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// RAM in MiB.
+    pub mem_mib: u64,
+    /// Console file.
+    pub console: PathBuf,
+    /// The VMM's vsock socket.
+    pub vsock: PathBuf,
+}
+
+/// A VM sandbox (its VMM child).
+#[derive(Debug)]
+pub struct VmSandbox {
+    pid: i32,
+    layers: usize,
+    vsock: PathBuf,
+}
+
+/// `/dev/vda`, `/dev/vdb`, ... for disk `n`.
+pub fn disk_name(n: usize) -> String {
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    match n < 26 {
+        true => format!("/dev/vd{}", char::from(letters[n])),
+        false => format!(
+            "/dev/vd{}{}",
+            char::from(letters[n / 26 - 1]),
+            char::from(letters[n % 26])
+        ),
+    }
+}
+
+impl VmSandbox {
+    /// Writes `vmm.json` and starts the VMM child.
+    pub fn create(p: &Params) -> Result<Self, super::SandboxError> {
+        if p.layers.len() > 18 {
+            return Err(VmError::TooManyDisks(p.layers.len()).into());
+        }
+        let mut disks: Vec<(PathBuf, bool)> = p.layers.iter().map(|l| (l.clone(), true)).collect();
+        disks.push((p.scratch.clone(), false));
+        let vcpus = p
+            .nano_cpus
+            .div_ceil(1_000_000_000)
+            .clamp(1, u64::from(vmm::config::MAX_VCPUS));
+        let mem_mib = match p.memory {
+            0 => DEFAULT_MEM_MIB,
+            m => (m >> 20).max(vmm::config::MIN_MEM_MIB),
+        };
+        let spec = VmmSpec {
+            disks,
+            cmdline: format!("husk.transport=vsock husk.hostname={}", p.hostname),
+            vcpus: u8::try_from(vcpus).unwrap_or(1),
+            mem_mib,
+            console: p.dir.join("console.log"),
+            vsock: p.dir.join("vsock.sock"),
+        };
+        let path = p.dir.join("vmm.json");
+        let json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| VmError::Spec(path.clone(), e.into()))?;
+        std::fs::write(&path, json).map_err(|e| VmError::Spec(path.clone(), e))?;
+        let log_path = p.dir.join("vmm.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| VmError::Spec(log_path, e))?;
+        let log2 = log.try_clone().map_err(VmError::Spawn)?;
+        let mut cmd = Command::new(&p.self_cmd.0);
+        cmd.args(&p.self_cmd.1)
+            .arg("--vmm")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(VmError::Spawn)?;
+        let pid =
+            i32::try_from(child.id()).map_err(|e| VmError::Spawn(std::io::Error::other(e)))?;
+        // The sandbox watcher reaps it by pid; std's handle is not needed.
+        drop(child);
+        Ok(Self {
+            pid,
+            layers: p.layers.len(),
+            vsock: p.dir.join("vsock.sock"),
+        })
+    }
+
+    /// The VMM's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The agent behind the VMM's vsock socket.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::Vsock {
+            uds: self.vsock.clone(),
+            port: agent_proto::CONTROL_PORT,
+        }
+    }
+
+    /// Guest device names: layers, then scratch.
+    pub fn devices(&self) -> (Vec<String>, String) {
+        (
+            (0..self.layers).map(disk_name).collect(),
+            disk_name(self.layers),
+        )
+    }
+
+    /// Removes the socket (the VMM has been reaped).
+    pub fn teardown(self) {
+        let _ = std::fs::remove_file(&self.vsock);
+    }
+}
+
+/// The VMM child's body: boots `spec_path`'s VM to its end. Exit code 0 when the guest
+/// reset on purpose, 1 otherwise (the reason on stderr, i.e. `vmm.log`).
+pub fn run_vmm(spec_path: &Path) -> i32 {
+    crate::timing::mark("vmm.start");
+    let spec: VmmSpec = match std::fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("husk-vmm: cannot read {}: {e}", spec_path.display());
+            return 1;
+        }
+    };
+    let req = crate::guest::BootRequest {
+        kernel: None,
+        initrd: None,
+        cmdline: spec.cmdline,
+        vcpus: spec.vcpus,
+        mem_mib: spec.mem_mib,
+        console: vmm::Console::File(spec.console),
+        kvm_device: PathBuf::from("/dev/kvm"),
+        disks: spec
+            .disks
+            .into_iter()
+            .map(|(path, read_only)| vmm::DiskConfig { path, read_only })
+            .collect(),
+        vsock: Some(vmm::VsockConfig::new(spec.vsock)),
+    };
+    match crate::guest::boot(&req) {
+        Ok(report) => {
+            eprintln!("{}", crate::guest::summary(&report));
+            i32::from(!crate::guest::clean_exit(&report))
+        }
+        Err(e) => {
+            eprintln!("husk-vmm: {}", agent_proto::error_chain(&e));
+            1
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The shim's life: detach, serve the control socket, then run the workload (in a fresh
+//! sandbox each time) until the restart policy says stop, recording each transition in
+//! `state.json` under the lock; `AutoRemove` removes the container at the end.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::agent_client::{Process, ProcessSpec, sink_fn};
+use crate::container::{ContainerConfig, Status, Store, now};
+use crate::logs::{LOG_FILE, LogWriter};
+use crate::sandbox::{Params, Sandbox};
+
+use super::server;
+
+/// First restart delay (docker: 100 ms, doubling).
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A run this long resets the back-off (docker: 10 s).
+const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// How long a foreground run's shim waits for the first attach.
+const ATTACH_WAIT: Duration = Duration::from_secs(10);
+/// What a second shim of a running container reports (`start` treats it as success).
+pub const ALREADY_RUNNING: &str = "the container is already running";
+/// Exit code recorded when the sandbox died under a running workload.
+pub const SANDBOX_DIED: i32 = 255;
+/// Exit code when husk could not make the sandbox or start the workload (docker's 125).
+pub const HUSK_FAILED: i32 = 125;
+
+/// State shared by the run loop and the control socket's threads.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub id: String,
+    pub dir: PathBuf,
+    pub config: ContainerConfig,
+    pub log: LogWriter,
+    pub inner: Mutex<Inner>,
+    pub changed: Condvar,
+}
+
+/// What changes while the shim runs.
+#[derive(Default)]
+pub(crate) struct Inner {
+    /// The running workload.
+    pub process: Option<Arc<Process>>,
+    /// Attached clients' output streams.
+    pub clients: Vec<server::Client>,
+    /// Someone attached at least once.
+    pub attached: bool,
+    /// `stop` (or `kill`) asked: no more restarts.
+    pub stopped: bool,
+    /// Runs completed (to tell attach waiters a run ended).
+    pub runs: u64,
+    /// The final exit code once the shim will not run the workload again.
+    pub finished: Option<i32>,
+    /// The last terminal size a client asked for (rows, cols): a foreground `run -t`
+    /// sends it before the workload exists, so each start uses it.
+    pub size: Option<(u16, u16)>,
+    /// A workload has really started (the agent gave it a pid) at least once.
+    pub started: bool,
+    /// How the last run ended (code, why husk failed, if it did).
+    pub last: Option<(i32, String)>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Output of the workload: log and attached clients.
+    fn output(&self, stream: u8, bytes: &[u8]) {
+        if let Err(e) = self.log.write(stream == 2, bytes) {
+            log::warn!("cannot write the log: {e}");
+        }
+        if !bytes.is_empty() {
+            self.lock().clients.retain(|c| c.send(stream, bytes));
+        }
+    }
+}
+
+/// The shim process: returns its exit code.
+pub fn main(root: &Path, id: &str, self_cmd: (PathBuf, Vec<OsString>)) -> i32 {
+    // Detach: the starter reaps our parent at once; we are adopted by init.
+    // SAFETY: fork before any thread exists; the parent only _exits.
+    match unsafe { libc::fork() } {
+        0 => {}
+        -1 => return report_fail("cannot fork the shim"),
+        _ => {
+            // SAFETY: _exit takes no pointers.
+            unsafe { libc::_exit(0) }
+        }
+    }
+    crate::timing::mark("shim.start");
+    let shared = match prepare(root, id) {
+        Ok(s) => Arc::new(s),
+        Err(msg) => return report_fail(&msg),
+    };
+    let listener = match server::bind(&shared.dir) {
+        Ok(l) => l,
+        Err(e) => return report_fail(&format!("cannot serve the shim socket: {e}")),
+    };
+    let server_shared = Arc::clone(&shared);
+    std::thread::spawn(move || server::serve(&server_shared, listener));
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ok {pid}").and_then(|()| out.flush());
+    detach_stdout();
+    let code = run_loop(&shared, self_cmd);
+    let _ = std::fs::remove_file(shared.dir.join("shim.sock"));
+    finish(&shared, code);
+    0
+}
+
+fn report_fail(msg: &str) -> i32 {
+    println!("error: {msg}");
+    1
+}
+
+fn detach_stdout() {
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 on descriptors we own.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+fn prepare(root: &Path, id: &str) -> Result<Shared, String> {
+    let store = Store::open(root).map_err(|e| e.to_string())?;
+    let config = store.config(id).map_err(|e| e.to_string())?;
+    let dir = store.dir(id);
+    let log =
+        LogWriter::open(&dir.join(LOG_FILE)).map_err(|e| format!("cannot open the log: {e}"))?;
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    // Check and claim under one lock: of two `start`s racing, exactly one shim runs.
+    let lock = store.lock(id).map_err(|e| e.to_string())?;
+    let mut state = store.state(id).map_err(|e| e.to_string())?;
+    if state.shim_alive() && state.shim_pid != pid {
+        return Err(format!("{ALREADY_RUNNING} (shim pid {})", state.shim_pid));
+    }
+    state.status = Status::Running;
+    state.running = true;
+    state.shim_pid = pid;
+    state.pid = 0;
+    state.isolation = config.host_config.isolation;
+    state.started_at = now();
+    state.error.clear();
+    store.write_state(id, &state).map_err(|e| e.to_string())?;
+    drop(lock);
+    Ok(Shared {
+        store,
+        id: id.to_owned(),
+        dir,
+        config,
+        log,
+        inner: Mutex::new(Inner::default()),
+        changed: Condvar::new(),
+    })
+}
+
+/// How one run ended.
+struct Outcome {
+    code: i32,
+    last_exit: String,
+    error: String,
+}
+
+fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>)) -> i32 {
+    if shared.config.config.attach_stdout {
+        let guard = shared.lock();
+        let _ = shared
+            .changed
+            .wait_timeout_while(guard, ATTACH_WAIT, |i| !i.attached && !i.stopped);
+    }
+    let mut backoff = BACKOFF_START;
+    loop {
+        let started = Instant::now();
+        let outcome = if shared.lock().stopped {
+            Outcome {
+                code: 0,
+                last_exit: "workload".into(),
+                error: String::new(),
+            }
+        } else {
+            run_once(shared, &self_cmd)
+        };
+        let restart = should_restart(shared, &outcome);
+        let _ = shared.store.update_state(&shared.id, |s| {
+            s.exit_code = outcome.code;
+            s.last_exit = outcome.last_exit.clone();
+            s.error = outcome.error.clone();
+            s.finished_at = now();
+            s.pid = 0;
+            s.running = restart;
+            s.status = if restart {
+                Status::Restarting
+            } else {
+                Status::Exited
+            };
+            if restart {
+                s.restart_count += 1;
+            }
+        });
+        end_run(shared, outcome.code, &outcome.error);
+        if !restart {
+            return outcome.code;
+        }
+        if started.elapsed() >= BACKOFF_RESET {
+            backoff = BACKOFF_START;
+        }
+        let guard = shared.lock();
+        let (guard, _) = shared
+            .changed
+            .wait_timeout_while(guard, backoff, |i| !i.stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        if guard.stopped {
+            drop(guard);
+            let _ = shared.store.update_state(&shared.id, |s| {
+                s.status = Status::Exited;
+                s.running = false;
+            });
+            return outcome.code;
+        }
+        drop(guard);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Tells attached clients the run ended (and why husk failed, if it did), and wakes waiters.
+fn end_run(shared: &Shared, code: i32, error: &str) {
+    let mut inner = shared.lock();
+    for c in inner.clients.drain(..) {
+        c.exit(code, error);
+    }
+    inner.runs += 1;
+    inner.last = Some((code, error.to_owned()));
+    shared.changed.notify_all();
+}
+
+fn should_restart(shared: &Shared, outcome: &Outcome) -> bool {
+    if shared.lock().stopped {
+        return false;
+    }
+    let policy = &shared.config.host_config.restart_policy;
+    let count = shared
+        .store
+        .state(&shared.id)
+        .map(|s| s.restart_count)
+        .unwrap_or(0);
+    match policy.name.as_str() {
+        "always" | "unless-stopped" => true,
+        "on-failure" => {
+            outcome.code != 0
+                && (policy.maximum_retry_count == 0 || count < policy.maximum_retry_count)
+        }
+        _ => false,
+    }
+}
+
+fn params(shared: &Shared, self_cmd: &(PathBuf, Vec<OsString>)) -> Params {
+    let c = &shared.config;
+    Params {
+        id: c.id.clone(),
+        dir: shared.dir.clone(),
+        layers: c.layers.clone(),
+        scratch: shared.dir.join(crate::lifecycle::SCRATCH_FILE),
+        hostname: c.hostname(),
+        memory: u64::try_from(c.host_config.memory).unwrap_or(0),
+        nano_cpus: u64::try_from(c.host_config.nano_cpus).unwrap_or(0),
+        self_cmd: self_cmd.clone(),
+    }
+}
+
+fn process_spec(c: &ContainerConfig, size: Option<(u16, u16)>) -> ProcessSpec {
+    let mut argv = vec![c.path.clone()];
+    argv.extend(c.args.iter().cloned());
+    ProcessSpec {
+        argv,
+        env: crate::spec::process_env(&c.config, &c.hostname()),
+        cwd: Some(c.config.working_dir.clone()).filter(|w| !w.is_empty()),
+        user: None,
+        tty: c.config.tty,
+        size: size
+            .filter(|_| c.config.tty)
+            .map(|(rows, cols)| agent_proto::TermSize { rows, cols }),
+        stdin: c.config.open_stdin,
+        user_name: Some(c.config.user.clone()).filter(|u| !u.is_empty()),
+    }
+}
+
+fn sandbox_failure(code: i32, why: String) -> Outcome {
+    Outcome {
+        code,
+        last_exit: format!("sandbox: {why}"),
+        error: why,
+    }
+}
+
+/// One sandbox, one workload run.
+fn run_once(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Outcome {
+    let isolation = shared.config.host_config.isolation;
+    let mut sandbox = match Sandbox::create(isolation, &params(shared, self_cmd)) {
+        Ok(s) => s,
+        Err(e) => return sandbox_failure(HUSK_FAILED, agent_proto::error_chain(&e)),
+    };
+    crate::timing::mark("sandbox.created");
+    let client = match sandbox.connect(&shared.config.hostname()) {
+        Ok(c) => c,
+        Err(e) => {
+            let why = agent_proto::error_chain(&e);
+            sandbox.teardown();
+            return sandbox_failure(HUSK_FAILED, why);
+        }
+    };
+    crate::timing::mark("agent.ready");
+    let (out, err) = (Arc::clone(shared), Arc::clone(shared));
+    let size = shared.lock().size;
+    let started = client.start(
+        &process_spec(&shared.config, size),
+        sink_fn(move |b| out.output(1, b)),
+        sink_fn(move |b| err.output(2, b)),
+    );
+    let outcome = match started {
+        Ok(process) => wait_workload(shared, &mut sandbox, process, size),
+        Err(crate::agent_client::ClientError::Agent { message, .. }) => Outcome {
+            code: 125,
+            last_exit: "workload".into(),
+            error: message,
+        },
+        Err(e) => {
+            let why = sandbox.death_reason(Duration::from_secs(2));
+            sandbox_failure(
+                HUSK_FAILED,
+                why.unwrap_or_else(|| agent_proto::error_chain(&e)),
+            )
+        }
+    };
+    crate::timing::mark("workload.exited");
+    let _ = shared.log.flush_partial();
+    let _ = client.shutdown();
+    sandbox.teardown();
+    crate::timing::mark("sandbox.down");
+    outcome
+}
+
+fn wait_workload(
+    shared: &Arc<Shared>,
+    sandbox: &mut Sandbox,
+    process: Process,
+    size: Option<(u16, u16)>,
+) -> Outcome {
+    let process = Arc::new(process);
+    let pid = process.pid().unwrap_or(0);
+    let _ = shared.store.update_state(&shared.id, |s| {
+        s.status = Status::Running;
+        s.running = true;
+        s.pid = pid;
+        s.started_at = now();
+    });
+    let resized = {
+        let mut inner = shared.lock();
+        inner.process = Some(Arc::clone(&process));
+        inner.started |= pid != 0;
+        shared.changed.notify_all();
+        // A resize that came while the workload was being started.
+        inner.size.filter(|s| Some(*s) != size)
+    };
+    if let Some((rows, cols)) = resized.filter(|_| shared.config.config.tty) {
+        let _ = process.resize(rows, cols);
+    }
+    crate::timing::mark("workload.started");
+    let result = process.wait();
+    shared.lock().process = None;
+    match result {
+        // Never started (not found, not executable, bad user): the agent says why.
+        Ok(exit) if pid == 0 => Outcome {
+            code: exit.code,
+            last_exit: "workload".into(),
+            error: exit.detail,
+        },
+        Ok(exit) => Outcome {
+            code: exit.code,
+            last_exit: "workload".into(),
+            error: String::new(),
+        },
+        Err(e) => {
+            let conn = agent_proto::error_chain(&e);
+            let why = match sandbox.death_reason(Duration::from_secs(2)) {
+                Some(d) => format!("sandbox process {} {d} ({conn})", sandbox.pid()),
+                None => conn,
+            };
+            sandbox_failure(SANDBOX_DIED, why)
+        }
+    }
+}
+
+/// Marks the end and, with AutoRemove, removes the container.
+fn finish(shared: &Shared, code: i32) {
+    {
+        let mut inner = shared.lock();
+        inner.finished = Some(code);
+        shared.changed.notify_all();
+    }
+    let _ = shared.store.update_state(&shared.id, |s| {
+        s.shim_pid = 0;
+        s.running = false;
+        if s.status != Status::Exited {
+            s.status = Status::Exited;
+        }
+    });
+    if shared.config.host_config.auto_remove
+        && let Ok(_lock) = shared.store.lock(&shared.id)
+    {
+        let _ = shared.store.remove_dir(&shared.id);
+    }
+    // Give `wait` clients a moment to read their answer before the process goes.
+    std::thread::sleep(Duration::from_millis(50));
+}

@@ -1,0 +1,343 @@
+//! The shim's control socket `shim.sock`: newline-delimited JSON requests
+//! (`{"op":"kill","signal":N}`, `{"op":"stop","timeout":S}`, `{"op":"resize","rows":R,
+//! "cols":C}`, `{"op":"wait"}`, `{"op":"attach","stdin":B}`), each answered with one JSON
+//! line (`{"ok":true}`, `{"exit_code":N}` or `{"error":"..."}`). After an attach's answer the
+//! connection carries frames `[u8 stream][u32 BE len][bytes]`: 0 stdin (client to shim,
+//! length 0 = end of input), 1 stdout, 2 stderr, 3 exit (`i32 BE` code, the last frame).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::run::Shared;
+
+/// Frame stream ids.
+pub const STDIN: u8 = 0;
+/// Stdout frames.
+pub const STDOUT: u8 = 1;
+/// Stderr frames.
+pub const STDERR: u8 = 2;
+/// The exit frame.
+pub const EXIT: u8 = 3;
+/// Stream id: why husk could not run the workload (UTF-8, before the exit frame).
+pub const ERROR: u8 = 4;
+/// How long a slow attached client may block output before it is dropped.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a signal waits for a workload that is being started.
+const SIGNAL_START_WAIT: Duration = Duration::from_secs(2);
+
+/// A control request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Signal the workload.
+    Kill {
+        /// Signal number.
+        signal: i32,
+    },
+    /// SIGTERM, SIGKILL after `timeout` seconds; no more restarts.
+    Stop {
+        /// Seconds.
+        timeout: u64,
+    },
+    /// tty size.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// Until the container will not run again.
+    Wait,
+    /// Until the first workload has started (`ok`) or its run has ended without starting
+    /// (`exit_code` and `error`): what `run -d` reports.
+    Started,
+    /// Stream output (and stdin).
+    Attach {
+        /// Forward stdin.
+        stdin: bool,
+    },
+}
+
+/// A control answer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Answer {
+    /// Success.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ok: bool,
+    /// `wait`'s result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An attached client's output side.
+pub(crate) struct Client(UnixStream);
+
+impl Client {
+    /// Sends a frame; false when the client is gone.
+    pub fn send(&self, stream: u8, bytes: &[u8]) -> bool {
+        write_frame(&self.0, stream, bytes).is_ok()
+    }
+
+    /// Sends the error frame (if husk failed) and the exit frame, and closes the output
+    /// side.
+    pub fn exit(self, code: i32, error: &str) {
+        if !error.is_empty() {
+            let _ = write_frame(&self.0, ERROR, error.as_bytes());
+        }
+        let _ = write_frame(&self.0, EXIT, &code.to_be_bytes());
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Writes one frame.
+pub fn write_frame(mut w: &UnixStream, stream: u8, bytes: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(5 + bytes.len());
+    frame.push(stream);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(bytes);
+    w.write_all(&frame)
+}
+
+/// Reads one frame; `None` at end of stream.
+pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > agent_proto::MAX_DATA {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut bytes = vec![0u8; len];
+    r.read_exact(&mut bytes)?;
+    Ok(Some((head[0], bytes)))
+}
+
+/// Binds `<dir>/shim.sock` (replacing a stale one).
+pub fn bind(dir: &Path) -> std::io::Result<UnixListener> {
+    let sock = crate::sockpath::short(dir, "shim.sock")?;
+    let _ = std::fs::remove_file(sock.path());
+    UnixListener::bind(sock.path())
+}
+
+/// Accepts connections until the process ends.
+pub(crate) fn serve(shared: &Arc<Shared>, listener: UnixListener) {
+    for conn in listener.incoming().flatten() {
+        let shared = Arc::clone(shared);
+        std::thread::spawn(move || handle(&shared, conn));
+    }
+}
+
+fn answer(mut conn: &UnixStream, a: &Answer) {
+    if let Ok(mut json) = serde_json::to_vec(a) {
+        json.push(b'\n');
+        let _ = conn.write_all(&json);
+    }
+}
+
+fn handle(shared: &Arc<Shared>, conn: UnixStream) {
+    let mut reader = match conn.try_clone() {
+        Ok(c) => BufReader::new(c),
+        Err(_) => return,
+    };
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let req = match serde_json::from_str::<Request>(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            return answer(
+                &conn,
+                &Answer {
+                    error: Some(format!("bad request: {e}")),
+                    ..Answer::default()
+                },
+            );
+        }
+    };
+    let ok = Answer {
+        ok: true,
+        ..Answer::default()
+    };
+    match req {
+        Request::Kill { signal } => {
+            let r = signal_workload(shared, signal, true);
+            answer(
+                &conn,
+                &r.map_or_else(
+                    |e| Answer {
+                        error: Some(e),
+                        ..Answer::default()
+                    },
+                    |()| ok,
+                ),
+            );
+        }
+        Request::Stop { timeout } => {
+            stop(shared, Duration::from_secs(timeout));
+            answer(&conn, &ok);
+        }
+        Request::Resize { rows, cols } => {
+            let process = {
+                let mut inner = shared.lock();
+                inner.size = Some((rows, cols));
+                inner.process.clone()
+            };
+            if let Some(p) = process {
+                let _ = p.resize(rows, cols);
+            }
+            answer(&conn, &ok);
+        }
+        Request::Wait => {
+            let guard = shared.lock();
+            let guard = shared
+                .changed
+                .wait_while(guard, |i| i.finished.is_none())
+                .unwrap_or_else(|p| p.into_inner());
+            let code = guard.finished;
+            drop(guard);
+            answer(
+                &conn,
+                &Answer {
+                    exit_code: code,
+                    ..Answer::default()
+                },
+            );
+        }
+        Request::Started => answer(&conn, &started(shared)),
+        Request::Attach { stdin } => attach(shared, conn, reader, stdin),
+    }
+}
+
+fn started(shared: &Shared) -> Answer {
+    let guard = shared.lock();
+    let inner = shared
+        .changed
+        .wait_while(guard, |i| !i.started && i.runs == 0)
+        .unwrap_or_else(|p| p.into_inner());
+    match (&inner.last, inner.started) {
+        (Some((code, error)), false) => Answer {
+            exit_code: Some(*code),
+            error: Some(error.clone()).filter(|e| !e.is_empty()),
+            ..Answer::default()
+        },
+        _ => Answer {
+            ok: true,
+            ..Answer::default()
+        },
+    }
+}
+
+fn signal_workload(shared: &Shared, signal: i32, manual: bool) -> Result<(), String> {
+    let process = {
+        let mut inner = shared.lock();
+        if manual {
+            inner.stopped = true;
+            shared.changed.notify_all();
+        }
+        // The workload may be starting: its first output can even arrive before the agent's
+        // Started reply. Wait briefly for it rather than lose the signal.
+        let (inner, _) = shared
+            .changed
+            .wait_timeout_while(inner, SIGNAL_START_WAIT, |i| {
+                i.process.is_none() && i.finished.is_none()
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        inner.process.clone()
+    };
+    match process {
+        Some(p) => p.signal(signal).map_err(|e| agent_proto::error_chain(&e)),
+        None => Err(format!("container {} is not running", shared.id)),
+    }
+}
+
+/// SIGTERM, then SIGKILL after `timeout`; returns once the run has ended.
+fn stop(shared: &Shared, timeout: Duration) {
+    let runs = {
+        let mut inner = shared.lock();
+        inner.stopped = true;
+        shared.changed.notify_all();
+        inner.runs
+    };
+    let sig = if timeout.is_zero() {
+        libc::SIGKILL
+    } else {
+        libc::SIGTERM
+    };
+    let _ = signal_workload(shared, sig, false);
+    let ended =
+        |i: &mut super::run::Inner| i.runs == runs && i.finished.is_none() && i.process.is_some();
+    let guard = shared.lock();
+    let (guard, _) = shared
+        .changed
+        .wait_timeout_while(guard, timeout, |i| ended(i))
+        .unwrap_or_else(|p| p.into_inner());
+    let still = guard.runs == runs && guard.process.is_some();
+    drop(guard);
+    if still {
+        let _ = signal_workload(shared, libc::SIGKILL, false);
+        let guard = shared.lock();
+        let _ = shared
+            .changed
+            .wait_timeout_while(guard, Duration::from_secs(30), |i| ended(i));
+    }
+}
+
+fn attach(shared: &Arc<Shared>, conn: UnixStream, mut reader: BufReader<UnixStream>, stdin: bool) {
+    let _ = conn.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT));
+    let Ok(out) = conn.try_clone() else { return };
+    {
+        let mut inner = shared.lock();
+        answer(
+            &conn,
+            &Answer {
+                ok: true,
+                ..Answer::default()
+            },
+        );
+        if let Some(code) = inner.finished {
+            Client(out).exit(code, "");
+            return;
+        }
+        inner.clients.push(Client(out));
+        inner.attached = true;
+        shared.changed.notify_all();
+    }
+    if !(stdin && shared.config.config.open_stdin) {
+        return;
+    }
+    // Wait for the workload, then forward stdin frames to it.
+    let process = {
+        let guard = shared.lock();
+        let guard = shared
+            .changed
+            .wait_while(guard, |i| i.process.is_none() && i.finished.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        guard.process.clone()
+    };
+    let Some(process) = process else { return };
+    let Ok(mut writer) = process.stdin() else {
+        return;
+    };
+    while let Ok(Some((stream, bytes))) = read_frame(&mut reader) {
+        if stream != STDIN {
+            continue;
+        }
+        if bytes.is_empty() || writer.write_all(&bytes).is_err() {
+            break;
+        }
+    }
+    let _ = writer.close();
+}

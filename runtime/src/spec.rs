@@ -1,0 +1,448 @@
+//! The run spec: what `husk run` will run, built from the image's config and the run flags
+//! with docker's precedence rules.
+//!
+//! - `--entrypoint E` replaces the image's Entrypoint with `[E]` (`""` clears it) and also
+//!   drops the image's Cmd; CMD arguments on the command line replace the image's Cmd.
+//! - Env: the image's `Env`, then every `--env-file` line, then every `-e`, later entries
+//!   replacing earlier ones of the same name. `-e KEY` (and a bare `KEY` line in an env file)
+//!   takes the host's value, or removes the variable when the host has none.
+//! - `-w` replaces WorkingDir (absolute paths only; default `/`), `-u` replaces User
+//!   (default: root, the agent's own identity).
+//! - `--hostname` defaults to the short (12 hex) container ID, `--memory` takes docker's
+//!   units (bare numbers are bytes, at least 6 MiB, `0` = husk's default), `--cpus` is a
+//!   decimal count of CPUs above 0 and at most the host's.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rootfs::store::ImageRecord;
+
+use crate::agent_client::{ProcessSpec, TermSize};
+use crate::container::{ContainerConfig, HostConfig, Isolation, RestartPolicy, RunConfig};
+use crate::lifecycle::CreateRequest;
+use crate::units;
+
+/// Smallest `--memory` docker accepts (6 MiB).
+pub const MIN_MEMORY: i64 = 6 << 20;
+
+/// `PATH` a container gets when neither the image nor the flags set one (docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A run flag or image config husk cannot turn into a container.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    /// Neither the image nor the command line says what to run.
+    #[error("no command specified")]
+    NoCommand,
+    /// An env file cannot be read.
+    #[error("open {path}: {reason}")]
+    EnvFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A line of an env file (or a `-e`) has no variable name or a name with spaces.
+    #[error("invalid environment variable {0:?}")]
+    BadEnv(String),
+    /// `-w` is not absolute.
+    #[error("the working directory '{0}' is invalid, it needs to be an absolute path")]
+    RelativeWorkdir(String),
+    /// `-u` is empty or has more than one colon.
+    #[error("invalid user {0:?}: use USER, UID, USER:GROUP or UID:GID")]
+    BadUser(String),
+    /// `--memory` is not a size.
+    #[error("invalid --memory: {0}")]
+    BadMemory(#[source] units::Error),
+    /// `--memory` below docker's minimum.
+    #[error("minimum memory limit allowed is 6MB (--memory {0} is less)")]
+    MemoryTooSmall(String),
+    /// `--cpus` is not a positive decimal.
+    #[error("invalid --cpus {0:?}: use a number of CPUs above 0, such as 1 or 0.5")]
+    BadCpus(String),
+    /// `--cpus` above the host's count.
+    #[error("range of CPUs is from 0.01 to {host}.00, as there are only {host} CPUs available")]
+    TooManyCpus {
+        /// The host's CPUs.
+        host: usize,
+    },
+    /// `--restart` cannot be read (the policy parser's message).
+    #[error("{0}")]
+    BadRestart(String),
+    /// `--rm` with a restart policy.
+    #[error("conflicting options: --restart and --rm")]
+    RestartWithRm,
+    /// `--isolation` other than vm, process or auto.
+    #[error("invalid isolation {0:?}: use vm, process or auto")]
+    BadIsolation(String),
+}
+
+/// `--isolation` as asked: a backend, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationChoice {
+    /// A microVM booted by husk's VMM (the default).
+    #[default]
+    Vm,
+    /// Namespaces and cgroups on the host kernel.
+    Process,
+    /// vm where the host can run Linux guests, else process.
+    Auto,
+}
+
+impl FromStr for IsolationChoice {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "vm" => Ok(Self::Vm),
+            "process" => Ok(Self::Process),
+            "auto" => Ok(Self::Auto),
+            _ => Err(SpecError::BadIsolation(s.to_owned())),
+        }
+    }
+}
+
+impl IsolationChoice {
+    /// The backend: `Auto` is vm where `can_run_guests`, else process. An explicit vm stays
+    /// vm whatever the host (`lifecycle::create` refuses it with a clear error where it
+    /// cannot run): husk never falls back silently.
+    pub fn resolve(self, can_run_guests: bool) -> Isolation {
+        match self {
+            Self::Vm => Isolation::Vm,
+            Self::Process => Isolation::Process,
+            Self::Auto if can_run_guests => Isolation::Vm,
+            Self::Auto => Isolation::Process,
+        }
+    }
+}
+
+/// The `husk run` / `husk create` flags as typed (before any image is looked at).
+#[derive(Debug, Clone, Default)]
+pub struct RunFlags {
+    /// `--name`.
+    pub name: Option<String>,
+    /// `-e KEY=VALUE` or `-e KEY`, in order.
+    pub env: Vec<String>,
+    /// `--env-file`, in order.
+    pub env_files: Vec<PathBuf>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `--entrypoint` (`Some("")` clears the image's).
+    pub entrypoint: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `-i`.
+    pub interactive: bool,
+    /// `-t`.
+    pub tty: bool,
+    /// `--cpus`.
+    pub cpus: Option<String>,
+    /// `--memory`.
+    pub memory: Option<String>,
+    /// `--restart`.
+    pub restart: Option<String>,
+    /// `--isolation`, already resolved (see [`IsolationChoice::resolve`]).
+    pub isolation: Isolation,
+    /// Foreground run: the shim waits for the first attach before starting the workload.
+    pub attach: bool,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// CMD arguments after the image.
+    pub cmd: Vec<String>,
+}
+
+/// Builds the create request for `image` (typed as `image_ref`) from its config and the
+/// flags; `lookup` reads the host's environment (for `-e KEY`), `host_cpus` bounds `--cpus`.
+pub fn build(
+    image: &ImageRecord,
+    image_ref: &str,
+    flags: &RunFlags,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    host_cpus: usize,
+) -> Result<CreateRequest, SpecError> {
+    let defaults = image.config.config.clone().unwrap_or_default();
+    let (entrypoint, cmd) = command(
+        defaults.entrypoint.unwrap_or_default(),
+        defaults.cmd.unwrap_or_default(),
+        flags.entrypoint.as_deref(),
+        &flags.cmd,
+    )?;
+    let mut overrides = Vec::new();
+    for f in &flags.env_files {
+        overrides.extend(read_env_file(f, lookup)?);
+    }
+    for e in &flags.env {
+        overrides.extend(env_flag(e, lookup)?);
+    }
+    let user = match &flags.user {
+        Some(u) => validate_user(u)?,
+        None => defaults.user.unwrap_or_default(),
+    };
+    let config = RunConfig {
+        entrypoint,
+        cmd,
+        env: merge_env(defaults.env.unwrap_or_default(), overrides),
+        working_dir: working_dir(defaults.working_dir, flags.workdir.as_deref())?,
+        user,
+        tty: flags.tty,
+        open_stdin: flags.interactive,
+        attach_stdout: flags.attach,
+        hostname: flags.hostname.clone().unwrap_or_default(),
+    };
+    Ok(CreateRequest {
+        name: flags.name.clone(),
+        image: image_ref.to_owned(),
+        config,
+        host: host_config(flags, host_cpus)?,
+    })
+}
+
+fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecError> {
+    let restart_policy = match &flags.restart {
+        Some(r) => RestartPolicy::parse(r).map_err(|e| SpecError::BadRestart(e.to_string()))?,
+        None => RestartPolicy::default(),
+    };
+    if flags.auto_remove && !matches!(restart_policy.name.as_str(), "" | "no") {
+        return Err(SpecError::RestartWithRm);
+    }
+    let nano_cpus = match &flags.cpus {
+        Some(c) => parse_cpus(c, host_cpus)?,
+        None => 0,
+    };
+    let memory = match &flags.memory {
+        Some(m) => parse_memory(m)?,
+        None => 0,
+    };
+    Ok(HostConfig {
+        isolation: flags.isolation,
+        nano_cpus,
+        memory,
+        restart_policy,
+        auto_remove: flags.auto_remove,
+    })
+}
+
+/// The environment the workload starts with, as docker builds it: a default `PATH`,
+/// `HOSTNAME`, `TERM=xterm` with a tty, then `Config.Env` replacing or appending.
+pub fn process_env(config: &RunConfig, hostname: &str) -> Vec<String> {
+    let mut base = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={hostname}"),
+    ];
+    if config.tty {
+        base.push("TERM=xterm".to_owned());
+    }
+    merge_env(base, config.env.clone())
+}
+
+/// The `husk exec` flags.
+#[derive(Debug, Clone, Default)]
+pub struct ExecFlags {
+    /// `-e`, in order.
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `-u`.
+    pub user: Option<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+    /// The local terminal's size, with `-t`.
+    pub size: Option<TermSize>,
+    /// Program and arguments.
+    pub cmd: Vec<String>,
+}
+
+/// The process `husk exec` starts in a running container, as docker's exec does: the
+/// container's environment (with `PATH`, `HOSTNAME`) and then `-e`; `-w` else the container's
+/// working directory; `-u` else the container's user.
+pub fn exec_process(
+    container: &ContainerConfig,
+    flags: &ExecFlags,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ProcessSpec, SpecError> {
+    if flags.cmd.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    let mut overrides = Vec::new();
+    for e in &flags.env {
+        overrides.extend(env_flag(e, lookup)?);
+    }
+    let mut base = container.config.clone();
+    base.tty = flags.tty;
+    let env = merge_env(process_env(&base, &container.hostname()), overrides);
+    let cwd = match flags.workdir.as_deref() {
+        Some(_) => working_dir(None, flags.workdir.as_deref())?,
+        None => working_dir(Some(container.config.working_dir.clone()), None)?,
+    };
+    let user = match &flags.user {
+        Some(u) => validate_user(u)?,
+        None => container.config.user.clone(),
+    };
+    Ok(ProcessSpec {
+        argv: flags.cmd.clone(),
+        env,
+        cwd: Some(cwd),
+        user: None,
+        tty: flags.tty,
+        size: flags.size.filter(|_| flags.tty),
+        stdin: flags.interactive,
+        user_name: Some(user).filter(|u| !u.is_empty()),
+    })
+}
+
+/// Entrypoint and Cmd after `--entrypoint` and CMD arguments.
+fn command(
+    image_entrypoint: Vec<String>,
+    image_cmd: Vec<String>,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> Result<(Vec<String>, Vec<String>), SpecError> {
+    let (entrypoint, mut cmd) = match entrypoint {
+        Some("") => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.to_owned()], Vec::new()),
+        None => (image_entrypoint, image_cmd),
+    };
+    if !args.is_empty() {
+        cmd = args.to_vec();
+    }
+    if entrypoint.is_empty() && cmd.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok((entrypoint, cmd))
+}
+
+fn key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+/// `defaults` with each of `overrides` replacing the entry of the same name or appended;
+/// an override without `=` removes the variable (docker's ReplaceOrAppendEnvValues).
+pub fn merge_env(mut defaults: Vec<String>, overrides: Vec<String>) -> Vec<String> {
+    for o in overrides {
+        let pos = defaults.iter().position(|d| key(d) == key(&o));
+        match (pos, o.contains('=')) {
+            (Some(i), true) => defaults[i] = o,
+            (Some(i), false) => {
+                defaults.remove(i);
+            }
+            (None, true) => defaults.push(o),
+            (None, false) => {}
+        }
+    }
+    defaults
+}
+
+/// One `-e`: `KEY=VALUE` as is; `KEY` takes the host's value, or stays bare (meaning
+/// "unset") when the host has none.
+fn env_flag(e: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, SpecError> {
+    let name = key(e);
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return Err(SpecError::BadEnv(e.to_owned()));
+    }
+    if e.contains('=') {
+        return Ok(vec![e.to_owned()]);
+    }
+    Ok(vec![match lookup(name) {
+        Some(v) => format!("{name}={v}"),
+        None => name.to_owned(),
+    }])
+}
+
+/// An env file as docker reads it: one `KEY=VALUE` or `KEY` per line, the value taken
+/// literally (no quotes, no expansion), leading blanks ignored, `#` comments and blank lines
+/// skipped.
+fn read_env_file(
+    path: &Path,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError::EnvFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    parse_env_file(text.trim_start_matches('\u{feff}'), lookup)
+}
+
+fn parse_env_file(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, SpecError> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.extend(env_flag(line, lookup)?);
+    }
+    Ok(out)
+}
+
+fn working_dir(image: Option<String>, flag: Option<&str>) -> Result<String, SpecError> {
+    match flag {
+        Some(w) if w.starts_with('/') => Ok(w.to_owned()),
+        Some(w) => Err(SpecError::RelativeWorkdir(w.to_owned())),
+        None => Ok(image
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                if w.starts_with('/') {
+                    w
+                } else {
+                    format!("/{w}")
+                }
+            })
+            .unwrap_or_else(|| "/".to_owned())),
+    }
+}
+
+fn validate_user(u: &str) -> Result<String, SpecError> {
+    let parts: Vec<&str> = u.split(':').collect();
+    if u.is_empty() || parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(SpecError::BadUser(u.to_owned()));
+    }
+    Ok(u.to_owned())
+}
+
+/// `--memory`: docker's units, bare numbers in bytes, `0` for the default, else >= 6 MiB.
+pub fn parse_memory(text: &str) -> Result<i64, SpecError> {
+    let bytes = units::parse_size(text, 1).map_err(SpecError::BadMemory)?;
+    let bytes = i64::try_from(bytes)
+        .map_err(|_| SpecError::BadMemory(units::Error::Overflow(text.to_owned())))?;
+    if bytes != 0 && bytes < MIN_MEMORY {
+        return Err(SpecError::MemoryTooSmall(text.to_owned()));
+    }
+    Ok(bytes)
+}
+
+/// `--cpus` as billionths of a CPU: a decimal above 0 (at most 9 fractional digits) and at
+/// most `host_cpus`.
+pub fn parse_cpus(text: &str, host_cpus: usize) -> Result<i64, SpecError> {
+    let bad = || SpecError::BadCpus(text.to_owned());
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) || frac.len() > 9 {
+        return Err(bad());
+    }
+    let whole: i64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad())?
+    };
+    let frac_nanos: i64 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+    let nanos = whole
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(frac_nanos))
+        .ok_or_else(bad)?;
+    if nanos == 0 {
+        return Err(bad());
+    }
+    if nanos > (host_cpus as i64).saturating_mul(1_000_000_000) {
+        return Err(SpecError::TooManyCpus { host: host_cpus });
+    }
+    Ok(nanos)
+}
+
+#[cfg(test)]
+mod tests;
