@@ -352,11 +352,16 @@ fn agent_protocol_through_the_vsock_muxer() {
     let second = bridge.client();
     agent_checks::echo(&second);
     drop(second);
+    let raw = Endpoint::Vsock {
+        uds: bridge.uds.clone(),
+        port: CONTROL_PORT,
+    };
+    agent_checks::malformed_frames(raw.connect(TIMEOUT).unwrap());
     drop(client);
 
     let stats = bridge.finish();
     eprintln!("simulated guest: {stats:?}");
-    assert_eq!(stats.connections, 2);
+    assert_eq!(stats.connections, 3);
     assert!(stats.to_host >= agent_checks::BIG_LEN as u64, "{stats:?}");
     assert!(stats.to_agent >= 2 << 20, "{stats:?}");
 }

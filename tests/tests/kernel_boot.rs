@@ -126,11 +126,51 @@ fn run_with_guard(mut cmd: Command, console: &Path) -> (ExitStatus, String, Stri
     (status, summary, log)
 }
 
-/// An ext4 image of a few MiB made by `mkfs.ext4 -d` from a directory with one file.
+/// A static x86_64 Linux program of 144 bytes whose only act is
+/// `reboot(LINUX_REBOOT_CMD_RESTART)`: the root image's `/sbin/init`. Where guests run, it
+/// resets the VM at once; under an emulating KVM its first syscall kills it and the kernel
+/// panics. Either way the kernel has said `Run /sbin/init as init process` first.
+fn reboot_init() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const CODE: &[u8] = &[
+        0xb8, 0xa9, 0x00, 0x00, 0x00, // mov eax, 169 (reboot)
+        0xbf, 0xad, 0xde, 0xe1, 0xfe, // mov edi, LINUX_REBOOT_MAGIC1
+        0xbe, 0x69, 0x19, 0x12, 0x28, // mov esi, LINUX_REBOOT_MAGIC2
+        0xba, 0x67, 0x45, 0x23, 0x01, // mov edx, LINUX_REBOOT_CMD_RESTART
+        0x0f, 0x05, // syscall
+        0xeb, 0xfe, // jmp .
+    ];
+    let len = (64 + 56 + CODE.len()) as u64;
+    let mut v = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+    v.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    v.extend_from_slice(&0x3eu16.to_le_bytes()); // x86_64
+    v.extend_from_slice(&1u32.to_le_bytes());
+    v.extend_from_slice(&(BASE + 64 + 56).to_le_bytes()); // entry: the code
+    v.extend_from_slice(&64u64.to_le_bytes()); // program headers
+    v.extend_from_slice(&0u64.to_le_bytes()); // no sections
+    v.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        v.extend_from_slice(&half.to_le_bytes());
+    }
+    v.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD of the whole file
+    v.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for word in [0, BASE, BASE, len, len, 0x1000] {
+        v.extend_from_slice(&word.to_le_bytes());
+    }
+    v.extend_from_slice(CODE);
+    v
+}
+
+/// An ext4 image of a few MiB made by `mkfs.ext4 -d`: one file and `/sbin/init`.
 fn ext4_image(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let tree = dir.join("rootfs");
     std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::create_dir_all(tree.join("sbin")).unwrap();
     std::fs::write(tree.join("etc/hello"), "served by husk virtio-blk\n").unwrap();
+    let init = tree.join("sbin/init");
+    std::fs::write(&init, reboot_init()).unwrap();
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
     let image = dir.join("root.ext4");
     let o = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-L", "huskroot", "-d"])
@@ -188,13 +228,9 @@ fn real_kernel_mounts_its_root_from_virtio_blk() {
     let probe = line("virtio_blk virtio0: [vda] 16384 512-byte logical blocks");
     let mounted = line("EXT4-fs (vda): mounted filesystem");
     let vfs = line("VFS: Mounted root (ext4 filesystem) readonly");
-    // After the root is mounted the kernel looks for init (none on this image, or one
-    // that cannot run under an emulating KVM): whatever comes next comes after.
-    let init = log
-        .find("Run /sbin/init")
-        .or_else(|| log.find("Kernel panic"))
-        .unwrap_or(log.len());
-    assert!(probe < mounted && mounted < vfs && vfs <= init, "{log}");
+    // Only then does the kernel run the image's /sbin/init from our disk.
+    let init = line("Run /sbin/init as init process");
+    assert!(probe < mounted && mounted < vfs && vfs < init, "{log}");
     // Both drivers completed the virtio handshake with our transport (DRIVER_OK), the
     // block device first (disks are placed first), and the kernel has AF_VSOCK.
     for device in ["virtio-block at 0xc0000000", "virtio-vsock at 0xc0001000"] {

@@ -246,6 +246,11 @@ fn agent_runs_commands_in_a_real_microvm_over_vsock() {
         })
         .unwrap_or_else(|e| panic!("setup failed: {e:?}\n{}", vm.explain()));
     agent_checks::all(&client, "/big", BIG_SEED);
+    let raw = Endpoint::Vsock {
+        uds: vsock.clone(),
+        port: CONTROL_PORT,
+    };
+    agent_checks::malformed_frames(raw.connect(REQUEST_TIMEOUT).unwrap());
     client.shutdown().unwrap();
 
     let status = vm.wait();

@@ -1,6 +1,8 @@
-//! The agent checks that must hold over every transport: output of `echo`, exit codes 0, 3
-//! and 127, a 16 MiB stdout stream arriving sha256-exact, stdin reaching `cat`, and a signal
-//! from the host killing `sleep`. Shared (by `#[path]`) between runtime's
+//! The agent checks that must hold over every transport, the same as the host-process
+//! tests in `agent_protocol.rs`: output of `echo`, exit codes 0, 3, 126, 127 and 137, a
+//! 64 MiB stdout stream arriving sha256-exact, stdin reaching `cat`, a signal from the host
+//! killing `sleep`, and malformed, oversized and wrong-version frames answered with error
+//! replies while the agent keeps serving. Shared (by `#[path]`) between runtime's
 //! `agent_over_vsock` (the agent behind the real vsock muxer and a simulated guest) and
 //! the end-to-end `vm_agent` (the agent as PID 1 of a real microVM).
 //!
@@ -11,11 +13,15 @@
 
 use std::sync::{Arc, Mutex};
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+
+use agent_proto::{ErrorKind, Frame, FrameReader, FrameWriter, Reply};
 use runtime::agent_client::{AgentClient, ProcessSpec, Sink, sink_fn};
 use sha2::{Digest, Sha256};
 
 /// Size of the stdout stream.
-pub const BIG_LEN: usize = 16 << 20;
+pub const BIG_LEN: usize = 64 << 20;
 
 /// Collects a stream's bytes.
 #[derive(Clone, Default)]
@@ -83,6 +89,67 @@ pub fn exit_codes(client: &AgentClient) {
     );
     let (code, out, _) = run(client, &spec(&["husk-no-such-program"]));
     assert_eq!((code, out.as_str()), (127, ""));
+    // A directory cannot be executed: docker's 126.
+    assert_eq!(run(client, &spec(&["/"])).0, 126);
+    assert_eq!(run(client, &spec(&["sh", "-c", "kill -9 $$"])).0, 137);
+}
+
+/// On a fresh connection to the agent (`stream`, past any vsock `CONNECT`): bad JSON, an
+/// oversized frame, a wrong protocol version and an unknown request each get an error
+/// reply, and the same connection still answers pings.
+pub fn malformed_frames(stream: UnixStream) {
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut out = stream.try_clone().unwrap();
+    let mut frames = FrameReader::new(stream);
+    let mut reply = || loop {
+        match frames.read_frame().unwrap() {
+            Some(Frame::Control(json)) => return agent_proto::decode(&json).unwrap(),
+            Some(Frame::Data(_)) => {}
+            None => panic!("the agent closed the connection"),
+        }
+    };
+    assert!(matches!(reply(), (None, Reply::Ready { .. })));
+    let mut control = |json: &str| {
+        FrameWriter::new(&mut out)
+            .write_control(json.as_bytes())
+            .unwrap();
+    };
+    let cases: [(&str, ErrorKind); 3] = [
+        ("this is not json", ErrorKind::BadMessage),
+        (
+            r#"{"v":99,"id":3,"body":{"type":"teleport"}}"#,
+            ErrorKind::Version,
+        ),
+        (
+            r#"{"v":1,"id":5,"body":{"type":"reboot_the_host"}}"#,
+            ErrorKind::BadMessage,
+        ),
+    ];
+    for (n, (json, kind)) in cases.into_iter().enumerate() {
+        control(json);
+        match reply() {
+            (_, Reply::Error { kind: k, message }) => assert_eq!(k, kind, "{message}"),
+            other => panic!("{json}: expected an error, got {other:?}"),
+        }
+        control(&format!(
+            r#"{{"v":1,"id":{},"body":{{"type":"ping"}}}}"#,
+            100 + n
+        ));
+        assert_eq!(reply(), (Some(100 + n as u64), Reply::Pong));
+    }
+    let mut oversized = (agent_proto::MAX_FRAME + 1).to_be_bytes().to_vec();
+    oversized.resize(4 + agent_proto::MAX_FRAME as usize + 1, 1);
+    out.write_all(&oversized).unwrap();
+    match reply() {
+        (_, Reply::Error { kind, message }) => assert_eq!(kind, ErrorKind::TooLarge, "{message}"),
+        other => panic!("oversized frame: expected an error, got {other:?}"),
+    }
+    FrameWriter::new(&mut out)
+        .write_control(br#"{"v":1,"id":200,"body":{"type":"ping"}}"#)
+        .unwrap();
+    assert_eq!(reply(), (Some(200), Reply::Pong));
 }
 
 /// `cat big_path` (a file of [`BIG_LEN`] bytes of `big_pattern(BIG_LEN, seed)`).

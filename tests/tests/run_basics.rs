@@ -1,0 +1,193 @@
+//! `husk run` through the real binary: output, every exit-code case, and bad input giving one
+//! clear line, the right code and no state left behind. Parameterized over the isolation
+//! backends (the vm half runs only where this host can run Linux guests).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
+mod run_common;
+
+use run_common::{BUSYBOX, Ctx, backends, stdout};
+
+#[test]
+fn echo_prints_and_leaves_nothing_behind() {
+    for iso in backends("echo_prints_and_leaves_nothing_behind") {
+        let ctx = Ctx::new();
+        let out = ctx.ok(&["run", "--rm", "--isolation", iso, BUSYBOX, "echo", "hello"]);
+        assert_eq!(out, "hello\n", "[{iso}]");
+        ctx.assert_clean();
+    }
+}
+
+#[test]
+fn exit_codes_as_docker() {
+    for iso in backends("exit_codes_as_docker") {
+        let ctx = Ctx::new();
+        let cases: [(&[&str], i32); 7] = [
+            (&["true"], 0),
+            (&["sh", "-c", "exit 3"], 3),
+            (&["sh", "-c", "exit 255"], 255),
+            (&["sh", "-c", "kill -KILL $$"], 137),
+            (&["sh", "-c", "kill -TERM $$"], 143),
+            (&["/etc/passwd"], 126),
+            (&["no-such-command"], 127),
+        ];
+        for (cmd, code) in cases {
+            let mut args = vec!["run", "--rm", "--isolation", iso, BUSYBOX];
+            args.extend_from_slice(cmd);
+            let o = ctx.run(&args);
+            assert_eq!(
+                o.status.code(),
+                Some(code),
+                "[{iso}] {cmd:?}: {}",
+                husk_e2e::stderr(&o)
+            );
+        }
+        let o = ctx.run(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            BUSYBOX,
+            "no-such-command",
+        ]);
+        let err = husk_e2e::stderr(&o);
+        assert!(err.contains("no-such-command"), "[{iso}] says what: {err}");
+        ctx.assert_clean();
+    }
+}
+
+#[test]
+fn unknown_image_is_125_without_pulling() {
+    let ctx = Ctx::new();
+    let e = ctx.fails(125, &["run", "--isolation", "process", "no/such-image"]);
+    assert!(
+        e.contains("Unable to find image 'no/such-image:latest' locally"),
+        "{e}"
+    );
+    assert!(e.contains("husk pull"), "{e}");
+    assert!(ctx.container_dirs().is_empty());
+}
+
+#[test]
+fn bad_flags_are_125_and_leave_no_state() {
+    let ctx = Ctx::new();
+    let cases: [(&[&str], &str); 9] = [
+        (&["--memory", "1k"], "minimum memory limit allowed is 6MB"),
+        (&["--memory", "lots"], "invalid --memory"),
+        (&["--cpus", "0"], "invalid --cpus"),
+        (&["--cpus", "100000"], "range of CPUs"),
+        (&["--isolation", "container"], "invalid isolation"),
+        (&["-w", "relative"], "needs to be an absolute path"),
+        (&["--restart", "sometimes"], "invalid restart policy"),
+        (&["--rm", "--restart", "always"], "conflicting options"),
+        (&["-u", "a:b:c"], "invalid user"),
+    ];
+    for (flags, msg) in cases {
+        let mut args = vec!["run"];
+        args.extend_from_slice(flags);
+        if !flags.contains(&"--isolation") {
+            args.extend(["--isolation", "process"]);
+        }
+        args.extend([BUSYBOX, "true"]);
+        let e = ctx.fails(125, &args);
+        assert!(e.contains(msg), "{flags:?}: {e}");
+    }
+    let e = ctx.fails(
+        125,
+        &["run", "--isolation", "process", "--entrypoint", "", BUSYBOX],
+    );
+    assert!(e.contains("no command specified"), "{e}");
+    assert!(
+        ctx.container_dirs().is_empty(),
+        "{:?}",
+        ctx.container_dirs()
+    );
+}
+
+#[test]
+fn unknown_user_is_125_and_rm_leaves_nothing() {
+    for iso in backends("unknown_user_is_125_and_rm_leaves_nothing") {
+        let ctx = Ctx::new();
+        let e = ctx.fails(
+            125,
+            &[
+                "run",
+                "--rm",
+                "--isolation",
+                iso,
+                "-u",
+                "nosuchuser",
+                BUSYBOX,
+                "id",
+            ],
+        );
+        assert!(e.contains("unable to find user nosuchuser"), "[{iso}] {e}");
+        ctx.assert_clean();
+    }
+}
+
+#[test]
+fn vm_where_guests_cannot_run_names_process_isolation() {
+    let kvm = runtime::info::kvm_info(std::path::Path::new("/dev/kvm"));
+    if kvm.can_run_linux_guests {
+        eprintln!(
+            "SKIPPED vm_where_guests_cannot_run_names_process_isolation: this host runs guests"
+        );
+        return;
+    }
+    let ctx = Ctx::new();
+    for args in [
+        &["run", BUSYBOX, "true"][..],
+        &["run", "--isolation", "vm", "--rm", BUSYBOX, "true"][..],
+    ] {
+        let mut c = ctx.cmd();
+        c.args(args).env_remove("HUSK_VM_FORCE");
+        let o = husk_e2e::output(c);
+        let e = husk_e2e::stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains("--isolation process"), "{e}");
+    }
+    assert!(
+        ctx.container_dirs().is_empty(),
+        "{:?}",
+        ctx.container_dirs()
+    );
+}
+
+#[test]
+fn auto_isolation_says_what_it_picked() {
+    let ctx = Ctx::new();
+    let o = ctx.run(&["run", "--rm", "--isolation", "auto", BUSYBOX, "echo", "hi"]);
+    let e = husk_e2e::stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert_eq!(stdout(&o), "hi");
+    let can = runtime::info::kvm_info(std::path::Path::new("/dev/kvm")).can_run_linux_guests;
+    let picked = if can { "using vm" } else { "using process" };
+    assert!(e.contains(picked), "{e}");
+    ctx.assert_clean();
+}
+
+#[test]
+fn management_verbs_on_unknown_containers_fail_like_docker() {
+    let ctx = Ctx::new();
+    for verb in [
+        &["rm", "nope"][..],
+        &["stop", "nope"],
+        &["kill", "nope"],
+        &["logs", "nope"],
+        &["inspect", "nope"],
+        &["wait", "nope"],
+        &["start", "nope"],
+    ] {
+        let o = ctx.run(verb);
+        let e = husk_e2e::stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{verb:?}: {e}");
+        assert!(
+            e.starts_with("Error: ") && e.contains("No such container: nope"),
+            "{verb:?}: {e}"
+        );
+    }
+    let e = ctx.fails(125, &["exec", "nope", "true"]);
+    assert!(e.contains("No such container: nope"), "{e}");
+}

@@ -1,0 +1,205 @@
+//! Shared by the `run_*` end-to-end tests: a private state directory with the busybox default
+//! image, `husk` invocations against it, the backends to run over (vm only where this host
+//! can run Linux guests, skipped loudly otherwise) and checks that nothing leaked.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use husk_e2e::{husk, output, stderr};
+use rootfs::defaults::DefaultImage;
+use rootfs::store::Store;
+
+/// The busybox default image's name.
+pub const BUSYBOX: &str = "husk/busybox";
+
+/// A test's private husk state directory with the busybox image imported.
+pub struct Ctx {
+    dir: tempfile::TempDir,
+}
+
+impl Ctx {
+    /// A fresh root with `husk/busybox` in it.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("husk-run-test")
+            .tempdir()
+            .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        DefaultImage::Busybox.import(&store).unwrap();
+        Self { dir }
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `husk` with this root.
+    pub fn cmd(&self) -> Command {
+        husk(self.root())
+    }
+
+    /// Runs `husk args` and captures everything.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd();
+        c.args(args).stdin(Stdio::null());
+        output(c)
+    }
+
+    /// Runs `husk args`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "husk {args:?} failed ({:?}): {}",
+            o.status,
+            stderr(&o)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs `husk args`, asserts the exit code and a one-line `husk: ` error; returns it.
+    pub fn fails(&self, code: i32, args: &[&str]) -> String {
+        let o = self.run(args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "husk {args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "one line from husk {args:?}: {e}");
+        assert!(e.starts_with("husk: "), "{e}");
+        e.trim_end().to_owned()
+    }
+
+    /// Container IDs in the state directory.
+    pub fn container_dirs(&self) -> Vec<String> {
+        match std::fs::read_dir(self.root().join("containers")) {
+            Ok(rd) => rd
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Polls `f` (every 50 ms, up to `limit`) until it is true; false if it never was.
+    pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        f()
+    }
+
+    /// Asserts that no container, process, mount or loop device of this root is left.
+    pub fn assert_clean(&self) {
+        let root = self.root().to_string_lossy().into_owned();
+        let gone = Self::eventually(Duration::from_secs(10), || {
+            self.container_dirs().is_empty() && processes_under(&root).is_empty()
+        });
+        assert!(
+            gone,
+            "left behind: containers {:?}, processes {:?}",
+            self.container_dirs(),
+            processes_under(&root)
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
+        assert!(leaked.is_empty(), "mounts left behind: {leaked:#?}");
+        let loops = loop_devices_under(&root);
+        assert!(loops.is_empty(), "loop devices left behind: {loops:?}");
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // Best effort: whatever a failed test left running goes.
+        let ids = self.run(&["ps", "-aq", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.run(&["rm", "-f", id]);
+        }
+    }
+}
+
+/// Processes whose command line mentions `needle` (shims of this root, their children).
+pub fn processes_under(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Loop devices whose backing file is under `root`.
+pub fn loop_devices_under(root: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            backing
+                .starts_with(root)
+                .then(|| format!("{}: {}", e.file_name().to_string_lossy(), backing.trim()))
+        })
+        .collect()
+}
+
+/// The backends to test: process always; vm where this host can run Linux guests, else a
+/// loud skip message naming `test`.
+pub fn backends(test: &str) -> Vec<&'static str> {
+    let mut v = vec!["process"];
+    let kvm = runtime::info::kvm_info(Path::new("/dev/kvm"));
+    if husk_e2e::kvm_available(test) && kvm.can_run_linux_guests {
+        v.push("vm");
+    } else {
+        eprintln!(
+            "SKIPPED {test} [isolation vm]: this host's KVM cannot run Linux guests ({}); only \
+             the process half ran",
+            kvm.backend.or(kvm.error).unwrap_or_default()
+        );
+    }
+    v
+}
+
+/// stdout as trimmed text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim_end().to_owned()
+}
+
+/// A path in the test's temp root for scratch files.
+pub fn scratch(ctx: &Ctx, name: &str) -> PathBuf {
+    ctx.root().join(name)
+}
+
+/// Host pids whose parent is `ppid`.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+                after.split_whitespace().nth(1) == Some(&ppid.to_string())
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,151 @@
+//! Signals and terminals of a foreground `husk run`: SIGTERM and SIGINT sent to the husk
+//! process reach the workload's `trap`; `-it` under tmux gives a real pty with the window's
+//! size, and resizing the window changes what `stty size` says.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
+mod run_common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use run_common::{BUSYBOX, Ctx, backends};
+
+fn forwards(iso: &str, signal: i32, name: &str) {
+    let ctx = Ctx::new();
+    let script = format!(
+        "trap 'echo trapped {name}; exit 42' {name}; echo ready; while true; do sleep 0.1; done"
+    );
+    let mut child = ctx
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            BUSYBOX,
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // A lost signal must fail the test, not hang it: kill husk after a minute.
+    let (done, watchdog) = std::sync::mpsc::channel::<()>();
+    let pid = child.id() as i32;
+    let guard = std::thread::spawn(move || {
+        if watchdog.recv_timeout(Duration::from_secs(60)).is_err() {
+            // SAFETY: our child, still unreaped (the test waits for it below).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n", "[{iso}]");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, format!("trapped {name}\n"), "[{iso}]");
+    let status = child.wait().unwrap();
+    let _ = done.send(());
+    guard.join().unwrap();
+    assert_eq!(status.code(), Some(42), "[{iso}]");
+    ctx.assert_clean();
+}
+
+#[test]
+fn sigterm_and_sigint_reach_the_workload() {
+    for iso in backends("sigterm_and_sigint_reach_the_workload") {
+        forwards(iso, libc::SIGTERM, "TERM");
+        forwards(iso, libc::SIGINT, "INT");
+    }
+}
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let o = self.cmd().args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            husk_e2e::stderr(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    fn wait_for(&self, what: &str) -> String {
+        let mut screen = String::new();
+        let seen = Ctx::eventually(Duration::from_secs(30), || {
+            screen = self.screen();
+            screen.contains(what)
+        });
+        assert!(
+            seen,
+            "{what:?} never appeared on the tmux screen:\n{screen}"
+        );
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
+
+#[test]
+fn interactive_tty_under_tmux() {
+    for iso in backends("interactive_tty_under_tmux") {
+        let ctx = Ctx::new();
+        let tmux = Tmux {
+            socket: format!("husk-test-{}-{iso}", std::process::id()),
+        };
+        let husk = husk_e2e::husk_bin();
+        let command = format!(
+            "{} --root {} run -it --rm --isolation {iso} {BUSYBOX} sh; echo husk-exited-$?; sleep 30",
+            husk.display(),
+            ctx.root().display()
+        );
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            &command,
+        ]);
+        tmux.run(&["send-keys", "-t", "t", "echo h''i; tty; stty size", "Enter"]);
+        let screen = tmux.wait_for("24 80");
+        assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
+        assert!(screen.contains("/dev/pts/"), "{screen}");
+        tmux.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
+        tmux.run(&["send-keys", "-t", "t", "clear; stty size", "Enter"]);
+        tmux.wait_for("30 100");
+        tmux.run(&["send-keys", "-t", "t", "exit 3", "Enter"]);
+        tmux.wait_for("husk-exited-3");
+        drop(tmux); // its server's command line names the root too
+        ctx.assert_clean();
+    }
+}
