@@ -13,7 +13,7 @@ packages=(
   # guest kernel build
   build-essential bc flex bison libelf-dev libssl-dev cpio patch "$kernel_pin"
   # benchmark baselines and tools (husk never hands its job to these)
-  qemu-system-x86 hyperfine
+  qemu-system-x86 hyperfine crun
   # test images, disks and terminals
   busybox-static e2fsprogs erofs-utils tmux
   # default images (scripts/images.sh)
