@@ -151,7 +151,8 @@ pub fn stop(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
 pub fn restart(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let t = Duration::from_secs(a.time);
     each(&a.containers, |c| {
-        lifecycle::restart(root, c, t)?;
+        let id = lifecycle::restart(root, c, t)?;
+        lifecycle::wait_started(root, &id)?;
         Ok(())
     })
 }
@@ -171,7 +172,9 @@ pub fn start(a: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(run::start_attached(root, c));
     }
     each(&a.containers, |c| {
-        lifecycle::start(root, c)?;
+        // As docker: returns once the workload runs (or says why it could not).
+        let id = lifecycle::start(root, c)?;
+        lifecycle::wait_started(root, &id)?;
         Ok(())
     })
 }

@@ -370,3 +370,110 @@ fn unknown_image_or_tag_is_a_docker_like_error() {
     let e = chain(&pull(root.path(), &format!("{}/t/never", reg.host())).unwrap_err());
     assert!(e.contains("not found"), "{e}");
 }
+
+/// Token auth (the Docker Hub scheme) against the real registry: it answers 401 with a
+/// `Bearer realm=...,service=...,scope=...` challenge, husk fetches a token from the realm
+/// (a loopback token server signing RS256 JWTs the registry verifies), and pulls with it.
+/// A repository whose token needs a login is refused until `husk login`, which then sends
+/// the credentials to the token server.
+#[test]
+fn bearer_token_auth_anonymous_and_logged_in() {
+    use std::sync::Arc;
+    use support::token;
+    let issuer = Arc::new(token::Issuer::new());
+    let server = token::serve(Arc::clone(&issuer), "alice", "s3cret");
+    let realm = format!("http://{}/token", server.addr);
+    let reg = Registry::start_with_token_auth(&realm, &issuer.cert(), "alice", "s3cret");
+    push_image(&reg, "tok/app:1", 70, 2, 2000, Push::OciGzip);
+    push_image(&reg, "private/app:1", 71, 1, 2000, Push::OciGzip);
+    let root = tempfile::tempdir().unwrap();
+    unsafe_free_env_check();
+    server.requests.lock().unwrap().clear();
+
+    let r = pull(root.path(), &format!("{}/tok/app:1", reg.host())).unwrap();
+    assert_eq!(r.layers.len(), 2);
+    let asked: Vec<Vec<(String, String)>> = server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| token::query(&r.path))
+        .collect();
+    assert!(
+        asked.iter().any(|q| {
+            q.contains(&("service".into(), token::SERVICE.into()))
+                && q.contains(&("scope".into(), "repository:tok/app:pull".into()))
+        }),
+        "no token request for tok/app: {asked:?}"
+    );
+
+    let private = format!("{}/private/app:1", reg.host());
+    let e = chain(&pull(root.path(), &private).unwrap_err());
+    assert!(
+        e.contains("pull access denied for private/app") && e.contains("husk login"),
+        "{e}"
+    );
+    let bad = Credentials {
+        username: "alice".into(),
+        password: "wrong".into(),
+    };
+    let e = chain(&registry::login(root.path(), &reg.host(), &bad, &[]).unwrap_err());
+    assert!(e.contains("incorrect username or password"), "{e}");
+    let good = Credentials {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    };
+    registry::login(root.path(), &reg.host(), &good, &[]).unwrap();
+    let r = pull(root.path(), &private).unwrap();
+    assert_eq!(r.layers.len(), 1);
+}
+
+/// Credentials from a docker-style config file (`$DOCKER_CONFIG/config.json`, `auths` with
+/// base64 `user:password`) are used when `husk login` stored none.
+#[test]
+fn docker_config_credentials_are_used() {
+    let reg = Registry::start_with_basic_auth("bob", "hunter2");
+    push_image(&reg, "t/dc:1", 72, 1, 1000, Push::OciGzip);
+    let root = tempfile::tempdir().unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let name = format!("{}/t/dc:1", reg.host());
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "bob:hunter2");
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "docker_config_child",
+            "--nocapture",
+            "--include-ignored",
+        ])
+        .env("DOCKER_CONFIG", cfg.path())
+        .env("HUSK_TEST_ROOT", root.path())
+        .env("HUSK_TEST_IMAGE", &name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(Store::open(root.path()).unwrap().resolve(&name).is_ok());
+}
+
+/// The half of `docker_config_credentials_are_used` that runs in a child process with
+/// `DOCKER_CONFIG` set (the environment of this process stays untouched).
+#[test]
+#[ignore = "run by docker_config_credentials_are_used with DOCKER_CONFIG set"]
+fn docker_config_child() {
+    let (Some(root), Some(image)) = (
+        std::env::var_os("HUSK_TEST_ROOT"),
+        std::env::var("HUSK_TEST_IMAGE").ok(),
+    ) else {
+        panic!("run by docker_config_credentials_are_used");
+    };
+    pull(Path::new(&root), &image).unwrap();
+}

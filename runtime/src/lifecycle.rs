@@ -9,13 +9,15 @@
 //! start(root, q) -> Result<String /*id*/>     spawns the detached shim (`husk shim --root R
 //!                                     ID`), returns once it serves shim.sock; a running
 //!                                     container is left alone (Ok)
+//! wait_started(root, id)               until the first workload runs, or why it could not
+//!                                     (`ShimError::NotStarted` with 125/126/127): `run -d`
 //! attach(root, q, AttachOptions{stdin}) -> Result<Attached>
 //!     Attached::stdin() -> AttachStdin (io::Write; drop/close = EOF)
 //!     Attached::pump(&mut out, &mut err) -> Result<Option<i32>>   Some(code) when the
 //!                                     workload exits, None if the shim went away
 //! resize(root, q, rows, cols)          the main process's tty size
-//! kill(root, q, signal)                signal to the workload (no restart-policy change,
-//!                                     docker: a killed container still restarts under always)
+//! kill(root, q, signal)                signal to the workload; SIGTERM and SIGKILL end the
+//!                                     restarts (docker's ExitOnNext), other signals do not
 //! stop(root, q, timeout)               SIGTERM, SIGKILL after `timeout`; disables restarts
 //! restart(root, q, timeout)            stop (if running) then start
 //! wait(root, q) -> Result<i32>         blocks until the container is no longer running and
@@ -30,7 +32,7 @@
 //!                                     starts run in the container's rootfs)
 //! ```
 //!
-//! Foreground `husk run` = `create` (with `RunConfig.attach_stdout = true`) + `start` +
+//! Foreground `husk run` = `create` (with `RunConfig.attach_stdout = true`) + `start_for_attach` +
 //! `attach` + `pump`: the shim waits (up to 10 s) for the first attach before it starts the
 //! workload, so no output is lost. `--rm` is `HostConfig.auto_remove`: the shim removes the
 //! container when it has finished. Every error is one line (`LifecycleError`'s Display plus
@@ -216,8 +218,19 @@ pub fn check_vm_possible() -> Result<(), LifecycleError> {
     Err(LifecycleError::VmUnavailable(why))
 }
 
-/// Starts a created or exited container's shim.
+/// Starts a created or exited container's shim; returns once it serves `shim.sock` (the
+/// workload starts right after: [`wait_started`] waits for it, as `docker start` does).
 pub fn start(root: &Path, query: &str) -> Result<String, LifecycleError> {
+    start_shim(root, query, false)
+}
+
+/// Like [`start`], but the shim holds the workload back (up to 10 s) until a client
+/// attaches, so that an attached `run` or `start -a` sees every byte of output.
+pub fn start_for_attach(root: &Path, query: &str) -> Result<String, LifecycleError> {
+    start_shim(root, query, true)
+}
+
+fn start_shim(root: &Path, query: &str, wait_attach: bool) -> Result<String, LifecycleError> {
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     // Not under the lock: the shim takes it to record itself (and refuses to run twice).
@@ -228,7 +241,7 @@ pub fn start(root: &Path, query: &str) -> Result<String, LifecycleError> {
     if config.host_config.isolation == Isolation::Vm {
         check_vm_possible()?;
     }
-    match shim::spawn(root, &id) {
+    match shim::spawn(root, &id, wait_attach) {
         // Another `start` won the race: the container runs, as asked.
         Err(shim::ShimError::Failed(m)) if m.starts_with(shim::ALREADY_RUNNING) => Ok(id),
         Err(e) => Err(e.into()),
@@ -294,10 +307,11 @@ pub fn stop(root: &Path, query: &str, timeout: Duration) -> Result<(), Lifecycle
 
 /// Stops (if running) and starts again.
 pub fn restart(root: &Path, query: &str, timeout: Duration) -> Result<String, LifecycleError> {
-    stop(root, query, timeout)?;
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
-    wait_shim_gone(&store, &id);
+    let pid = shim_pid(&store, &id);
+    stop(root, &id, timeout)?;
+    wait_pid_gone(pid);
     start(root, &id)
 }
 
@@ -325,8 +339,9 @@ pub fn remove(root: &Path, query: &str, force: bool) -> Result<String, Lifecycle
         if !force {
             return Err(LifecycleError::Running(query.to_owned()));
         }
+        let pid = shim_pid(&store, &id);
         let _ = client.remove();
-        wait_shim_gone(&store, &id);
+        wait_pid_gone(pid);
     }
     let _lock = store.lock(&id)?;
     let state = store.state(&id)?;
@@ -405,11 +420,23 @@ fn shim_client(root: &Path, query: &str) -> Result<ShimClient, LifecycleError> {
 }
 
 /// Waits (bounded) until the container's shim has exited.
+/// Waits (up to 30 s) until the container's shim process has exited. The shim clears its
+/// pid in `state.json` just before it exits, so the pid is taken once, first: callers that
+/// are about to make the shim exit read it before they ask ([`shim_pid`]).
 fn wait_shim_gone(store: &Store, id: &str) {
+    wait_pid_gone(shim_pid(store, id));
+}
+
+/// The container's shim pid as recorded (0: none).
+fn shim_pid(store: &Store, id: &str) -> i32 {
+    store.state(id).map_or(0, |s| s.shim_pid)
+}
+
+fn wait_pid_gone(pid: i32) {
     for _ in 0..600 {
-        match store.state(id) {
-            Ok(s) if s.shim_alive() => std::thread::sleep(Duration::from_millis(50)),
-            _ => return,
+        if pid <= 0 || !container::process_exists(pid) {
+            return;
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -52,6 +52,58 @@ fn exit_codes_as_docker() {
         ]);
         let err = husk_e2e::stderr(&o);
         assert!(err.contains("no-such-command"), "[{iso}] says what: {err}");
+        // Detached, as docker: no ID, the reason on one line, the same codes.
+        for (cmd, code) in [("no-such-command", 127), ("/etc/passwd", 126)] {
+            let o = ctx.run(&["run", "-d", "--rm", "--isolation", iso, BUSYBOX, cmd]);
+            let err = husk_e2e::stderr(&o);
+            assert_eq!(o.status.code(), Some(code), "[{iso}] -d {cmd}: {err}");
+            assert!(o.stdout.is_empty(), "[{iso}] -d {cmd} printed an ID");
+            assert!(
+                err.starts_with("husk: ") && err.lines().count() == 1,
+                "{err}"
+            );
+        }
+        ctx.assert_clean();
+    }
+}
+
+/// `-i` without a tty: piped stdin reaches the workload and its end closes the workload's
+/// stdin; without `-i` the workload reads nothing.
+#[test]
+fn piped_stdin_with_i() {
+    for iso in backends("piped_stdin_with_i") {
+        let ctx = Ctx::new();
+        let run = |interactive: bool| {
+            let mut c = ctx.cmd();
+            c.args(["run", "--rm", "--isolation", iso]);
+            if interactive {
+                c.arg("-i");
+            }
+            c.args([BUSYBOX, "sh", "-c", "wc -l; echo done"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, b"one\ntwo\nthree\n").unwrap();
+            drop(stdin);
+            child.wait_with_output().unwrap()
+        };
+        let o = run(true);
+        assert!(o.status.success(), "{}", husk_e2e::stderr(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["3", "done"],
+            "{out}"
+        );
+        let o = run(false);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["0", "done"],
+            "{out}"
+        );
         ctx.assert_clean();
     }
 }
@@ -190,4 +242,29 @@ fn management_verbs_on_unknown_containers_fail_like_docker() {
     }
     let e = ctx.fails(125, &["exec", "nope", "true"]);
     assert!(e.contains("No such container: nope"), "{e}");
+}
+
+/// husk itself failing (here: its agent dies before answering) is docker's 125 with the
+/// reason on one line, in the foreground and detached, and `--rm` leaves nothing.
+#[test]
+fn a_sandbox_that_cannot_start_is_125() {
+    let ctx = Ctx::new();
+    for detach in [false, true] {
+        let mut c = ctx.cmd();
+        c.env("HUSK_AGENT", "/bin/false")
+            .args(["run", "--rm", "--isolation", "process"])
+            .args(detach.then_some("-d"))
+            .args([BUSYBOX, "true"])
+            .stdin(std::process::Stdio::null());
+        let o = husk_e2e::output(c);
+        let err = husk_e2e::stderr(&o);
+        assert_eq!(o.status.code(), Some(125), "detach {detach}: {err}");
+        assert!(
+            err.starts_with("husk: ") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(err.contains("agent"), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+    ctx.assert_clean();
 }

@@ -131,13 +131,14 @@ fn interactive_tty_under_tmux() {
             "-s",
             "t",
             "-x",
-            "80",
+            "91",
             "-y",
-            "24",
+            "27",
             &command,
         ]);
+        // The starting size (not the agent's 24x80 default) reaches the pty.
         tmux.run(&["send-keys", "-t", "t", "echo h''i; tty; stty size", "Enter"]);
-        let screen = tmux.wait_for("24 80");
+        let screen = tmux.wait_for("27 91");
         assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
         assert!(screen.contains("/dev/pts/"), "{screen}");
         tmux.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);

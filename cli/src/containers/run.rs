@@ -91,7 +91,11 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
     let req = spec::build(&image, &a.image, &flags, &|k| std::env::var(k).ok(), cpus)?;
     let config = lifecycle::create(root, req)?;
     let id = config.id;
-    if let Err(e) = lifecycle::start(root, &id) {
+    let started = match a.detach {
+        true => lifecycle::start(root, &id),
+        false => lifecycle::start_for_attach(root, &id),
+    };
+    if let Err(e) = started {
         if a.rm {
             let _ = lifecycle::remove(root, &id, true);
         }
@@ -138,7 +142,7 @@ fn wait_removed(root: &Path, id: &str) {
 pub fn start_attached(root: &Path, query: &str) -> ExitCode {
     let target: Arc<OnceLock<String>> = Arc::default();
     let res = relay_signals(root, &target, false)
-        .and_then(|()| Ok(lifecycle::start(root, query)?))
+        .and_then(|()| Ok(lifecycle::start_for_attach(root, query)?))
         .and_then(|id| {
             let _ = target.set(id.clone());
             session(root, &id, false, false)

@@ -171,12 +171,20 @@ impl Client {
     fn refresh_auth(&self) -> Result<(), ClientError> {
         let header = match &self.challenge {
             None => None,
-            Some(c) => auth::authorize(
+            Some(c) => match auth::authorize(
                 &self.transport,
                 c,
                 self.creds.as_ref(),
                 self.scope().as_deref(),
-            )?,
+            ) {
+                // An anonymous token refused for this repository: docker's wording.
+                Err(AuthError::Status {
+                    status: 401 | 403, ..
+                }) if self.creds.is_none() && !self.repository.is_empty() => {
+                    return Err(ClientError::Denied(self.repository.clone()));
+                }
+                r => r?,
+            },
         };
         *self.auth_header.lock().unwrap_or_else(|e| e.into_inner()) = header;
         Ok(())

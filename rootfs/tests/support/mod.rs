@@ -4,3 +4,4 @@
 pub mod http;
 pub mod oci;
 pub mod registry;
+pub mod token;

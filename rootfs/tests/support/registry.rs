@@ -28,18 +28,43 @@ pub struct Registry {
     auth: Option<(String, String)>,
 }
 
+/// How the registry authenticates.
+enum Auth {
+    None,
+    /// htpasswd basic auth for (user, password).
+    Basic(String, String),
+    /// Bearer tokens from `realm`, signed by the key of `cert`; skopeo pushes with
+    /// `creds` (which the token server knows).
+    Token {
+        realm: String,
+        cert: PathBuf,
+        creds: (String, String),
+    },
+}
+
 impl Registry {
     /// An open registry (no authentication).
     pub fn start() -> Self {
-        Self::spawn(None)
+        Self::spawn(Auth::None)
     }
 
     /// A registry demanding basic auth for `user`/`password` (htpasswd, bcrypt).
     pub fn start_with_basic_auth(user: &str, password: &str) -> Self {
-        Self::spawn(Some((user.to_owned(), password.to_owned())))
+        Self::spawn(Auth::Basic(user.to_owned(), password.to_owned()))
     }
 
-    fn spawn(auth: Option<(String, String)>) -> Self {
+    /// A registry demanding Bearer tokens from `realm` (`support::token`), trusting the
+    /// token signer's certificate `cert`; pushes log in to the token server as
+    /// `user`/`password`.
+    pub fn start_with_token_auth(realm: &str, cert: &Path, user: &str, password: &str) -> Self {
+        Self::spawn(Auth::Token {
+            realm: realm.to_owned(),
+            cert: cert.to_owned(),
+            creds: (user.to_owned(), password.to_owned()),
+        })
+    }
+
+    fn spawn(how: Auth) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = format!(
@@ -48,7 +73,19 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
-        if let Some((u, p)) = &auth {
+        let mut auth = None;
+        if let Auth::Token { realm, cert, creds } = &how {
+            auth = Some(creds.clone());
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    \
+                 rootcertbundle: {}\n",
+                super::token::SERVICE,
+                super::token::ISSUER,
+                cert.display()
+            ));
+        }
+        if let Auth::Basic(u, p) = &how {
+            auth = Some((u.clone(), p.clone()));
             let htpasswd = dir.path().join("htpasswd");
             let st = Command::new("htpasswd")
                 .args(["-Bbc"])

@@ -54,6 +54,9 @@ pub enum ShimError {
     Protocol(String),
 }
 
+/// The shim's flag: hold the workload until the first attach.
+const WAIT_ATTACH: &str = "--wait-attach";
+
 /// The shim command: program and the arguments before `--root`.
 pub fn shim_command() -> Result<(PathBuf, Vec<OsString>), ShimError> {
     if let Some(p) = std::env::var_os(SHIM_ENV) {
@@ -64,7 +67,8 @@ pub fn shim_command() -> Result<(PathBuf, Vec<OsString>), ShimError> {
 }
 
 /// Starts the shim of container `id` detached; returns its pid once it serves `shim.sock`.
-pub fn spawn(root: &Path, id: &str) -> Result<i32, ShimError> {
+/// With `wait_attach` the shim waits for the first attach before starting the workload.
+pub fn spawn(root: &Path, id: &str, wait_attach: bool) -> Result<i32, ShimError> {
     let root = std::path::absolute(root).map_err(ShimError::Spawn)?;
     let store = Store::open(&root)?;
     let dir = store.dir(id);
@@ -80,6 +84,7 @@ pub fn spawn(root: &Path, id: &str) -> Result<i32, ShimError> {
         .arg("--root")
         .arg(&root)
         .arg(id)
+        .args(wait_attach.then_some(WAIT_ATTACH))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
@@ -118,10 +123,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match rest {
         [flag, spec] if flag == "--vmm" => crate::sandbox::vm::run_vmm(Path::new(spec)),
         [flag, root, id] if flag == "--root" => {
-            run::main(Path::new(root), &id.to_string_lossy(), self_cmd)
+            run::main(Path::new(root), &id.to_string_lossy(), self_cmd, false)
+        }
+        [flag, root, id, wait] if flag == "--root" && wait == WAIT_ATTACH => {
+            run::main(Path::new(root), &id.to_string_lossy(), self_cmd, true)
         }
         _ => {
-            eprintln!("usage: shim --root ROOT ID | shim --vmm SPEC");
+            eprintln!("usage: shim --root ROOT ID [--wait-attach] | shim --vmm SPEC");
             2
         }
     }

@@ -82,7 +82,7 @@ impl Shared {
 }
 
 /// The shim process: returns its exit code.
-pub fn main(root: &Path, id: &str, self_cmd: (PathBuf, Vec<OsString>)) -> i32 {
+pub fn main(root: &Path, id: &str, self_cmd: (PathBuf, Vec<OsString>), wait_attach: bool) -> i32 {
     // Detach: the starter reaps our parent at once; we are adopted by init.
     // SAFETY: fork before any thread exists; the parent only _exits.
     match unsafe { libc::fork() } {
@@ -109,7 +109,7 @@ pub fn main(root: &Path, id: &str, self_cmd: (PathBuf, Vec<OsString>)) -> i32 {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "ok {pid}").and_then(|()| out.flush());
     detach_stdout();
-    let code = run_loop(&shared, self_cmd);
+    let code = run_loop(&shared, self_cmd, wait_attach);
     let _ = std::fs::remove_file(shared.dir.join("shim.sock"));
     finish(&shared, code);
     0
@@ -169,8 +169,8 @@ struct Outcome {
     error: String,
 }
 
-fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>)) -> i32 {
-    if shared.config.config.attach_stdout {
+fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attach: bool) -> i32 {
+    if wait_attach {
         let guard = shared.lock();
         let _ = shared
             .changed

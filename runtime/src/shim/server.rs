@@ -173,7 +173,10 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
     };
     match req {
         Request::Kill { signal } => {
-            let r = signal_workload(shared, signal, true);
+            // As docker: the stop signal (SIGTERM) and SIGKILL end the restarts; other
+            // signals (SIGHUP to reload, SIGUSR1, ...) leave the policy alone.
+            let ends = signal == libc::SIGTERM || signal == libc::SIGKILL;
+            let r = signal_workload(shared, signal, ends);
             answer(
                 &conn,
                 &r.map_or_else(
