@@ -22,6 +22,8 @@ packages=(
   docker-registry skopeo apache2-utils
   # binary checks, namespaces
   binutils file util-linux
+  # token-auth registry tests sign JWTs
+  openssl
 )
 
 missing=()

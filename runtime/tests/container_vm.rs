@@ -45,6 +45,9 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         },
         host: HostConfig {
             isolation: Isolation::Vm,
+            // --cpus 1.5 --memory 300m: 2 vCPUs (rounded up) and 300 MiB of guest RAM.
+            nano_cpus: 1_500_000_000,
+            memory: 300 << 20,
             ..HostConfig::default()
         },
     };
@@ -64,6 +67,24 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         "console:\n{console}"
     );
     assert_eq!(state.isolation, Isolation::Vm);
+    // The guest really sees what --cpus and --memory asked for: our MP table's two CPUs
+    // and our e820 map of 300 MiB, as the kernel itself reports them.
+    assert!(
+        console.contains("Allowing 2 present CPUs"),
+        "console:\n{console}"
+    );
+    for e in vmm::arch::x86_64::bootparams::e820_map(300 << 20).unwrap() {
+        let kind = match e.kind == vmm::arch::x86_64::bootparams::E820_RAM {
+            true => "usable",
+            false => "reserved",
+        };
+        let line = format!(
+            "BIOS-e820: [mem {:#018x}-{:#018x}] {kind}",
+            e.addr,
+            e.addr + e.size - 1
+        );
+        assert!(console.contains(&line), "missing {line:?}:\n{console}");
+    }
     if runtime::info::kvm_info(std::path::Path::new("/dev/kvm")).can_run_linux_guests {
         eprintln!("this host runs Linux guests: the agent answered, exit {code}");
     } else {

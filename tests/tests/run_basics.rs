@@ -268,3 +268,47 @@ fn a_sandbox_that_cannot_start_is_125() {
     }
     ctx.assert_clean();
 }
+
+/// `--memory` is a real limit in process isolation (the cgroup's): a workload that holds
+/// more than it is killed (137, as docker's OOM kill), one that stays under runs; `inspect`
+/// shows the limit and `--cpus` as docker does.
+#[test]
+fn memory_limit_bites_in_process_isolation() {
+    let ctx = Ctx::new();
+    // A shell variable of 48 MB: the shell holds it all at once.
+    let hog = r#"x=$(head -c 48000000 /dev/zero | tr '\0' a); echo ${#x}"#;
+    let o = ctx.run(&[
+        "run",
+        "--name",
+        "small",
+        "--isolation",
+        "process",
+        "--memory",
+        "16m",
+        "--cpus",
+        "0.5",
+        BUSYBOX,
+        "sh",
+        "-c",
+        hog,
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{}", husk_e2e::stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&ctx.ok(&["inspect", "small"])).unwrap();
+    assert_eq!(v[0]["HostConfig"]["Memory"], 16 << 20);
+    assert_eq!(v[0]["HostConfig"]["NanoCpus"], 500_000_000);
+    let out = ctx.ok(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "process",
+        "--memory",
+        "256m",
+        BUSYBOX,
+        "sh",
+        "-c",
+        hog,
+    ]);
+    assert_eq!(out.trim(), "48000000");
+    ctx.ok(&["rm", "small"]);
+    ctx.assert_clean();
+}
