@@ -56,9 +56,10 @@ pub struct TagArgs {
 /// `husk load`.
 #[derive(Args, Debug)]
 pub struct LoadArgs {
-    /// docker-save tar, OCI layout directory or tar (optionally gzip-compressed).
+    /// docker-save tar, OCI layout directory or tar (optionally gzip-compressed)
+    /// [default: the tar on standard input, as `docker load` reads it].
     #[arg(short, long, value_name = "FILE|DIR")]
-    input: PathBuf,
+    input: Option<PathBuf>,
     /// Print less.
     #[arg(short, long)]
     quiet: bool,
@@ -361,7 +362,28 @@ pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
 /// `husk load`.
 pub fn load(a: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let store = open(root)?;
-    let images = archive::load(&store, &a.input)?;
+    // Standard input is spooled to a file in the state directory first: archives are
+    // read in more than one pass.
+    let spooled;
+    let input = match &a.input {
+        Some(p) => p.as_path(),
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("requested load from stdin, but stdin is empty");
+            }
+            let dir = root.join("images");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".load-stdin-")
+                .tempfile_in(&dir)
+                .context("spooling standard input")?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut tmp)
+                .context("reading the archive from standard input")?;
+            spooled = tmp;
+            spooled.path()
+        }
+    };
+    let images = archive::load(&store, input)?;
     let _ = a.quiet;
     for rec in &images {
         build_disks(root, &store, rec)?;

@@ -342,3 +342,40 @@ fn load_refuses_a_hostile_layer_and_keeps_the_store_clean() {
         .count();
     assert_eq!(blobs, 0, "blobs collected");
 }
+
+/// `husk save IMAGE | husk load`, as docker pipes them: the archive goes through standard
+/// output and standard input and the image keeps its ID.
+#[test]
+fn save_to_stdout_loads_from_stdin() {
+    let work = tempfile::tempdir().unwrap();
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
+    let id = import_busybox(&a, "piped/busybox:1");
+    let mut save = husk_e2e::husk(&a);
+    save.args(["save", "piped/busybox:1"])
+        .stdout(std::process::Stdio::piped());
+    let mut saver = save.spawn().unwrap();
+    let mut load = husk_e2e::husk(&b);
+    load.arg("load")
+        .stdin(saver.stdout.take().unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let loader = load.spawn().unwrap();
+    drop(load); // the Command holds the pipe's read end
+    let o = loader.wait_with_output().unwrap();
+    assert!(saver.wait().unwrap().success());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("Loaded image: piped/busybox:1"),
+        "{o:?}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&b, &["image", "inspect", "piped/busybox:1"])).unwrap();
+    assert_eq!(inspect[0]["Id"], id.as_str());
+    // Nothing spooled is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(b.join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".load-stdin-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -122,3 +122,103 @@ fn login(root: &std::path::Path, host: &str, password: &str) -> std::process::Ou
     drop(stdin);
     child.wait_with_output().unwrap()
 }
+
+/// `husk pull` killed with SIGKILL at many points (manifest, blob downloads, layer disks,
+/// the database update): after every kill the store still works, every blob in it matches
+/// its digest, and the next pull finishes the job (resuming what was there).
+#[test]
+fn a_pull_killed_anywhere_leaves_a_working_store() {
+    use sha2::Digest as _;
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    let layers = (0..4)
+        .map(|i| vec![(format!("big{i}"), oci::random_bytes(700 + i, 12 << 20))])
+        .collect();
+    oci::write_layout(
+        layout.path(),
+        "t",
+        &[ImageSpec {
+            arch: "amd64",
+            layers,
+        }],
+    );
+    reg.push(layout.path(), "t", "e2e/big:1", Push::OciGzip);
+    let root = tempfile::tempdir().unwrap();
+    let name = format!("{}/e2e/big:1", reg.host());
+    let blobs = root.path().join("images/blobs/sha256");
+    for delay_ms in [5u64, 20, 50, 100, 150, 250, 400, 600] {
+        let mut c = husk(root.path());
+        c.args(["pull", "-q", &name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+        let mut c = husk(root.path());
+        c.args(["images"]);
+        let o = output(c);
+        assert!(
+            o.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            stderr(&o)
+        );
+        for blob in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            let hex = blob.file_name().to_string_lossy().into_owned();
+            let bytes = std::fs::read(blob.path()).unwrap();
+            assert_eq!(
+                format!("{:x}", sha2::Sha256::digest(&bytes)),
+                hex,
+                "blob {hex} does not match its digest after a kill at {delay_ms} ms"
+            );
+        }
+    }
+    let mut c = husk(root.path());
+    c.args(["pull", &name]);
+    let o = output(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut c = husk(root.path());
+    c.args(["image", "inspect", &name]);
+    let o = output(c);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A layer whose symlink leads out of the image's root and a file written through it:
+/// `husk pull` (which builds the layer disks) fails with one line naming the layer, and the
+/// store keeps no trace of the image.
+#[test]
+fn a_hostile_layer_fails_the_pull_and_leaves_no_image() {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "escape", "../../../../../../tmp")
+        .unwrap();
+    let body = b"pwned\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(body.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "escape/husk-pwned", &body[..])
+        .unwrap();
+    let tar = b.into_inner().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let built = oci::write_layout_of_tars(layout.path(), "t", &[tar]);
+    let reg = Registry::start();
+    reg.push(layout.path(), "t", "e2e/hostile:1", Push::OciGzip);
+    let root = tempfile::tempdir().unwrap();
+    let name = format!("{}/e2e/hostile:1", reg.host());
+    let e = one_line_error(&["pull", "-q", &name], root.path());
+    assert!(e.contains("e2e/hostile") || e.contains("layer"), "{e}");
+    let _ = built;
+    let mut c = husk(root.path());
+    c.args(["images", "-q"]);
+    let o = output(c);
+    assert!(o.status.success());
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!std::path::Path::new("/tmp/husk-pwned").exists());
+}

@@ -67,10 +67,33 @@ fn layer_tar(files: &LayerFiles) -> Vec<u8> {
 }
 
 fn write_image(layout: &Path, spec: &ImageSpec) -> (Built, usize) {
+    let tars: Vec<Vec<u8>> = spec.layers.iter().map(layer_tar).collect();
+    write_image_tars(layout, spec.arch, &tars)
+}
+
+/// Writes one image of uncompressed layer tars `tars` (hostile ones included) to the OCI
+/// layout `layout` as `tag`.
+pub fn write_layout_of_tars(layout: &Path, tag: &str, tars: &[Vec<u8>]) -> Built {
+    let (built, size) = write_image_tars(layout, "amd64", tars);
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{size},"annotations":{{"org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#,
+        built.manifest
+    );
+    std::fs::write(layout.join("index.json"), index).unwrap();
+    built
+}
+
+fn write_image_tars(layout: &Path, arch: &str, tars: &[Vec<u8>]) -> (Built, usize) {
+    let spec_arch = arch;
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
-    for files in &spec.layers {
-        let (d, n) = put_blob(layout, &layer_tar(files));
+    for tar in tars {
+        let (d, n) = put_blob(layout, tar);
         layers.push(format!(
             r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#
         ));
@@ -78,7 +101,7 @@ fn write_image(layout: &Path, spec: &ImageSpec) -> (Built, usize) {
     }
     let config = format!(
         r#"{{"architecture":"{}","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
-        spec.arch,
+        spec_arch,
         diff_ids.join(",")
     );
     let (cd, cn) = put_blob(layout, config.as_bytes());
