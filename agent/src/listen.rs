@@ -1,6 +1,7 @@
 //! Where the agent listens for the host, and the connections it accepts: a vsock port in a VM
-//! (`vsock`, `vsock:PORT`), or a unix socket path in process mode and host-process mode
-//! (`unix:/PATH`). Owns parsing those specs, binding (a unix socket is made 0600: whoever can
+//! (`vsock`, `vsock:PORT`), a unix socket path in host-process mode (`unix:/PATH`), or a
+//! listening unix socket inherited as descriptor N (`fd:N`): process isolation's shim binds
+//! the socket itself, so it can connect the moment the agent exists, with no polling. Owns parsing those specs, binding (a unix socket is made 0600: whoever can
 //! connect can run anything as the agent's user), accepting, and removing the socket file.
 
 use std::fmt;
@@ -17,9 +18,12 @@ use crate::vsock::{VsockError, VsockListener};
 /// Errors from parsing a listen spec or binding it.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    /// The spec is neither `vsock[:PORT]` nor `unix:/ABSOLUTE/PATH`.
-    #[error("{0:?} is not a listen address (vsock, vsock:PORT or unix:/ABSOLUTE/PATH)")]
+    /// The spec is neither `vsock[:PORT]`, `unix:/ABSOLUTE/PATH` nor `fd:N`.
+    #[error("{0:?} is not a listen address (vsock, vsock:PORT, unix:/ABSOLUTE/PATH or fd:N)")]
     BadSpec(String),
+    /// The inherited descriptor is not a listening unix socket.
+    #[error("descriptor {0} is not a listening unix socket")]
+    NotAListener(i32),
     /// The unix socket path is taken by something that is not a stale socket.
     #[error("{0} exists and is not a socket")]
     NotASocket(PathBuf),
@@ -44,6 +48,8 @@ pub enum ListenSpec {
     Vsock(u32),
     /// A unix socket at this absolute path.
     Unix(PathBuf),
+    /// A listening unix socket already open as this descriptor (3 or above).
+    Fd(i32),
 }
 
 impl ListenSpec {
@@ -55,6 +61,12 @@ impl ListenSpec {
         }
         if let Some(port) = text.strip_prefix("vsock:") {
             return port.parse().map(ListenSpec::Vsock).map_err(|_| bad());
+        }
+        if let Some(fd) = text.strip_prefix("fd:") {
+            return match fd.parse() {
+                Ok(n) if n >= 3 => Ok(ListenSpec::Fd(n)),
+                _ => Err(bad()),
+            };
         }
         match text.strip_prefix("unix:") {
             Some(path) if path.starts_with('/') => Ok(ListenSpec::Unix(PathBuf::from(path))),
@@ -68,6 +80,7 @@ impl fmt::Display for ListenSpec {
         match self {
             ListenSpec::Vsock(port) => write!(f, "vsock:{port}"),
             ListenSpec::Unix(path) => write!(f, "unix:{}", path.display()),
+            ListenSpec::Fd(fd) => write!(f, "fd:{fd}"),
         }
     }
 }
@@ -77,6 +90,8 @@ impl fmt::Display for ListenSpec {
 pub enum Listener {
     /// Unix socket and its file.
     Unix(UnixListener, SocketFile),
+    /// An inherited unix socket (its file belongs to whoever bound it).
+    Inherited(UnixListener),
     /// Vsock port.
     Vsock(VsockListener),
 }
@@ -96,13 +111,14 @@ impl Listener {
                 let listener = bound.map_err(|e| ListenError::BindUnix(path.clone(), e))?;
                 Ok(Listener::Unix(listener, SocketFile::new(path)))
             }
+            ListenSpec::Fd(fd) => inherited(*fd).map(Listener::Inherited),
         }
     }
 
     /// Waits for the next connection.
     pub fn accept(&self) -> io::Result<Conn> {
         match self {
-            Listener::Unix(l, _) => l.accept().map(|(s, _)| Conn::Unix(s)),
+            Listener::Unix(l, _) | Listener::Inherited(l) => l.accept().map(|(s, _)| Conn::Unix(s)),
             Listener::Vsock(l) => l.accept().map(Conn::Vsock),
         }
     }
@@ -111,7 +127,7 @@ impl Listener {
 impl AsFd for Listener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Listener::Unix(l, _) => l.as_fd(),
+            Listener::Unix(l, _) | Listener::Inherited(l) => l.as_fd(),
             Listener::Vsock(l) => l.as_fd(),
         }
     }
@@ -159,6 +175,39 @@ impl Drop for Listener {
             }
         }
     }
+}
+
+/// Takes over descriptor `fd` after checking that it is a listening unix socket, and marks
+/// it close-on-exec so that no workload inherits it.
+fn inherited(fd: i32) -> Result<UnixListener, ListenError> {
+    use std::os::fd::FromRawFd;
+    let (mut accepting, mut domain): (libc::c_int, libc::c_int) = (0, 0);
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one c_int into each local we own; a bad `fd` only fails.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut accepting).cast(),
+            &raw mut len,
+        ) == 0
+            && libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_DOMAIN,
+                (&raw mut domain).cast(),
+                &raw mut len,
+            ) == 0
+    };
+    if !ok || accepting == 0 || domain != libc::AF_UNIX {
+        return Err(ListenError::NotAListener(fd));
+    }
+    // SAFETY: fcntl on the descriptor just checked; sets only the close-on-exec flag.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: `fd` is a listening unix socket this process owns from now on (nothing else
+    // in the agent uses that number).
+    Ok(unsafe { UnixListener::from_raw_fd(fd) })
 }
 
 /// Removes a socket left behind by a dead listener; refuses to touch anything else.
@@ -248,11 +297,37 @@ mod tests {
             "vsock:x",
             "tcp:1",
             "/a",
+            "fd:",
+            "fd:2",
+            "fd:-4",
+            "fd:x",
         ] {
             assert!(ListenSpec::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(ListenSpec::Vsock(7).to_string(), "vsock:7");
         assert_eq!(ListenSpec::Unix("/s".into()).to_string(), "unix:/s");
+        assert_eq!(ListenSpec::parse("fd:3").unwrap(), ListenSpec::Fd(3));
+        assert_eq!(ListenSpec::Fd(9).to_string(), "fd:9");
+    }
+
+    #[test]
+    fn inherited_descriptors_must_be_listening_unix_sockets() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let e = Listener::bind(&ListenSpec::Fd(file.as_raw_fd())).unwrap_err();
+        assert!(matches!(e, ListenError::NotAListener(_)), "{e}");
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(Listener::bind(&ListenSpec::Fd(a.as_raw_fd())).is_err());
+        let path = dir.path().join("s");
+        let fd = UnixListener::bind(&path).unwrap().into_raw_fd();
+        let l = Listener::bind(&ListenSpec::Fd(fd)).unwrap();
+        // SAFETY: fcntl F_GETFD on a descriptor the listener owns.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        let client = std::thread::spawn(move || UnixStream::connect(&path).unwrap());
+        assert!(matches!(l.accept().unwrap(), Conn::Unix(_)));
+        client.join().unwrap();
     }
 
     #[test]

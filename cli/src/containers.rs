@@ -151,8 +151,7 @@ pub fn stop(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
 pub fn restart(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let t = Duration::from_secs(a.time);
     each(&a.containers, |c| {
-        let id = lifecycle::restart(root, c, t)?;
-        lifecycle::wait_started(root, &id)?;
+        lifecycle::restart(root, c, t)?;
         Ok(())
     })
 }
@@ -173,8 +172,7 @@ pub fn start(a: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
     }
     each(&a.containers, |c| {
         // As docker: returns once the workload runs (or says why it could not).
-        let id = lifecycle::start(root, c)?;
-        lifecycle::wait_started(root, &id)?;
+        lifecycle::start(root, c)?;
         Ok(())
     })
 }

@@ -7,10 +7,11 @@
 //!                                     layer disks ensured, scratch disk made, config.json
 //!                                     and state.json (Status "created") written
 //! start(root, q) -> Result<String /*id*/>     spawns the detached shim (`husk shim --root R
-//!                                     ID`), returns once it serves shim.sock; a running
-//!                                     container is left alone (Ok)
-//! wait_started(root, id)               until the first workload runs, or why it could not
-//!                                     (`ShimError::NotStarted` with 125/126/127): `run -d`
+//!                                     ID`), returns once the workload runs, or
+//!                                     `ShimError::NotStarted` (125/126/127 and why); a
+//!                                     running container is left alone (Ok)
+//! start_for_attach(root, q)            the same for an attached client: returns once the
+//!                                     shim serves shim.sock; the workload waits for attach
 //! attach(root, q, AttachOptions{stdin}) -> Result<Attached>
 //!     Attached::stdin() -> AttachStdin (io::Write; drop/close = EOF)
 //!     Attached::pump(&mut out, &mut err) -> Result<Option<i32>>   Some(code) when the
@@ -155,7 +156,11 @@ pub fn create(root: &Path, req: CreateRequest) -> Result<ContainerConfig, Lifecy
         )
     })?;
     let scratch = store.dir(&config.id).join(SCRATCH_FILE);
-    if let Err(e) = rootfs::layer::create_scratch_disk(&scratch, DEFAULT_SCRATCH_BYTES) {
+    if let Err(e) = rootfs::layer::create_scratch_from_template(
+        &rootfs::layer::layers_dir(root),
+        &scratch,
+        DEFAULT_SCRATCH_BYTES,
+    ) {
         let _ = store.remove_dir(&config.id);
         return Err(LifecycleError::Scratch(e));
     }
@@ -218,8 +223,8 @@ pub fn check_vm_possible() -> Result<(), LifecycleError> {
     Err(LifecycleError::VmUnavailable(why))
 }
 
-/// Starts a created or exited container's shim; returns once it serves `shim.sock` (the
-/// workload starts right after: [`wait_started`] waits for it, as `docker start` does).
+/// Starts a created or exited container's shim; returns once its workload runs (or with
+/// `ShimError::NotStarted` and the code when it could not), as `docker start` does.
 pub fn start(root: &Path, query: &str) -> Result<String, LifecycleError> {
     start_shim(root, query, false)
 }
@@ -246,38 +251,6 @@ fn start_shim(root: &Path, query: &str, wait_attach: bool) -> Result<String, Lif
         Err(shim::ShimError::Failed(m)) if m.starts_with(shim::ALREADY_RUNNING) => Ok(id),
         Err(e) => Err(e.into()),
         Ok(_) => Ok(id),
-    }
-}
-
-/// Waits until a just-started container's first workload runs (what `run -d` reports):
-/// `ShimError::NotStarted` (through [`LifecycleError::Shim`]) when it could not start.
-/// A shim that already finished is asked through the recorded state instead.
-pub fn wait_started(root: &Path, id: &str) -> Result<(), LifecycleError> {
-    let store = Store::open(root)?;
-    match ShimClient::connect(&store.dir(id)) {
-        Ok(c) => match c.started() {
-            Err(ShimError::Io(_)) | Err(ShimError::Protocol(_)) => started_from_state(&store, id),
-            r => Ok(r?),
-        },
-        Err(_) => started_from_state(&store, id),
-    }
-}
-
-fn started_from_state(store: &Store, id: &str) -> Result<(), LifecycleError> {
-    wait_shim_gone(store, id);
-    let state = match store.state(id) {
-        Ok(s) => s,
-        // Removed already (--rm): it ran.
-        Err(ContainerError::NoSuchContainer(_)) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    match state.error.is_empty() {
-        true => Ok(()),
-        false => Err(ShimError::NotStarted {
-            code: state.exit_code,
-            why: state.error,
-        }
-        .into()),
     }
 }
 

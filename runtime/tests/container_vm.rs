@@ -10,7 +10,8 @@ mod containers_support;
 
 use containers_support::Root;
 use runtime::container::{HostConfig, Isolation, RunConfig};
-use runtime::lifecycle::{self, CreateRequest};
+use runtime::lifecycle::{self, CreateRequest, LifecycleError};
+use runtime::shim::ShimError;
 
 #[test]
 fn vm_container_boots_the_kernel_with_its_disks() {
@@ -52,7 +53,9 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         },
     };
     let config = lifecycle::create(root.path(), req).unwrap();
-    lifecycle::start(root.path(), &config.id).unwrap();
+    // Returns once the workload runs, or (here, where the guest's user space cannot run)
+    // once the VM has died without the agent answering.
+    let started = lifecycle::start(root.path(), &config.id);
     let code = lifecycle::wait(root.path(), &config.id).unwrap();
     let dir = root.store().dir(&config.id);
     let console = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
@@ -95,5 +98,11 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         );
         // The workload never started: husk could not run it (docker's 125).
         assert_eq!(code, 125);
+        match started {
+            Err(LifecycleError::Shim(ShimError::NotStarted { code: 125, why })) => {
+                assert!(why.contains("agent"), "{why}");
+            }
+            other => panic!("start should report the sandbox's death: {other:?}"),
+        }
     }
 }

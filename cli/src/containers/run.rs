@@ -95,28 +95,26 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         true => lifecycle::start(root, &id),
         false => lifecycle::start_for_attach(root, &id),
     };
-    if let Err(e) = started {
-        if a.rm {
-            let _ = lifecycle::remove(root, &id, true);
+    match started {
+        // As docker: a detached run prints the ID once the workload runs, or says why it
+        // could not start and exits with 125 or the workload's 126/127.
+        Err(LifecycleError::Shim(ShimError::NotStarted { code, why })) => {
+            eprintln!("husk: {why}");
+            return Ok(ExitCode::from(
+                u8::try_from(code.clamp(1, 255)).unwrap_or(125),
+            ));
         }
-        return Err(e.into());
-    }
-    if a.detach {
-        // As docker: the ID once the workload runs, or why it could not start (125, or
-        // the workload's 126/127).
-        return match lifecycle::wait_started(root, &id) {
-            Ok(()) => {
-                println!("{id}");
-                Ok(ExitCode::SUCCESS)
+        Err(e) => {
+            if a.rm {
+                let _ = lifecycle::remove(root, &id, true);
             }
-            Err(LifecycleError::Shim(ShimError::NotStarted { code, why })) => {
-                eprintln!("husk: {why}");
-                Ok(ExitCode::from(
-                    u8::try_from(code.clamp(1, 255)).unwrap_or(125),
-                ))
-            }
-            Err(e) => Err(e.into()),
-        };
+            return Err(e.into());
+        }
+        Ok(_) if a.detach => {
+            println!("{id}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Ok(_) => {}
     }
     let _ = target.set(id.clone());
     let code = session(root, &id, a.interactive, a.tty)?;

@@ -14,6 +14,7 @@ mod extract;
 mod fsops;
 mod lower;
 mod path;
+mod scratch;
 mod stream;
 
 use std::fs;
@@ -27,6 +28,7 @@ pub use entry::EntryError;
 pub use extract::ExtractError;
 pub use lower::LowerLayer;
 pub use path::PathError;
+pub use scratch::create_scratch_from_template;
 pub use stream::{Compression, LayerLimits, StreamError};
 
 use crate::digest::Digest;

@@ -59,17 +59,19 @@ const RUN_PHASES: &[(&str, &str, &str)] = &[
         "shim.start",
         "sandbox.created",
     ),
-    (
-        "agent ready (rootfs assembled)",
-        "sandbox.created",
-        "agent.ready",
-    ),
+    ("agent listening", "sandbox.created", "agent.connected"),
+    ("rootfs assembled (Setup)", "agent.connected", "agent.ready"),
     (
         "workload exec (start to exit)",
         "agent.ready",
         "workload.exited",
     ),
-    ("teardown (to husk's exit)", "workload.exited", "exit"),
+    (
+        "sandbox teardown (agent, mounts)",
+        "workload.exited",
+        "sandbox.down",
+    ),
+    ("removal (--rm) to husk's exit", "sandbox.down", "exit"),
 ];
 
 /// The host-side phases of a vm-isolation run.
@@ -102,6 +104,9 @@ struct Bench<'a> {
     root: PathBuf,
     bundle: Option<PathBuf>,
     crun_state: PathBuf,
+    /// This host mounts cgroup v1 and v2 side by side ("hybrid"), which crun refuses: the
+    /// benchmark hid the v2 mount in a private mount namespace of its own.
+    hid_unified: bool,
 }
 
 impl<'a> Bench<'a> {
@@ -121,6 +126,7 @@ impl<'a> Bench<'a> {
             root,
             bundle: None,
             crun_state: o.work_dir.join("crun-state"),
+            hid_unified: o.crun.is_some() && hide_hybrid_unified()?,
         };
         if let Some(crun) = &o.crun {
             let paths: Vec<PathBuf> = disks.into_iter().map(|d| d.path).collect();
@@ -158,6 +164,7 @@ impl<'a> Bench<'a> {
     fn crun(&self) -> Option<Command> {
         let mut c = Command::new(self.o.crun.as_ref()?);
         c.arg("--root").arg(&self.crun_state);
+
         c.stdin(Stdio::null()).stdout(Stdio::null());
         Some(c)
     }
@@ -207,6 +214,14 @@ impl<'a> Bench<'a> {
         out.push(row("husk run --rm (process) true", stats(&husk), "ms"));
         if !crun.is_empty() {
             out.push(row("crun run true (same rootfs)", stats(&crun), "ms"));
+            if self.hid_unified {
+                out.push(
+                    "  (this host mounts cgroup v1 and v2 side by side, which crun refuses: the \
+                     benchmark hid /sys/fs/cgroup/unified in its own mount namespace, so both \
+                     husk and crun made cgroup v1 groups)"
+                        .into(),
+                );
+            }
             if let (Some(h), Some(c)) = (stats(&husk), stats(&crun)) {
                 out.push(format!(
                     "ratio husk/crun (medians): {:.2}x",
@@ -414,12 +429,15 @@ impl<'a> Bench<'a> {
         let file = self.o.work_dir.join(format!("vm-marks-{n}"));
         let _ = std::fs::remove_file(&file);
         let name = format!("vm-{n}");
+        let err_path = self.o.work_dir.join(format!("vm-{n}.err"));
+        let err =
+            std::fs::File::create(&err_path).map_err(|e| Error::Scratch(err_path.clone(), e))?;
         let mut c = self.husk();
         c.env(timing::ENV, &file)
             .env("HUSK_VM_FORCE", "1")
             .args(["run", "--isolation", "vm", "--name", name.as_str(), IMAGE])
             .arg("true")
-            .stderr(Stdio::null());
+            .stderr(err);
         let spawn = timing::now_ns();
         let mut child = c.spawn().map_err(|e| Error::Spawn("husk run".into(), e))?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -431,15 +449,24 @@ impl<'a> Bench<'a> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        let vmm_log = Containers::open(&self.root)
+            .and_then(|s| Ok(s.dir(&s.resolve(&name)?)))
+            .map(|d| std::fs::read_to_string(d.join("vmm.log")).unwrap_or_default())
+            .unwrap_or_default();
         let mut rm = self.husk();
         rm.args(["rm", "-f", name.as_str()]).stderr(Stdio::null());
         let _ = rm.status();
         let _ = child.kill();
         let _ = child.wait();
         if timing::first(&marks, "vmm.built").is_none() {
+            let said = std::fs::read_to_string(&err_path).unwrap_or_default();
             return Err(Error::Failed(
                 "husk run --isolation vm".into(),
-                "the VMM did not start its vCPUs within 60 s".into(),
+                format!(
+                    "the VMM did not start its vCPUs within 60 s (husk said {:?}; the VMM said {:?})",
+                    said.trim(),
+                    vmm_log.trim()
+                ),
             ));
         }
         marks.insert(0, ("spawn".to_owned(), spawn));
@@ -452,6 +479,47 @@ impl<'a> Bench<'a> {
         }
         let _ = std::fs::remove_dir_all(&self.o.work_dir);
     }
+}
+
+/// On a hybrid cgroup host (v1 controllers plus a v2 mount at `/sys/fs/cgroup/unified`,
+/// which crun refuses), moves this thread into a private mount namespace without that
+/// mount, once, before anything is measured; the processes it starts (crun and husk alike)
+/// inherit it. Returns whether it did.
+fn hide_hybrid_unified() -> Result<bool, Error> {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    let v1 =
+        crate::sandbox::cgroup::detect().is_ok_and(|l| l == crate::sandbox::cgroup::Layout::V1);
+    if !v1 || !unified.is_dir() {
+        return Ok(false);
+    }
+    let fail = |what: &str| {
+        Error::Failed(
+            format!("hiding the hybrid cgroup v2 mount from crun ({what})"),
+            std::io::Error::last_os_error().to_string(),
+        )
+    };
+    // SAFETY: unshare, mount and umount2 take valid NUL-terminated strings or null pointers;
+    // only this thread's (and its future children's) mount namespace changes.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(fail("unshare"));
+        }
+        let root = c"/";
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(fail("make / private"));
+        }
+        if libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) != 0 {
+            return Err(fail("umount"));
+        }
+    }
+    Ok(true)
 }
 
 /// Runs `c` to its end; (spawn, exit) on the monotonic clock. A failure is an error.

@@ -161,6 +161,7 @@ impl Sandbox {
             }
             std::thread::sleep(Duration::from_millis(pause));
         };
+        crate::timing::mark("agent.connected");
         let (layers, scratch) = match &self.backend {
             Backend::Process(p) => p.devices(),
             Backend::Vm(v) => v.devices(),

@@ -3,15 +3,19 @@
 //! namespaces (mount propagation made private first, so nothing it mounts reaches the host),
 //! joined to the cgroup and tied to the shim with a parent-death SIGKILL before it execs.
 //!
-//! The agent listens on `unix:/proc/self/cwd/agent.sock` with its working directory set to
-//! the container directory: its early mounts (tmpfs on /tmp and /run) cannot hide the
-//! directory that way, wherever the state directory lives; the host connects to
-//! `<ctr>/agent.sock`.
+//! The shim binds the agent's socket `<ctr>/agent.sock` (0600) itself and hands the
+//! listening socket to the agent as descriptor 3 (`husk.transport=fd:3`, socket activation):
+//! the host can connect the moment the agent exists, without polling for the socket, the
+//! agent's early mounts (tmpfs on /tmp and /run) cannot hide it wherever the state
+//! directory lives, and the shim's copy is closed once the agent runs, so a dead agent
+//! resets queued connections.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use super::cgroup::{Cgroup, Limits};
@@ -39,7 +43,11 @@ struct ChildPlan {
     procs: Vec<File>,
     log: File,
     null: File,
+    listener: UnixListener,
 }
+
+/// The descriptor the agent finds its listening socket on.
+const AGENT_FD: i32 = 3;
 
 impl ProcessSandbox {
     /// Makes the sandbox and starts its agent.
@@ -68,7 +76,10 @@ impl ProcessSandbox {
                 return Err(e);
             }
         };
-        let pid = match spawn(&plan) {
+        let spawned = spawn(&plan);
+        // The shim's copy of the listening socket goes: the agent holds the only one.
+        drop(plan);
+        let pid = match spawned {
             Ok(pid) => pid,
             Err(e) => {
                 cgroup.destroy();
@@ -118,12 +129,20 @@ fn cstr(s: impl AsRef<[u8]>) -> Result<CString, SandboxError> {
     CString::new(s.as_ref()).map_err(|_| SandboxError::Nul)
 }
 
+/// Binds `<ctr>/agent.sock` (replacing a stale one), readable and writable by root only.
+fn bind_agent_socket(dir: &Path) -> Result<UnixListener, SandboxError> {
+    let path = dir.join("agent.sock");
+    let io = |e| SandboxError::Io(path.clone(), e);
+    let short = crate::sockpath::short(dir, "agent.sock").map_err(io)?;
+    let _ = std::fs::remove_file(short.path());
+    let listener = UnixListener::bind(short.path()).map_err(io)?;
+    std::fs::set_permissions(short.path(), std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
 fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
     let agent = crate::paths::agent_binary().ok_or(SandboxError::NoAgent)?;
-    let cmdline = format!(
-        "husk.transport=unix:/proc/self/cwd/agent.sock husk.hostname={}",
-        p.hostname
-    );
+    let cmdline = format!("husk.transport=fd:{AGENT_FD} husk.hostname={}", p.hostname);
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -141,6 +160,7 @@ fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
         procs: cgroup.procs_files()?,
         log,
         null,
+        listener: bind_agent_socket(&p.dir)?,
     })
 }
 
@@ -215,6 +235,14 @@ unsafe fn child(
         libc::dup2(plan.null.as_raw_fd(), 0);
         libc::dup2(plan.log.as_raw_fd(), 1);
         libc::dup2(plan.log.as_raw_fd(), 2);
+        // The listening socket as descriptor 3, without close-on-exec (dup2 clears it;
+        // when it already is 3, clear it by hand).
+        let listener = plan.listener.as_raw_fd();
+        if listener == AGENT_FD {
+            libc::fcntl(AGENT_FD, libc::F_SETFD, 0);
+        } else if libc::dup2(listener, AGENT_FD) != AGENT_FD {
+            libc::_exit(123);
+        }
         libc::execve(plan.agent.as_ptr(), argv, envp);
         libc::_exit(127)
     }

@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use super::Params;
 use crate::agent_client::Endpoint;
 
+/// The VMM's vsock socket in the container directory (guest-initiated connections to
+/// host port P go to `vsock.sock_P` beside it).
+const VSOCK_SOCKET: &str = "vsock.sock";
+
 /// Default guest RAM when `--memory` is not given.
 pub const DEFAULT_MEM_MIB: u64 = 256;
 
@@ -44,7 +48,8 @@ pub struct VmmSpec {
     pub mem_mib: u64,
     /// Console file.
     pub console: PathBuf,
-    /// The VMM's vsock socket.
+    /// The VMM's vsock socket, relative to the container directory (the VMM child's
+    /// working directory), so that deep state directories stay within `SUN_LEN`.
     pub vsock: PathBuf,
 }
 
@@ -91,7 +96,7 @@ impl VmSandbox {
             vcpus: u8::try_from(vcpus).unwrap_or(1),
             mem_mib,
             console: p.dir.join("console.log"),
-            vsock: p.dir.join("vsock.sock"),
+            vsock: PathBuf::from(VSOCK_SOCKET),
         };
         let path = p.dir.join("vmm.json");
         let json =
@@ -104,6 +109,7 @@ impl VmSandbox {
         cmd.args(&p.self_cmd.1)
             .arg("--vmm")
             .arg(&path)
+            .current_dir(&p.dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -122,7 +128,7 @@ impl VmSandbox {
         Ok(Self {
             pid,
             layers: p.layers.len(),
-            vsock: p.dir.join("vsock.sock"),
+            vsock: p.dir.join(VSOCK_SOCKET),
         })
     }
 

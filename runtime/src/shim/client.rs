@@ -90,24 +90,6 @@ impl ShimClient {
             .ok_or_else(|| ShimError::Protocol("no exit code".into()))
     }
 
-    /// Blocks until the first workload has started; if its run ended without starting,
-    /// [`ShimError::NotStarted`] with the exit code and why.
-    pub fn started(&self) -> Result<(), ShimError> {
-        let (_, answer) = self.call_raw(&Request::Started)?;
-        match (answer.ok, answer.exit_code) {
-            (true, _) => Ok(()),
-            (false, Some(code)) => Err(ShimError::NotStarted {
-                code,
-                why: answer
-                    .error
-                    .unwrap_or_else(|| format!("the workload exited with {code} at once")),
-            }),
-            (false, None) => Err(ShimError::Failed(
-                answer.error.unwrap_or_else(|| "no answer".into()),
-            )),
-        }
-    }
-
     /// Attaches to the workload's output (and stdin).
     pub fn attach(&self, stdin: bool) -> Result<Attached, ShimError> {
         let (conn, _) = self.call(&Request::Attach { stdin })?;

@@ -67,7 +67,10 @@ pub fn shim_command() -> Result<(PathBuf, Vec<OsString>), ShimError> {
 }
 
 /// Starts the shim of container `id` detached; returns its pid once it serves `shim.sock`.
-/// With `wait_attach` the shim waits for the first attach before starting the workload.
+/// With `wait_attach` the shim waits for the first attach before starting the workload
+/// (the attached client hears how it went); without, this returns only once the workload
+/// runs, or fails with [`ShimError::NotStarted`] (code and reason) when its first run
+/// ended without it running, as `docker start` and `docker run -d` do.
 pub fn spawn(root: &Path, id: &str, wait_attach: bool) -> Result<i32, ShimError> {
     let root = std::path::absolute(root).map_err(ShimError::Spawn)?;
     let store = Store::open(&root)?;
@@ -97,17 +100,46 @@ pub fn spawn(root: &Path, id: &str, wait_attach: bool) -> Result<i32, ShimError>
     }
     let mut child = cmd.spawn().map_err(ShimError::Spawn)?;
     let stdout = child.stdout.take().ok_or(ShimError::Died)?;
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    let read = BufReader::new(stdout).read_line(&mut line);
+    let read = reader.read_line(&mut line);
     let _ = child.wait(); // The first process forks the shim and exits at once.
     read.map_err(ShimError::Io)?;
     let line = line.trim_end();
     if let Some(msg) = line.strip_prefix("error: ") {
         return Err(ShimError::Failed(msg.to_owned()));
     }
-    line.strip_prefix("ok ")
+    let pid = line
+        .strip_prefix("ok ")
         .and_then(|p| p.parse().ok())
-        .ok_or(ShimError::Died)
+        .ok_or(ShimError::Died)?;
+    if wait_attach {
+        return Ok(pid);
+    }
+    let mut report = String::new();
+    reader.read_line(&mut report).map_err(ShimError::Io)?;
+    parse_start_report(report.trim_end()).map(|()| pid)
+}
+
+/// The shim's second line for a detached start: `started`, or `failed <code> <why>`.
+fn parse_start_report(line: &str) -> Result<(), ShimError> {
+    if line == "started" {
+        return Ok(());
+    }
+    let failed = line.strip_prefix("failed ").and_then(|rest| {
+        let (code, why) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some((code.parse::<i32>().ok()?, why))
+    });
+    match failed {
+        Some((code, why)) => Err(ShimError::NotStarted {
+            code,
+            why: match why.is_empty() {
+                true => format!("the workload exited with {code} before it ran"),
+                false => why.to_owned(),
+            },
+        }),
+        None => Err(ShimError::Died),
+    }
 }
 
 /// The shim program's entry: `--root R ID` runs a container's shim, `--vmm SPEC` a VMM
@@ -132,5 +164,31 @@ pub fn main(args: Vec<OsString>) -> i32 {
             eprintln!("usage: shim --root ROOT ID [--wait-attach] | shim --vmm SPEC");
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_reports_parse() {
+        assert!(parse_start_report("started").is_ok());
+        match parse_start_report("failed 127 exec: nope: not found") {
+            Err(ShimError::NotStarted { code, why }) => {
+                assert_eq!((code, why.as_str()), (127, "exec: nope: not found"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_start_report("failed 125") {
+            Err(ShimError::NotStarted { code: 125, why }) => assert!(why.contains("125")),
+            other => panic!("{other:?}"),
+        }
+        // A shim that died before saying anything, or said nonsense.
+        assert!(matches!(parse_start_report(""), Err(ShimError::Died)));
+        assert!(matches!(
+            parse_start_report("failed x y"),
+            Err(ShimError::Died)
+        ));
     }
 }

@@ -21,6 +21,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long resets the back-off (docker: 10 s).
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
+/// How long the exiting shim gives pending `wait` answers to be written.
+const WAITERS_GRACE: Duration = Duration::from_secs(1);
 /// How long a foreground run's shim waits for the first attach.
 const ATTACH_WAIT: Duration = Duration::from_secs(10);
 /// What a second shim of a running container reports (`start` treats it as success).
@@ -59,10 +61,11 @@ pub(crate) struct Inner {
     /// The last terminal size a client asked for (rows, cols): a foreground `run -t`
     /// sends it before the workload exists, so each start uses it.
     pub size: Option<(u16, u16)>,
-    /// A workload has really started (the agent gave it a pid) at least once.
-    pub started: bool,
-    /// How the last run ended (code, why husk failed, if it did).
-    pub last: Option<(i32, String)>,
+    /// The starter still waits on the shim's stdout for how the first run started
+    /// (`started`, or `failed <code> <why>`).
+    pub report_pending: bool,
+    /// `wait` requests still to be answered (the shim exits only after them).
+    pub waiters: usize,
 }
 
 impl Shared {
@@ -108,11 +111,27 @@ pub fn main(root: &Path, id: &str, self_cmd: (PathBuf, Vec<OsString>), wait_atta
     let pid = unsafe { libc::getpid() };
     let mut out = std::io::stdout();
     let _ = writeln!(out, "ok {pid}").and_then(|()| out.flush());
-    detach_stdout();
+    if wait_attach {
+        // The starter attaches and hears everything there.
+        detach_stdout();
+    } else {
+        shared.lock().report_pending = true;
+    }
     let code = run_loop(&shared, self_cmd, wait_attach);
     let _ = std::fs::remove_file(shared.dir.join("shim.sock"));
     finish(&shared, code);
     0
+}
+
+/// Tells a detached starter how the first run began (once): `started`, or `failed <code>
+/// <why>` when it ended without the workload running; then lets go of the pipe.
+fn report_start(inner: &mut Inner, line: &str) {
+    if !std::mem::take(&mut inner.report_pending) {
+        return;
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    detach_stdout();
 }
 
 fn report_fail(msg: &str) -> i32 {
@@ -205,10 +224,14 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
                 s.restart_count += 1;
             }
         });
-        end_run(shared, outcome.code, &outcome.error);
         if !restart {
+            // With --rm the container is gone before anyone hears of the exit, so a
+            // foreground `run --rm` returns the moment its exit frame arrives.
+            remove_if_auto(shared);
+            end_run(shared, outcome.code, &outcome.error);
             return outcome.code;
         }
+        end_run(shared, outcome.code, &outcome.error);
         if started.elapsed() >= BACKOFF_RESET {
             backoff = BACKOFF_START;
         }
@@ -223,6 +246,7 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
                 s.status = Status::Exited;
                 s.running = false;
             });
+            remove_if_auto(shared);
             return outcome.code;
         }
         drop(guard);
@@ -237,7 +261,8 @@ fn end_run(shared: &Shared, code: i32, error: &str) {
         c.exit(code, error);
     }
     inner.runs += 1;
-    inner.last = Some((code, error.to_owned()));
+    let why = error.replace('\n', " ");
+    report_start(&mut inner, &format!("failed {code} {why}"));
     shared.changed.notify_all();
 }
 
@@ -364,7 +389,9 @@ fn wait_workload(
     let resized = {
         let mut inner = shared.lock();
         inner.process = Some(Arc::clone(&process));
-        inner.started |= pid != 0;
+        if pid != 0 {
+            report_start(&mut inner, "started");
+        }
         shared.changed.notify_all();
         // A resize that came while the workload was being started.
         inner.size.filter(|s| Some(*s) != size)
@@ -398,25 +425,34 @@ fn wait_workload(
     }
 }
 
-/// Marks the end and, with AutoRemove, removes the container.
+/// With AutoRemove (`--rm`), removes the container directory (under its lock).
+fn remove_if_auto(shared: &Shared) {
+    if shared.config.host_config.auto_remove
+        && let Ok(_lock) = shared.store.lock(&shared.id)
+    {
+        let _ = shared.store.remove_dir(&shared.id);
+    }
+}
+
+/// Marks the end (the state, unless `--rm` removed the container) and lets every pending
+/// `wait` request be answered before the process goes.
 fn finish(shared: &Shared, code: i32) {
     {
         let mut inner = shared.lock();
         inner.finished = Some(code);
         shared.changed.notify_all();
     }
-    let _ = shared.store.update_state(&shared.id, |s| {
-        s.shim_pid = 0;
-        s.running = false;
-        if s.status != Status::Exited {
-            s.status = Status::Exited;
-        }
-    });
-    if shared.config.host_config.auto_remove
-        && let Ok(_lock) = shared.store.lock(&shared.id)
-    {
-        let _ = shared.store.remove_dir(&shared.id);
+    if !shared.config.host_config.auto_remove {
+        let _ = shared.store.update_state(&shared.id, |s| {
+            s.shim_pid = 0;
+            s.running = false;
+            if s.status != Status::Exited {
+                s.status = Status::Exited;
+            }
+        });
     }
-    // Give `wait` clients a moment to read their answer before the process goes.
-    std::thread::sleep(Duration::from_millis(50));
+    let guard = shared.lock();
+    let _ = shared
+        .changed
+        .wait_timeout_while(guard, WAITERS_GRACE, |i| i.waiters > 0);
 }

@@ -53,9 +53,7 @@ pub enum Request {
     },
     /// Until the container will not run again.
     Wait,
-    /// Until the first workload has started (`ok`) or its run has ended without starting
-    /// (`exit_code` and `error`): what `run -d` reports.
-    Started,
+
     /// Stream output (and stdin).
     Attach {
         /// Forward stdin.
@@ -204,7 +202,8 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             answer(&conn, &ok);
         }
         Request::Wait => {
-            let guard = shared.lock();
+            let mut guard = shared.lock();
+            guard.waiters += 1;
             let guard = shared
                 .changed
                 .wait_while(guard, |i| i.finished.is_none())
@@ -218,28 +217,11 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
                     ..Answer::default()
                 },
             );
+            let mut guard = shared.lock();
+            guard.waiters -= 1;
+            shared.changed.notify_all();
         }
-        Request::Started => answer(&conn, &started(shared)),
         Request::Attach { stdin } => attach(shared, conn, reader, stdin),
-    }
-}
-
-fn started(shared: &Shared) -> Answer {
-    let guard = shared.lock();
-    let inner = shared
-        .changed
-        .wait_while(guard, |i| !i.started && i.runs == 0)
-        .unwrap_or_else(|p| p.into_inner());
-    match (&inner.last, inner.started) {
-        (Some((code, error)), false) => Answer {
-            exit_code: Some(*code),
-            error: Some(error.clone()).filter(|e| !e.is_empty()),
-            ..Answer::default()
-        },
-        _ => Answer {
-            ok: true,
-            ..Answer::default()
-        },
     }
 }
 

@@ -1,0 +1,139 @@
+//! Fast scratch disks: `mkfs.ext4` runs once per disk size into a template kept in
+//! `<root>/layers/scratch-<size>.ext4` (published atomically), and each container's
+//! scratch disk is a sparse copy of it: only the few MiB of metadata mkfs wrote are copied
+//! (`SEEK_DATA`/`SEEK_HOLE` plus `copy_file_range`, which reflinks where the filesystem
+//! can), the rest stays a hole. Every copy is an ext4 file system with the same UUID,
+//! which ext4 does not mind (each is mounted in its own sandbox).
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::disk::{DiskError, create_scratch_disk};
+
+/// Creates the scratch disk `path` of `size` bytes from the template for that size under
+/// `layers` (made on first use). Fails if `path` exists; leaves nothing behind on failure.
+pub fn create_scratch_from_template(
+    layers: &Path,
+    path: &Path,
+    size: u64,
+) -> Result<(), DiskError> {
+    let template = layers.join(format!("scratch-{size}.ext4"));
+    if !template.is_file() {
+        make_template(layers, &template, size)?;
+    }
+    let io_err = |e| DiskError::Io(path.to_owned(), e);
+    let dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err)?;
+    let copied = File::open(&template)
+        .and_then(|src| sparse_copy(&src, &dst, size))
+        .and_then(|()| dst.sync_all());
+    if let Err(e) = copied {
+        let _ = fs::remove_file(path);
+        return Err(io_err(e));
+    }
+    Ok(())
+}
+
+/// Formats a template next to its final name and renames it into place (two husk
+/// processes racing both succeed; one template wins).
+fn make_template(layers: &Path, template: &Path, size: u64) -> Result<(), DiskError> {
+    fs::create_dir_all(layers).map_err(|e| DiskError::Io(layers.to_owned(), e))?;
+    let tmp = layers.join(format!(".scratch-{size}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    create_scratch_disk(&tmp, size)?;
+    fs::rename(&tmp, template).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        DiskError::Io(template.to_owned(), e)
+    })
+}
+
+/// Copies the data extents of `src` into `dst` and gives `dst` length `len`.
+fn sparse_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
+    dst.set_len(len)?;
+    let mut pos: i64 = 0;
+    let end = i64::try_from(len).map_err(io::Error::other)?;
+    while pos < end {
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(src.as_raw_fd(), pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            // ENXIO: no data after `pos`.
+            return if e.raw_os_error() == Some(libc::ENXIO) {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        copy_range(src, dst, data, hole.min(end))?;
+        pos = hole;
+    }
+    Ok(())
+}
+
+fn copy_range(src: &File, dst: &File, from: i64, to: i64) -> io::Result<()> {
+    let (mut off_in, mut off_out) = (from, from);
+    while off_in < to {
+        let want = usize::try_from(to - off_in).map_err(io::Error::other)?;
+        // SAFETY: both descriptors are ours; the offsets are valid i64s we own.
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                &mut off_in,
+                dst.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        match n {
+            n if n > 0 => {}
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn copies_are_sparse_and_byte_identical_to_the_template() {
+        let dir = tempfile::tempdir().unwrap();
+        let layers = dir.path().join("layers");
+        let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+        create_scratch_from_template(&layers, &a, 64 << 20).unwrap();
+        create_scratch_from_template(&layers, &b, 64 << 20).unwrap();
+        let template = layers.join(format!("scratch-{}.ext4", 64u64 << 20));
+        let mut want = Vec::new();
+        File::open(&template)
+            .unwrap()
+            .read_to_end(&mut want)
+            .unwrap();
+        for p in [&a, &b] {
+            let md = fs::metadata(p).unwrap();
+            assert_eq!(md.len(), 64 << 20);
+            assert!(md.blocks() * 512 < 32 << 20, "{p:?} is not sparse");
+            let mut got = Vec::new();
+            File::open(p).unwrap().read_to_end(&mut got).unwrap();
+            assert!(got == want, "{p:?} differs from the template");
+        }
+        // An existing file is refused and kept.
+        assert!(create_scratch_from_template(&layers, &a, 64 << 20).is_err());
+        assert!(a.exists());
+    }
+}
