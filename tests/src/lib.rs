@@ -36,6 +36,17 @@ pub fn output(mut c: Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
 }
 
+/// Says that (part of) a test was skipped, on the real stderr: the test harness captures
+/// `eprintln!` of passing tests, and a skip must be seen in every run's output.
+pub fn skipped(msg: &str) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: descriptor 2 is this process's stderr for its whole life; ManuallyDrop keeps
+    // the File from closing it.
+    let mut err = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(2) });
+    let _ = writeln!(err, "{msg}");
+}
+
 /// Whether KVM-needing tests can run; panics when CI demands KVM and it is missing.
 pub fn kvm_available(test: &str) -> bool {
     if Path::new("/dev/kvm").exists() {
@@ -45,7 +56,9 @@ pub fn kvm_available(test: &str) -> bool {
         std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
         "HUSK_REQUIRE_KVM is set but /dev/kvm does not exist"
     );
-    eprintln!("SKIPPED {test}: /dev/kvm does not exist on this host");
+    skipped(&format!(
+        "SKIPPED {test}: /dev/kvm does not exist on this host"
+    ));
     false
 }
 
@@ -72,10 +85,10 @@ pub fn linux_guests_available(test: &str) -> bool {
         vmm::Backend::Hardware { module } => format!("{module}, hardware"),
         vmm::Backend::Emulated { module } => format!("{module}, emulated"),
     };
-    eprintln!(
+    skipped(&format!(
         "SKIPPED {test}: this host's KVM ({backend}) cannot run Linux guest user space; run \
          on hardware KVM (or force with HUSK_VM_TESTS=1)"
-    );
+    ));
     false
 }
 
@@ -91,7 +104,9 @@ pub fn guest_kernel(test: &str) -> Option<PathBuf> {
                 std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
                 "HUSK_REQUIRE_KVM is set but no guest kernel is built (guest-kernel/build.sh)"
             );
-            eprintln!("SKIPPED {test}: no guest kernel built (run guest-kernel/build.sh)");
+            skipped(&format!(
+                "SKIPPED {test}: no guest kernel built (run guest-kernel/build.sh)"
+            ));
             None
         }
     }

@@ -42,7 +42,7 @@ fn kvm_permission_denied() {
     if !std::path::Path::new("/dev/kvm").exists()
         || !std::path::Path::new("/usr/bin/setpriv").exists()
     {
-        eprintln!("SKIPPED kvm_permission_denied: needs /dev/kvm and setpriv");
+        husk_e2e::skipped("SKIPPED kvm_permission_denied: needs /dev/kvm and setpriv");
         return;
     }
     // /dev/kvm is root-only here; drop to nobody.
@@ -58,7 +58,7 @@ fn kvm_permission_denied() {
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
         .unwrap();
     if mode & 0o006 != 0 {
-        eprintln!("SKIPPED kvm_permission_denied: /dev/kvm is world-accessible here");
+        husk_e2e::skipped("SKIPPED kvm_permission_denied: /dev/kvm is world-accessible here");
         return;
     }
     assert_eq!(o.status.code(), Some(125), "{err}");

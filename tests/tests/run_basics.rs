@@ -182,8 +182,8 @@ fn unknown_user_is_125_and_rm_leaves_nothing() {
 fn vm_where_guests_cannot_run_names_process_isolation() {
     let kvm = runtime::info::kvm_info(std::path::Path::new("/dev/kvm"));
     if kvm.can_run_linux_guests {
-        eprintln!(
-            "SKIPPED vm_where_guests_cannot_run_names_process_isolation: this host runs guests"
+        husk_e2e::skipped(
+            "SKIPPED vm_where_guests_cannot_run_names_process_isolation: this host runs guests",
         );
         return;
     }

@@ -118,7 +118,9 @@ fn prerequisites(test: &str) -> Option<PathBuf> {
                 std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
                 "HUSK_REQUIRE_KVM is set but {what} is missing"
             );
-            eprintln!("SKIPPED {test}: {what} is missing (scripts/prepare.sh installs it)");
+            husk_e2e::skipped(&format!(
+                "SKIPPED {test}: {what} is missing (scripts/prepare.sh installs it)"
+            ));
             return None;
         }
     }

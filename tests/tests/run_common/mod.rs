@@ -170,11 +170,11 @@ pub fn backends(test: &str) -> Vec<&'static str> {
     if husk_e2e::kvm_available(test) && kvm.can_run_linux_guests {
         v.push("vm");
     } else {
-        eprintln!(
+        husk_e2e::skipped(&format!(
             "SKIPPED {test} [isolation vm]: this host's KVM cannot run Linux guests ({}); only \
              the process half ran",
             kvm.backend.or(kvm.error).unwrap_or_default()
-        );
+        ));
     }
     v
 }
