@@ -259,22 +259,13 @@ pub struct ContainerState {
 impl ContainerState {
     /// Whether the shim process still exists.
     pub fn shim_alive(&self) -> bool {
-        self.shim_pid > 0 && process_exists(self.shim_pid)
+        self.shim_pid > 0 && crate::procfs::alive(self.shim_pid)
     }
 
     /// Running or restarting under a live shim.
     pub fn running(&self) -> bool {
         matches!(self.status, Status::Running | Status::Restarting) && self.shim_alive()
     }
-}
-
-/// Whether process `pid` exists and is not a zombie (a reparented shim is a zombie until
-/// init reaps it, and `kill(pid, 0)` still succeeds on it).
-pub fn process_exists(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
 }
 
 /// RFC 3339 with nanoseconds, UTC.

@@ -13,6 +13,7 @@ pub mod info;
 pub mod lifecycle;
 pub mod logs;
 pub mod paths;
+pub mod procfs;
 pub mod sandbox;
 pub mod shim;
 pub mod sockpath;

@@ -407,7 +407,7 @@ fn shim_pid(store: &Store, id: &str) -> i32 {
 
 fn wait_pid_gone(pid: i32) {
     for _ in 0..600 {
-        if pid <= 0 || !container::process_exists(pid) {
+        if pid <= 0 || !crate::procfs::alive(pid) {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -7,9 +7,10 @@ mod containers_support;
 
 use std::time::Duration;
 
-use containers_support::{Root, alive, children_of, loops_under};
+use containers_support::{Root, loops_under};
 use runtime::container::{HostConfig, RestartPolicy, Status};
 use runtime::lifecycle;
+use runtime::procfs::{alive, children_of};
 use runtime::sandbox::cgroup::{self, Cgroup};
 
 #[test]

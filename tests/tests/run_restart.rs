@@ -122,7 +122,7 @@ fn a_dead_sandbox_is_told_apart_and_restarted() {
     let id = id.trim();
     let store = runtime::container::Store::open(ctx.root()).unwrap();
     let shim = store.state(id).unwrap().shim_pid;
-    let agents = run_common::children_of(shim);
+    let agents = runtime::procfs::children_of(shim);
     assert_eq!(
         agents.len(),
         1,

@@ -1,7 +1,7 @@
 //! `husk exec`: a new process in a running container (its rootfs, environment, working
 //! directory and user unless the flags say otherwise), reached through the container's agent.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::ExitCode;
@@ -70,20 +70,9 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let _ = target.set(Arc::clone(&process));
     if a.interactive && process.pid().is_some() {
-        let mut input = process.stdin()?;
-        std::thread::Builder::new()
-            .name("husk-stdin".into())
-            .spawn(move || {
-                let mut buf = [0u8; 8192];
-                let mut local = std::io::stdin();
-                while let Ok(n @ 1..) = local.read(&mut buf) {
-                    if input.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                let _ = input.close();
-            })
-            .context("cannot start the stdin thread")?;
+        term::pump_stdin(process.stdin()?, |input| {
+            let _ = input.close();
+        })?;
     }
     let exit = process.wait()?;
     drop(raw);

@@ -3,7 +3,7 @@
 //! raw with `-t` (window size and its changes passed on), SIGINT/SIGTERM/... relayed to the
 //! workload, and husk exiting with the workload's code.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -264,24 +264,8 @@ fn session(root: &Path, id: &str, stdin: bool, tty: bool) -> anyhow::Result<Exit
         resize(root, id)?;
     }
     if stdin {
-        let mut input = attached.stdin()?;
-        std::thread::Builder::new()
-            .name("husk-stdin".into())
-            .spawn(move || {
-                let mut buf = [0u8; 8192];
-                let mut local = std::io::stdin();
-                while let Ok(n @ 1..) = local.read(&mut buf) {
-                    if input
-                        .write_all(&buf[..n])
-                        .and_then(|()| input.flush())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                // Dropping `input` sends end of file.
-            })
-            .context("cannot start the stdin thread")?;
+        // Dropping the attach's stdin sends end of file.
+        term::pump_stdin(attached.stdin()?, drop)?;
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     let code = match attached.pump(&mut out, &mut err)? {

@@ -1,5 +1,6 @@
 //! The local terminal and signals for attached verbs: raw mode (restored on drop), the
-//! window size, and a thread that receives the signals a foreground `husk run` relays.
+//! window size, a thread that receives the signals a foreground `husk run` relays, and a
+//! thread that copies local stdin to the workload.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -13,6 +14,35 @@ pub enum TermError {
     /// The signal thread could not be started.
     #[error("cannot start the signal thread")]
     Thread(#[source] io::Error),
+    /// The stdin thread could not be started.
+    #[error("cannot start the stdin thread")]
+    StdinThread(#[source] io::Error),
+}
+
+/// Copies local stdin to `input` on a thread until end of input (or the workload stops
+/// reading), then hands `input` to `done` (which sends end of file).
+pub fn pump_stdin<W: io::Write + Send + 'static>(
+    mut input: W,
+    done: impl FnOnce(W) + Send + 'static,
+) -> Result<(), TermError> {
+    std::thread::Builder::new()
+        .name("husk-stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut local = io::stdin();
+            while let Ok(n @ 1..) = io::Read::read(&mut local, &mut buf) {
+                if input
+                    .write_all(&buf[..n])
+                    .and_then(|()| input.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            done(input);
+        })
+        .map(drop)
+        .map_err(TermError::StdinThread)
 }
 
 /// The terminal in raw mode until dropped.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{Error, Stats, stats};
 use crate::container::Store as Containers;
-use crate::timing;
+use crate::{procfs, timing};
 
 /// The image every measurement uses (imported from the default-images cache).
 const IMAGE: &str = "husk/busybox";
@@ -589,42 +589,7 @@ pub fn tree_pss_kib(pid: i32) -> u64 {
     if pid <= 0 {
         return 0;
     }
-    descendants(pid).into_iter().map(pss_kib).sum()
-}
-
-fn pss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// `pid` and every process whose parent chain reaches it.
-fn descendants(pid: i32) -> Vec<i32> {
-    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|p| Some((p, parent_of(p)?)))
-        .collect();
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let cur = found[i];
-        found.extend(parents.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
-        i += 1;
-    }
-    found
-}
-
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(1)?.parse().ok()
+    procfs::tree(pid).into_iter().map(procfs::pss_kib).sum()
 }
 
 /// An OCI bundle for crun whose root filesystem is the image's: the layer disks mounted
@@ -734,17 +699,5 @@ mod tests {
         let rows = phase_rows(&[marks], RUN_PHASES);
         assert!(rows[0].contains("2.00 ms"), "{}", rows[0]);
         assert!(rows[1].ends_with('-'), "{}", rows[1]);
-    }
-
-    #[test]
-    fn this_process_is_in_its_own_tree_with_its_children() {
-        let me = i32::try_from(std::process::id()).unwrap();
-        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
-        let kid = i32::try_from(child.id()).unwrap();
-        let tree = descendants(me);
-        assert!(tree.contains(&me) && tree.contains(&kid), "{tree:?}");
-        assert!(tree_pss_kib(kid) > 0);
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 }

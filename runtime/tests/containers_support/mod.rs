@@ -129,26 +129,3 @@ pub fn loops_under(dir: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .collect()
 }
-
-/// Host pids whose parent is `ppid`.
-pub fn children_of(ppid: i32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                let after = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-                after.split_whitespace().nth(1) == Some(&ppid.to_string())
-            })
-        })
-        .collect()
-}
-
-pub fn alive(pid: i32) -> bool {
-    // A zombie counts as gone.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-    })
-}

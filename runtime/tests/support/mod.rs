@@ -180,18 +180,7 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Whether a process with this pid still exists (zombies count as gone).
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
+pub use runtime::procfs::alive;
 
 /// Waits (bounded) until `pid` is gone.
 pub fn wait_gone(pid: i32, within: Duration) {
