@@ -104,6 +104,29 @@ fn piped_stdin_with_i() {
             ["0", "done"],
             "{out}"
         );
+        // `exec -i` into a running container takes piped stdin the same way.
+        ctx.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "target",
+            "--isolation",
+            iso,
+            BUSYBOX,
+            "sleep",
+            "60",
+        ]);
+        let mut c = ctx.cmd();
+        c.args(["exec", "-i", "target", "wc", "-l"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, b"x\ny\n").unwrap();
+        drop(stdin);
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "2");
+        ctx.ok(&["rm", "-f", "target"]);
         ctx.assert_clean();
     }
 }
