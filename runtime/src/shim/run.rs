@@ -21,8 +21,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long resets the back-off (docker: 10 s).
 const BACKOFF_RESET: Duration = Duration::from_secs(10);
-/// How long the exiting shim gives pending `wait` answers to be written.
-const WAITERS_GRACE: Duration = Duration::from_secs(1);
+/// How long the exiting shim gives pending control answers to be written.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// How long a foreground run's shim waits for the first attach.
 const ATTACH_WAIT: Duration = Duration::from_secs(10);
 /// What a second shim of a running container reports (`start` treats it as success).
@@ -64,8 +64,8 @@ pub(crate) struct Inner {
     /// The starter still waits on the shim's stdout for how the first run started
     /// (`started`, or `failed <code> <why>`).
     pub report_pending: bool,
-    /// `wait` requests still to be answered (the shim exits only after them).
-    pub waiters: usize,
+    /// Control requests still being answered (the shim exits only after them).
+    pub answering: usize,
 }
 
 impl Shared {
@@ -435,7 +435,7 @@ fn remove_if_auto(shared: &Shared) {
 }
 
 /// Marks the end (the state, unless `--rm` removed the container) and lets every pending
-/// `wait` request be answered before the process goes.
+/// control request (`wait`, `stop`, ...) be answered before the process goes.
 fn finish(shared: &Shared, code: i32) {
     {
         let mut inner = shared.lock();
@@ -454,5 +454,5 @@ fn finish(shared: &Shared, code: i32) {
     let guard = shared.lock();
     let _ = shared
         .changed
-        .wait_timeout_while(guard, WAITERS_GRACE, |i| i.waiters > 0);
+        .wait_timeout_while(guard, ANSWER_GRACE, |i| i.answering > 0);
 }

@@ -169,6 +169,9 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
         ok: true,
         ..Answer::default()
     };
+    // Until this request is answered the shim does not exit (an attach has had its exit
+    // frame by then and needs no such hold).
+    let _answering = (!matches!(req, Request::Attach { .. })).then(|| Answering::new(shared));
     match req {
         Request::Kill { signal } => {
             // As docker: the stop signal (SIGTERM) and SIGKILL end the restarts; other
@@ -202,8 +205,7 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             answer(&conn, &ok);
         }
         Request::Wait => {
-            let mut guard = shared.lock();
-            guard.waiters += 1;
+            let guard = shared.lock();
             let guard = shared
                 .changed
                 .wait_while(guard, |i| i.finished.is_none())
@@ -217,11 +219,25 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
                     ..Answer::default()
                 },
             );
-            let mut guard = shared.lock();
-            guard.waiters -= 1;
-            shared.changed.notify_all();
         }
         Request::Attach { stdin } => attach(shared, conn, reader, stdin),
+    }
+}
+
+/// One request being answered: counted in `Inner::answering` while it lives.
+struct Answering<'a>(&'a Shared);
+
+impl<'a> Answering<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.lock().answering += 1;
+        Self(shared)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.lock().answering -= 1;
+        self.0.changed.notify_all();
     }
 }
 
