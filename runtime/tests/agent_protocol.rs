@@ -415,10 +415,15 @@ impl Raw {
         }
     }
 
+    /// The next error reply. Stdin credits are unsolicited and may arrive at any time (the
+    /// process drains its pipe on its own schedule), so they are skipped.
     fn error(&mut self) -> (Option<u64>, ErrorKind, String) {
-        match self.reply() {
-            (id, Reply::Error { kind, message }) => (id, kind, message),
-            other => panic!("expected an error, got {other:?}"),
+        loop {
+            match self.reply() {
+                (id, Reply::Error { kind, message }) => return (id, kind, message),
+                (None, Reply::Credit { .. }) => {}
+                other => panic!("expected an error, got {other:?}"),
+            }
         }
     }
 

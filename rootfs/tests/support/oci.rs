@@ -56,7 +56,15 @@ fn layer_tar(files: &LayerFiles) -> Vec<u8> {
         std::fs::write(path, data).unwrap();
     }
     let out = Command::new("tar")
-        .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner"])
+        // Fixed mtimes: the same files make the same layer (and diff_id) in every image,
+        // even when two images are written on either side of a second boundary.
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mtime=@0",
+        ])
         .arg("-C")
         .arg(src.path())
         .args(["-cf", "-", "."])
