@@ -140,14 +140,14 @@ pub fn create(root: &Path, req: CreateRequest) -> Result<ContainerConfig, Lifecy
         check_vm_possible()?;
     }
     crate::timing::mark("create.start");
+    let store = Store::open(root)?;
     // Held until config.json names the image, so a concurrent `rmi` sees this container.
-    let _images = images_lock(root)?;
+    let _images = images_lock(&store)?;
     let image_err = |e| LifecycleError::Image(req.image.clone(), e);
     let images = rootfs::store::Store::open(root).map_err(image_err)?;
     let image = images.resolve(&req.image).map_err(image_err)?;
     let disks =
         rootfs::layer::ensure_layer_disks(root, &images, &image).map_err(LifecycleError::Layers)?;
-    let store = Store::open(root)?;
     let layers = disks.into_iter().map(|d| d.path).collect();
     let image_id = image.id.to_string();
     let config = store.create(req.name.as_deref(), |id, name| {
@@ -182,8 +182,8 @@ pub struct InUse {
 /// The images and layer disks containers use, with a lock that keeps `husk run` from
 /// creating a container on an image while it is held (take it around `rmi`/`prune`).
 pub fn images_in_use(root: &Path) -> Result<(Lock, InUse), LifecycleError> {
-    let lock = images_lock(root)?;
     let store = Store::open(root)?;
+    let lock = images_lock(&store)?;
     let mut in_use = InUse::default();
     for id in store.ids()? {
         let Ok(config) = store.config(&id) else {
@@ -201,8 +201,7 @@ pub fn images_in_use(root: &Path) -> Result<(Lock, InUse), LifecycleError> {
     Ok((lock, in_use))
 }
 
-fn images_lock(root: &Path) -> Result<Lock, LifecycleError> {
-    let store = Store::open(root)?;
+fn images_lock(store: &Store) -> Result<Lock, LifecycleError> {
     Ok(Lock::take(&store.dir(IMAGES_LOCK))?)
 }
 

@@ -12,9 +12,14 @@ use support::oci::{self, ImageSpec};
 use support::registry::{Push, Registry};
 
 fn push(reg: &Registry, name: &str) {
+    push_random(reg, name, 2, 900, 50_000);
+}
+
+/// Pushes `name` with `n` layers of one file of `size` random bytes each (seeded).
+fn push_random(reg: &Registry, name: &str, n: u64, seed: u64, size: usize) {
     let layout = tempfile::tempdir().unwrap();
-    let layers = (0..2)
-        .map(|i| vec![(format!("f{i}"), oci::random_bytes(900 + i, 50_000))])
+    let layers = (0..n)
+        .map(|i| vec![(format!("f{i}"), oci::random_bytes(seed + i, size))])
         .collect();
     oci::write_layout(
         layout.path(),
@@ -130,19 +135,7 @@ fn login(root: &std::path::Path, host: &str, password: &str) -> std::process::Ou
 fn a_pull_killed_anywhere_leaves_a_working_store() {
     use sha2::Digest as _;
     let reg = Registry::start();
-    let layout = tempfile::tempdir().unwrap();
-    let layers = (0..4)
-        .map(|i| vec![(format!("big{i}"), oci::random_bytes(700 + i, 12 << 20))])
-        .collect();
-    oci::write_layout(
-        layout.path(),
-        "t",
-        &[ImageSpec {
-            arch: "amd64",
-            layers,
-        }],
-    );
-    reg.push(layout.path(), "t", "e2e/big:1", Push::OciGzip);
+    push_random(&reg, "e2e/big:1", 4, 700, 12 << 20);
     let root = tempfile::tempdir().unwrap();
     let name = format!("{}/e2e/big:1", reg.host());
     let blobs = root.path().join("images/blobs/sha256");

@@ -124,8 +124,9 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
     Ok(code)
 }
 
-/// With `--rm`, docker returns only once the container is gone; the shim removes it right
-/// after the workload's exit, so this is short (bounded at 10 s).
+/// With `--rm`, docker returns only once the container is gone. The shim removes it before
+/// it sends the exit frame, so this normally sees it gone at the first look; it matters
+/// when the shim went away without an exit frame (bounded at 10 s).
 fn wait_removed(root: &Path, id: &str) {
     for _ in 0..200 {
         if lifecycle::inspect_json(root, id).is_err() {

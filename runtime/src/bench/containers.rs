@@ -237,13 +237,11 @@ impl<'a> Bench<'a> {
     fn idle_memory(&self, out: &mut Vec<String>) -> Result<(), Error> {
         let n = self.o.idle;
         out.push(String::new());
-        let mut husk_pss = Vec::new();
-        for i in 0..n {
-            let id = self.husk_detached(&format!("idle-{i}"))?;
-            husk_pss.push(id);
-        }
+        let ids = (0..n)
+            .map(|i| self.husk_detached(&format!("idle-{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
         settle();
-        let pss: Vec<f64> = husk_pss
+        let pss: Vec<f64> = ids
             .iter()
             .map(|id| kib_to_mib(self.husk_container_pss(id)))
             .collect();
@@ -252,7 +250,7 @@ impl<'a> Bench<'a> {
             stats(&pss),
             "MiB",
         ));
-        self.remove_all(&husk_pss);
+        self.remove_all(&ids);
         if let Some(crun_pss) = self.crun_idle(n)? {
             out.push(row(
                 &format!("crun idle container PSS (n={n})"),
@@ -493,26 +491,17 @@ fn hide_hybrid_unified() -> Result<bool, Error> {
             std::io::Error::last_os_error().to_string(),
         )
     };
-    // SAFETY: unshare, mount and umount2 take valid NUL-terminated strings or null pointers;
-    // only this thread's (and its future children's) mount namespace changes.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(fail("unshare"));
-        }
-        let root = c"/";
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(fail("make / private"));
-        }
-        if libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) != 0 {
-            return Err(fail("umount"));
-        }
+    // SAFETY: unshare takes only flags; only this thread's (and its future children's)
+    // mount namespace changes.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(fail("unshare"));
+    }
+    if !crate::sandbox::process::make_mounts_private() {
+        return Err(fail("make / private"));
+    }
+    // SAFETY: umount2 takes a static NUL-terminated path, in this thread's namespace.
+    if unsafe { libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(fail("umount"));
     }
     Ok(true)
 }

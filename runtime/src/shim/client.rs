@@ -31,14 +31,6 @@ impl ShimClient {
     }
 
     fn call(&self, req: &Request) -> Result<(UnixStream, Answer), ShimError> {
-        let (conn, mut answer) = self.call_raw(req)?;
-        match answer.error.take() {
-            Some(e) => Err(ShimError::Failed(e)),
-            None => Ok((conn, answer)),
-        }
-    }
-
-    fn call_raw(&self, req: &Request) -> Result<(UnixStream, Answer), ShimError> {
         let mut conn = self.open()?;
         let mut json = serde_json::to_vec(req).map_err(|e| ShimError::Protocol(e.to_string()))?;
         json.push(b'\n');
@@ -52,6 +44,9 @@ impl ShimClient {
         }
         let answer: Answer =
             serde_json::from_str(&line).map_err(|e| ShimError::Protocol(e.to_string()))?;
+        if let Some(e) = answer.error {
+            return Err(ShimError::Failed(e));
+        }
         // Frames may already sit in the buffer: hand back a stream that starts after them.
         if !reader.buffer().is_empty() {
             return Err(ShimError::Protocol("data before the attach answer".into()));
