@@ -1,5 +1,6 @@
-//! `husk info`: what this host is and what husk can do on it, above all whether its KVM
-//! can run Linux guests (hardware virtualization) or only emulate them.
+//! `husk info`: what this host is and what husk can do on it, above all which of three kinds
+//! of host it is for vm isolation: hardware virtualization (guests run natively), an
+//! emulating KVM (guests run, slowly: their kernel code is emulated), or no usable KVM.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,32 @@ pub struct SystemInfo {
     pub cgroups: String,
 }
 
+/// How Linux guests run on this host: the three kinds of host husk tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Guests {
+    /// Hardware virtualization: guests run natively.
+    Hardware,
+    /// An emulating KVM (such as PVM): guests run, with their kernel code emulated.
+    Emulated,
+    /// No usable KVM: vm isolation cannot run here.
+    None,
+}
+
+impl Guests {
+    /// One line for `husk info` and messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Guests::Hardware => "yes (hardware virtualization)",
+            Guests::Emulated => {
+                "yes, slowly (this KVM emulates guest kernel code instruction by instruction: \
+                 a microVM boots in seconds instead of milliseconds)"
+            }
+            Guests::None => "no (KVM is unusable)",
+        }
+    }
+}
+
 /// KVM as husk sees it.
 #[derive(Debug, Serialize)]
 pub struct KvmInfo {
@@ -46,8 +73,10 @@ pub struct KvmInfo {
     pub backend: Option<String>,
     /// The KVM module behind the device.
     pub module: Option<String>,
-    /// Whether stock Linux guests (and their user space) run here.
+    /// Whether husk's guests (kernel and user space) run here.
     pub can_run_linux_guests: bool,
+    /// How they run: `hardware`, `emulated` or `none`.
+    pub guests: Guests,
     /// `KVM_GET_API_VERSION`.
     pub api_version: Option<i32>,
     /// `KVM_CAP_MAX_VCPUS`.
@@ -83,6 +112,7 @@ pub fn kvm_info(device: &Path) -> KvmInfo {
             backend: None,
             module: None,
             can_run_linux_guests: false,
+            guests: Guests::None,
             api_version: None,
             max_vcpus: None,
             irqfd: false,
@@ -102,7 +132,12 @@ fn kvm_info_from(host: &HostKvm) -> KvmInfo {
         error: None,
         backend: Some(backend.into()),
         module: Some(module),
-        can_run_linux_guests: host.can_run_linux_guests(),
+        can_run_linux_guests: true,
+        guests: if host.guests_emulated() {
+            Guests::Emulated
+        } else {
+            Guests::Hardware
+        },
         api_version: Some(host.api_version),
         max_vcpus: Some(host.max_vcpus),
         irqfd: host.irqfd,
@@ -197,15 +232,7 @@ pub fn render(info: &SystemInfo) -> String {
     }
     line(format!(
         "  Can Run Linux Guests: {}",
-        if info.kvm.can_run_linux_guests {
-            "yes (hardware virtualization)".to_string()
-        } else if info.kvm.usable {
-            "no (this KVM emulates guest kernel code instruction by instruction; guest user \
-             space cannot run: use --isolation process)"
-                .to_string()
-        } else {
-            "no (KVM is unusable)".to_string()
-        }
+        info.kvm.guests.describe()
     ));
     let present = |a: &ArtifactInfo| if a.present { "" } else { " (missing)" };
     line(format!(
@@ -250,6 +277,7 @@ mod tests {
         let info = gather(Path::new("/tmp/husk-root"), Path::new("/nonexistent/kvm"));
         assert!(!info.kvm.usable);
         assert!(!info.kvm.can_run_linux_guests);
+        assert_eq!(info.kvm.guests, Guests::None);
         let text = render(&info);
         assert!(
             text.contains("Usable: no (/nonexistent/kvm does not exist"),
@@ -258,5 +286,36 @@ mod tests {
         assert!(text.contains("Can Run Linux Guests: no (KVM is unusable)"));
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["kvm"]["usable"], false);
+        assert_eq!(json["kvm"]["guests"], "none");
+    }
+
+    fn host(backend: Backend) -> HostKvm {
+        HostKvm {
+            device: "/dev/kvm".into(),
+            api_version: 12,
+            backend,
+            max_vcpus: 8,
+            irqfd: true,
+            ioeventfd: true,
+            immediate_exit: true,
+            host_mem_mib: 1024,
+        }
+    }
+
+    #[test]
+    fn three_kinds_of_host() {
+        let hw = kvm_info_from(&host(Backend::Hardware {
+            module: "kvm_intel".into(),
+        }));
+        assert!(hw.can_run_linux_guests);
+        assert_eq!(hw.guests, Guests::Hardware);
+        let pvm = kvm_info_from(&host(Backend::Emulated {
+            module: "kvm_pvm".into(),
+        }));
+        assert!(pvm.can_run_linux_guests);
+        assert_eq!(pvm.guests, Guests::Emulated);
+        assert_eq!(serde_json::to_value(&pvm).unwrap()["guests"], "emulated");
+        assert!(Guests::Emulated.describe().starts_with("yes, slowly"));
+        assert!(Guests::Hardware.describe().starts_with("yes (hardware"));
     }
 }

@@ -81,10 +81,8 @@ pub enum LifecycleError {
     /// The scratch disk could not be made.
     #[error("cannot create the container's writable layer")]
     Scratch(#[source] rootfs::layer::DiskError),
-    /// vm isolation asked for on a host that cannot run Linux guests.
-    #[error(
-        "this host's KVM cannot run Linux guests ({0}); use --isolation process (or HUSK_VM_FORCE=1 to try anyway)"
-    )]
+    /// vm isolation asked for on a host without a usable KVM.
+    #[error("vm isolation needs a usable KVM ({0}); use --isolation process")]
     VmUnavailable(String),
     /// The shim could not be started or reached.
     #[error(transparent)]
@@ -133,11 +131,11 @@ pub struct Summary {
 }
 
 /// Creates a container (does not start it). `req.host.isolation` must already be resolved
-/// (`auto` -> vm or process, see `spec::IsolationChoice`); vm is refused here where guests
-/// cannot run (unless `HUSK_VM_FORCE=1`).
+/// (`auto` -> vm or process, see `spec::IsolationChoice`); vm is refused here where there is
+/// no usable KVM.
 pub fn create(root: &Path, req: CreateRequest) -> Result<ContainerConfig, LifecycleError> {
     if req.host.isolation == Isolation::Vm {
-        check_vm_possible()?;
+        check_vm_possible(Path::new("/dev/kvm"))?;
     }
     crate::timing::mark("create.start");
     let store = Store::open(root)?;
@@ -205,21 +203,16 @@ fn images_lock(store: &Store) -> Result<Lock, LifecycleError> {
     Ok(Lock::take(&store.dir(IMAGES_LOCK))?)
 }
 
-/// Refuses vm isolation where guests cannot run, unless `HUSK_VM_FORCE=1`.
-pub fn check_vm_possible() -> Result<(), LifecycleError> {
-    if std::env::var("HUSK_VM_FORCE").is_ok_and(|v| v == "1") {
-        return Ok(());
-    }
-    let kvm = crate::info::kvm_info(Path::new("/dev/kvm"));
+/// Refuses vm isolation where there is no usable KVM (on an emulating KVM guests run,
+/// slowly, so vm stays available there).
+pub fn check_vm_possible(kvm_device: &Path) -> Result<(), LifecycleError> {
+    let kvm = crate::info::kvm_info(kvm_device);
     if kvm.can_run_linux_guests {
         return Ok(());
     }
-    let why = match (kvm.error, kvm.backend) {
-        (Some(e), _) => e,
-        (None, Some(b)) => format!("its KVM backend is {b}"),
-        (None, None) => "unknown KVM".to_owned(),
-    };
-    Err(LifecycleError::VmUnavailable(why))
+    Err(LifecycleError::VmUnavailable(
+        kvm.error.unwrap_or_else(|| "unknown KVM".to_owned()),
+    ))
 }
 
 /// Starts a created or exited container's shim; returns once its workload runs (or with
@@ -243,7 +236,7 @@ fn start_shim(root: &Path, query: &str, wait_attach: bool) -> Result<String, Lif
     }
     let config = store.config(&id)?;
     if config.host_config.isolation == Isolation::Vm {
-        check_vm_possible()?;
+        check_vm_possible(Path::new("/dev/kvm"))?;
     }
     match shim::spawn(root, &id, wait_attach) {
         // Another `start` won the race: the container runs, as asked.

@@ -249,8 +249,25 @@ fn info_reports_kvm_and_whether_guests_run() {
     c.args(["info", "--format", "json"]);
     let o = output(c);
     assert!(o.status.success(), "{}", stderr(&o));
-    let text = String::from_utf8(o.stdout).unwrap();
-    assert!(text.contains("\"can_run_linux_guests\""), "{text}");
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The three kinds of host: this one's answer must match what vmm's probe says.
+    let (usable, guests) = match vmm::host::probe(std::path::Path::new("/dev/kvm")) {
+        Ok(h) if h.guests_emulated() => (true, "emulated"),
+        Ok(_) => (true, "hardware"),
+        Err(_) => (false, "none"),
+    };
+    assert_eq!(json["kvm"]["usable"], usable, "{json}");
+    assert_eq!(json["kvm"]["can_run_linux_guests"], usable, "{json}");
+    assert_eq!(json["kvm"]["guests"], guests, "{json}");
+    let mut c = husk(root.path());
+    c.args(["info"]);
+    let text = String::from_utf8(output(c).stdout).unwrap();
+    let want = match guests {
+        "emulated" => "Can Run Linux Guests: yes, slowly (this KVM emulates guest kernel code",
+        "hardware" => "Can Run Linux Guests: yes (hardware virtualization)",
+        _ => "Can Run Linux Guests: no (KVM is unusable)",
+    };
+    assert!(text.contains(want), "{text}");
     let mut c = husk(root.path());
     c.args(["info"]).env("HUSK_KVM_DEVICE", "/nonexistent/kvm");
     let o = output(c);
@@ -258,6 +275,10 @@ fn info_reports_kvm_and_whether_guests_run() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(
         text.contains("Usable: no (/nonexistent/kvm does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Can Run Linux Guests: no (KVM is unusable)"),
         "{text}"
     );
 }

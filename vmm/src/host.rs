@@ -1,6 +1,7 @@
-//! What this host's KVM is: can husk open it, which backend implements it, and can it run
-//! Linux guests at useful speed (hardware virtualization) or only emulate them (PVM and
-//! other instruction-emulating backends).
+//! What this host's KVM is: can husk open it, which backend implements it, and how Linux
+//! guests run on it: natively (hardware virtualization) or with their kernel code emulated
+//! instruction by instruction (PVM and similar backends; husk's guest kernel carries the
+//! patches that make its user space run there, see docs/guest-kernel.md).
 
 use std::fs;
 use std::io;
@@ -17,8 +18,8 @@ pub enum Backend {
         module: String,
     },
     /// A software backend that emulates guest kernel code instruction by instruction
-    /// (such as PVM): VMs work, but a Linux guest boots minutes slowly and its user space
-    /// cannot run.
+    /// (such as PVM): VMs work and husk's guest kernel runs there, slowly (its kernel code
+    /// is emulated; guest user space runs natively).
     Emulated {
         /// The kernel module, e.g. `kvm_pvm`.
         module: String,
@@ -47,9 +48,10 @@ pub struct HostKvm {
 }
 
 impl HostKvm {
-    /// Whether a stock Linux guest (and its user space) can run here.
-    pub fn can_run_linux_guests(&self) -> bool {
-        matches!(self.backend, Backend::Hardware { .. })
+    /// Whether guest kernel code is emulated here (guests run, but every guest kernel
+    /// entry costs emulation: seconds to boot instead of milliseconds).
+    pub fn guests_emulated(&self) -> bool {
+        matches!(self.backend, Backend::Emulated { .. })
     }
 
     /// Whether CPUID must hide the instructions an emulating backend rejects.

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rootfs::store::{Store, StoreError};
 use runtime::container::Isolation;
+use runtime::info::Guests;
 use runtime::lifecycle::{self, AttachOptions, LifecycleError};
 use runtime::shim::ShimError;
 use runtime::spec::{self, IsolationChoice, RunFlags};
@@ -201,18 +202,21 @@ fn with_latest(name: &str) -> String {
 /// `--isolation`; `auto` says on stderr what it picked and why.
 fn pick_isolation(choice: &str, kvm_device: &Path) -> anyhow::Result<Isolation> {
     let choice: IsolationChoice = choice.parse()?;
+    if choice == IsolationChoice::Vm {
+        lifecycle::check_vm_possible(kvm_device)?;
+    }
     if choice != IsolationChoice::Auto {
         return Ok(choice.resolve(false));
     }
     let kvm = runtime::info::kvm_info(kvm_device);
     let picked = choice.resolve(kvm.can_run_linux_guests);
-    let why = match (kvm.can_run_linux_guests, kvm.error, kvm.backend) {
-        (true, _, _) => "this host's KVM runs Linux guests".to_owned(),
-        (false, Some(e), _) => format!("KVM is unusable here: {e}"),
-        (false, None, b) => format!(
-            "this host's KVM ({}) cannot run Linux guests",
-            b.unwrap_or_default()
+    let why = match (kvm.guests, kvm.error) {
+        (Guests::Hardware, _) => "this host's KVM runs guests natively".to_owned(),
+        (Guests::Emulated, _) => format!(
+            "this host's KVM ({}) runs guests with their kernel code emulated: expect seconds per start",
+            kvm.module.unwrap_or_default()
         ),
+        (Guests::None, e) => format!("KVM is unusable here: {}", e.unwrap_or_default()),
     };
     eprintln!("husk: --isolation auto: using {} ({why})", picked.as_str());
     Ok(picked)
