@@ -51,6 +51,37 @@ pub struct BootArgs {
     /// port P reach a listener at SOCKET_PATH_P.
     #[arg(long, value_name = "SOCKET_PATH")]
     vsock: Option<PathBuf>,
+    #[command(flatten)]
+    profile: ProfileArgs,
+}
+
+/// The guest profiler's flags (docs/profiling.md).
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// Sample every vCPU's instruction pointer while the guest runs and write a report
+    /// (top kernel functions overall, per boot phase and per second) to FILE; a summary
+    /// goes to stderr. Boot phases need the console on (--console or --console-file).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Microseconds between two samples of one vCPU (100 to 1000000).
+    #[arg(long, value_name = "US", default_value_t = 1000, requires = "profile")]
+    profile_interval_us: u64,
+    /// Functions listed per table in the report.
+    #[arg(long, value_name = "N", default_value_t = 30, requires = "profile")]
+    profile_top: usize,
+    /// The guest kernel's System.map [default: System.map beside the kernel, after
+    /// following symlinks].
+    #[arg(long, value_name = "PATH", requires = "profile")]
+    system_map: Option<PathBuf>,
+}
+
+impl ProfileArgs {
+    fn config(&self) -> Option<vmm::ProfileConfig> {
+        self.profile.as_ref().map(|_| vmm::ProfileConfig {
+            interval: std::time::Duration::from_micros(self.profile_interval_us),
+            system_map: self.system_map.clone(),
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -73,9 +104,9 @@ pub struct BenchRunArgs {
     /// Cap of the density ramp: idle containers started until one fails (0 skips it).
     #[arg(long, default_value_t = 0)]
     max_containers: usize,
-    /// vm-isolation runs measuring the host-side phases to the first guest instruction
-    /// (0 skips them).
-    #[arg(long, default_value_t = 5)]
+    /// `husk run --rm --isolation vm ... true` runs end to end, each beside a process
+    /// run, with vm's phases (0 skips them; each boots a guest kernel).
+    #[arg(long, default_value_t = 3)]
     vm_runs: usize,
     /// Measure husk alone, without crun.
     #[arg(long)]
@@ -145,8 +176,21 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
         disks: a.disks.iter().map(String::as_str).map(disk).collect(),
         vsock: a.vsock.map(vmm::VsockConfig::new),
     };
-    let report = guest::boot(&req)?;
+    if let Some(path) = &a.profile.profile {
+        // Fail before a long boot, not after it.
+        std::fs::File::create(path)
+            .with_context(|| format!("cannot create the profile file {}", path.display()))?;
+    }
+    let report = guest::boot_profiled(&req, a.profile.config())?;
     eprintln!("{}", guest::summary(&report));
+    if let (Some(path), Some(profile)) = (&a.profile.profile, &report.profile) {
+        profile.write(path, a.profile.profile_top)?;
+        eprintln!("\n{}", profile.summary(10));
+        eprintln!(
+            "full profile (per boot phase, timeline): {}",
+            path.display()
+        );
+    }
     if guest::clean_exit(&report) {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -100,12 +100,26 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
         milestones,
         disks: req.disks.clone(),
         vsock: req.vsock.clone(),
+        profile: None,
     })
 }
 
 /// Boots and runs the guest to its end.
 pub fn boot(req: &BootRequest) -> Result<RunReport, Error> {
-    let vm = vmm::MicroVm::build(&vm_config(req)?)?;
+    boot_profiled(req, None)
+}
+
+/// Boots and runs the guest to its end, sampling its vCPUs when `profile` is set (the
+/// report's `profile` then holds the result).
+pub fn boot_profiled(
+    req: &BootRequest,
+    profile: Option<vmm::ProfileConfig>,
+) -> Result<RunReport, Error> {
+    let config = VmConfig {
+        profile,
+        ..vm_config(req)?
+    };
+    let vm = vmm::MicroVm::build(&config)?;
     // `husk bench run`: VMM setup done; the vCPUs enter the guest right after.
     crate::timing::mark("vmm.built");
     Ok(vm.run()?)
@@ -166,6 +180,7 @@ mod tests {
             run_time: Duration::from_secs(90),
             cmdline: String::new(),
             milestones,
+            profile: None,
         }
     }
 

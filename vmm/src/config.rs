@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub use crate::devices::virtio::vsock::VsockConfig;
+pub use crate::profile::ProfileConfig;
 
 /// Fewest MiB of guest memory husk boots (a kernel needs room above its load address).
 pub const MIN_MEM_MIB: u64 = 64;
@@ -63,6 +64,9 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// The virtio-vsock device and its host unix socket, if any.
     pub vsock: Option<VsockConfig>,
+    /// Sample the vCPUs' instruction pointers while the VM runs (`None`: no profiler
+    /// at all).
+    pub profile: Option<ProfileConfig>,
 }
 
 impl VmConfig {
@@ -79,6 +83,7 @@ impl VmConfig {
             milestones: Vec::new(),
             disks: Vec::new(),
             vsock: None,
+            profile: None,
         }
     }
 

@@ -10,11 +10,12 @@ pub mod devices;
 pub mod exit;
 pub mod host;
 pub mod loader;
+pub mod profile;
 pub mod tiny_elf;
 pub mod vcpu;
 pub mod vm;
 
-pub use config::{Console, DiskConfig, VmConfig, VsockConfig};
+pub use config::{Console, DiskConfig, ProfileConfig, VmConfig, VsockConfig};
 pub use exit::{VcpuError, VmExit};
 pub use host::{Backend, HostKvm};
 pub use vm::{Error, MicroVm, RunReport, boot};

@@ -12,6 +12,7 @@ use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
 use crate::arch::x86_64::{cpuid, interrupts, msr, regs};
 use crate::devices::Bus;
 use crate::exit::{ExitLatch, VcpuError, VmExit};
+use crate::profile::SampleSink;
 
 /// Errors setting a vCPU up.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,8 @@ pub struct VcpuContext {
     pub exit: Arc<ExitLatch>,
     /// Set by the VMM to stop every vCPU.
     pub stop: Arc<AtomicBool>,
+    /// Where samples go when the VM is being profiled.
+    pub profile: Option<Arc<SampleSink>>,
 }
 
 /// One vCPU.
@@ -143,13 +146,22 @@ impl Vcpu {
 
     fn run(mut self, ctx: &VcpuContext) {
         let id = self.id;
+        if let Some(p) = &ctx.profile {
+            p.attach(&mut self.fd);
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             while !ctx.stop.load(Ordering::Acquire) && !ctx.exit.is_set() {
                 if let Some(exit) = self.run_once(ctx) {
                     ctx.exit.signal(exit);
                 }
+                if let Some(p) = &ctx.profile {
+                    p.after_exit(id, &mut self.fd);
+                }
             }
         }));
+        if let Some(p) = &ctx.profile {
+            p.detach();
+        }
         if outcome.is_err() {
             ctx.exit.signal(VmExit::Error {
                 vcpu: id,

@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,8 +25,9 @@ use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, Console
 use crate::devices::virtio::{block, manager, vsock};
 use crate::devices::{Bus, bus, i8042, serial};
 use crate::exit::{ExitLatch, VmExit};
+use crate::profile::{Profile, Profiler, Ticker};
 use crate::vcpu::{BootState, Vcpu, VcpuContext};
-use crate::{cmdline, config, host, loader, vcpu};
+use crate::{cmdline, config, host, loader, profile, vcpu};
 
 /// Errors building or running a microVM.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,9 @@ pub enum Error {
     /// A virtio device could not be placed.
     #[error(transparent)]
     Virtio(#[from] manager::Error),
+    /// The profiler could not be prepared or started.
+    #[error(transparent)]
+    Profile(#[from] profile::Error),
 }
 
 /// What a finished run reports.
@@ -108,6 +113,8 @@ pub struct RunReport {
     pub cmdline: String,
     /// Each watched console milestone and when it appeared, from the vCPUs' start.
     pub milestones: Vec<(String, Option<Duration>)>,
+    /// The guest profile, when the VM was profiled.
+    pub profile: Option<Profile>,
 }
 
 /// A built microVM, ready to run.
@@ -124,6 +131,7 @@ pub struct MicroVm {
     milestones: Arc<Mutex<Milestones>>,
     subscribers: Vec<manager::Subscriber>,
     cmdline: String,
+    profiler: Option<Profiler>,
     started: Instant,
 }
 
@@ -141,6 +149,11 @@ impl MicroVm {
     pub fn build(config: &VmConfig) -> Result<MicroVm, Error> {
         let started = Instant::now();
         let (kvm, host) = check_kvm(config)?;
+        let profiler = config
+            .profile
+            .as_ref()
+            .map(|p| Profiler::prepare(p, &config.kernel))
+            .transpose()?;
         let memory = create_guest_memory(config.mem_bytes())?;
         let vm = create_vm(&kvm, &memory)?;
         setup_irqchip(&vm)?;
@@ -197,6 +210,7 @@ impl MicroVm {
             milestones,
             subscribers: virtio.into_subscribers(),
             cmdline,
+            profiler,
             started,
         })
     }
@@ -212,41 +226,77 @@ impl MicroVm {
         let setup_time = self.started.elapsed();
         let run_start = Instant::now();
         let stop = Arc::new(AtomicBool::new(false));
+        let sink = (self.profiler.as_ref()).map(|p| p.sink(self.vcpus.len(), run_start));
         let ctx = VcpuContext {
             pio: self.pio.clone(),
             mmio: self.mmio.clone(),
             exit: self.exit.clone(),
             stop: stop.clone(),
+            profile: sink.clone(),
         };
-        let mut threads = Vec::with_capacity(self.vcpus.len());
-        for vcpu in self.vcpus {
-            match vcpu.start(ctx.clone()) {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    stop_vcpus(&stop, threads);
-                    return Err(e.into());
-                }
+        let threads = start_vcpus(self.vcpus, &ctx)?;
+        let ticker = match start_ticker(self.profiler.as_ref(), sink.as_ref(), &threads) {
+            Ok(t) => t,
+            Err(e) => {
+                stop_vcpus(&stop, threads);
+                return Err(e.into());
             }
-        }
+        };
         let result = event_loop(&self.exit, self.subscribers);
+        // The ticker signals the vCPU threads by id: stop it before they are joined.
+        if let Some(t) = ticker {
+            t.stop();
+        }
         stop_vcpus(&stop, threads);
         let exit = result?;
-        let milestones = bus::lock(&self.milestones)
+        let run_time = run_start.elapsed();
+        let milestones: Vec<_> = bus::lock(&self.milestones)
             .results()
             .into_iter()
             .map(|(p, at)| (p, at.map(|t| t.saturating_duration_since(run_start))))
             .collect();
+        let profile = (self.profiler.as_ref().zip(sink.as_deref()))
+            .map(|(p, s)| p.finish(s, &milestones, run_time));
         Ok(RunReport {
             milestones,
+            profile,
             exit,
             unhandled_pio: self.pio.unhandled_count(),
             unhandled_mmio: self.mmio.unhandled_count(),
             console_tail: bus::lock(&self.tail).contents(),
             setup_time,
-            run_time: run_start.elapsed(),
+            run_time,
             cmdline: self.cmdline,
         })
     }
+}
+
+/// Starts a thread per vCPU; on a failure stops those already started.
+fn start_vcpus(vcpus: Vec<Vcpu>, ctx: &VcpuContext) -> Result<Vec<JoinHandle<()>>, Error> {
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        match vcpu.start(ctx.clone()) {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop_vcpus(&ctx.stop, threads);
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(threads)
+}
+
+/// Starts sampling the vCPU threads when the VM is profiled.
+fn start_ticker(
+    profiler: Option<&Profiler>,
+    sink: Option<&Arc<profile::SampleSink>>,
+    threads: &[JoinHandle<()>],
+) -> Result<Option<Ticker>, profile::Error> {
+    let (Some(profiler), Some(sink)) = (profiler, sink) else {
+        return Ok(None);
+    };
+    let ids = threads.iter().map(|t| t.as_pthread_t()).collect();
+    profiler.start(sink, ids).map(Some)
 }
 
 /// Builds and runs in one call.
