@@ -431,19 +431,24 @@ impl<'a> Bench<'a> {
         }
         out.push(String::new());
         out.push(row("husk run --rm (vm) true", stats(&vm), "ms"));
-        out.push(row("husk run --rm (process) true, same runs", stats(&process), "ms"));
+        out.push(row(
+            "husk run --rm (process) true, same runs",
+            stats(&process),
+            "ms",
+        ));
         if let (Some(v), Some(p)) = (stats(&vm), stats(&process)) {
-            out.push(format!("ratio vm/process (medians): {:.1}x", v.median / p.median));
+            out.push(format!(
+                "ratio vm/process (medians): {:.1}x",
+                v.median / p.median
+            ));
         }
-        if let Ok(host) = vmm::host::probe(Path::new("/dev/kvm")) {
-            if host.guests_emulated() {
-                out.push(
-                    "  (this host's KVM emulates guest kernel code: the kernel boot and every \
-                     guest system call cost emulation; on hardware KVM the same boot takes \
-                     milliseconds)"
-                        .into(),
-                );
-            }
+        if vmm::host::probe(Path::new("/dev/kvm")).is_ok_and(|h| h.guests_emulated()) {
+            out.push(
+                "  (this host's KVM emulates guest kernel code: the kernel boot and every \
+                 guest system call cost emulation; on hardware KVM the same boot takes \
+                 milliseconds)"
+                    .into(),
+            );
         }
         out.push("vm phases (median [min-max]):".into());
         out.extend(phase_rows(&all, VM_PHASES));
