@@ -21,6 +21,11 @@ use crate::container::Isolation;
 const PROCESS_READY: Duration = Duration::from_secs(20);
 /// How long a VM's agent may take (a kernel boot under an emulating KVM takes minutes).
 const VM_READY: Duration = Duration::from_secs(600);
+/// How long one agent request may take before it counts as hung: a hang guard, not a
+/// deadline. A VM's agent gets far longer, since on an emulating KVM every guest system
+/// call, page fault and mount is emulated kernel work, and a loaded machine slows it more.
+const PROCESS_REQUEST: Duration = Duration::from_secs(10);
+const VM_REQUEST: Duration = Duration::from_secs(180);
 /// Grace for the agent to end the sandbox after `Shutdown`, then after SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
@@ -125,9 +130,14 @@ impl Sandbox {
 
     /// Connects to the agent (retrying until it listens) and has it assemble the rootfs.
     pub fn connect(&mut self, hostname: &str) -> Result<AgentClient, SandboxError> {
-        let (endpoint, limit, pause) = match &self.backend {
-            Backend::Process(p) => (Endpoint::Unix(p.socket().to_owned()), PROCESS_READY, 5),
-            Backend::Vm(v) => (v.endpoint(), VM_READY, 100),
+        let (endpoint, limit, pause, request) = match &self.backend {
+            Backend::Process(p) => (
+                Endpoint::Unix(p.socket().to_owned()),
+                PROCESS_READY,
+                5,
+                PROCESS_REQUEST,
+            ),
+            Backend::Vm(v) => (v.endpoint(), VM_READY, 100, VM_REQUEST),
         };
         let uds = match &endpoint {
             Endpoint::Unix(p) | Endpoint::Vsock { uds: p, .. } => p.clone(),
@@ -153,7 +163,7 @@ impl Sandbox {
             if let Some(why) = self.death_reason(Duration::ZERO) {
                 return Err(SandboxError::Died(why));
             }
-            if let Ok(c) = AgentClient::connect(&endpoint, Duration::from_secs(10)) {
+            if let Ok(c) = AgentClient::connect(&endpoint, request) {
                 break c;
             }
             if start.elapsed() > limit {
