@@ -128,6 +128,8 @@ pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
             "husk.exec" => config.exec = Some(exec_path(value.unwrap_or_default())?),
             "husk.panic_test" => config.panic_test = boolean(&key, value)?,
             "husk.transport" => config.transport = transport(value.unwrap_or_default())?,
+            // The guest kernel's own (guest-kernel patch 0004), not the agent's.
+            "husk.lean_sysfs" => {}
             k if k.starts_with("husk.") => config.unknown.push(key),
             _ => {}
         }
@@ -245,7 +247,7 @@ mod tests {
     #[test]
     fn reads_husk_parameters_last_one_wins() {
         let config = parse(
-            "husk.hostname=first husk.exec=/bin/true husk.hostname=web-1.example husk.panic_test husk.future=1",
+            "husk.hostname=first husk.exec=/bin/true husk.hostname=web-1.example husk.panic_test husk.lean_sysfs husk.future=1",
         )
         .unwrap();
         assert_eq!(config.hostname, "web-1.example");
