@@ -92,7 +92,17 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         assert!(console.contains(&line), "missing {line:?}:\n{console}");
     }
     let state_text = format!("{state:?}");
-    assert!(started.is_ok(), "{started:?}\nconsole:\n{console}\n{state_text}");
-    assert_eq!(code, 7, "console:\n{console}\nvmm.log:\n{vmm_log}\n{state_text}");
-    assert!(!state.last_exit.starts_with("sandbox: "), "{}", state.last_exit);
+    assert!(
+        started.is_ok(),
+        "{started:?}\nconsole:\n{console}\n{state_text}"
+    );
+    assert_eq!(
+        code, 7,
+        "console:\n{console}\nvmm.log:\n{vmm_log}\n{state_text}"
+    );
+    assert!(
+        !state.last_exit.starts_with("sandbox: "),
+        "{}",
+        state.last_exit
+    );
 }

@@ -232,8 +232,16 @@ fn auto_isolation_says_what_it_picked() {
     let ctx = Ctx::new();
     // Without a usable KVM, auto picks process and says why.
     let mut c = ctx.cmd();
-    c.args(["run", "--rm", "--isolation", "auto", BUSYBOX, "cat", "/proc/version"])
-        .env("HUSK_KVM_DEVICE", "/nonexistent/kvm");
+    c.args([
+        "run",
+        "--rm",
+        "--isolation",
+        "auto",
+        BUSYBOX,
+        "cat",
+        "/proc/version",
+    ])
+    .env("HUSK_KVM_DEVICE", "/nonexistent/kvm");
     let o = husk_e2e::output(c);
     let e = husk_e2e::stderr(&o);
     assert!(o.status.success(), "{e}");
@@ -246,11 +254,22 @@ fn auto_isolation_says_what_it_picked() {
     if !husk_e2e::linux_guests_available("auto_isolation_says_what_it_picked") {
         return;
     }
-    let o = ctx.run(&["run", "--rm", "--isolation", "auto", BUSYBOX, "cat", "/proc/version"]);
+    let o = ctx.run(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "auto",
+        BUSYBOX,
+        "cat",
+        "/proc/version",
+    ]);
     let e = husk_e2e::stderr(&o);
     assert!(o.status.success(), "{e}");
     assert_kernel("vm", &stdout(&o));
-    assert!(e.starts_with("husk: --isolation auto: using vm (this host's KVM "), "{e}");
+    assert!(
+        e.starts_with("husk: --isolation auto: using vm (this host's KVM "),
+        "{e}"
+    );
     ctx.assert_clean();
 }
 

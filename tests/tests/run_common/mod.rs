@@ -186,7 +186,11 @@ pub fn assert_kernel(iso: &str, proc_version: &str) {
             );
             assert_ne!(proc_version.trim(), host.trim(), "vm ran the host kernel");
         }
-        _ => assert_eq!(proc_version.trim(), host.trim(), "process ran another kernel"),
+        _ => assert_eq!(
+            proc_version.trim(),
+            host.trim(),
+            "process ran another kernel"
+        ),
     }
 }
 
