@@ -11,7 +11,7 @@ use run_common::{BUSYBOX, Ctx, assert_kernel, backends, stdout};
 #[test]
 fn echo_prints_and_leaves_nothing_behind() {
     for iso in backends("echo_prints_and_leaves_nothing_behind") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let out = ctx.ok(&["run", "--rm", "--isolation", iso, BUSYBOX, "echo", "hello"]);
         assert_eq!(out, "hello\n", "[{iso}]");
         ctx.assert_clean();
@@ -21,7 +21,7 @@ fn echo_prints_and_leaves_nothing_behind() {
 #[test]
 fn exit_codes_as_docker() {
     for iso in backends("exit_codes_as_docker") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let cases: [(&[&str], i32); 7] = [
             (&["true"], 0),
             (&["sh", "-c", "exit 3"], 3),
@@ -72,7 +72,7 @@ fn exit_codes_as_docker() {
 #[test]
 fn piped_stdin_with_i() {
     for iso in backends("piped_stdin_with_i") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let run = |interactive: bool| {
             let mut c = ctx.cmd();
             c.args(["run", "--rm", "--isolation", iso]);
@@ -182,7 +182,7 @@ fn bad_flags_are_125_and_leave_no_state() {
 #[test]
 fn unknown_user_is_125_and_rm_leaves_nothing() {
     for iso in backends("unknown_user_is_125_and_rm_leaves_nothing") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let e = ctx.fails(
             125,
             &[

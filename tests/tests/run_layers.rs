@@ -150,7 +150,7 @@ fn upper_layers_delete_replace_and_opaque_lower_files() {
     let busybox = std::fs::read(DefaultImage::Busybox.tarball().unwrap()).unwrap();
     let want = expected(&busybox);
     for iso in backends("upper_layers_delete_replace_and_opaque_lower_files") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let file = scratch(&ctx, "layers.tar");
         std::fs::write(&file, archive(&[busybox.clone(), middle(), top()])).unwrap();
         ctx.ok(&["load", "-q", "-i", file.to_str().unwrap()]);

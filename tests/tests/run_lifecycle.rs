@@ -31,7 +31,7 @@ const SERVICE: &str = r#"echo started; echo main > /tmp/from-main; trap 'echo go
 #[test]
 fn detached_ps_exec_logs_stop_start_rm() {
     for iso in backends("detached_ps_exec_logs_stop_start_rm") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let id = ctx.ok(&[
             "run",
             "-d",
@@ -139,7 +139,7 @@ fn detached_ps_exec_logs_stop_start_rm() {
 #[test]
 fn stop_kills_after_the_grace_period_and_kill_sends_signals() {
     for iso in backends("stop_kills_after_the_grace_period_and_kill_sends_signals") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let script = "trap '' TERM; trap 'echo usr1' USR1; echo up; while true; do sleep 0.1; done";
         ctx.ok(&[
             "run",
@@ -184,7 +184,7 @@ fn stop_kills_after_the_grace_period_and_kill_sends_signals() {
 #[test]
 fn logs_survive_the_exit() {
     for iso in backends("logs_survive_the_exit") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let o = ctx.run(&[
             "run",
             "--name",
@@ -233,7 +233,7 @@ fn chrono_like(t: &str) -> bool {
 #[test]
 fn ten_concurrent_detached_runs_all_succeed() {
     for iso in backends("ten_concurrent_detached_runs_all_succeed") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let ids: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..10)
                 .map(|i| {

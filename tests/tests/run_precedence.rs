@@ -39,7 +39,7 @@ fn run(ctx: &Ctx, iso: &str, args: &[&str]) -> String {
 #[test]
 fn entrypoint_and_cmd() {
     for iso in backends("entrypoint_and_cmd") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         with_image(&ctx);
         assert_eq!(run(&ctx, iso, &[IMAGE]), "ep default\n", "[{iso}]");
         assert_eq!(run(&ctx, iso, &[IMAGE, "x", "-y"]), "ep x -y\n", "[{iso}]");
@@ -61,7 +61,7 @@ fn entrypoint_and_cmd() {
 #[test]
 fn env_workdir_user_and_hostname() {
     for iso in backends("env_workdir_user_and_hostname") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         with_image(&ctx);
         let script =
             r#"echo "$A/$B/$C/$D/${GONE-unset}"; pwd; id -u; id -g; hostname; echo "$HOSTNAME""#;
@@ -120,7 +120,7 @@ fn env_workdir_user_and_hostname() {
 #[test]
 fn e_key_passes_the_host_value_and_user_names_resolve() {
     for iso in backends("e_key_passes_the_host_value_and_user_names_resolve") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         with_image(&ctx);
         let mut c = ctx.cmd();
         c.env("HUSK_TEST_FROM_HOST", "from host").args([

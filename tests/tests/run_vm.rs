@@ -111,7 +111,7 @@ exit 3
 fn a_workload_prints_the_same_under_vm_and_process() {
     let mut outputs = Vec::new();
     for iso in backends("a_workload_prints_the_same_under_vm_and_process") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let o = ctx.run(&[
             "run",
             "--rm",
@@ -159,7 +159,7 @@ exit 4
 fn debian_user_space_is_the_same_under_vm_and_process() {
     let mut outputs = Vec::new();
     for iso in backends("debian_user_space_is_the_same_under_vm_and_process") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let store = rootfs::store::Store::open(ctx.root()).unwrap();
         rootfs::defaults::DefaultImage::Debian
             .import(&store)

@@ -16,8 +16,14 @@ use rootfs::store::Store;
 pub const BUSYBOX: &str = "husk/busybox";
 
 /// A test's private husk state directory with the busybox image imported.
+///
+/// Every `husk` it runs leaves its phase marks (`HUSK_TIMINGS`) in a file beside the root.
+/// A context made for one isolation ([`Ctx::isolated`]) checks them when it is dropped:
+/// under vm every sandbox it started was a VMM that built a KVM VM, under process none
+/// was, so a silent fallback from one backend to the other fails the test.
 pub struct Ctx {
     dir: tempfile::TempDir,
+    isolation: Option<String>,
 }
 
 impl Ctx {
@@ -29,7 +35,44 @@ impl Ctx {
             .unwrap();
         let store = Store::open(dir.path()).unwrap();
         DefaultImage::Busybox.import(&store).unwrap();
-        Self { dir }
+        Self {
+            dir,
+            isolation: None,
+        }
+    }
+
+    /// A fresh root whose containers all run under `isolation` (`vm` or `process`).
+    pub fn isolated(isolation: &str) -> Self {
+        let mut ctx = Self::new();
+        ctx.isolation = Some(isolation.to_owned());
+        ctx
+    }
+
+    /// The phase marks of every `husk` this context ran.
+    fn marks_path(&self) -> PathBuf {
+        self.root().with_extension("marks")
+    }
+
+    /// Asserts that the sandboxes this context started match its isolation (see above).
+    fn assert_backend(&self) {
+        let Some(iso) = self.isolation.as_deref() else {
+            return;
+        };
+        let marks = runtime::timing::read(&self.marks_path());
+        let count = |name: &str| marks.iter().filter(|(n, _)| n == name).count();
+        let (sandboxes, vmms) = (count("sandbox.created"), count("vmm.start"));
+        match iso {
+            "vm" => {
+                assert_eq!(
+                    vmms, sandboxes,
+                    "[vm] every sandbox must be a VMM process: {sandboxes} sandboxes, {vmms} VMMs"
+                );
+                if sandboxes > 0 {
+                    assert!(count("vmm.built") > 0, "[vm] no VMM ever built its VM");
+                }
+            }
+            _ => assert_eq!(vmms, 0, "[{iso}] {vmms} VMMs started"),
+        }
     }
 
     /// The state directory.
@@ -39,7 +82,9 @@ impl Ctx {
 
     /// `husk` with this root.
     pub fn cmd(&self) -> Command {
-        husk(self.root())
+        let mut c = husk(self.root());
+        c.env(runtime::timing::ENV, self.marks_path());
+        c
     }
 
     /// Runs `husk args` and captures everything.
@@ -122,6 +167,10 @@ impl Drop for Ctx {
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.run(&["rm", "-f", id]);
         }
+        if !std::thread::panicking() {
+            self.assert_backend();
+        }
+        let _ = std::fs::remove_file(self.marks_path());
     }
 }
 
