@@ -357,11 +357,12 @@ fn agent_protocol_through_the_vsock_muxer() {
         port: CONTROL_PORT,
     };
     agent_checks::malformed_frames(raw.connect(TIMEOUT).unwrap());
+    agent_checks::refusals(raw.connect(TIMEOUT).unwrap());
     drop(client);
 
     let stats = bridge.finish();
     eprintln!("simulated guest: {stats:?}");
-    assert_eq!(stats.connections, 3);
+    assert_eq!(stats.connections, 4);
     assert!(stats.to_host >= agent_checks::BIG_LEN as u64, "{stats:?}");
     assert!(stats.to_agent >= 2 << 20, "{stats:?}");
 }

@@ -6,9 +6,13 @@
 
 mod support;
 
+#[path = "support/agent_checks.rs"]
+mod agent_checks;
+
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -247,14 +251,43 @@ fn full_stdin_window_does_not_block_the_connection() {
         .unwrap();
     let mut stdin = process.stdin().unwrap();
     // Far more than the window and the pipe hold: the writer blocks once the window is used.
-    let writer = std::thread::spawn(move || stdin.write_all(&vec![b'x'; 4 << 20]));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !writer.is_finished(),
-        "4 MiB went into a process that reads nothing"
-    );
+    // It counts what the client let through.
+    const TOTAL: usize = 4 << 20;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let writer = std::thread::spawn({
+        let accepted = Arc::clone(&accepted);
+        move || -> std::io::Result<()> {
+            let chunk = vec![b'x'; 64 << 10];
+            let mut left = TOTAL;
+            while left > 0 {
+                let n = stdin.write(&chunk[..chunk.len().min(left)])?;
+                accepted.fetch_add(n, Ordering::SeqCst);
+                left -= n;
+            }
+            Ok(())
+        }
+    });
+    // A whole window has gone out: the agent holds it for a process that reads nothing.
+    let window = agent_proto::STDIN_WINDOW as usize;
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while accepted.load(Ordering::SeqCst) < window {
+        assert!(
+            std::time::Instant::now() < deadline && !writer.is_finished(),
+            "the window never filled: {} bytes sent",
+            accepted.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The connection still serves everything else.
     client.ping().unwrap();
     assert_eq!(run(&client, &spec(&["true"])).0, 0);
+    // While the process lives, no more than the window plus what its pipe took (1 MiB at
+    // most) can have left the client.
+    let sent = accepted.load(Ordering::SeqCst);
+    assert!(
+        sent <= window + (1 << 20),
+        "{sent} bytes went into a process that reads nothing"
+    );
     process.signal(libc::SIGKILL).unwrap();
     assert_eq!(process.wait().unwrap().code, 137);
     // Writing to a process that has finished fails like writing to a closed pipe.
@@ -485,6 +518,14 @@ fn bad_frames_get_error_replies_and_the_agent_keeps_serving() {
 }
 
 #[test]
+fn refusals_name_what_was_wrong() {
+    let agent = Agent::start();
+    agent_checks::refusals(UnixStream::connect(agent.socket()).unwrap());
+    // The agent serves the next connection as before.
+    assert_eq!(run(&agent.client(), &spec(&["true"])).0, 0);
+}
+
+#[test]
 fn stdin_beyond_the_window_and_host_output_are_refused() {
     let agent = Agent::start();
     let mut raw = Raw::connect(&agent);
@@ -520,23 +561,69 @@ fn stdin_beyond_the_window_and_host_output_are_refused() {
 fn a_host_that_stops_reading_blocks_only_its_own_connection() {
     let agent = Agent::start();
     let mut stuck = Raw::connect(&agent);
-    // A process that closes its output at once and exits later, waited for...
+    // A process that closes its output at once and exits when killed, waited for...
     stuck.control(
-        r#"{"v":1,"id":1,"body":{"type":"start","process":1,"spec":{"argv":["sh","-c","exec >&- 2>&-; sleep 0.5"]}}}"#,
+        r#"{"v":1,"id":1,"body":{"type":"start","process":1,"spec":{"argv":["sh","-c","exec >&- 2>&-; exec sleep 1000"]}}}"#,
     );
-    assert!(matches!(stuck.reply(), (Some(1), Reply::Started { .. })));
+    let quiet = match stuck.reply() {
+        (Some(1), Reply::Started { pid, .. }) => pid,
+        other => panic!("{other:?}"),
+    };
     stuck.control(r#"{"v":1,"id":2,"body":{"type":"wait","process":1}}"#);
-    // ... while another floods the connection, which this host never reads again.
+    // ... while another floods the connection, which this host stops reading.
     stuck.control(
         r#"{"v":1,"id":3,"body":{"type":"start","process":2,"spec":{"argv":["head","-c","100M","/dev/zero"]}}}"#,
     );
-    std::thread::sleep(Duration::from_secs(1));
-    let client = agent.client();
-    for _ in 0..3 {
-        assert_eq!(run(&client, &spec(&["true"])).0, 0);
+    let flood = match stuck.reply() {
+        (Some(3), Reply::Started { pid, .. }) => pid,
+        other => panic!("{other:?}"),
+    };
+    // Full: the agent stopped draining the flood's pipe, so `head` blocks writing it.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !blocked_writing_a_pipe(flood) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood never filled the connection:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
-    client.ping().unwrap();
+    // The waited-for process ends: its exit is owed on the full connection.
+    // SAFETY: kill takes no pointers; `quiet` is this test's agent's child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(quiet, libc::SIGKILL) }, 0);
+    // A zombie keeps its /proc entry: gone means the agent has reaped it.
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{quiet}"));
+    while proc_dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent never reaped pid {quiet}:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Another connection is served as usual (on a thread: a blocked agent must fail the
+    // test, not hang it).
+    let client = agent.client();
+    let (done, served) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..3 {
+            assert_eq!(run(&client, &spec(&["true"])).0, 0);
+        }
+        client.ping().unwrap();
+        let _ = done.send(());
+    });
+    assert!(
+        served.recv_timeout(TIMEOUT).is_ok(),
+        "the stuck connection blocked another one:\n{}",
+        agent.log()
+    );
     drop(stuck);
+}
+
+/// Whether `pid` is asleep in a pipe write (`/proc/PID/wchan`: `pipe_write`, or
+/// `anon_pipe_write` on newer kernels).
+fn blocked_writing_a_pipe(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|w| w.contains("pipe_write"))
 }
 
 #[test]

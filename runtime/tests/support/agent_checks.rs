@@ -1,8 +1,10 @@
 //! The agent checks that must hold over every transport, the same as the host-process
 //! tests in `agent_protocol.rs`: output of `echo`, exit codes 0, 3, 126, 127 and 137, a
 //! 64 MiB stdout stream arriving sha256-exact, stdin reaching `cat`, a signal from the host
-//! killing `sleep`, and malformed, oversized and wrong-version frames answered with error
-//! replies while the agent keeps serving. Shared (by `#[path]`) between runtime's
+//! killing `sleep`, malformed, oversized and wrong-version frames answered with error
+//! replies while the agent keeps serving, and the requests it must refuse (a process number
+//! in use, stdin for an unknown process, for one without stdin or after its end, a signal to
+//! a process that has exited). Shared (by `#[path]`) between runtime's
 //! `agent_over_vsock` (the agent behind the real vsock muxer and a simulated guest) and
 //! the end-to-end `vm_agent` (the agent as PID 1 of a real microVM).
 //!
@@ -16,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 
-use agent_proto::{ErrorKind, Frame, FrameReader, FrameWriter, Reply};
+use agent_proto::{ErrorKind, Frame, FrameReader, FrameWriter, Reply, StreamId};
 use runtime::agent_client::{AgentClient, ProcessSpec, Sink, sink_fn};
 use sha2::{Digest, Sha256};
 
@@ -150,6 +152,176 @@ pub fn malformed_frames(stream: UnixStream) {
         .write_control(br#"{"v":1,"id":200,"body":{"type":"ping"}}"#)
         .unwrap();
     assert_eq!(reply(), (Some(200), Reply::Pong));
+}
+
+/// Hand-made frames on one connection, for what a well-behaved client never sends.
+struct RawConn {
+    frames: FrameReader<UnixStream>,
+    out: UnixStream,
+    /// Pings sent so far (their ids are 1000 + n).
+    pings: u64,
+}
+
+impl RawConn {
+    /// Takes a fresh connection (past any vsock `CONNECT`) and its `Ready`.
+    fn new(stream: UnixStream) -> Self {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut raw = Self {
+            out: stream.try_clone().unwrap(),
+            frames: FrameReader::new(stream),
+            pings: 0,
+        };
+        assert!(matches!(raw.reply("ready"), (None, Reply::Ready { .. })));
+        raw
+    }
+
+    /// Sends request `id` with `body` (the JSON of a request body).
+    fn request(&mut self, id: u64, body: &str) {
+        let json = format!(r#"{{"v":1,"id":{id},"body":{body}}}"#);
+        FrameWriter::new(&mut self.out)
+            .write_control(json.as_bytes())
+            .unwrap();
+    }
+
+    /// Sends stdin bytes for `process` (empty: its end).
+    fn stdin(&mut self, process: u32, bytes: &[u8]) {
+        FrameWriter::new(&mut self.out)
+            .write_data(process, StreamId::Stdin, bytes)
+            .unwrap();
+    }
+
+    /// The next control message, skipping output frames and stdin credits (unsolicited:
+    /// the agent grants them whenever a process drains its pipe).
+    fn reply(&mut self, what: &str) -> (Option<u64>, Reply) {
+        loop {
+            let frame = self.frames.read_frame();
+            match frame.unwrap_or_else(|e| panic!("{what}: no answer from the agent ({e})")) {
+                Some(Frame::Control(json)) => match agent_proto::decode(&json).unwrap() {
+                    (None, Reply::Credit { .. }) => {}
+                    other => return other,
+                },
+                Some(Frame::Data(_)) => {}
+                None => panic!("the agent closed the connection"),
+            }
+        }
+    }
+
+    /// Asserts that the next reply is the refusal `kind` with `message` (to request `id`).
+    /// A ping sent after the refused frame must be answered after the refusal: the agent
+    /// handles a connection's frames in order, so a frame it accepted silently shows up
+    /// as the pong coming first, not as a wait.
+    fn refused(&mut self, what: &str, id: Option<u64>, kind: ErrorKind, message: &str) {
+        self.pings += 1;
+        let ping = 1000 + self.pings;
+        self.request(ping, r#"{"type":"ping"}"#);
+        let want = Reply::Error {
+            kind,
+            message: message.to_owned(),
+        };
+        assert_eq!(self.reply(what), (id, want), "{what}");
+        assert_eq!(self.reply(what), (Some(ping), Reply::Pong), "{what}");
+    }
+}
+
+/// On a fresh connection to the agent (`stream`, past any vsock `CONNECT`): every request
+/// the agent must refuse gets its error kind and message, and the connection keeps serving:
+/// a process number already in use, stdin for an unknown process, stdin for a process
+/// started without it, stdin after its end of stream, and a signal to a process that has
+/// exited.
+pub fn refusals(stream: UnixStream) {
+    let mut raw = RawConn::new(stream);
+    let cat = r#"{"type":"start","process":1,"spec":{"argv":["cat"],"stdin":true}}"#;
+    raw.request(1, cat);
+    let started = raw.reply("starting cat");
+    assert!(
+        matches!(started, (Some(1), Reply::Started { process: 1, .. })),
+        "{started:?}"
+    );
+    raw.request(2, cat);
+    raw.refused(
+        "a second process 1",
+        Some(2),
+        ErrorKind::DuplicateProcess,
+        "process number 1 is in use",
+    );
+    raw.stdin(7, b"x");
+    raw.refused(
+        "stdin for a process never started",
+        None,
+        ErrorKind::UnknownProcess,
+        "stdin for unknown process 7",
+    );
+    raw.request(
+        3,
+        r#"{"type":"start","process":2,"spec":{"argv":["sleep","1000"]}}"#,
+    );
+    let started = raw.reply("starting sleep");
+    assert!(
+        matches!(started, (Some(3), Reply::Started { process: 2, .. })),
+        "{started:?}"
+    );
+    raw.stdin(2, b"x");
+    raw.refused(
+        "stdin for a process started without it",
+        None,
+        ErrorKind::FlowControl,
+        "process 2 was started without stdin",
+    );
+    // End of stdin: `cat` exits; stdin after that, and a signal to it, are refused.
+    raw.stdin(1, b"");
+    raw.request(4, r#"{"type":"wait","process":1}"#);
+    let exited = raw.reply("cat's exit after the end of its stdin");
+    assert!(
+        matches!(
+            exited,
+            (
+                Some(4),
+                Reply::Exited {
+                    process: 1,
+                    code: 0,
+                    ..
+                }
+            )
+        ),
+        "{exited:?}"
+    );
+    raw.stdin(1, b"late");
+    raw.refused(
+        "stdin after its end",
+        None,
+        ErrorKind::FlowControl,
+        "stdin of process 1 has already ended",
+    );
+    raw.request(5, r#"{"type":"signal","process":1,"signal":15}"#);
+    raw.refused(
+        "a signal to a process that has exited",
+        Some(5),
+        ErrorKind::NotRunning,
+        "process 1 is not running",
+    );
+    // Still serving: process 2 is signalled and waited for as usual.
+    raw.request(6, r#"{"type":"signal","process":2,"signal":9}"#);
+    assert_eq!(raw.reply("signalling sleep"), (Some(6), Reply::Ok));
+    raw.request(7, r#"{"type":"wait","process":2}"#);
+    let exited = raw.reply("sleep's exit");
+    assert!(
+        matches!(
+            exited,
+            (
+                Some(7),
+                Reply::Exited {
+                    process: 2,
+                    code: 137,
+                    ..
+                }
+            )
+        ),
+        "{exited:?}"
+    );
+    raw.request(8, r#"{"type":"ping"}"#);
+    assert_eq!(raw.reply("ping"), (Some(8), Reply::Pong));
 }
 
 /// `cat big_path` (a file of [`BIG_LEN`] bytes of `big_pattern(BIG_LEN, seed)`).
