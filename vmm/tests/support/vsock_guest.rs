@@ -86,6 +86,8 @@ pub struct Guest {
     pub inbox: VecDeque<(Header, Vec<u8>)>,
     /// Used length 0 answers on the rx queue (buffers the device rejected).
     pub rx_rejected: usize,
+    /// The guest's CID (the device's): every packet from the device must be addressed to it.
+    pub cid: u64,
 }
 
 pub fn hdr(op: u16, src_port: u32, dst_port: u32) -> Header {
@@ -108,6 +110,7 @@ impl Guest {
     /// `rx_bufs` receive buffers of `rx_buf_size` bytes posted.
     pub fn new(device: VsockDevice, rx_buf_size: u32, rx_bufs: usize) -> Guest {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let cid = device.guest_cid();
         let device = Arc::new(Mutex::new(device));
         let notify = (0..3)
             .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
@@ -129,6 +132,7 @@ impl Guest {
             tx_addr: HashMap::new(),
             inbox: VecDeque::new(),
             rx_rejected: 0,
+            cid,
         };
         g.bring_up(rx_bufs);
         g
@@ -338,7 +342,7 @@ impl Guest {
                 self.mem
                     .read_slice(&mut payload, GuestAddress(addr + HDR_SIZE as u64))
                     .unwrap();
-                assert_eq!((h.src_cid, h.dst_cid), (HOST_CID, GUEST_CID));
+                assert_eq!((h.src_cid, h.dst_cid), (HOST_CID, self.cid), "{h:?}");
                 self.inbox.push_back((h, payload));
             } else {
                 self.rx_rejected += 1;
