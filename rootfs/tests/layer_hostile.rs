@@ -41,6 +41,16 @@ impl Env {
         self.check_clean();
         chain(&err)
     }
+    /// One disk, no staging leftovers, nothing written outside.
+    fn check_disk_only(&self) {
+        let layers = list(&self.root().join("layers"));
+        assert!(
+            layers.len() == 2 && layers[0].ends_with(".erofs") && layers[1] == "tmp",
+            "{layers:?}"
+        );
+        assert_eq!(list(&self.root().join("layers/tmp")), Vec::<String>::new());
+        assert_eq!(list(&self.outside()), Vec::<String>::new());
+    }
     /// No disk, no staging leftovers, nothing written outside.
     fn check_clean(&self) {
         assert_eq!(list(&self.root().join("layers")), vec!["tmp".to_owned()]);
@@ -274,7 +284,7 @@ fn diff_id_mismatch_is_rejected() {
 }
 
 #[test]
-fn overlay_control_xattrs_and_odd_entries_are_not_taken_from_layers() {
+fn overlay_control_xattrs_are_not_taken_from_layers() {
     let env = Env::new();
     let tar = Tb::new()
         .file_xattr(
@@ -288,6 +298,152 @@ fn overlay_control_xattrs_and_odd_entries_are_not_taken_from_layers() {
     let m = Mount::new("erofs", &lo.0, &env.dir.path().join("m"), "ro");
     let attrs = xattrs_all(&m.0.join("f"));
     assert_eq!(attrs, vec!["user.ok".to_owned()]);
+}
+
+/// Entries a plain `tar -x` accepts but a naive extractor gets wrong, all in one layer:
+/// each becomes exactly what tar makes of it.
+#[test]
+fn odd_entries_become_what_tar_makes_of_them() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let env = Env::new();
+    let tar = Tb::new()
+        // The root entry sets the root's owner and mode.
+        .dir_as("./", 0o750, (1, 2))
+        // A pax global header carries no file.
+        .raw(
+            b"pax_global_header",
+            EntryType::XGlobalHeader,
+            b"",
+            b"18 comment=global\n",
+        )
+        // Device nodes and a fifo keep their kind, numbers and mode.
+        .dir("dev")
+        .node("dev/null", EntryType::Char, 1, 3)
+        .node("dev/loop0", EntryType::Block, 7, 0)
+        .node("dev/pipe", EntryType::Fifo, 0, 0)
+        // Absolute names and inner `..` are taken inside the image, as docker does.
+        .raw(b"/abs/file", EntryType::Regular, b"", b"abs")
+        .raw(b"dev/../dotdot", EntryType::Regular, b"", b"dotdot")
+        // Duplicates: the later entry wins; a directory entry again merges.
+        .file("dup", b"first")
+        .file("./dup", b"second")
+        .file("was-file", b"f")
+        .dir("was-file")
+        .file("was-file/inner", b"in")
+        .dir("was-dir")
+        .file("was-dir/child", b"c")
+        .file("was-dir", b"now a file")
+        .dir("merged")
+        .file("merged/kept", b"k")
+        .dir_as("merged", 0o700, (0, 0))
+        // Hardlinks: an absolute target is inside the image; a link keeps the old file
+        // when a later entry replaces its target.
+        .file("linked", b"old")
+        .hardlink("link-rel", "linked")
+        .raw(b"link-abs", EntryType::Link, b"/linked", b"")
+        .file("linked", b"new")
+        // aufs bookkeeping is ignored.
+        .file(".wh..wh.plnk", b"")
+        .finish();
+    let disk = layer::build_layer_disk(&env.root(), &env.blob(&tar), None, &[]).unwrap();
+    env.check_disk_only();
+    let lo = Loop::attach(&disk.path);
+    let m = Mount::new("erofs", &lo.0, &env.dir.path().join("m"), "ro");
+    let at = |p: &str| m.0.join(p);
+    let md = |p: &str| fs::symlink_metadata(at(p)).unwrap();
+    let read = |p: &str| String::from_utf8(fs::read(at(p)).unwrap()).unwrap();
+
+    let root = md("");
+    assert_eq!(
+        (root.mode() & 0o7777, root.uid(), root.gid()),
+        (0o750, 1, 2)
+    );
+    assert!(!at("pax_global_header").exists());
+    let null = md("dev/null");
+    assert!(null.file_type().is_char_device(), "{null:?}");
+    assert_eq!(
+        (null.rdev(), null.mode() & 0o7777),
+        (libc::makedev(1, 3), 0o666)
+    );
+    let loop0 = md("dev/loop0");
+    assert!(loop0.file_type().is_block_device(), "{loop0:?}");
+    assert_eq!(loop0.rdev(), libc::makedev(7, 0));
+    assert!(md("dev/pipe").file_type().is_fifo());
+    assert_eq!(read("abs/file"), "abs");
+    assert_eq!(
+        md("abs").mode() & 0o7777,
+        0o755,
+        "a parent the layer left out"
+    );
+    assert_eq!(read("dotdot"), "dotdot");
+    assert_eq!(read("dup"), "second");
+    assert!(md("was-file").is_dir());
+    assert_eq!(read("was-file/inner"), "in");
+    assert!(md("was-dir").is_file());
+    assert_eq!(read("was-dir"), "now a file");
+    assert_eq!(md("merged").mode() & 0o7777, 0o700);
+    assert_eq!(read("merged/kept"), "k");
+    assert_eq!(read("linked"), "new");
+    assert_eq!(
+        (read("link-rel"), read("link-abs")),
+        ("old".into(), "old".into())
+    );
+    assert_eq!(md("link-rel").ino(), md("link-abs").ino());
+    assert_eq!(md("link-rel").nlink(), 2);
+    assert_eq!(
+        list(&m.0),
+        [
+            "abs", "dev", "dotdot", "dup", "link-abs", "link-rel", "linked", "merged", "was-dir",
+            "was-file"
+        ],
+        "nothing else, no aufs metadata"
+    );
+}
+
+/// Entries no tree can hold: each fails the layer with one line naming the layer and the
+/// entry, and leaves nothing behind.
+#[test]
+fn odd_entries_that_cannot_be_materialised_are_rejected() {
+    let env = Env::new();
+    let cases = [
+        (
+            Tb::new().file("f", b"x").file("f/under", b"y").finish(),
+            "entry /f/under: a parent is not a directory",
+        ),
+        (
+            Tb::new().hardlink("link", "missing").finish(),
+            "hardlink /link: target /missing is not in this layer or any lower layer",
+        ),
+        (
+            Tb::new().dir("d").hardlink("link", "d").finish(),
+            "hardlink /link: target /d is not a file",
+        ),
+        (
+            Tb::new().hardlink("self", "self").finish(),
+            "hardlink /self: target /self is not a file",
+        ),
+        (
+            Tb::new().raw(b"./", EntryType::Regular, b"", b"").finish(),
+            "entry /: the image root must be a directory",
+        ),
+        // tar has no socket type (GNU tar skips sockets): an unknown type byte stands in.
+        (
+            Tb::new()
+                .raw(b"sock", EntryType::new(b'Z'), b"", b"")
+                .finish(),
+            "entry /sock: unsupported tar entry type 'Z'",
+        ),
+        (
+            Tb::new()
+                .file_as("big-owner", b"x", 0o644, (1 << 32, 0))
+                .finish(),
+            "entry /big-owner: owner 4294967296:0 out of range",
+        ),
+    ];
+    for (tar, why) in cases {
+        let msg = env.fail(&tar, &[], LayerLimits::default());
+        assert_eq!(msg, format!("layer sha256:{}: {why}", sha256(&tar)));
+    }
 }
 
 fn xattrs_all(p: &Path) -> Vec<String> {

@@ -107,7 +107,12 @@ impl Meta {
             }
             EntryType::Fifo => Kind::Fifo,
             EntryType::XGlobalHeader => return Ok(None),
-            other => return Err(EntryError::Type(path, format!("{other:?}"))),
+            // The type byte as the tar header has it (the tar crate's Debug of an unknown
+            // type is an internal variant name).
+            other => {
+                let byte = char::from(other.as_byte()).escape_default();
+                return Err(EntryError::Type(path, format!("'{byte}'")));
+            }
         };
         let (uid, gid) = (header.uid().map_err(hdr)?, header.gid().map_err(hdr)?);
         let (Ok(uid32), Ok(gid32)) = (u32::try_from(uid), u32::try_from(gid)) else {
