@@ -118,7 +118,6 @@ pub fn main(root: &Path, id: &str, self_cmd: (PathBuf, Vec<OsString>), wait_atta
         shared.lock().report_pending = true;
     }
     let code = run_loop(&shared, self_cmd, wait_attach);
-    let _ = std::fs::remove_file(shared.dir.join("shim.sock"));
     finish(&shared, code);
     0
 }
@@ -228,6 +227,7 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
             // With --rm the container is gone before anyone hears of the exit, so a
             // foreground `run --rm` returns the moment its exit frame arrives.
             remove_if_auto(shared);
+            release(shared);
             end_run(shared, outcome.code, &outcome.error);
             return outcome.code;
         }
@@ -247,6 +247,7 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
                 s.running = false;
             });
             remove_if_auto(shared);
+            release(shared);
             return outcome.code;
         }
         drop(guard);
@@ -434,22 +435,34 @@ fn remove_if_auto(shared: &Shared) {
     }
 }
 
-/// Marks the end (the state, unless `--rm` removed the container) and lets every pending
-/// control request (`wait`, `stop`, ...) be answered before the process goes.
+/// The container will not run again under this shim: stops taking control connections and
+/// clears this shim from the state (unless `--rm` removed the container). Done before anyone
+/// hears of the end (an attached client's exit frame, a `stop` or `wait` answer), so that
+/// whoever acts on it next (`rm`, `start`) finds the container stopped, not this shim still
+/// on its way out. Called once: a `start` may bind a new shim's socket right after.
+fn release(shared: &Shared) {
+    let _ = std::fs::remove_file(shared.dir.join("shim.sock"));
+    if shared.config.host_config.auto_remove {
+        return;
+    }
+    // SAFETY: getpid cannot fail.
+    let pid = unsafe { libc::getpid() };
+    let _ = shared.store.update_state(&shared.id, |s| {
+        if s.shim_pid == pid {
+            s.shim_pid = 0;
+            s.running = false;
+            s.status = Status::Exited;
+        }
+    });
+}
+
+/// Marks the end and lets every pending control request (`wait`, `stop`, ...) be answered
+/// before the process goes.
 fn finish(shared: &Shared, code: i32) {
     {
         let mut inner = shared.lock();
         inner.finished = Some(code);
         shared.changed.notify_all();
-    }
-    if !shared.config.host_config.auto_remove {
-        let _ = shared.store.update_state(&shared.id, |s| {
-            s.shim_pid = 0;
-            s.running = false;
-            if s.status != Status::Exited {
-                s.status = Status::Exited;
-            }
-        });
     }
     let guard = shared.lock();
     let _ = shared
