@@ -158,7 +158,8 @@ fn script(name: &str, body: &str) -> PathBuf {
     path
 }
 
-/// Reports from inside the sandbox, leaves an orphan for PID 1 to reap, and exits 7.
+/// Reports from inside the sandbox, leaves an orphan for PID 1 to reap, waits until PID 1 has
+/// reaped it, and exits 7.
 const PROBE: &str = r#"
 # First, before the shell forks anything: the signal mask the agent handed over (builtins only).
 while read -r key value; do [ "$key" = SigBlk: ] && echo "probe SigBlk:$value"; done < /proc/self/status
@@ -168,8 +169,13 @@ for m in /proc /dev/pts /dev/shm /run /tmp /sys/fs/cgroup; do
   awk -v m="$m" '$5 == m { for (i = 7; i < NF; i++) if ($i == "-") { print "probe mount " m " " $(i + 1); break } }' \
     /proc/self/mountinfo | tail -n 1
 done
-sh -c 'sleep 0.2 &'
-sleep 0.6
+# The orphan: a subshell whose parent exits at once, blocked until the fifo is written.
+mkfifo /tmp/orphan-go
+orphan=$(sh -c '(read x < /tmp/orphan-go) >/dev/null 2>&1 & echo $!')
+echo "probe orphan=$orphan"
+echo go > /tmp/orphan-go
+# It exits now; a zombie keeps its /proc entry until its parent, PID 1, reaps it.
+while [ -e "/proc/$orphan" ]; do sleep 0.05; done
 exit 7
 "#;
 
@@ -227,9 +233,15 @@ fn boots_as_pid1_mounts_sets_hostname_runs_workload_and_resets() {
         run.stderr.contains("ignoring unknown parameter husk.later"),
         "{run}"
     );
+    let orphan = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("probe orphan="))
+        .unwrap_or_else(|| panic!("the probe named no orphan\n{run}"));
     assert!(
-        run.stderr.contains("reaped orphan pid"),
-        "orphan not reaped\n{run}"
+        run.stderr
+            .contains(&format!("reaped orphan pid {orphan} (")),
+        "orphan {orphan} not reaped by the agent\n{run}"
     );
     assert!(run.stdout.contains("husk-agent: exit code=7 ("), "{run}");
     assert!(run.stderr.contains("resetting (Done)"), "{run}");

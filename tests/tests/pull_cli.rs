@@ -177,41 +177,82 @@ fn a_pull_killed_anywhere_leaves_a_working_store() {
 }
 
 /// A layer whose symlink leads out of the image's root and a file written through it:
-/// `husk pull` (which builds the layer disks) fails with one line naming the layer, and the
-/// store keeps no trace of the image.
+/// `husk pull` (which builds the layer disks) fails with exit code 1 and one line naming the
+/// image, the layer blob and the entry, and the store keeps no trace of the image.
 #[test]
 fn a_hostile_layer_fails_the_pull_and_leaves_no_image() {
+    // Complete headers (owner and mtime too), so that the escape is what fails.
+    let header = |kind, size, mode| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    };
     let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_size(0);
-    h.set_mode(0o777);
+    let mut h = header(tar::EntryType::Symlink, 0, 0o777);
     b.append_link(&mut h, "escape", "../../../../../../tmp")
         .unwrap();
     let body = b"pwned\n";
-    let mut h = tar::Header::new_gnu();
-    h.set_size(body.len() as u64);
-    h.set_mode(0o644);
+    let mut h = header(tar::EntryType::Regular, body.len() as u64, 0o644);
     b.append_data(&mut h, "escape/husk-pwned", &body[..])
         .unwrap();
     let tar = b.into_inner().unwrap();
     let layout = tempfile::tempdir().unwrap();
-    let built = oci::write_layout_of_tars(layout.path(), "t", &[tar]);
+    oci::write_layout_of_tars(layout.path(), "t", &[tar]);
     let reg = Registry::start();
     reg.push(layout.path(), "t", "e2e/hostile:1", Push::OciGzip);
+    // skopeo compressed the layer: its blob (the only gzip in the registry) names it.
+    let layer = reg
+        .blob_files()
+        .into_iter()
+        .find(|f| std::fs::read(f).unwrap().starts_with(&[0x1f, 0x8b]))
+        .expect("the pushed layer blob");
+    let layer = layer
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
     let root = tempfile::tempdir().unwrap();
     let name = format!("{}/e2e/hostile:1", reg.host());
     let e = one_line_error(&["pull", "-q", &name], root.path());
-    assert!(e.contains("e2e/hostile") || e.contains("layer"), "{e}");
-    let _ = built;
+    assert_eq!(
+        e.trim_end(),
+        format!(
+            "Error: image {name}: layer sha256:{layer}: entry /escape/husk-pwned would be \
+             written through a symlink that leaves the image root (or loops)"
+        )
+    );
     let mut c = husk(root.path());
     c.args(["images", "-q"]);
     let o = output(c);
-    assert!(o.status.success());
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         o.stdout.is_empty(),
-        "{}",
+        "the hostile image was kept: {}",
         String::from_utf8_lossy(&o.stdout)
     );
+    // No layer disk and no staging tree of it either.
+    let layers = root.path().join("layers");
+    let left: Vec<_> = walk_files(&layers);
+    assert!(left.is_empty(), "left in {}: {left:?}", layers.display());
     assert!(!std::path::Path::new("/tmp/husk-pwned").exists());
+}
+
+/// Every file (not directory) below `dir`; none if it does not exist.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

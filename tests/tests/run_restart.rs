@@ -39,7 +39,7 @@ fn run_detached(ctx: &Ctx, iso: &str, name: &str, policy: &str, script: &str) {
 #[test]
 fn no_and_on_failure_with_a_retry_limit() {
     for iso in backends("no_and_on_failure_with_a_retry_limit") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         run_detached(&ctx, iso, "never", "no", "echo run; exit 3");
         run_detached(&ctx, iso, "twice", "on-failure:2", "echo run; exit 3");
         run_detached(&ctx, iso, "fine", "on-failure", "echo run; exit 0");
@@ -69,34 +69,68 @@ fn name_of(container: &str) -> &'static str {
     }
 }
 
+/// How long a container may take to be restarted a few times: a hang guard, generous since
+/// a vm container boots a kernel per run.
+const RESTARTS_GUARD: Duration = Duration::from_secs(240);
+/// How long a stopped container's shim may take to exit: a hang guard.
+const SHIM_EXIT_GUARD: Duration = Duration::from_secs(60);
+
+/// The full ID of container `name`.
+fn id_of(ctx: &Ctx, name: &str) -> String {
+    inspect(ctx, name)["Id"].as_str().unwrap().to_owned()
+}
+
+/// The pid of the shim that runs (and restarts) container `name`.
+fn shim_pid(ctx: &Ctx, name: &str) -> i32 {
+    let store = runtime::container::Store::open(ctx.root()).unwrap();
+    store.state(&id_of(ctx, name)).unwrap().shim_pid
+}
+
 #[test]
 fn always_and_unless_stopped_restart_until_stopped() {
     for iso in backends("always_and_unless_stopped_restart_until_stopped") {
-        let ctx = Ctx::new();
-        for policy in ["always", "unless-stopped"] {
+        let ctx = Ctx::isolated(iso);
+        let policies = ["always", "unless-stopped"];
+        for policy in policies {
             run_detached(&ctx, iso, policy, policy, "echo run; exit 0");
         }
-        for policy in ["always", "unless-stopped"] {
+        for (i, policy) in policies.into_iter().enumerate() {
             assert!(
-                Ctx::eventually(Duration::from_secs(30), || restarts(&ctx, policy) >= 3),
-                "{policy}: {:#}",
+                Ctx::eventually(RESTARTS_GUARD, || restarts(&ctx, policy) >= 2),
+                "{policy} [{iso}] did not keep restarting: {:#}",
                 inspect(&ctx, policy)
             );
+            let shim = shim_pid(&ctx, policy);
+            assert!(shim > 0, "{policy} [{iso}] has no shim");
             ctx.ok(&["stop", "-t", "1", policy]);
             let v = inspect(&ctx, policy);
-            assert_eq!(v["State"]["Status"], "exited", "{policy}: {v:#}");
-            assert!(!v["State"]["Running"].as_bool().unwrap());
-            let count = restarts(&ctx, policy);
-            // The back-off has grown past 100 ms: a restart would show within a second.
-            std::thread::sleep(Duration::from_secs(1));
-            assert_eq!(
-                restarts(&ctx, policy),
-                count,
-                "{policy} restarted after stop"
+            assert_eq!(v["State"]["Status"], "exited", "{policy} [{iso}]: {v:#}");
+            assert_eq!(v["State"]["Running"], false, "{policy} [{iso}]: {v:#}");
+            let count = v["RestartCount"].as_u64().unwrap();
+            // The shim applies the policy: once it has exited, nothing can restart the
+            // container, so the count it left is final.
+            assert!(
+                Ctx::eventually(SHIM_EXIT_GUARD, || !runtime::procfs::alive(shim)),
+                "{policy} [{iso}]: its shim (pid {shim}) still runs after stop: {:#}",
+                inspect(&ctx, policy)
             );
-            assert!(ctx.ok(&["ps", "-q"]).trim().is_empty() || policy == "always");
+            let v = inspect(&ctx, policy);
+            assert_eq!(
+                (v["RestartCount"].as_u64().unwrap(), &v["State"]["Status"]),
+                (count, &serde_json::json!("exited")),
+                "{policy} [{iso}] restarted after stop: {v:#}"
+            );
+            // Exactly the containers not stopped yet still run.
+            let mut running: Vec<String> = ctx
+                .ok(&["ps", "-q", "--no-trunc"])
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            running.sort();
+            let mut want: Vec<String> = policies[i + 1..].iter().map(|p| id_of(&ctx, p)).collect();
+            want.sort();
+            assert_eq!(running, want, "running after stopping {policy} [{iso}]");
         }
-        assert!(ctx.ok(&["ps", "-q"]).trim().is_empty());
         ctx.ok(&["rm", "always", "unless-stopped"]);
         ctx.assert_clean();
     }

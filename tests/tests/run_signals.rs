@@ -13,7 +13,7 @@ use std::time::Duration;
 use run_common::{BUSYBOX, Ctx, backends};
 
 fn forwards(iso: &str, signal: i32, name: &str) {
-    let ctx = Ctx::new();
+    let ctx = Ctx::isolated(iso);
     let script = format!(
         "trap 'echo trapped {name}; exit 42' {name}; echo ready; while true; do sleep 0.1; done"
     );
@@ -34,11 +34,12 @@ fn forwards(iso: &str, signal: i32, name: &str) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    // A lost signal must fail the test, not hang it: kill husk after a minute.
+    // A lost signal must fail the test, not hang it: kill husk after two minutes (a hang
+    // guard: a vm container boots a kernel first).
     let (done, watchdog) = std::sync::mpsc::channel::<()>();
     let pid = child.id() as i32;
     let guard = std::thread::spawn(move || {
-        if watchdog.recv_timeout(Duration::from_secs(60)).is_err() {
+        if watchdog.recv_timeout(Duration::from_secs(120)).is_err() {
             // SAFETY: our child, still unreaped (the test waits for it below).
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
@@ -94,7 +95,8 @@ impl Tmux {
 
     fn wait_for(&self, what: &str) -> String {
         let mut screen = String::new();
-        let seen = Ctx::eventually(Duration::from_secs(30), || {
+        // A hang guard: a vm container boots a kernel first.
+        let seen = Ctx::eventually(Duration::from_secs(120), || {
             screen = self.screen();
             screen.contains(what)
         });
@@ -115,7 +117,7 @@ impl Drop for Tmux {
 #[test]
 fn interactive_tty_under_tmux() {
     for iso in backends("interactive_tty_under_tmux") {
-        let ctx = Ctx::new();
+        let ctx = Ctx::isolated(iso);
         let tmux = Tmux {
             socket: format!("husk-test-{}-{iso}", std::process::id()),
         };
@@ -142,8 +144,17 @@ fn interactive_tty_under_tmux() {
         assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
         assert!(screen.contains("/dev/pts/"), "{screen}");
         tmux.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
-        tmux.run(&["send-keys", "-t", "t", "clear; stty size", "Enter"]);
-        tmux.wait_for("30 100");
+        // The resize travels husk -> shim -> agent -> pty on its own schedule: the shell
+        // waits until the pty has the new size, then says so (the typed line itself never
+        // shows "resized 30 100").
+        tmux.run(&[
+            "send-keys",
+            "-t",
+            "t",
+            "clear; until [ \"$(stty size)\" = '30 100' ]; do sleep 0.1; done; echo re''sized $(stty size)",
+            "Enter",
+        ]);
+        tmux.wait_for("resized 30 100");
         tmux.run(&["send-keys", "-t", "t", "exit 3", "Enter"]);
         tmux.wait_for("husk-exited-3");
         drop(tmux); // its server's command line names the root too
