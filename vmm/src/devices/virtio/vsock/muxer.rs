@@ -79,8 +79,7 @@ impl Muxer {
             guest_cid: config.guest_cid,
             uds_path: path.clone(),
             listener,
-            timer: TimerFd::new()
-                .map_err(|e| Error::EventFd(io::Error::from_raw_os_error(e.errno())))?,
+            timer: nonblocking_timer()?,
             timer_armed: false,
             handshakes: HashMap::new(),
             conns: HashMap::new(),
@@ -245,6 +244,10 @@ impl Muxer {
     }
 
     fn tick(&mut self) {
+        // Non-blocking: the timer may have been disarmed (or re-armed) by another event of
+        // the same epoll batch since it was reported readable; a blocking read would then
+        // stop the whole event loop (every device of this VM) until it fired again, or
+        // forever. EAGAIN means just that, and the check below is harmless either way.
         let _ = self.timer.wait();
         let now = Instant::now();
         for (key, e) in &mut self.conns {
@@ -466,6 +469,22 @@ fn unregister(e: &Entry, ops: &mut EventOps) {
 
 /// Peeks at the start of a host client's stream: `Some(line)` once a whole line is there
 /// (and consumed), `None` if more is needed; an error if the client closed or sent junk.
+/// The connection-timeout timer, non-blocking (see `Muxer::tick`).
+fn nonblocking_timer() -> Result<TimerFd, Error> {
+    let timer =
+        TimerFd::new().map_err(|e| Error::EventFd(io::Error::from_raw_os_error(e.errno())))?;
+    let fd = timer.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL take and return plain ints.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if !ok {
+        return Err(Error::EventFd(io::Error::last_os_error()));
+    }
+    Ok(timer)
+}
+
 fn peek_line(stream: &UnixStream) -> io::Result<Option<String>> {
     let mut buf = [0u8; MAX_CONNECT_LINE];
     let n = match peek(stream, &mut buf) {
@@ -563,6 +582,26 @@ fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The timer event can be stale by the time it is handled (another event of the same
+    /// epoll batch disarmed the timer): handling it must not block the event loop. A
+    /// blocking read here froze whole VMs under load (vsock and disks stopped answering).
+    #[test]
+    fn a_stale_timer_event_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Muxer::new(&VsockConfig::new(dir.path().join("v.sock"))).unwrap();
+        m.timer.reset(TIMER_PERIOD, None).unwrap();
+        m.timer.clear().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            m.tick();
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "tick() blocked on a disarmed timer"
+        );
+    }
 
     #[test]
     fn connect_lines() {
