@@ -158,6 +158,13 @@ impl AgentClient {
         })
     }
 
+    /// Bounds every later request (except [`Process::wait`]) by `timeout` instead of the
+    /// connection's: a slow guest may need a longer hang guard than a connect attempt.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// The agent's build version, from its `Ready`.
     pub fn agent_version(&self) -> &str {
         &self.agent

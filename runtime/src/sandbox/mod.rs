@@ -25,6 +25,9 @@ const VM_READY: Duration = Duration::from_secs(600);
 /// deadline. A VM's agent gets far longer, since on an emulating KVM every guest system
 /// call, page fault and mount is emulated kernel work, and a loaded machine slows it more.
 const PROCESS_REQUEST: Duration = Duration::from_secs(10);
+/// One attempt to connect to the agent and read its `Ready`; a failed one is retried until
+/// the backend's ready limit.
+const CONNECT_ATTEMPT: Duration = Duration::from_secs(10);
 const VM_REQUEST: Duration = Duration::from_secs(180);
 /// Grace for the agent to end the sandbox after `Shutdown`, then after SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -163,8 +166,8 @@ impl Sandbox {
             if let Some(why) = self.death_reason(Duration::ZERO) {
                 return Err(SandboxError::Died(why));
             }
-            if let Ok(c) = AgentClient::connect(&endpoint, request) {
-                break c;
+            if let Ok(c) = AgentClient::connect(&endpoint, CONNECT_ATTEMPT) {
+                break c.with_request_timeout(request);
             }
             if start.elapsed() > limit {
                 return Err(SandboxError::NotReady(limit));
