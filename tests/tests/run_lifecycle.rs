@@ -6,9 +6,7 @@
 
 mod run_common;
 
-use std::time::Duration;
-
-use run_common::{BUSYBOX, Ctx, backends, stdout};
+use run_common::{BUSYBOX, Ctx, GUARD, backends, stdout};
 
 fn inspect(ctx: &Ctx, c: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&ctx.ok(&["inspect", c])).unwrap();
@@ -49,12 +47,9 @@ fn detached_ps_exec_logs_stop_start_rm() {
             id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
             "{id}"
         );
-        assert!(Ctx::eventually(Duration::from_secs(20), || logs(
-            &ctx,
-            &["svc"]
-        )
-        .0
-        .contains("started")));
+        assert!(Ctx::eventually(GUARD, || logs(&ctx, &["svc"])
+            .0
+            .contains("started")));
 
         // ps: docker's columns, the container up.
         let ps = ctx.ok(&["ps"]);
@@ -86,12 +81,9 @@ fn detached_ps_exec_logs_stop_start_rm() {
         // exec: same rootfs, both ways; a prefix of the ID resolves.
         assert_eq!(ctx.ok(&["exec", "svc", "cat", "/tmp/from-main"]), "main\n");
         ctx.ok(&["exec", &id[..6], "sh", "-c", "echo exec > /tmp/from-exec"]);
-        assert!(Ctx::eventually(Duration::from_secs(10), || logs(
-            &ctx,
-            &["svc"]
-        )
-        .0
-        .contains("main saw exec")));
+        assert!(Ctx::eventually(GUARD, || logs(&ctx, &["svc"])
+            .0
+            .contains("main saw exec")));
         let o = ctx.run(&["exec", "svc", "sh", "-c", "exit 5"]);
         assert_eq!(o.status.code(), Some(5));
         let o = ctx.run(&[
@@ -125,7 +117,7 @@ fn detached_ps_exec_logs_stop_start_rm() {
 
         // start again: the same container runs again; rm refuses it running; rm -f kills it.
         ctx.ok(&["start", "svc"]);
-        assert!(Ctx::eventually(Duration::from_secs(20), || {
+        assert!(Ctx::eventually(GUARD, || {
             logs(&ctx, &["svc"]).0.matches("started").count() == 2
         }));
         let o = ctx.run(&["rm", "svc"]);
@@ -153,24 +145,18 @@ fn stop_kills_after_the_grace_period_and_kill_sends_signals() {
             "-c",
             script,
         ]);
-        assert!(Ctx::eventually(Duration::from_secs(20), || logs(
-            &ctx,
-            &["stubborn"]
-        )
-        .0
-        .contains("up")));
+        assert!(Ctx::eventually(GUARD, || logs(&ctx, &["stubborn"])
+            .0
+            .contains("up")));
         ctx.ok(&["kill", "-s", "USR1", "stubborn"]);
-        assert!(Ctx::eventually(Duration::from_secs(10), || logs(
-            &ctx,
-            &["stubborn"]
-        )
-        .0
-        .contains("usr1")));
+        assert!(Ctx::eventually(GUARD, || logs(&ctx, &["stubborn"])
+            .0
+            .contains("usr1")));
         ctx.ok(&["stop", "-t", "1", "stubborn"]);
         assert_eq!(inspect(&ctx, "stubborn")["State"]["ExitCode"], 137);
         ctx.ok(&["restart", "-t", "1", "stubborn"]);
         // Running again once the workload has printed again.
-        assert!(Ctx::eventually(Duration::from_secs(20), || {
+        assert!(Ctx::eventually(GUARD, || {
             logs(&ctx, &["stubborn"]).0.matches("up").count() == 2
         }));
         assert_eq!(inspect(&ctx, "stubborn")["State"]["Running"], true);
@@ -264,13 +250,7 @@ fn ten_concurrent_detached_runs_all_succeed() {
         let running = ctx.ok(&["ps", "-q", "--no-trunc"]);
         assert_eq!(running.lines().count(), 10, "{running}");
         for (i, id) in ids.iter().enumerate() {
-            assert!(Ctx::eventually(Duration::from_secs(20), || logs(
-                &ctx,
-                &[id]
-            )
-            .0 == format!(
-                "hello {i}"
-            )));
+            assert!(Ctx::eventually(GUARD, || logs(&ctx, &[id]).0 == format!("hello {i}")));
         }
         let mut args = vec!["rm", "-f"];
         args.extend(ids.iter().map(String::as_str));

@@ -8,7 +8,7 @@ mod run_common;
 
 use std::time::Duration;
 
-use run_common::{BUSYBOX, Ctx, backends};
+use run_common::{BUSYBOX, Ctx, GUARD, backends};
 
 fn inspect(ctx: &Ctx, c: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_str(&ctx.ok(&["inspect", c])).unwrap();
@@ -164,7 +164,7 @@ fn a_dead_sandbox_is_told_apart_and_restarted() {
     );
     // SAFETY: kill takes no pointers; the pid is this test's container's agent.
     unsafe { libc::kill(agents[0], libc::SIGKILL) };
-    assert!(Ctx::eventually(Duration::from_secs(30), || {
+    assert!(Ctx::eventually(GUARD, || {
         let v = inspect(&ctx, id);
         v["RestartCount"] == 1 && v["State"]["Running"] == true && v["State"]["Pid"] != 0
     }));

@@ -12,6 +12,11 @@ use husk_e2e::{husk, output, stderr};
 use rootfs::defaults::DefaultImage;
 use rootfs::store::Store;
 
+/// How long a test waits for something a container does before it counts as hung: a hang
+/// guard, never a timing assertion. Generous, since a vm container's kernel code is
+/// emulated on this project's machines and shares two cores with the tests beside it.
+pub const GUARD: Duration = Duration::from_secs(180);
+
 /// The busybox default image's name.
 pub const BUSYBOX: &str = "husk/busybox";
 
@@ -143,7 +148,7 @@ impl Ctx {
     /// Asserts that no container, process, mount or loop device of this root is left.
     pub fn assert_clean(&self) {
         let root = self.root().to_string_lossy().into_owned();
-        let gone = Self::eventually(Duration::from_secs(10), || {
+        let gone = Self::eventually(GUARD, || {
             self.container_dirs().is_empty() && processes_under(&root).is_empty()
         });
         assert!(
