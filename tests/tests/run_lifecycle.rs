@@ -1,6 +1,6 @@
 //! The container lifecycle through the real binary: detached run, ps, logs (after exit too),
 //! exec into a running container, stop with a grace period, start/restart/wait, inspect,
-//! rm, and ten containers started at once. Each test checks nothing is left behind.
+//! rm, and containers started at once. Each test checks nothing is left behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -216,12 +216,23 @@ fn chrono_like(t: &str) -> bool {
     t.len() >= 20 && t.as_bytes()[4] == b'-' && t.contains('T') && t.ends_with('Z')
 }
 
+/// Containers started at once: ten in namespaces; four microVMs, since on this project's
+/// machines every guest kernel is emulated and four already keep both cores busy for
+/// minutes (ten at once found a real VMM freeze, `a_stale_timer_event_does_not_block`).
+fn concurrency(iso: &str) -> usize {
+    match iso {
+        "vm" => 4,
+        _ => 10,
+    }
+}
+
 #[test]
-fn ten_concurrent_detached_runs_all_succeed() {
-    for iso in backends("ten_concurrent_detached_runs_all_succeed") {
+fn concurrent_detached_runs_all_succeed() {
+    for iso in backends("concurrent_detached_runs_all_succeed") {
         let ctx = Ctx::isolated(iso);
+        let n = concurrency(iso);
         let ids: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..10)
+            let handles: Vec<_> = (0..n)
                 .map(|i| {
                     let ctx = &ctx;
                     s.spawn(move || {
@@ -246,9 +257,9 @@ fn ten_concurrent_detached_runs_all_succeed() {
         let mut unique = ids.clone();
         unique.sort();
         unique.dedup();
-        assert_eq!(unique.len(), 10);
+        assert_eq!(unique.len(), n);
         let running = ctx.ok(&["ps", "-q", "--no-trunc"]);
-        assert_eq!(running.lines().count(), 10, "{running}");
+        assert_eq!(running.lines().count(), n, "{running}");
         for (i, id) in ids.iter().enumerate() {
             assert!(Ctx::eventually(GUARD, || logs(&ctx, &[id]).0 == format!("hello {i}")));
         }
