@@ -256,15 +256,19 @@ fn full_stdin_window_does_not_block_the_connection() {
     let accepted = Arc::new(AtomicUsize::new(0));
     let writer = std::thread::spawn({
         let accepted = Arc::clone(&accepted);
-        move || -> std::io::Result<()> {
+        move || {
             let chunk = vec![b'x'; 64 << 10];
             let mut left = TOTAL;
             while left > 0 {
-                let n = stdin.write(&chunk[..chunk.len().min(left)])?;
-                accepted.fetch_add(n, Ordering::SeqCst);
-                left -= n;
+                match stdin.write(&chunk[..chunk.len().min(left)]) {
+                    Ok(n) => {
+                        accepted.fetch_add(n, Ordering::SeqCst);
+                        left -= n;
+                    }
+                    Err(e) => return (Err(e), stdin),
+                }
             }
-            Ok(())
+            (Ok(()), stdin)
         }
     });
     // A whole window has gone out: the agent holds it for a process that reads nothing.
@@ -290,8 +294,14 @@ fn full_stdin_window_does_not_block_the_connection() {
     );
     process.signal(libc::SIGKILL).unwrap();
     assert_eq!(process.wait().unwrap().code, 137);
-    // Writing to a process that has finished fails like writing to a closed pipe.
-    let err = writer.join().unwrap().unwrap_err();
+    // Writing to a process that has finished fails like writing to a closed pipe. (The
+    // writer may still have used credit the agent returned as the process died, so it is
+    // the first write after the exit was reported that must fail.)
+    let (result, mut stdin) = writer.join().unwrap();
+    if let Err(e) = result {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+    let err = stdin.write(b"late").unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
 }
 
