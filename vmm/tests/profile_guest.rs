@@ -8,23 +8,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
-use std::path::Path;
+#[path = "support/kvm.rs"]
+mod kvm;
+
 use std::time::Duration;
 
+use kvm::kvm_available;
 use vmm::profile::report::{NOT_STARTED, USER};
 use vmm::{Console, ProfileConfig, VmConfig, VmExit, tiny_elf};
-
-fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
-        "HUSK_REQUIRE_KVM is set but /dev/kvm does not exist"
-    );
-    eprintln!("SKIPPED: /dev/kvm does not exist on this host; the profiler test did not run");
-    false
-}
 
 /// `rdtsc; shl rdx, 32; or rax, rdx`: the 64-bit TSC in rax.
 const RDTSC64: &[u8] = &[0x0f, 0x31, 0x48, 0xc1, 0xe2, 0x20, 0x48, 0x09, 0xd0];
@@ -78,7 +69,7 @@ fn system_map(c: &Code) -> String {
 
 #[test]
 fn samples_of_a_spinning_guest_land_on_its_loop() {
-    if !kvm_available() {
+    if !kvm_available("the profiler test") {
         return;
     }
     let c = code();

@@ -8,21 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
-use std::path::{Path, PathBuf};
+#[path = "support/kvm.rs"]
+mod kvm;
 
+use std::path::PathBuf;
+
+use kvm::kvm_available;
 use vmm::{Console, VmConfig, VmExit, tiny_elf};
-
-fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
-        "HUSK_REQUIRE_KVM is set but /dev/kvm does not exist"
-    );
-    eprintln!("SKIPPED: /dev/kvm does not exist on this host; tiny-guest tests did not run");
-    false
-}
 
 /// Machine-code fragments (identical in 32- and 64-bit mode unless noted).
 mod asm {
@@ -98,7 +90,7 @@ fn config(g: &Guest, vcpus: u8) -> VmConfig {
 
 #[test]
 fn serial_output_reaches_the_host_and_reset_ends_the_vm() {
-    if !kvm_available() {
+    if !kvm_available("tiny-guest tests") {
         return;
     }
     for vcpus in [1, 2] {
@@ -118,7 +110,7 @@ fn serial_output_reaches_the_host_and_reset_ends_the_vm() {
 
 #[test]
 fn unhandled_port_and_mmio_accesses_are_answered_not_fatal() {
-    if !kvm_available() {
+    if !kvm_available("tiny-guest tests") {
         return;
     }
     for vcpus in [1, 2] {
@@ -145,7 +137,7 @@ fn unhandled_port_and_mmio_accesses_are_answered_not_fatal() {
 
 #[test]
 fn triple_fault_is_a_shutdown() {
-    if !kvm_available() {
+    if !kvm_available("tiny-guest tests") {
         return;
     }
     let mut code = print(b"faulting\n");
@@ -158,7 +150,7 @@ fn triple_fault_is_a_shutdown() {
 
 #[test]
 fn the_trivial_bench_guest_resets_with_console_off() {
-    if !kvm_available() {
+    if !kvm_available("tiny-guest tests") {
         return;
     }
     let g = guest(tiny_elf::RESET_AT_ONCE);
@@ -175,7 +167,7 @@ fn the_trivial_bench_guest_resets_with_console_off() {
 
 #[test]
 fn eight_vcpus_and_memory_above_the_mmio_hole() {
-    if !kvm_available() {
+    if !kvm_available("tiny-guest tests") {
         return;
     }
     let mut code = print(b"big\n");

@@ -9,25 +9,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
-use std::path::Path;
+#[path = "support/kvm.rs"]
+mod kvm;
 
+use kvm::kvm_available;
 use vmm::devices::virtio::block::features;
 use vmm::devices::virtio::manager::{FIRST_IRQ, SLOT_BASE, SLOT_SIZE};
 use vmm::devices::virtio::mmio::{MAGIC_VALUE, VENDOR_ID, reg, status};
 use vmm::devices::virtio::{VIRTIO_F_VERSION_1, device_id};
 use vmm::{Console, DiskConfig, VmConfig, VmExit, tiny_elf};
-
-fn kvm_available() -> bool {
-    if Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("HUSK_REQUIRE_KVM").is_none(),
-        "HUSK_REQUIRE_KVM is set but /dev/kvm does not exist"
-    );
-    eprintln!("SKIPPED: /dev/kvm does not exist on this host; the virtio-mmio guest did not run");
-    false
-}
 
 /// 64-bit machine code, assembled by hand.
 #[derive(Default)]
@@ -137,7 +127,7 @@ fn guest_code() -> Vec<u8> {
 
 #[test]
 fn a_tiny_guest_walks_the_virtio_mmio_registers_of_two_disks() {
-    if !kvm_available() {
+    if !kvm_available("the virtio-mmio guest") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
