@@ -230,9 +230,7 @@ fn vm_without_a_usable_kvm_names_process_isolation() {
 #[test]
 fn auto_isolation_says_what_it_picked() {
     let ctx = Ctx::new();
-    // Without a usable KVM, auto picks process and says why.
-    let mut c = ctx.cmd();
-    c.args([
+    let args = [
         "run",
         "--rm",
         "--isolation",
@@ -240,8 +238,10 @@ fn auto_isolation_says_what_it_picked() {
         BUSYBOX,
         "cat",
         "/proc/version",
-    ])
-    .env("HUSK_KVM_DEVICE", "/nonexistent/kvm");
+    ];
+    // Without a usable KVM, auto picks process and says why.
+    let mut c = ctx.cmd();
+    c.args(args).env("HUSK_KVM_DEVICE", "/nonexistent/kvm");
     let o = husk_e2e::output(c);
     let e = husk_e2e::stderr(&o);
     assert!(o.status.success(), "{e}");
@@ -254,15 +254,7 @@ fn auto_isolation_says_what_it_picked() {
     if !husk_e2e::linux_guests_available("auto_isolation_says_what_it_picked") {
         return;
     }
-    let o = ctx.run(&[
-        "run",
-        "--rm",
-        "--isolation",
-        "auto",
-        BUSYBOX,
-        "cat",
-        "/proc/version",
-    ]);
+    let o = ctx.run(&args);
     let e = husk_e2e::stderr(&o);
     assert!(o.status.success(), "{e}");
     assert_kernel("vm", &stdout(&o));
