@@ -12,8 +12,10 @@ mod eventfd;
 mod exec;
 mod host;
 mod hostname;
+mod husk_init;
 mod init;
 mod listen;
+mod loopback;
 mod mounts;
 mod reaper;
 mod reset;
@@ -31,6 +33,11 @@ use console::say;
 use reset::Reason;
 
 fn main() {
+    // The container's init (`--init`) is the agent binary under another name, and may well
+    // be PID 1 (of the container's PID namespace): decided before anything PID-1-like.
+    if husk_init::invoked() {
+        std::process::exit(husk_init::main(std::env::args_os()));
+    }
     reset::install_panic_hook();
     // Arguments are honoured only outside PID 1: as init, argv holds whatever the kernel
     // passed on (unknown parameters without `=`), which must not change behaviour.

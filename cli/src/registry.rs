@@ -88,6 +88,54 @@ pub fn pull(a: PullArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `run --pull`: when the image is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only when it is not in the store (docker's default).
+    Missing,
+    /// Every time.
+    Always,
+    /// Never: a missing image is an error.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "missing" => Ok(Self::Missing),
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => bail!(
+                "invalid pull option: '{s}': must be one of \"always\", \"missing\" or \"never\""
+            ),
+        }
+    }
+}
+
+/// The implicit pull of `run`: as `husk pull`, with everything on stderr (stdout is the
+/// workload's), and docker's lines around it.
+pub fn pull_for_run(root: &Path, name: &str) -> anyhow::Result<()> {
+    let reference = Reference::parse(name)?;
+    let progress = progress::for_stderr();
+    let opts = PullOptions {
+        insecure_registries: Vec::new(),
+        parallel: 3,
+    };
+    let report = registry::pull(root, &reference, &opts, progress.as_ref())?;
+    let store = Store::open(root)?;
+    crate::images::build_disks(root, &store, &report.image)?;
+    drop(progress);
+    eprintln!("Digest: {}", report.digest);
+    let status = match report.up_to_date {
+        true => "Image is up to date for",
+        false => "Downloaded newer image for",
+    };
+    eprintln!("Status: {status} {}", reference.familiar());
+    Ok(())
+}
+
 /// `husk login`.
 pub fn login(a: LoginArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let server = registry::registry_host(a.server.as_deref())?;

@@ -131,6 +131,8 @@ pub struct HostConfig {
     pub restart_policy: RestartPolicy,
     /// `--rm`.
     pub auto_remove: bool,
+    /// `--init`: the workload runs under husk-init, which reaps orphans and passes signals on.
+    pub init: bool,
 }
 
 /// `config.json`.
@@ -568,6 +570,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "Memory": config.host_config.memory,
             "RestartPolicy": config.host_config.restart_policy,
             "AutoRemove": config.host_config.auto_remove,
+            "Init": config.host_config.init,
         },
         "Mounts": [],
         "Config": {

@@ -148,6 +148,8 @@ pub struct RunFlags {
     pub attach: bool,
     /// `--rm`.
     pub auto_remove: bool,
+    /// `--init`.
+    pub init: bool,
     /// CMD arguments after the image.
     pub cmd: Vec<String>,
 }
@@ -220,6 +222,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         memory,
         restart_policy,
         auto_remove: flags.auto_remove,
+        init: flags.init,
     })
 }
 
@@ -290,6 +293,7 @@ pub fn exec_process(
         size: flags.size.filter(|_| flags.tty),
         stdin: flags.interactive,
         user_name: Some(user).filter(|u| !u.is_empty()),
+        ..ProcessSpec::default()
     })
 }
 

@@ -202,6 +202,15 @@ pub struct ProcessSpec {
     /// against the container's `/etc/passwd` and `/etc/group`; takes precedence over `user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
+    /// Docker's `--init`: run the program under a minimal init (`husk-init`, the agent's
+    /// own) that forwards signals to it, reaps orphans and exits with its status.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
+    /// The container's main process (after `Setup`, once): PID 1 of the container's own PID
+    /// and mount namespaces, which every later process joins. Processes started before it
+    /// run in the agent's namespaces.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub main: bool,
 }
 
 /// Numeric identity of a process (names are resolved by the host).
@@ -323,6 +332,8 @@ mod tests {
             size: Some(TermSize { rows: 24, cols: 80 }),
             stdin: true,
             user_name: Some("nobody:nogroup".into()),
+            init: true,
+            main: true,
         };
         for req in [
             Request::Ping,

@@ -1,7 +1,7 @@
 //! The container's root filesystem (`Setup`): mounting the read-only layer disks and the
 //! scratch disk under `/run/husk`, the overlay of them at `/run/husk/rootfs`, the kernel
 //! filesystems and the minimal `/dev` inside it, `/etc/{hosts,hostname,resolv.conf}`, the
-//! hostname, and finally moving the agent itself into it (pivot_root, old root detached), so
+//! hostname, the loopback interface up, and finally moving the agent itself into it (pivot_root, old root detached), so
 //! every process it starts afterwards runs in the container. Once per sandbox.
 //!
 //! ```text
@@ -102,6 +102,7 @@ fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
     let rootfs = layers::mount_overlay(base, spec)?;
     inside::populate(base, &rootfs, spec)?;
     crate::hostname::set(&spec.hostname).map_err(RootfsError::Hostname)?;
+    crate::loopback::up().map_err(step("bring the loopback interface up"))?;
     enter(&rootfs)?;
     say!(
         "rootfs: {} layer(s) + scratch {} assembled; now running inside it",

@@ -5,6 +5,7 @@
 //! host-process mode (a unix socket, nothing else touched).
 
 mod conn;
+mod namespaces;
 mod outbox;
 mod procs;
 mod pump;

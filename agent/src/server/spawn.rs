@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use agent_proto::{ProcessSpec, TermSize, User};
 use libc::pid_t;
 
+use super::namespaces::{self, ChildStep, NamespaceError};
 use crate::exec::DEFAULT_PATH;
 use crate::user::{self, UserError};
 
@@ -30,6 +31,9 @@ pub enum SpawnError {
     /// The working directory did not exist and could not be created.
     #[error("cannot create the working directory {0}")]
     Cwd(String, #[source] io::Error),
+    /// The container's namespaces could not be entered.
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
     /// No pseudo-terminal could be opened.
     #[error("cannot open a pseudo-terminal")]
     Pty(#[source] io::Error),
@@ -82,28 +86,64 @@ pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnError> {
 }
 
 /// Docker's preparations of a validated spec: `user_name` resolved in the current root
-/// (the container's, after `Setup`) into `user`, with `HOME` from the passwd entry unless
-/// `env` has one; in a container (after `Setup`) a missing `cwd` is created (root's, 0755),
-/// as docker creates `WorkingDir` (never on a host, in host-process mode).
+/// (the container's, after `Setup`) into `user`; unless `env` has one, `HOME` from the
+/// passwd entry of that user (of root without `user_name`, in a container; `/` without an
+/// entry); in a container (after `Setup`) a missing `cwd` is created (root's, 0755), as
+/// docker creates `WorkingDir` (never on a host, in host-process mode).
 pub fn prepare(spec: &ProcessSpec) -> Result<ProcessSpec, SpawnError> {
     let mut spec = spec.clone();
+    let in_container = crate::rootfs::is_done();
+    let mut home = None;
     if let Some(name) = &spec.user_name {
         let resolved = user::resolve_in_root(name)?;
         spec.user = Some(resolved.user);
-        if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
-            spec.env.push(format!("HOME={}", resolved.home));
-        }
+        home = Some(resolved.home);
+    } else if in_container {
+        let uid = spec.user.as_ref().map_or(0, |u| u.uid);
+        home = Some(
+            user::resolve_in_root(&uid.to_string()).map_or_else(|_| "/".to_owned(), |r| r.home),
+        );
     }
-    if let Some(cwd) = spec.cwd.as_ref().filter(|_| crate::rootfs::is_done()) {
+    if let Some(home) = home.filter(|_| !spec.env.iter().any(|e| e.starts_with("HOME="))) {
+        spec.env.push(format!("HOME={home}"));
+    }
+    if let Some(cwd) = spec.cwd.as_ref().filter(|_| in_container) {
         std::fs::create_dir_all(cwd).map_err(|e| SpawnError::Cwd(cwd.clone(), e))?;
     }
     Ok(spec)
 }
 
-/// Starts `spec` (validated). Call with the process table locked (see `procs`).
+/// Starts `spec` (validated). Call with the process table locked (see `procs`): a main
+/// process becomes PID 1 of the container's namespaces, later ones join them
+/// (`namespaces`).
 pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
-    let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..]).env_clear();
+    let in_container = crate::rootfs::is_done();
+    let plan = namespaces::plan(in_container, spec.main)?;
+    let cwd = spec.cwd.as_deref().unwrap_or("/");
+    let step = plan.child_step(cwd)?;
+    let for_children = plan.for_children()?;
+    let spawned = spawn_in(spec, step, in_container);
+    drop(for_children);
+    if let Ok(spawned) = &spawned {
+        plan.started(spawned.pid);
+    }
+    spawned
+}
+
+fn spawn_in(
+    spec: &ProcessSpec,
+    step: ChildStep,
+    in_container: bool,
+) -> Result<Spawned, SpawnError> {
+    let mut cmd = match spec.init {
+        true => crate::husk_init::command(&spec.argv).map_err(|e| start_error(spec, e))?,
+        false => {
+            let mut cmd = Command::new(&spec.argv[0]);
+            cmd.args(&spec.argv[1..]);
+            cmd
+        }
+    };
+    cmd.env_clear();
     for entry in &spec.env {
         if let Some((key, value)) = entry.split_once('=') {
             cmd.env(key, value);
@@ -118,8 +158,8 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
     } else {
         None
     };
-    let mut setup = ChildSetup::new(spec.user.as_ref(), spec.tty);
-    setup.restrict_caps = crate::rootfs::is_done();
+    let mut setup = ChildSetup::new(spec.user.as_ref(), spec.tty, step);
+    setup.restrict_caps = in_container;
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls on data prepared before the fork (see ChildSetup::run).
     unsafe { cmd.pre_exec(move || setup.run()) };
@@ -248,6 +288,8 @@ pub fn resize(tty: &OwnedFd, size: TermSize) -> io::Result<()> {
 
 /// What the child does between fork and exec, prepared before the fork (no allocation after).
 struct ChildSetup {
+    /// The container's namespaces.
+    namespaces: ChildStep,
     tty: bool,
     /// Keep only docker's default capabilities (in a container, after `Setup`).
     restrict_caps: bool,
@@ -256,18 +298,21 @@ struct ChildSetup {
 }
 
 impl ChildSetup {
-    fn new(user: Option<&User>, tty: bool) -> Self {
+    fn new(user: Option<&User>, tty: bool, namespaces: ChildStep) -> Self {
         let user = user.map(|u| (u.uid, u.gid, u.additional_gids.clone()));
         Self {
+            namespaces,
             tty,
             restrict_caps: false,
             user,
         }
     }
 
-    /// In the child: empty signal mask (std passes the agent's, which blocks SIGCHLD, on to
-    /// children), own session with the tty as controlling terminal or own process group,
-    /// identity, and SIGKILL if the agent thread that started it dies.
+    /// In the child: every signal's disposition back to default (ignored ones survive exec,
+    /// and whatever started husk may have ignored some) and an empty signal mask (std passes
+    /// the agent's, which blocks SIGCHLD, on to children), the container's namespaces, own
+    /// session with the tty as controlling terminal or own process group, identity, and
+    /// SIGKILL if the agent thread that started it dies.
     fn run(&self) -> io::Result<()> {
         let check = |rc: libc::c_int| {
             if rc < 0 {
@@ -285,6 +330,8 @@ impl ChildSetup {
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
+            reset_dispositions();
+            self.namespaces.run()?;
             if self.tty {
                 check(libc::setsid())?;
                 check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
@@ -303,6 +350,29 @@ impl ChildSetup {
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
         }
         Ok(())
+    }
+}
+
+/// Sets every catchable signal's disposition to the default. Async-signal-safe. The raw
+/// system call, because libc refuses its own signals (32-34), which a caller may well have
+/// ignored too.
+fn reset_dispositions() {
+    // The kernel's struct sigaction: handler (0 = SIG_DFL), flags, restorer, mask.
+    let default = [0u64; 4];
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: rt_sigaction reads one kernel sigaction (all zero: SIG_DFL, no flags,
+            // empty mask) of the given size; a signal it refuses is left as it is.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use runtime::shim::ShimError;
 use runtime::spec::{self, IsolationChoice, RunFlags};
 
 use super::term;
+use crate::registry::PullPolicy;
 
 /// `husk run`.
 #[derive(Args, Debug)]
@@ -65,6 +66,12 @@ pub struct RunArgs {
     /// Restart policy: no, always, on-failure[:N], unless-stopped.
     #[arg(long, value_name = "POLICY")]
     restart: Option<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    init: bool,
+    /// Pull the image before running: missing, always or never.
+    #[arg(long, default_value = "missing", value_name = "missing|always|never")]
+    pull: String,
     /// Sandbox: vm (a microVM per container), process (namespaces) or auto.
     #[arg(long, default_value = "vm", value_name = "vm|process|auto")]
     isolation: String,
@@ -85,7 +92,7 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         // Before any other thread exists, so that the signals reach only the relay.
         relay_signals(root, &target, a.tty)?;
     }
-    let image = find_image(root, &a.image)?;
+    let image = find_image(root, &a.image, a.pull.parse()?)?;
     let isolation = pick_isolation(&a.isolation, kvm_device)?;
     let flags = flags(&a, isolation);
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -170,23 +177,40 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         isolation,
         attach: !a.detach,
         auto_remove: a.rm,
+        init: a.init,
         cmd: a.cmd.clone(),
     }
 }
 
-/// The image, or docker's "Unable to find image" (husk never pulls implicitly).
-fn find_image(root: &Path, name: &str) -> anyhow::Result<rootfs::store::ImageRecord> {
-    let store = Store::open(root).context("cannot open the image store")?;
-    match store.resolve(name) {
-        Ok(image) => Ok(image),
-        Err(StoreError::NoSuchImage(_)) => {
-            let full = with_latest(name);
-            bail!(
-                "Unable to find image '{full}' locally (husk does not pull implicitly: run `husk pull {full}` or `husk load` first)"
-            )
+/// The image, pulled first as `policy` says (docker's `--pull`).
+fn find_image(
+    root: &Path,
+    name: &str,
+    policy: PullPolicy,
+) -> anyhow::Result<rootfs::store::ImageRecord> {
+    let resolve = || {
+        let store = Store::open(root).context("cannot open the image store")?;
+        match store.resolve(name) {
+            Ok(image) => Ok(Some(image)),
+            Err(StoreError::NoSuchImage(_)) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot resolve image {name}")),
         }
-        Err(e) => Err(e).with_context(|| format!("cannot resolve image {name}")),
+    };
+    let found = match policy {
+        PullPolicy::Always => None,
+        PullPolicy::Missing | PullPolicy::Never => resolve()?,
+    };
+    if let Some(image) = found {
+        return Ok(image);
     }
+    let full = with_latest(name);
+    match policy {
+        PullPolicy::Never => bail!("No such image: {full}"),
+        PullPolicy::Missing => eprintln!("Unable to find image '{full}' locally"),
+        PullPolicy::Always => {}
+    }
+    crate::registry::pull_for_run(root, name)?;
+    resolve()?.with_context(|| format!("No such image: {full}"))
 }
 
 /// `busybox` -> `busybox:latest`; names with a tag or digest stay.

@@ -1,5 +1,7 @@
-//! Pull progress: a bar per blob (indicatif) when stdout is a terminal, docker-style plain
-//! lines (`<id>: Pulling fs layer`, `<id>: Pull complete`) otherwise, or nothing.
+//! Pull progress: a bar per blob (indicatif) when the output is a terminal, docker-style
+//! plain lines (`<id>: Pulling fs layer`, `<id>: Pull complete`) otherwise, or nothing. The
+//! output is stdout for `pull`, stderr for the implicit pull of `run` (whose stdout is the
+//! workload's).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -22,9 +24,18 @@ pub trait Progress: Send + Sync {
 /// Bars on a terminal stdout, plain lines otherwise.
 pub fn for_stdout() -> Box<dyn Progress> {
     if std::io::stdout().is_terminal() {
-        Box::new(Bars::new())
+        Box::new(Bars::new(ProgressDrawTarget::stdout()))
     } else {
-        Box::new(Lines)
+        Box::new(Lines { stderr: false })
+    }
+}
+
+/// Bars on a terminal stderr, plain lines there otherwise.
+pub fn for_stderr() -> Box<dyn Progress> {
+    if std::io::stderr().is_terminal() {
+        Box::new(Bars::new(ProgressDrawTarget::stderr()))
+    } else {
+        Box::new(Lines { stderr: true })
     }
 }
 
@@ -41,12 +52,17 @@ impl Progress for Silent {
 
 /// docker's non-terminal output: one line per event, no byte counts.
 #[derive(Debug, Default)]
-pub struct Lines;
+pub struct Lines {
+    /// To stderr instead of stdout.
+    pub stderr: bool,
+}
 
 impl Lines {
     fn line(&self, s: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{s}");
+        let _ = match self.stderr {
+            true => writeln!(std::io::stderr().lock(), "{s}"),
+            false => writeln!(std::io::stdout().lock(), "{s}"),
+        };
     }
 }
 
@@ -71,9 +87,9 @@ pub struct Bars {
 }
 
 impl Bars {
-    fn new() -> Self {
+    fn new(target: ProgressDrawTarget) -> Self {
         Self {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+            multi: MultiProgress::with_draw_target(target),
             bars: Mutex::new(HashMap::new()),
         }
     }

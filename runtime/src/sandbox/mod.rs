@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod loopdev;
 pub mod process;
+pub mod resolv;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -187,7 +188,7 @@ impl Sandbox {
             hosts: format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
             ),
-            resolv_conf: "nameserver 127.0.0.1\n".into(),
+            resolv_conf: resolv::from_host(),
             hostname_file: true,
         };
         client.setup(&spec).map_err(SandboxError::Setup)?;

@@ -315,6 +315,8 @@ fn process_spec(c: &ContainerConfig, size: Option<(u16, u16)>) -> ProcessSpec {
             .map(|(rows, cols)| agent_proto::TermSize { rows, cols }),
         stdin: c.config.open_stdin,
         user_name: Some(c.config.user.clone()).filter(|u| !u.is_empty()),
+        init: c.host_config.init,
+        main: true,
     }
 }
 

@@ -1,0 +1,147 @@
+//! `husk-init`: docker's `--init` (tini, docker-init) for husk containers. The agent binary
+//! runs as this program when its `argv[0]` is [`ARGV0`]: it starts the workload given after
+//! `--` as its child, in the child's own process group (the terminal's foreground group with
+//! a tty), forwards every signal it can catch to it, reaps every process that ends up its
+//! child (orphans reparent to PID 1), and exits with the workload's status (128+N if signal N
+//! ended it) as soon as the workload has ended, which as PID 1 of the container's PID
+//! namespace ends every process left in it.
+//!
+//! The agent starts it through [`command`]: its own executable, opened once through
+//! `/proc/self/exe` (which resolves even from inside the container's root, and even when the
+//! file itself is gone, as the VM's initramfs is after the switch into the rootfs).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The name the agent runs under when it is the container's init.
+pub const ARGV0: &str = "husk-init";
+
+/// The agent's own executable, for [`command`]; `None` if it could not be opened.
+static SELF_EXE: OnceLock<Option<File>> = OnceLock::new();
+
+/// Whether this process was started as `husk-init`.
+pub fn invoked() -> bool {
+    std::env::args_os()
+        .next()
+        .is_some_and(|a| a.to_string_lossy().rsplit('/').next() == Some(ARGV0))
+}
+
+/// The command that runs `argv` under `husk-init`: the program is the agent's own executable
+/// (as `/proc/self/fd/N`, resolved in the child before exec), `argv[0]` is [`ARGV0`].
+pub fn command(argv: &[String]) -> io::Result<Command> {
+    let exe = SELF_EXE
+        .get_or_init(|| File::open("/proc/self/exe").ok())
+        .as_ref()
+        .ok_or_else(|| io::Error::other("cannot open the agent's own executable"))?;
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg0(ARGV0).arg("--").args(argv);
+    Ok(cmd)
+}
+
+/// Runs `husk-init -- PROGRAM ARGS...`; returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let mut args = args.into_iter().skip(1);
+    let argv: Vec<OsString> = match args.next() {
+        Some(dashes) if dashes == "--" => args.collect(),
+        _ => Vec::new(),
+    };
+    let Some((program, rest)) = argv.split_first() else {
+        eprintln!("{ARGV0}: usage: {ARGV0} -- PROGRAM [ARGS...]");
+        return 125;
+    };
+    // Shown in `ps` (the executable's name would be the descriptor's number).
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"husk-init".as_ptr()) };
+    let all = full_set();
+    // Blocked, so they queue for sigwaitinfo; a blocked signal also counts as handled for a
+    // PID namespace's init, so the workload's TERM reaches this process and is passed on.
+    // SAFETY: sets this (single-threaded) process's mask from a filled local set.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &raw const all, std::ptr::null_mut()) };
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    // SAFETY: runs in the forked child before exec; setpgid, tcsetpgrp, getpid, sigemptyset
+    // and sigprocmask are async-signal-safe and take only local data.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpgid(0, 0);
+            // Foreground on a controlling terminal, if stdin is one (fails harmlessly if
+            // not); SIGTTOU is still blocked here, so asking does not stop the child.
+            libc::tcsetpgrp(0, libc::getpid());
+            let mut none = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(none.as_mut_ptr());
+            libc::sigprocmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("{ARGV0}: cannot run {}: {e}", program.to_string_lossy());
+            return crate::exec::spawn_failure("", &e).code;
+        }
+    };
+    let Ok(workload) = libc::pid_t::try_from(child.id()) else {
+        return 125;
+    };
+    drop(child);
+    serve(workload, &all)
+}
+
+/// Forwards signals and reaps until the workload has ended; returns its code.
+fn serve(workload: libc::pid_t, all: &libc::sigset_t) -> i32 {
+    loop {
+        // SAFETY: sigwaitinfo reads the set and writes one siginfo_t into a local.
+        let sig = unsafe {
+            let mut info = MaybeUninit::<libc::siginfo_t>::uninit();
+            libc::sigwaitinfo(all, info.as_mut_ptr())
+        };
+        match sig {
+            libc::SIGCHLD => {
+                if let Some(code) = reap(workload) {
+                    return code;
+                }
+            }
+            sig if sig > 0 => {
+                // SAFETY: kill takes no pointers; the workload is our unreaped child.
+                unsafe { libc::kill(workload, sig) };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reaps every exited child; the workload's code if it was among them.
+fn reap(workload: libc::pid_t) -> Option<i32> {
+    let mut code = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a local.
+        let pid = unsafe { libc::waitpid(-1, &raw mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return code;
+        }
+        if pid == workload {
+            code = Some(if libc::WIFSIGNALED(status) {
+                128 + libc::WTERMSIG(status)
+            } else {
+                libc::WEXITSTATUS(status)
+            });
+        }
+    }
+}
+
+/// Every signal.
+fn full_set() -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initializes the whole set.
+    unsafe {
+        libc::sigfillset(set.as_mut_ptr());
+        set.assume_init()
+    }
+}

@@ -1,0 +1,83 @@
+//! The container's `/etc/resolv.conf`, made from the host's the way docker makes it for a
+//! container without its own DNS settings: `nameserver` lines naming a loopback address are
+//! dropped (nothing listens on the container's own loopback), `search` and `options` stay,
+//! and with no resolver left docker's fallback (Google's public resolvers) goes in.
+
+use std::net::IpAddr;
+
+/// The host's resolver configuration.
+pub const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Docker's resolvers for a container whose host has none it can use.
+const FALLBACK: &[&str] = &["8.8.8.8", "8.8.4.4"];
+
+/// The container's resolv.conf for the host's `host` (`None`: unreadable or absent).
+pub fn for_container(host: Option<&str>) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.unwrap_or_default().lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                let usable = words
+                    .next()
+                    .and_then(|a| a.split('%').next()?.parse::<IpAddr>().ok())
+                    .is_some_and(|ip| !ip.is_loopback());
+                if usable {
+                    out.push_str(line.trim());
+                    out.push('\n');
+                    servers += 1;
+                }
+            }
+            Some("search" | "domain" | "options") => {
+                out.push_str(line.trim());
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    if servers == 0 {
+        for server in FALLBACK {
+            out.push_str(&format!("nameserver {server}\n"));
+        }
+    }
+    out
+}
+
+/// [`for_container`] of this host's file.
+pub fn from_host() -> String {
+    for_container(std::fs::read_to_string(HOST_RESOLV_CONF).ok().as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_resolvers_are_dropped_others_kept() {
+        let host = "# comment\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\n\
+                    search example.org\noptions edns0 trust-ad\nsortlist 1.2.3.4\n";
+        assert_eq!(
+            for_container(Some(host)),
+            "nameserver 10.0.0.2\nsearch example.org\noptions edns0 trust-ad\n"
+        );
+    }
+
+    #[test]
+    fn nothing_usable_means_docker_fallback() {
+        let fallback = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n";
+        assert_eq!(for_container(None), fallback);
+        assert_eq!(for_container(Some("nameserver 127.0.0.1\n")), fallback);
+        assert_eq!(for_container(Some("nameserver bogus\n")), fallback);
+        assert_eq!(
+            for_container(Some("search a.b\nnameserver 127.0.0.53")),
+            format!("search a.b\n{fallback}")
+        );
+    }
+
+    #[test]
+    fn scoped_ipv6_resolvers_stay() {
+        let host = "nameserver fe80::1%eth0\n";
+        assert_eq!(for_container(Some(host)), host);
+    }
+}
