@@ -68,16 +68,18 @@ pub fn run(path: &Path, reaper: &Reaper) -> Result<Exit, ExecError> {
     })
 }
 
-/// Docker's codes for a program that never ran: 127 not found, 126 cannot execute.
+/// Docker's codes for a program that never ran: 127 not found, 126 cannot execute, and
+/// docker's words for a name that is not in `PATH`.
 pub(crate) fn spawn_failure(shown: &str, err: &io::Error) -> Exit {
-    let code = match err.kind() {
-        io::ErrorKind::NotFound => 127,
-        _ => 126,
+    let (code, detail) = match err.kind() {
+        io::ErrorKind::NotFound if !shown.contains('/') => (
+            127,
+            format!("exec: {shown:?}: executable file not found in $PATH"),
+        ),
+        io::ErrorKind::NotFound => (127, format!("{shown}: no such file or directory")),
+        _ => (126, format!("{shown}: {err}")),
     };
-    Exit {
-        code,
-        detail: format!("{shown}: {err}"),
-    }
+    Exit { code, detail }
 }
 
 #[cfg(test)]
@@ -88,6 +90,10 @@ mod tests {
     fn spawn_failures_map_to_docker_codes() {
         let nf = io::Error::from(io::ErrorKind::NotFound);
         assert_eq!(spawn_failure("/x", &nf).code, 127);
+        assert_eq!(
+            spawn_failure("", &nf).detail,
+            r#"exec: "": executable file not found in $PATH"#
+        );
         let perm = io::Error::from(io::ErrorKind::PermissionDenied);
         assert_eq!(spawn_failure("/x", &perm).code, 126);
         let noexec = io::Error::from_raw_os_error(libc::ENOEXEC);

@@ -82,8 +82,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("{ARGV0}: cannot run {}: {e}", program.to_string_lossy());
-            return crate::exec::spawn_failure("", &e).code;
+            let failure = crate::exec::spawn_failure(&program.to_string_lossy(), &e);
+            eprintln!("{ARGV0}: {}", failure.detail);
+            return failure.code;
         }
     };
     let Ok(workload) = libc::pid_t::try_from(child.id()) else {

@@ -52,7 +52,7 @@ pub enum SpecError {
     #[error("invalid user {0:?}: use USER, UID, USER:GROUP or UID:GID")]
     BadUser(String),
     /// `--memory` is not a size.
-    #[error("invalid --memory: {0}")]
+    #[error("invalid --memory")]
     BadMemory(#[source] units::Error),
     /// `--memory` below docker's minimum.
     #[error("minimum memory limit allowed is 6MB (--memory {0} is less)")]

@@ -22,7 +22,7 @@ fn echo_prints_and_leaves_nothing_behind() {
 fn exit_codes_as_docker() {
     for iso in backends("exit_codes_as_docker") {
         let ctx = Ctx::isolated(iso);
-        let cases: [(&[&str], i32); 7] = [
+        let cases: [(&[&str], i32); 8] = [
             (&["true"], 0),
             (&["sh", "-c", "exit 3"], 3),
             (&["sh", "-c", "exit 255"], 255),
@@ -33,6 +33,7 @@ fn exit_codes_as_docker() {
             (&["sh", "-c", "sh -c 'kill -KILL $$'; exit $?"], 137),
             (&["/etc/passwd"], 126),
             (&["no-such-command"], 127),
+            (&[""], 127),
         ];
         for (cmd, code) in cases {
             let mut args = vec!["run", "--rm", "--isolation", iso, BUSYBOX];
@@ -54,7 +55,11 @@ fn exit_codes_as_docker() {
             "no-such-command",
         ]);
         let err = husk_e2e::stderr(&o);
-        assert!(err.contains("no-such-command"), "[{iso}] says what: {err}");
+        assert_eq!(
+            err.trim_end(),
+            r#"husk: exec: "no-such-command": executable file not found in $PATH"#,
+            "[{iso}] says what, as docker does"
+        );
         // Detached, as docker: no ID, the reason on one line, the same codes.
         for (cmd, code) in [("no-such-command", 127), ("/etc/passwd", 126)] {
             let o = ctx.run(&["run", "-d", "--rm", "--isolation", iso, BUSYBOX, cmd]);
@@ -135,23 +140,44 @@ fn piped_stdin_with_i() {
 }
 
 #[test]
-fn unknown_image_is_125_without_pulling() {
+fn unknown_images_and_bad_references_are_125() {
     let ctx = Ctx::new();
-    let e = ctx.fails(125, &["run", "--isolation", "process", "no/such-image"]);
-    assert!(
-        e.contains("Unable to find image 'no/such-image:latest' locally"),
-        "{e}"
+    let e = ctx.fails(
+        125,
+        &[
+            "run",
+            "--pull",
+            "never",
+            "--isolation",
+            "process",
+            "no/such-image",
+        ],
     );
-    assert!(e.contains("husk pull"), "{e}");
+    assert_eq!(e, "husk: No such image: no/such-image:latest");
+    // Refused before any lookup or pull, as docker does.
+    for bad in ["UPPER/Case", "", "a@@b", "x//y"] {
+        let e = ctx.fails(125, &["run", "--isolation", "process", bad, "true"]);
+        assert!(
+            e.starts_with("husk: invalid reference format"),
+            "{bad:?}: {e}"
+        );
+    }
     assert!(ctx.container_dirs().is_empty());
 }
 
 #[test]
 fn bad_flags_are_125_and_leave_no_state() {
     let ctx = Ctx::new();
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--memory", "1k"], "minimum memory limit allowed is 6MB"),
-        (&["--memory", "lots"], "invalid --memory"),
+        (
+            &["--memory", "lots"],
+            "invalid --memory: invalid size \"lots\": use a number",
+        ),
+        (
+            &["--memory", "1.5.5g"],
+            "invalid --memory: invalid size \"1.5.5g\": use a number",
+        ),
         (&["--cpus", "0"], "invalid --cpus"),
         (&["--cpus", "100000"], "range of CPUs"),
         (&["--isolation", "container"], "invalid isolation"),

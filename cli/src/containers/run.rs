@@ -188,6 +188,10 @@ fn find_image(
     name: &str,
     policy: PullPolicy,
 ) -> anyhow::Result<rootfs::store::ImageRecord> {
+    // A malformed name is refused before any lookup, as docker does.
+    if !looks_like_id(name) {
+        rootfs::reference::Reference::parse(name)?;
+    }
     let resolve = || {
         let store = Store::open(root).context("cannot open the image store")?;
         match store.resolve(name) {
@@ -211,6 +215,15 @@ fn find_image(
     }
     crate::registry::pull_for_run(root, name)?;
     resolve()?.with_context(|| format!("No such image: {full}"))
+}
+
+/// An image ID or a prefix of one (`sha256:` optional), which is not a reference.
+fn looks_like_id(name: &str) -> bool {
+    let hex = name.strip_prefix("sha256:").unwrap_or(name);
+    !hex.is_empty()
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
 }
 
 /// `busybox` -> `busybox:latest`; names with a tag or digest stay.
