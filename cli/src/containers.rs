@@ -1,5 +1,7 @@
-//! Container verbs: `run`, `ps`, `logs`, `exec`, `stop`, `kill`, `start`, `restart`, `wait`,
-//! `rm`, `inspect`. Parsing and printing only; `runtime::lifecycle` does the work.
+//! Container verbs: `create`, `run`, `ps`, `logs`, `exec`, `stop`, `kill`, `start`,
+//! `restart`, `wait`, `rm`, `inspect`, `rename`, at the top level and as `husk container
+//! ...` (one [`ContainerCommand`] for both, as docker has both). Parsing and printing only;
+//! `runtime::lifecycle` does the work.
 //!
 //! Failures: `run` and `exec` print `husk: ...` on one line and exit 125 (docker's code for
 //! a failure of the engine; the workload's own 126/127/128+n pass through); the other verbs
@@ -16,13 +18,140 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
-use runtime::lifecycle;
+use clap::{Args, Subcommand};
+use runtime::container::ContainerError;
+use runtime::lifecycle::{self, LifecycleError};
 use runtime::logs::LogOptions;
+
+use crate::human;
 
 pub use exec::{ExecArgs, exec};
 pub use ps::{PsArgs, ps};
-pub use run::{RunArgs, run};
+pub use run::{RunArgs, create, run};
+
+/// The container verbs.
+#[derive(Subcommand, Debug)]
+pub enum ContainerCommand {
+    /// Create a new container (start it with `start`).
+    Create(RunArgs),
+    /// Run a command in a new container.
+    Run(RunArgs),
+    /// List containers.
+    #[command(alias = "list", alias = "ls")]
+    Ps(PsArgs),
+    /// Show a container's output.
+    Logs(LogsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Stop containers (SIGTERM, then SIGKILL after a grace period).
+    Stop(StopArgs),
+    /// Send a signal to containers.
+    Kill(KillArgs),
+    /// Start stopped containers.
+    Start(StartArgs),
+    /// Restart containers.
+    Restart(StopArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(ContainersArgs),
+    /// Remove containers.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Show containers' details as JSON.
+    Inspect(InspectArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Remove all stopped containers.
+    Prune(PruneArgs),
+}
+
+/// `husk container prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// `husk container prune`: every container that is not running goes, as docker's does.
+pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    if !a.force {
+        eprint!(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let mut deleted = Vec::new();
+    let mut freed = 0;
+    for c in lifecycle::list(root, true)? {
+        if c.state.running() {
+            continue;
+        }
+        let size = lifecycle::disk_usage(root, &c.config.id);
+        if lifecycle::remove(root, &c.config.id, false).is_ok() {
+            deleted.push(c.config.id);
+            freed += size;
+        }
+    }
+    if !deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in &deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", human::size(freed));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a container verb.
+pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCode> {
+    Ok(match cmd {
+        ContainerCommand::Create(a) => create(a, root, kvm_device)?,
+        ContainerCommand::Run(a) => run(a, root, kvm_device)?,
+        ContainerCommand::Exec(a) => exec(a, root)?,
+        ContainerCommand::Ps(a) => report(ps(a, root)),
+        ContainerCommand::Logs(a) => report(logs(a, root)),
+        ContainerCommand::Stop(a) => report(stop(a, root)),
+        ContainerCommand::Kill(a) => report(kill(a, root)),
+        ContainerCommand::Start(a) => report(start(a, root)),
+        ContainerCommand::Restart(a) => report(restart(a, root)),
+        ContainerCommand::Wait(a) => report(wait(a, root)),
+        ContainerCommand::Rm(a) => report(rm(a, root)),
+        ContainerCommand::Inspect(a) => report(inspect(a, root)),
+        ContainerCommand::Rename(a) => report(rename(a, root)),
+        ContainerCommand::Prune(a) => report(prune(a, root)),
+    })
+}
+
+/// `husk inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Go template applied to each container (`{{.State.Pid}}`, `{{json .Config}}`).
+    #[arg(short, long, value_name = "TEMPLATE")]
+    format: Option<String>,
+    /// Containers.
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
+}
+
+/// `husk rename`.
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    /// Container (name, ID or ID prefix).
+    container: String,
+    /// Its new name.
+    new_name: String,
+}
+
+/// `husk rename`.
+pub fn rename(a: RenameArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    lifecycle::rename(root, &a.container, &a.new_name)?;
+    Ok(ExitCode::SUCCESS)
+}
 
 /// `husk logs`.
 #[derive(Args, Debug)]
@@ -36,6 +165,12 @@ pub struct LogsArgs {
     /// Show timestamps.
     #[arg(short, long)]
     timestamps: bool,
+    /// Only lines since a time (RFC 3339, a Unix timestamp, or relative: 42s, 10m, 1h30m).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only lines before a time (same forms as --since).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
     /// Container (name, ID or ID prefix).
     container: String,
 }
@@ -43,9 +178,13 @@ pub struct LogsArgs {
 /// `husk stop` / `husk restart`.
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// Seconds to wait for the workload to exit before killing it.
-    #[arg(short = 't', long = "time", alias = "timeout", default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait for the workload to exit before killing it [default: the
+    /// container's --stop-timeout, else 10].
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    time: Option<u64>,
+    /// Signal to send first [default: the container's stop signal, else SIGTERM].
+    #[arg(short, long)]
+    signal: Option<String>,
     /// Containers.
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
@@ -87,6 +226,10 @@ pub struct RmArgs {
     /// Kill and remove running containers.
     #[arg(short, long)]
     force: bool,
+    /// Remove the container's anonymous volumes (husk creates none yet: accepted for
+    /// docker's scripts).
+    #[arg(short, long)]
+    volumes: bool,
     /// Containers.
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
@@ -130,10 +273,14 @@ pub fn logs(a: LogsArgs, root: &Path) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("invalid --tail {n:?}: use a number or \"all\""))?,
         ),
     };
+    let now = chrono::Utc::now();
+    let time = |t: &Option<String>| t.as_deref().map(|t| human::parse_time(t, now)).transpose();
     let opts = LogOptions {
         follow: a.follow,
         tail,
         timestamps: a.timestamps,
+        since: time(&a.since)?,
+        until: time(&a.until)?,
     };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
     lifecycle::logs(root, &a.container, &opts, &mut out, &mut err)?;
@@ -143,16 +290,23 @@ pub fn logs(a: LogsArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
 /// `husk stop`.
 pub fn stop(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let t = Duration::from_secs(a.time);
-    each(&a.containers, |c| Ok(lifecycle::stop(root, c, t)?))
+    let opts = stop_options(&a)?;
+    each(&a.containers, |c| Ok(lifecycle::stop(root, c, opts)?))
 }
 
 /// `husk restart`.
 pub fn restart(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let t = Duration::from_secs(a.time);
+    let opts = stop_options(&a)?;
     each(&a.containers, |c| {
-        lifecycle::restart(root, c, t)?;
+        lifecycle::restart(root, c, opts)?;
         Ok(())
+    })
+}
+
+fn stop_options(a: &StopArgs) -> anyhow::Result<lifecycle::StopOptions> {
+    Ok(lifecycle::StopOptions {
+        timeout: a.time.map(Duration::from_secs),
+        signal: a.signal.as_deref().map(parse_signal).transpose()?,
     })
 }
 
@@ -187,66 +341,52 @@ pub fn wait(a: ContainersArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
 /// `husk rm`.
 pub fn rm(a: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let _no_volumes_yet = a.volumes;
     each(&a.containers, |c| {
         lifecycle::remove(root, c, a.force)?;
         Ok(())
     })
 }
 
-/// `husk inspect`: a JSON array, one object per container.
-pub fn inspect(a: ContainersArgs, root: &Path) -> anyhow::Result<ExitCode> {
+/// `husk inspect`: a JSON array, one object per container (or `-f`'s lines). As docker: the containers found are printed, then one `Error: No such object: X` line
+/// per name that is not one, with exit code 1.
+pub fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let format = a
+        .format
+        .as_deref()
+        .map(crate::format::Format::parse)
+        .transpose()?;
     let mut all = Vec::new();
+    let mut missing = Vec::new();
     for c in &a.containers {
-        all.push(lifecycle::inspect_json(root, c)?);
+        match lifecycle::inspect_json(root, c) {
+            Ok(v) => all.push(v),
+            Err(LifecycleError::Container(ContainerError::NoSuchContainer(_))) => {
+                missing.push(c.as_str());
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    println!("{}", serde_json::to_string_pretty(&all)?);
-    Ok(ExitCode::SUCCESS)
+    match &format {
+        Some(f) => {
+            for v in &all {
+                println!("{}", f.render(v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&all)?),
+    }
+    for name in &missing {
+        eprintln!("Error: No such object: {name}");
+    }
+    Ok(match missing.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    })
 }
 
 /// A signal by name (`KILL`, `SIGKILL`, `kill`) or number.
 pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-        anyhow::bail!("invalid signal: {s}");
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let n = match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" | "IOT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "CHLD" => libc::SIGCHLD,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "TTIN" => libc::SIGTTIN,
-        "TTOU" => libc::SIGTTOU,
-        "URG" => libc::SIGURG,
-        "XCPU" => libc::SIGXCPU,
-        "XFSZ" => libc::SIGXFSZ,
-        "VTALRM" => libc::SIGVTALRM,
-        "PROF" => libc::SIGPROF,
-        "WINCH" => libc::SIGWINCH,
-        "IO" | "POLL" => libc::SIGIO,
-        "PWR" => libc::SIGPWR,
-        "SYS" => libc::SIGSYS,
-        _ => anyhow::bail!("invalid signal: {s}"),
-    };
-    Ok(n)
+    Ok(runtime::signal::parse(s)?)
 }
 
 #[cfg(test)]
@@ -265,6 +405,9 @@ mod tests {
             KillArgs::augment_args(Command::new("kill")),
             StartArgs::augment_args(Command::new("start")),
             ContainersArgs::augment_args(Command::new("wait")),
+            InspectArgs::augment_args(Command::new("inspect")),
+            RenameArgs::augment_args(Command::new("rename")),
+            PruneArgs::augment_args(Command::new("prune")),
             RmArgs::augment_args(Command::new("rm")),
         ] {
             cmd.debug_assert();

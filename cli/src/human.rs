@@ -88,9 +88,86 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A point in time as docker's `--since`/`--until` take it: RFC 3339 (`2024-01-02T03:04:05Z`,
+/// also without zone: UTC), a date (`2024-01-02`), a Unix timestamp (`1700000000[.5]`), or
+/// a duration before `now` (`42s`, `10m`, `1h30m`).
+pub fn parse_time(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "invalid time {text:?}: use RFC 3339, a Unix timestamp or a duration like 10m"
+        )
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).ok_or_else(bad);
+    }
+    if let Some((secs, frac)) = text.split_once('.').or(Some((text, "")))
+        && !secs.is_empty()
+        && secs.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && frac.len() <= 9
+    {
+        let secs: i64 = secs.parse().map_err(|_| bad())?;
+        let nanos: u32 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+        return DateTime::from_timestamp(secs, nanos).ok_or_else(bad);
+    }
+    let mut total = 0i64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: i64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+    }
+    if !number.is_empty() || text.is_empty() {
+        return Err(bad());
+    }
+    Ok(now - chrono::Duration::seconds(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_as_docker_takes_them() {
+        let now = DateTime::parse_from_rfc3339("2024-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = |s: &str| parse_time(s, now).unwrap().to_rfc3339();
+        assert_eq!(t("2024-01-01T11:00:00Z"), "2024-01-01T11:00:00+00:00");
+        assert_eq!(t("2024-01-01T11:00:00"), "2024-01-01T11:00:00+00:00");
+        assert_eq!(t("2024-01-01"), "2024-01-01T00:00:00+00:00");
+        assert_eq!(t("1704110400"), "2024-01-01T12:00:00+00:00");
+        assert_eq!(t("1704110400.5"), "2024-01-01T12:00:00.500+00:00");
+        assert_eq!(t("90s"), "2024-01-01T11:58:30+00:00");
+        assert_eq!(t("1h30m"), "2024-01-01T10:30:00+00:00");
+        for bad in ["", "soon", "5d", "1.2.3", "m", "10m5"] {
+            assert!(parse_time(bad, now).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_like_docker() {

@@ -15,6 +15,7 @@ use rootfs::store::{ImageRecord, RemoveEvent, Store};
 use runtime::lifecycle;
 use serde_json::json;
 
+use crate::format::Format;
 use crate::human;
 
 /// `husk images` / `husk image ls`.
@@ -29,9 +30,27 @@ pub struct ListArgs {
     /// Show full image IDs.
     #[arg(long)]
     no_trunc: bool,
+    /// Filter: dangling=true|false, reference=PATTERN (`*` wildcards), label=KEY[=VALUE].
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Go template (`{{.Repository}}:{{.Tag}}`, `{{json .}}`, `table ...`).
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<String>,
     /// Only images of this repository (`name` or `name:tag`).
     reference: Option<String>,
 }
+
+/// docker's column titles of `images --format table` by field.
+const IMAGE_HEADERS: &[(&str, &str)] = &[
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("ID", "IMAGE ID"),
+    ("Digest", "DIGEST"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+    ("Containers", "CONTAINERS"),
+];
 
 /// `husk rmi` / `husk image rm`.
 #[derive(Args, Debug)]
@@ -97,7 +116,7 @@ pub struct ImportArgs {
     /// Dockerfile instruction to apply (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, ...).
     #[arg(short, long = "change", value_name = "INSTRUCTION")]
     changes: Vec<String>,
-    /// Root filesystem tarball (plain or gzip).
+    /// Root filesystem tarball (plain or gzip); `-` reads standard input.
     file: PathBuf,
     /// Name of the new image.
     reference: Option<String>,
@@ -106,6 +125,9 @@ pub struct ImportArgs {
 /// `husk image inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Go template applied to each image (`{{.Id}}`, `{{json .Config}}`).
+    #[arg(short, long, value_name = "TEMPLATE")]
+    format: Option<String>,
     /// Images to inspect.
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<String>,
@@ -179,15 +201,14 @@ pub fn list(a: ListArgs, root: &Path) -> anyhow::Result<ExitCode> {
         Some(r) => Some(Reference::parse_name_parts(r)?),
         None => None,
     };
+    let filters = ImageFilters::parse(&a.filter)?;
+    let format = a.format.as_deref().map(Format::parse).transpose()?;
     let now = chrono::Utc::now();
-    let mut rows = vec![vec![
-        "REPOSITORY".to_owned(),
-        "TAG".into(),
-        "IMAGE ID".into(),
-        "CREATED".into(),
-        "SIZE".into(),
-    ]];
+    let mut listed = Vec::new();
     for rec in store.list()? {
+        if !filters.matches(&rec) {
+            continue;
+        }
         let id = if a.no_trunc {
             rec.id.to_string()
         } else {
@@ -197,26 +218,136 @@ pub fn list(a: ListArgs, root: &Path) -> anyhow::Result<ExitCode> {
             .tags()
             .iter()
             .filter(|t| filter.as_ref().is_none_or(|f| matches_filter(f, t)))
+            .filter(|t| filters.matches_reference(t))
             .map(|t| (t.familiar_name(), t.tag().unwrap_or("<none>").to_owned()))
             .collect();
-        if rec.references.is_empty() && filter.is_none() {
+        if rec.references.is_empty() && filter.is_none() && !filters.has_reference() {
             names.push(("<none>".into(), "<none>".into()));
         }
         for (repo, tag) in names {
-            let created = human::ago(rec.created.as_deref(), now);
-            rows.push(vec![repo, tag, id.clone(), created, human::size(rec.size)]);
+            listed.push(json!({
+                "Repository": repo,
+                "Tag": tag,
+                "ID": id,
+                "Digest": rec.repo_digests.first().and_then(|d| d.split_once('@')).map_or("<none>", |(_, d)| d),
+                "CreatedSince": human::ago(rec.created.as_deref(), now),
+                "CreatedAt": rec.created.clone().unwrap_or_default(),
+                "Size": human::size(image_size(root, &store, &rec)),
+                "Containers": "N/A",
+            }));
         }
     }
     let mut out = io::stdout().lock();
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
     if a.quiet {
         let mut seen = HashSet::new();
-        for r in rows.iter().skip(1).filter(|r| seen.insert(r[2].clone())) {
-            writeln!(out, "{}", r[2])?;
+        for id in listed
+            .iter()
+            .map(|v| field(v, "ID"))
+            .filter(|id| seen.insert(id.clone()))
+        {
+            writeln!(out, "{id}")?;
         }
+    } else if let Some(format) = format {
+        write!(out, "{}", format.render_rows(&listed, IMAGE_HEADERS)?)?;
     } else {
+        let mut rows = vec![
+            ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for v in &listed {
+            rows.push(
+                ["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                    .iter()
+                    .map(|k| field(v, k))
+                    .collect(),
+            );
+        }
         write!(out, "{}", human::table(&rows))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `images --filter`: docker's `dangling`, `reference` and `label`.
+#[derive(Debug, Default)]
+struct ImageFilters {
+    dangling: Option<bool>,
+    references: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl ImageFilters {
+    fn parse(specs: &[String]) -> anyhow::Result<Self> {
+        let mut f = Self::default();
+        for spec in specs {
+            match spec.split_once('=') {
+                Some(("dangling", v)) => {
+                    f.dangling = Some(match v {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => bail!("invalid filter 'dangling={v}'"),
+                    });
+                }
+                Some(("reference", v)) => f.references.push(v.to_owned()),
+                Some(("label", v)) => f.labels.push(v.to_owned()),
+                Some((k, _)) => bail!("invalid filter '{k}'"),
+                None => bail!("bad format of filter (expected name=value)"),
+            }
+        }
+        Ok(f)
+    }
+
+    fn has_reference(&self) -> bool {
+        !self.references.is_empty()
+    }
+
+    fn matches(&self, rec: &ImageRecord) -> bool {
+        let labels = rec
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let label_ok = self.labels.iter().all(|l| match l.split_once('=') {
+            Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+            None => labels.contains_key(l),
+        });
+        let dangling_ok = self.dangling.is_none_or(|d| d == rec.references.is_empty());
+        label_ok && dangling_ok
+    }
+
+    fn matches_reference(&self, t: &Reference) -> bool {
+        let name = t.familiar_name();
+        let full = format!("{name}:{}", t.tag().unwrap_or("latest"));
+        self.references.is_empty()
+            || self
+                .references
+                .iter()
+                .any(|p| glob(p, &name) || glob(p, &full))
+    }
+}
+
+/// `*` matches any run of characters but `/`, as docker's reference filter does.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(after) = text.strip_prefix(head) else {
+                return false;
+            };
+            (0..=after.len())
+                .take_while(|&i| !after[..i].contains('/'))
+                .filter(|&i| after.is_char_boundary(i))
+                .any(|i| glob(rest, &after[i..]))
+        }
+    }
+}
+
+/// docker's SIZE: the uncompressed content, here the layer disks' bytes (the blob sizes
+/// would differ between a pulled, compressed image and the same image loaded or imported).
+fn image_size(root: &Path, store: &Store, rec: &ImageRecord) -> u64 {
+    rootfs::layer::image_disk_size(root, store, rec).unwrap_or(rec.size)
 }
 
 fn matches_filter(f: &Reference, t: &Reference) -> bool {
@@ -283,11 +414,21 @@ pub fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let mut errors = Vec::new();
     for q in &a.images {
         match store.resolve(q) {
-            Ok(rec) => found.push(inspect_json(&rec)),
+            Ok(rec) => {
+                let size = image_size(root, &store, &rec);
+                found.push(inspect_json(&rec, size));
+            }
             Err(e) => errors.push(e.to_string()),
         }
     }
-    println!("{}", serde_json::to_string_pretty(&found)?);
+    match a.format.as_deref().map(Format::parse).transpose()? {
+        Some(f) => {
+            for v in &found {
+                println!("{}", f.render(v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&found)?),
+    }
     for e in &errors {
         eprintln!("Error: {e}");
     }
@@ -305,7 +446,7 @@ fn familiar(names: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn inspect_json(rec: &ImageRecord) -> serde_json::Value {
+fn inspect_json(rec: &ImageRecord, size: u64) -> serde_json::Value {
     let c = &rec.config;
     json!({
         "Id": rec.id.to_string(),
@@ -318,7 +459,7 @@ fn inspect_json(rec: &ImageRecord) -> serde_json::Value {
         "Config": c.config.clone().unwrap_or_default(),
         "Architecture": c.architecture,
         "Os": c.os,
-        "Size": rec.size,
+        "Size": size,
         "RootFS": {
             "Type": "layers",
             "Layers": c.rootfs.diff_ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -362,28 +503,10 @@ pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
 /// `husk load`.
 pub fn load(a: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let store = open(root)?;
-    // Standard input is spooled to a file in the state directory first: archives are
-    // read in more than one pass.
-    let spooled;
-    let input = match &a.input {
-        Some(p) => p.as_path(),
-        None => {
-            if std::io::stdin().is_terminal() {
-                bail!("requested load from stdin, but stdin is empty");
-            }
-            let dir = root.join("images");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".load-stdin-")
-                .tempfile_in(&dir)
-                .context("spooling standard input")?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut tmp)
-                .context("reading the archive from standard input")?;
-            spooled = tmp;
-            spooled.path()
-        }
+    let images = match &a.input {
+        Some(p) => archive::load(&store, p)?,
+        None => from_stdin(root, "load", |path| archive::load(&store, path))?,
     };
-    let images = archive::load(&store, input)?;
     let _ = a.quiet;
     for rec in &images {
         build_disks(root, &store, rec)?;
@@ -398,6 +521,38 @@ pub fn load(a: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `f` on standard input, spooled first to a file in the state directory (archives
+/// are read in more than one pass); an error names it "standard input", never the spool
+/// file, and an empty (or terminal) stdin gets docker's message.
+fn from_stdin<T, E>(
+    root: &Path,
+    verb: &str,
+    f: impl FnOnce(&Path) -> Result<T, E>,
+) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let empty = || anyhow::anyhow!("requested {verb} from stdin, but stdin is empty");
+    if io::stdin().is_terminal() {
+        return Err(empty());
+    }
+    let dir = root.join("images");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut spool = tempfile::Builder::new()
+        .prefix(".stdin-")
+        .tempfile_in(&dir)
+        .context("spooling standard input")?;
+    let n = io::copy(&mut io::stdin().lock(), &mut spool)
+        .context("reading the archive from standard input")?;
+    if n == 0 {
+        return Err(empty());
+    }
+    f(spool.path()).map_err(|e| {
+        let shown = spool.path().display().to_string();
+        anyhow::anyhow!(format!("{:#}", anyhow::Error::new(e)).replace(&shown, "standard input"))
+    })
 }
 
 /// Builds the read-only disk of every layer of a newly added image. An image whose layers
@@ -464,8 +619,28 @@ pub fn import(a: ImportArgs, root: &Path) -> anyhow::Result<ExitCode> {
         message: a.message,
         changes: a.changes,
     };
-    let rec = archive::import(&store, &a.file, reference.as_ref(), &opts)?;
+    let rec = match a.file.as_os_str() == "-" {
+        true => from_stdin(root, "import", |path| {
+            archive::import(&store, path, reference.as_ref(), &opts)
+        })?,
+        false => archive::import(&store, &a.file, reference.as_ref(), &opts)?,
+    };
     build_disks(root, &store, &rec)?;
     println!("{}", rec.id);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_globs() {
+        assert!(glob("busy*", "busybox"));
+        assert!(glob("*:latest", "busybox:latest"));
+        assert!(!glob("busy*", "library/busybox"));
+        assert!(glob("husk/*", "husk/busybox"));
+        assert!(!glob("husk/*", "husk/a/b"));
+        assert!(glob("a", "a") && !glob("a", "ab"));
+    }
 }

@@ -2,6 +2,7 @@
 //! Errors print as one line on stderr and exit with docker's code 125.
 
 mod containers;
+mod format;
 mod human;
 mod images;
 mod logger;
@@ -75,29 +76,13 @@ enum Command {
     Pull(registry::PullArgs),
     /// Log in to a registry (credentials go to <root>/auth.json).
     Login(registry::LoginArgs),
-    /// Run a command in a new container.
-    Run(containers::RunArgs),
-    /// List containers.
-    #[command(alias = "list")]
-    Ps(containers::PsArgs),
-    /// Show a container's output.
-    Logs(containers::LogsArgs),
-    /// Run a command in a running container.
-    Exec(containers::ExecArgs),
-    /// Stop containers (SIGTERM, then SIGKILL after a grace period).
-    Stop(containers::StopArgs),
-    /// Send a signal to containers.
-    Kill(containers::KillArgs),
-    /// Start stopped containers.
-    Start(containers::StartArgs),
-    /// Restart containers.
-    Restart(containers::StopArgs),
-    /// Wait for containers to stop and print their exit codes.
-    Wait(containers::ContainersArgs),
-    /// Remove containers.
-    Rm(containers::RmArgs),
-    /// Show containers' details as JSON.
-    Inspect(containers::ContainersArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(containers::ContainerCommand),
+    /// Show husk's version.
+    Version,
+    #[command(flatten)]
+    Containers(containers::ContainerCommand),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -133,17 +118,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(c) => Ok(images::report(images::run_image(c, &root))),
         Command::Pull(a) => Ok(images::report(registry::pull(a, &root))),
         Command::Login(a) => Ok(images::report(registry::login(a, &root))),
-        Command::Run(a) => containers::run(a, &root, &cli.kvm_device),
-        Command::Exec(a) => containers::exec(a, &root),
-        Command::Ps(a) => Ok(containers::report(containers::ps(a, &root))),
-        Command::Logs(a) => Ok(containers::report(containers::logs(a, &root))),
-        Command::Stop(a) => Ok(containers::report(containers::stop(a, &root))),
-        Command::Kill(a) => Ok(containers::report(containers::kill(a, &root))),
-        Command::Start(a) => Ok(containers::report(containers::start(a, &root))),
-        Command::Restart(a) => Ok(containers::report(containers::restart(a, &root))),
-        Command::Wait(a) => Ok(containers::report(containers::wait(a, &root))),
-        Command::Rm(a) => Ok(containers::report(containers::rm(a, &root))),
-        Command::Inspect(a) => Ok(containers::report(containers::inspect(a, &root))),
+        Command::Container(c) | Command::Containers(c) => {
+            containers::dispatch(c, &root, &cli.kvm_device)
+        }
+        Command::Version => {
+            print!("{}", runtime::info::version(&root, &cli.kvm_device));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! writes, the per-container `lock` (flock) every writer holds, resolution of a query by
 //! full ID, name or unambiguous ID prefix, listing, and the docker-shaped `inspect` view.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -30,6 +31,9 @@ pub enum ContainerError {
     /// An unknown restart policy.
     #[error("invalid restart policy {0:?}: use no, always, on-failure[:N] or unless-stopped")]
     BadRestartPolicy(String),
+    /// `rename` to the name the container has.
+    #[error("Renaming a container with the same name as its current name")]
+    SameName,
     /// The name has characters docker does not allow.
     #[error("Invalid container name ({0}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     BadName(String),
@@ -86,6 +90,16 @@ pub struct RunConfig {
     pub attach_stdout: bool,
     /// Hostname (`""` = the short ID).
     pub hostname: String,
+    /// Labels (the image's).
+    pub labels: BTreeMap<String, String>,
+    /// Exposed ports (the image's: `"80/tcp": {}`).
+    pub exposed_ports: BTreeMap<String, serde_json::Value>,
+    /// Volumes (the image's: `"/data": {}`).
+    pub volumes: BTreeMap<String, serde_json::Value>,
+    /// The signal `stop` sends first (`""` = SIGTERM).
+    pub stop_signal: String,
+    /// `stop`'s grace period in seconds (`None` = 10).
+    pub stop_timeout: Option<i64>,
 }
 
 /// docker's `RestartPolicy`.
@@ -238,7 +252,8 @@ pub struct ContainerState {
     pub status: Status,
     /// The workload runs.
     pub running: bool,
-    /// The workload's pid as the agent reports it (0 when not running).
+    /// docker's `State.Pid`: the workload's host pid under process isolation, the VMM's
+    /// under vm isolation (0 when not running).
     pub pid: i32,
     /// The shim's host pid (0 when none).
     pub shim_pid: i32,
@@ -268,7 +283,31 @@ impl ContainerState {
     pub fn running(&self) -> bool {
         matches!(self.status, Status::Running | Status::Restarting) && self.shim_alive()
     }
+
+    /// The state as it is. A file that says running or restarting while its shim is gone
+    /// means the sandbox died without recording an exit (the shim was killed, or the host
+    /// went down): that shows as docker shows a container its runtime lost, exited with
+    /// [`LOST_EXIT_CODE`] and the reason in `Error`, never as a clean exit.
+    pub fn observed(&self) -> ContainerState {
+        let mut s = self.clone();
+        if matches!(s.status, Status::Running | Status::Restarting) && !s.shim_alive() {
+            s.status = Status::Exited;
+            s.running = false;
+            s.pid = 0;
+            s.exit_code = LOST_EXIT_CODE;
+            s.error = format!(
+                "the sandbox died: its shim (pid {}) ended without recording the workload's exit",
+                self.shim_pid
+            );
+            s.last_exit = "sandbox: shim lost".into();
+        }
+        s
+    }
 }
+
+/// The exit code of a container whose sandbox died without recording one (docker's 255
+/// for a container whose exit status was lost).
+pub const LOST_EXIT_CODE: i32 = 255;
 
 /// RFC 3339 with nanoseconds, UTC.
 pub fn now() -> String {
@@ -399,6 +438,25 @@ impl Store {
         write_atomic(&dir.join("config.json"), &json)?;
         self.write_state(&id, &ContainerState::default())?;
         Ok(config)
+    }
+
+    /// Renames container `id` to `name` (unique, checked under `<root>/containers.lock`).
+    pub fn rename(&self, id: &str, name: &str) -> Result<(), ContainerError> {
+        let _global = Lock::take(&self.dir.with_extension("lock"))?;
+        let name = name.strip_prefix('/').unwrap_or(name);
+        check_name(name)?;
+        let mut config = self.config(id)?;
+        if config.name == name {
+            return Err(ContainerError::SameName);
+        }
+        if let Some(other) = self.by_name(name)? {
+            return Err(ContainerError::NameInUse(name.to_owned(), other));
+        }
+        config.name = name.to_owned();
+        let dir = self.dir(id);
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| ContainerError::Corrupt(dir.clone(), e))?;
+        write_atomic(&dir.join("config.json"), &json)
     }
 
     fn by_name(&self, name: &str) -> Result<Option<String>, ContainerError> {
@@ -535,23 +593,52 @@ fn hex_string(bytes: &[u8]) -> String {
 
 /// docker's `inspect` shape for one container.
 pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> serde_json::Value {
+    let state = state.observed();
     let running = state.running();
-    let status = match (state.status, running) {
-        (Status::Running | Status::Restarting, false) => Status::Exited,
-        (s, _) => s,
+    let c = &config.config;
+    let h = &config.host_config;
+    let restart = match h.restart_policy.name.as_str() {
+        "" => "no",
+        name => name,
     };
+    let empty_is_null = |v: &Vec<String>| match v.is_empty() {
+        true => serde_json::Value::Null,
+        false => serde_json::json!(v),
+    };
+    let mut config_json = serde_json::json!({
+        "Hostname": config.hostname(),
+        "User": c.user,
+        "Tty": c.tty,
+        "OpenStdin": c.open_stdin,
+        "Env": c.env,
+        "Cmd": empty_is_null(&c.cmd),
+        "Entrypoint": empty_is_null(&c.entrypoint),
+        "WorkingDir": c.working_dir,
+        "Image": config.image_ref,
+        "Labels": c.labels,
+        "Volumes": if c.volumes.is_empty() { serde_json::Value::Null } else { serde_json::json!(c.volumes) },
+    });
+    if !c.exposed_ports.is_empty() {
+        config_json["ExposedPorts"] = serde_json::json!(c.exposed_ports);
+    }
+    if !c.stop_signal.is_empty() {
+        config_json["StopSignal"] = serde_json::json!(c.stop_signal);
+    }
+    if let Some(t) = c.stop_timeout {
+        config_json["StopTimeout"] = serde_json::json!(t);
+    }
     serde_json::json!({
         "Id": config.id,
         "Created": config.created,
         "Path": config.path,
         "Args": config.args,
         "State": {
-            "Status": status.as_str(),
-            "Running": running && status == Status::Running,
+            "Status": state.status.as_str(),
+            "Running": running && state.status == Status::Running,
             "Paused": false,
-            "Restarting": running && status == Status::Restarting,
+            "Restarting": running && state.status == Status::Restarting,
             "OOMKilled": false,
-            "Dead": status == Status::Dead,
+            "Dead": state.status == Status::Dead,
             "Pid": if running { state.pid } else { 0 },
             "ExitCode": state.exit_code,
             "Error": state.error,
@@ -560,33 +647,59 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "LastExit": state.last_exit,
         },
         "Image": config.image,
+        "ResolvConfPath": dir.join(RESOLV_CONF_FILE),
+        "HostnamePath": dir.join(HOSTNAME_FILE),
+        "HostsPath": dir.join(HOSTS_FILE),
+        "LogPath": dir.join(crate::logs::LOG_FILE),
         "Name": format!("/{}", config.name),
         "RestartCount": state.restart_count,
         "Driver": "overlay",
-        "LogPath": dir.join(crate::logs::LOG_FILE),
+        "Platform": "linux",
         "HostConfig": {
-            "Isolation": config.host_config.isolation.as_str(),
-            "NanoCpus": config.host_config.nano_cpus,
-            "Memory": config.host_config.memory,
-            "RestartPolicy": config.host_config.restart_policy,
-            "AutoRemove": config.host_config.auto_remove,
-            "Init": config.host_config.init,
+            "Isolation": h.isolation.as_str(),
+            "NanoCpus": h.nano_cpus,
+            "Memory": h.memory,
+            "RestartPolicy": {
+                "Name": restart,
+                "MaximumRetryCount": h.restart_policy.maximum_retry_count,
+            },
+            "AutoRemove": h.auto_remove,
+            "Init": h.init,
+            "NetworkMode": "none",
+            "Privileged": false,
+            "ReadonlyRootfs": false,
+            "PortBindings": {},
+            "Binds": null,
+            "LogConfig": { "Type": "json-file", "Config": {} },
         },
         "Mounts": [],
-        "Config": {
-            "Hostname": config.hostname(),
-            "User": config.config.user,
-            "Tty": config.config.tty,
-            "OpenStdin": config.config.open_stdin,
-            "Env": config.config.env,
-            "Cmd": config.config.cmd,
-            "Entrypoint": config.config.entrypoint,
-            "WorkingDir": config.config.working_dir,
-            "Image": config.image_ref,
+        "Config": config_json,
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": "",
+            "SandboxKey": "",
+            "Ports": {},
+            "Networks": {
+                "none": {
+                    "NetworkID": "",
+                    "EndpointID": "",
+                    "Gateway": "",
+                    "IPAddress": "",
+                    "IPPrefixLen": 0,
+                    "MacAddress": "",
+                },
+            },
         },
         "Isolation": state.isolation.as_str(),
     })
 }
+
+/// The container's `/etc/resolv.conf` as it was given to the sandbox (in its directory).
+pub const RESOLV_CONF_FILE: &str = "resolv.conf";
+/// The container's `/etc/hosts`, likewise.
+pub const HOSTS_FILE: &str = "hosts";
+/// The container's `/etc/hostname`, likewise.
+pub const HOSTNAME_FILE: &str = "hostname";
 
 #[cfg(test)]
 mod tests {

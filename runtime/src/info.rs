@@ -198,6 +198,31 @@ fn show(p: &Option<PathBuf>) -> String {
         .map_or_else(|| "(unknown)".into(), |p| p.display().to_string())
 }
 
+/// `husk version`, in `docker version`'s shape: husk is client and engine in one binary (no
+/// daemon), so one block names it, the other what runs containers here.
+pub fn version(root: &Path, kvm_device: &Path) -> String {
+    let info = gather(root, kvm_device);
+    let isolation = match info.kvm.guests {
+        Guests::Hardware => "vm (default), process",
+        Guests::Emulated => "vm (default; guest kernel code emulated by this host's KVM), process",
+        Guests::None => "process (no usable KVM here)",
+    };
+    let kernel = match (&info.kernel.path, info.kernel.present) {
+        (Some(p), true) => p.display().to_string(),
+        (Some(p), false) => format!("{} (missing)", p.display()),
+        (None, _) => "none (no cache directory)".to_owned(),
+    };
+    format!(
+        "Client: husk\n Version:           {v}\n OS/Arch:           linux/{arch}\n\n\
+         Engine: husk (daemonless: one shim per container)\n Version:           {v}\n \
+         Isolation:         {isolation}\n Guest kernel:      {kernel}\n \
+         Host kernel:       {host}\n",
+        v = info.version,
+        arch = std::env::consts::ARCH.replace("x86_64", "amd64"),
+        host = info.host_kernel,
+    )
+}
+
 /// The report as `docker info`-style text.
 pub fn render(info: &SystemInfo) -> String {
     let mut s = String::new();

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod procfs;
 pub mod sandbox;
 pub mod shim;
+pub mod signal;
 pub mod sockpath;
 pub mod spec;
 pub mod timing;

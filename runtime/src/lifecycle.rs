@@ -261,21 +261,72 @@ pub fn kill(root: &Path, query: &str, signal: i32) -> Result<(), LifecycleError>
     Ok(shim_client(root, query)?.kill(signal)?)
 }
 
-/// Stops the container: SIGTERM, then SIGKILL after `timeout`. Not running is fine.
-pub fn stop(root: &Path, query: &str, timeout: Duration) -> Result<(), LifecycleError> {
-    match shim_client(root, query) {
-        Ok(c) => Ok(c.stop(timeout)?),
+/// How `stop` and `restart` stop: docker's `-s` and `-t`; what is not given comes from the
+/// container (`--stop-signal` or the image's `StopSignal`, `--stop-timeout`), else SIGTERM
+/// and 10 seconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopOptions {
+    /// The grace period.
+    pub timeout: Option<Duration>,
+    /// The first signal.
+    pub signal: Option<i32>,
+}
+
+/// docker's default grace period.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Stops the container: its stop signal, then SIGKILL after the grace period. Not running
+/// is fine.
+pub fn stop(root: &Path, query: &str, opts: StopOptions) -> Result<(), LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    let c = store.config(&id)?.config;
+    let timeout = opts.timeout.unwrap_or_else(|| {
+        c.stop_timeout
+            .and_then(|t| u64::try_from(t).ok())
+            .map_or(DEFAULT_STOP_TIMEOUT, Duration::from_secs)
+    });
+    let signal = opts
+        .signal
+        .or_else(|| crate::signal::parse(&c.stop_signal).ok())
+        .unwrap_or(libc::SIGTERM);
+    match shim_client(root, &id) {
+        Ok(c) => Ok(c.stop(timeout, signal)?),
         Err(LifecycleError::NotRunning(_)) => Ok(()),
         Err(e) => Err(e),
     }
 }
 
+/// Bytes the container's directory takes on disk (its scratch disk is sparse: allocated
+/// blocks count, not the apparent size); 0 if it cannot be read.
+pub fn disk_usage(root: &Path, id: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(store) = Store::open(root) else {
+        return 0;
+    };
+    std::fs::read_dir(store.dir(id))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+/// Renames a container (running or not).
+pub fn rename(root: &Path, query: &str, name: &str) -> Result<(), LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    Ok(store.rename(&id, name)?)
+}
+
 /// Stops (if running) and starts again.
-pub fn restart(root: &Path, query: &str, timeout: Duration) -> Result<String, LifecycleError> {
+pub fn restart(root: &Path, query: &str, opts: StopOptions) -> Result<String, LifecycleError> {
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     let pid = shim_pid(&store, &id);
-    stop(root, &id, timeout)?;
+    stop(root, &id, opts)?;
     wait_pid_gone(pid);
     start(root, &id)
 }
@@ -289,7 +340,7 @@ pub fn wait(root: &Path, query: &str) -> Result<i32, LifecycleError> {
     }
     wait_shim_gone(&store, &id);
     match store.state(&id) {
-        Ok(s) => Ok(s.exit_code),
+        Ok(s) => Ok(s.observed().exit_code),
         // Removed by --rm after it finished.
         Err(ContainerError::NoSuchContainer(_)) => Ok(0),
         Err(e) => Err(e.into()),

@@ -37,6 +37,24 @@ pub struct LogOptions {
     pub tail: Option<usize>,
     /// Prefix each line with its time.
     pub timestamps: bool,
+    /// Only lines written at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only lines written before this time.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl LogOptions {
+    /// Whether a line written at `time` (RFC 3339) is within `since`/`until`.
+    fn in_window(&self, time: &str) -> bool {
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Ok(t) = chrono::DateTime::parse_from_rfc3339(time) else {
+            return false;
+        };
+        let t = t.with_timezone(&chrono::Utc);
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
 }
 
 /// Appends output to a log file, a line at a time per stream.
@@ -119,8 +137,12 @@ pub fn read(
         lines.push(std::mem::take(&mut line));
     }
     let consumed: usize = lines.iter().map(String::len).sum();
-    let skip = opts.tail.map_or(0, |n| lines.len().saturating_sub(n));
-    for l in &lines[skip..] {
+    let shown: Vec<&String> = lines
+        .iter()
+        .filter(|l| serde_json::from_str::<Entry>(l).is_ok_and(|e| opts.in_window(&e.time)))
+        .collect();
+    let skip = opts.tail.map_or(0, |n| shown.len().saturating_sub(n));
+    for l in &shown[skip..] {
         emit(l, opts, out, err)?;
     }
     if !opts.follow {
@@ -151,6 +173,9 @@ fn emit(line: &str, opts: &LogOptions, out: &mut dyn Write, err: &mut dyn Write)
     let Ok(entry) = serde_json::from_str::<Entry>(line) else {
         return Ok(()); // Not ours: skipped, as docker skips undecodable lines.
     };
+    if !opts.in_window(&entry.time) {
+        return Ok(());
+    }
     let sink: &mut dyn Write = if entry.stream == "stderr" { err } else { out };
     if opts.timestamps {
         write!(sink, "{} ", entry.time)?;

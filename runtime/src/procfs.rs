@@ -44,6 +44,20 @@ pub fn children_of(ppid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The child of `parent` that has pid `ns_pid` in the PID namespace one level below the
+/// host's (`NSpid:` of `/proc/<pid>/status`: host pid first, then each nested namespace's).
+pub fn child_with_ns_pid(parent: i32, ns_pid: i32) -> Option<i32> {
+    children_of(parent).into_iter().find(|&child| {
+        std::fs::read_to_string(format!("/proc/{child}/status")).is_ok_and(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|pids| pids.split_whitespace().nth(1)?.parse::<i32>().ok())
+                == Some(ns_pid)
+        })
+    })
+}
+
 /// `pid` and every process whose parent chain reaches it.
 pub fn tree(pid: i32) -> Vec<i32> {
     let parents = all_with_parents();

@@ -54,6 +54,9 @@ pub enum SpecError {
     /// `--memory` is not a size.
     #[error("invalid --memory")]
     BadMemory(#[source] units::Error),
+    /// `--stop-signal` (or the image's `StopSignal`) names no signal.
+    #[error("invalid stop signal")]
+    BadStopSignal(#[source] crate::signal::SignalError),
     /// `--memory` below docker's minimum.
     #[error("minimum memory limit allowed is 6MB (--memory {0} is less)")]
     MemoryTooSmall(String),
@@ -150,6 +153,12 @@ pub struct RunFlags {
     pub auto_remove: bool,
     /// `--init`.
     pub init: bool,
+    /// `--label KEY[=VALUE]`, in order (added to the image's labels).
+    pub labels: Vec<String>,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` (seconds).
+    pub stop_timeout: Option<i64>,
     /// CMD arguments after the image.
     pub cmd: Vec<String>,
 }
@@ -191,6 +200,11 @@ pub fn build(
         open_stdin: flags.interactive,
         attach_stdout: flags.attach,
         hostname: flags.hostname.clone().unwrap_or_default(),
+        labels: labels(defaults.labels.unwrap_or_default(), &flags.labels),
+        exposed_ports: defaults.exposed_ports.unwrap_or_default(),
+        volumes: defaults.volumes.unwrap_or_default(),
+        stop_signal: stop_signal(flags.stop_signal.as_ref().or(defaults.stop_signal.as_ref()))?,
+        stop_timeout: flags.stop_timeout,
     };
     Ok(CreateRequest {
         name: flags.name.clone(),
@@ -224,6 +238,29 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         auto_remove: flags.auto_remove,
         init: flags.init,
     })
+}
+
+/// `--stop-signal` or the image's `StopSignal`, checked (`""`: SIGTERM).
+fn stop_signal(signal: Option<&String>) -> Result<String, SpecError> {
+    match signal {
+        Some(s) if !s.is_empty() => {
+            crate::signal::parse(s).map_err(SpecError::BadStopSignal)?;
+            Ok(s.clone())
+        }
+        _ => Ok(String::new()),
+    }
+}
+
+/// The image's labels with `--label`s added or replacing them (`KEY` alone: empty value).
+fn labels(
+    mut image: std::collections::BTreeMap<String, String>,
+    flags: &[String],
+) -> std::collections::BTreeMap<String, String> {
+    for l in flags {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        image.insert(k.to_owned(), v.to_owned());
+    }
+    image
 }
 
 /// The environment the workload starts with, as docker builds it: a default `PATH`,

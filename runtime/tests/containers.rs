@@ -32,7 +32,10 @@ fn output_and_exit_codes() {
     for (argv, code) in [
         (&["true"][..], 0),
         (&["no-such-command"][..], 127),
-        (&["sh", "-c", "kill -9 $$"][..], 137),
+        // The workload is PID 1 of its PID namespace: its own SIGKILL does not reach it
+        // (docker's behaviour), a child's does.
+        (&["sh", "-c", "kill -9 $$; exit 5"][..], 5),
+        (&["sh", "-c", "sh -c 'kill -9 $$'; exit $?"][..], 137),
     ] {
         let id = root.run(argv, HostConfig::default());
         assert_eq!(lifecycle::wait(root.path(), &id).unwrap(), code, "{argv:?}");
@@ -45,14 +48,14 @@ fn stop_runs_the_term_trap() {
     let script = "trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done";
     let id = root.run(&["sh", "-c", script], HostConfig::default());
     root.until("ready", || root.logs(&id).0.contains("ready"));
-    lifecycle::stop(root.path(), &id, Duration::from_secs(10)).unwrap();
+    lifecycle::stop(root.path(), &id, secs(10)).unwrap();
     assert_eq!(lifecycle::wait(root.path(), &id).unwrap(), 0);
     assert!(root.logs(&id).0.contains("got-term"));
     // A workload that ignores SIGTERM gets SIGKILL after the timeout.
     let script = "trap '' TERM; echo ready; while true; do sleep 0.1; done";
     let id = root.run(&["sh", "-c", script], HostConfig::default());
     root.until("ready", || root.logs(&id).0.contains("ready"));
-    lifecycle::stop(root.path(), &id, Duration::from_secs(1)).unwrap();
+    lifecycle::stop(root.path(), &id, secs(1)).unwrap();
     assert_eq!(lifecycle::wait(root.path(), &id).unwrap(), 137);
 }
 
@@ -177,5 +180,13 @@ fn memory_limit_is_in_the_cgroup() {
     lifecycle::remove(root.path(), &id, true).unwrap();
     for d in dirs {
         assert!(!d.exists());
+    }
+}
+
+/// `stop -t N` with the container's own stop signal.
+fn secs(n: u64) -> lifecycle::StopOptions {
+    lifecycle::StopOptions {
+        timeout: Some(Duration::from_secs(n)),
+        signal: None,
     }
 }

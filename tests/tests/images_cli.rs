@@ -375,7 +375,89 @@ fn save_to_stdout_loads_from_stdin() {
     let leftovers: Vec<_> = std::fs::read_dir(b.join("images"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".load-stdin-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".stdin-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `husk args` with `input` on stdin.
+fn with_stdin(root: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut c = husk(root);
+    c.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// `save` writes numeric tar fields every reader takes (uid/gid were NUL bytes, which
+/// `import` refused); `import -` reads stdin; tars with empty numeric fields import as Go's
+/// tar reads them (as 0); stdin that is empty or not an archive gets one line that names
+/// standard input, never the spool file.
+#[test]
+fn archives_from_stdin_and_husks_own_save_output() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("r");
+    import_busybox(&root, "src/busybox:1");
+    let saved = work.path().join("saved.tar");
+    ok(
+        &root,
+        &["save", "-o", saved.to_str().unwrap(), "src/busybox:1"],
+    );
+    let bytes = std::fs::read(&saved).unwrap();
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        assert_eq!(&h.as_old().uid, b"0000000\0", "{:?}", entry.path());
+        assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+    }
+    // The save output imports (as a root filesystem, as docker's import would take it).
+    let o = with_stdin(&root, &["import", "-", "from/save:1"], &bytes);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(id.starts_with("sha256:"), "{id}");
+
+    // Empty numeric fields, as some tar writers leave them.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.as_old_mut().uid = [0; 8];
+    h.as_old_mut().gid = [b' '; 8];
+    h.as_old_mut().mtime = [0; 12];
+    h.set_cksum();
+    b.append_data(&mut h, "hello.txt", &b"hi\n"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let o = with_stdin(&root, &["import", "-", "empty/fields:1"], &tar);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    for verb in ["load", "import"] {
+        let args: &[&str] = match verb {
+            "load" => &["load"],
+            _ => &["import", "-"],
+        };
+        let o = with_stdin(&root, args, b"");
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            stderr(&o).trim_end(),
+            format!("Error: requested {verb} from stdin, but stdin is empty")
+        );
+        let o = with_stdin(&root, args, b"this is not an archive at all");
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains("standard input"), "{verb}: {e}");
+        assert!(!e.contains(".stdin-"), "{verb}: {e}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".stdin-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -154,7 +154,9 @@ fn stop_kills_after_the_grace_period_and_kill_sends_signals() {
             .contains("usr1")));
         ctx.ok(&["stop", "-t", "1", "stubborn"]);
         assert_eq!(inspect(&ctx, "stubborn")["State"]["ExitCode"], 137);
-        ctx.ok(&["restart", "-t", "1", "stubborn"]);
+        // restart -s: the given signal first (the trap answers it), SIGKILL after -t.
+        ctx.ok(&["restart", "-s", "USR1", "-t", "1", "stubborn"]);
+        assert_eq!(logs(&ctx, &["stubborn"]).0.matches("usr1").count(), 2);
         // Running again once the workload has printed again.
         assert!(Ctx::eventually(GUARD, || {
             logs(&ctx, &["stubborn"]).0.matches("up").count() == 2
@@ -200,6 +202,16 @@ fn logs_survive_the_exit() {
         }
         // -f on an exited container prints everything and returns.
         assert_eq!(logs(&ctx, &["-f", "once"]).0, "out1\nout2");
+        // --since/--until: by each line's time, in docker's forms.
+        let (second, _) = ts.lines().nth(1).unwrap().split_once(' ').unwrap();
+        assert_eq!(logs(&ctx, &["--since", second, "once"]).0, "out2");
+        assert_eq!(logs(&ctx, &["--until", second, "once"]).0, "out1");
+        assert_eq!(lines(logs(&ctx, &["--since", "10m", "once"])), 3);
+        assert_eq!(lines(logs(&ctx, &["--until", "10m", "once"])), 0);
+        assert_eq!(lines(logs(&ctx, &["--since", "4000000000", "once"])), 0);
+        let o = ctx.run(&["logs", "--since", "soon", "once"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(husk_e2e::stderr(&o).starts_with("Error: invalid time \"soon\""));
         let i = inspect(&ctx, "once");
         assert_eq!(i["State"]["ExitCode"], 4);
         assert_eq!(

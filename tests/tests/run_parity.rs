@@ -20,14 +20,16 @@ echo "pid $$"
 echo "procs $(ls /proc | grep -c '^[0-9]')"
 echo "home $HOME"
 grep -E '^Sig(Ign|Blk)' /proc/self/status
-nc -l -p 7777 > /tmp/got &
+# busybox nc quits when its stdin ends: the server's stays open until the exchange is done.
+sleep 60 | nc -l -p 7777 > /tmp/got &
+server=$!
 ok=no
 for i in 1 2 3 4 5 6 7 8 9 10; do
   echo over-loopback | nc 127.0.0.1 7777 2>/dev/null && ok=yes && break
   sleep 1
 done
-[ $ok = yes ] || kill $!
-wait
+[ $ok = yes ] || kill $server
+wait $server
 echo "loopback $(cat /tmp/got)"
 grep nameserver /etc/resolv.conf | sed 's/^/resolv /'
 echo "kernel $(cat /proc/version)"

@@ -14,16 +14,14 @@ use support::registry::{Push, Registry};
 
 /// Pushes the busybox test image to `reg` as `e2e/busybox:1`; returns its full name.
 fn push_busybox(reg: &Registry) -> String {
-    let source = Ctx::new();
+    push_from(&Ctx::new(), BUSYBOX, "latest", reg)
+}
+
+/// Pushes `name` (tagged `tag`) of `source` to `reg` as `e2e/busybox:1`; returns its full
+/// name there.
+fn push_from(source: &Ctx, name: &str, tag: &str, reg: &Registry) -> String {
     let tar = source.root().join("busybox-oci.tar");
-    source.ok(&[
-        "save",
-        "--format",
-        "oci",
-        "-o",
-        tar.to_str().unwrap(),
-        BUSYBOX,
-    ]);
+    source.ok(&["save", "--format", "oci", "-o", tar.to_str().unwrap(), name]);
     let layout = tempfile::tempdir().unwrap();
     let untar = std::process::Command::new("tar")
         .arg("-xf")
@@ -33,7 +31,7 @@ fn push_busybox(reg: &Registry) -> String {
         .status()
         .unwrap();
     assert!(untar.success());
-    reg.push(layout.path(), "latest", "e2e/busybox:1", Push::OciGzip);
+    reg.push(layout.path(), tag, "e2e/busybox:1", Push::OciGzip);
     format!("{}/e2e/busybox:1", reg.host())
 }
 
@@ -105,4 +103,42 @@ fn bad_pull_options_and_unreachable_registries_are_one_line() {
     );
     assert!(lines[1].starts_with("husk: "), "{err}");
     assert!(ctx.container_dirs().is_empty());
+}
+
+/// docker's SIZE is the uncompressed content: the same image shows the same size whether it
+/// was imported (an uncompressed tar) or pulled (gzip-compressed layers).
+#[test]
+fn pulled_and_imported_images_show_the_same_size() {
+    let reg = Registry::start();
+    let imported = Ctx::new();
+    let tar = runtime::paths::cache_dir()
+        .unwrap()
+        .join("images")
+        .join("busybox.tar");
+    imported.ok(&["import", tar.to_str().unwrap(), "cli/busybox:1"]);
+    let image = push_from(&imported, "cli/busybox:1", "1", &reg);
+    let pulled = tempfile::tempdir().unwrap();
+    let mut c = husk_e2e::husk(pulled.path());
+    c.args(["pull", "-q", &image]);
+    let o = husk_e2e::output(c);
+    assert!(o.status.success(), "{}", husk_e2e::stderr(&o));
+    let show = |root: &std::path::Path, name: &str, format: &str| {
+        let mut c = husk_e2e::husk(root);
+        c.args(["images", "--format", format, name]);
+        let o = husk_e2e::output(c);
+        assert!(o.status.success(), "{}", husk_e2e::stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let format = "{{.ID}} {{.Size}}";
+    let here = show(imported.root(), "cli/busybox:1", format);
+    assert_eq!(show(pulled.path(), &image, format), here);
+    let inspect = |root: &std::path::Path, name: &str| {
+        let mut c = husk_e2e::husk(root);
+        c.args(["image", "inspect", "-f", "{{.Size}}", name]);
+        String::from_utf8(husk_e2e::output(c).stdout).unwrap()
+    };
+    assert_eq!(
+        inspect(pulled.path(), &image),
+        inspect(imported.root(), "cli/busybox:1")
+    );
 }

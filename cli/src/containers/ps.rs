@@ -9,7 +9,10 @@ use clap::Args;
 use runtime::container::{ContainerState, Status, short_id};
 use runtime::lifecycle::{self, Summary};
 
+use crate::format::Format;
 use crate::human;
+
+mod filter;
 
 /// `husk ps`.
 #[derive(Args, Debug)]
@@ -23,11 +26,53 @@ pub struct PsArgs {
     /// Do not truncate IDs and commands.
     #[arg(long)]
     no_trunc: bool,
+    /// Show the N most recently created containers (all states).
+    #[arg(short = 'n', long, value_name = "N")]
+    last: Option<usize>,
+    /// Show the most recently created container (all states).
+    #[arg(short, long)]
+    latest: bool,
+    /// Filter: status=, name=, id=, label=KEY[=VALUE], ancestor=, exited=, isolation=.
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Go template (`{{.Names}}`, `{{json .}}`, `table {{.ID}}\t{{.Status}}`).
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<String>,
 }
+
+/// docker's column titles of `ps --format table` by field.
+const HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Size", "SIZE"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+    ("LocalVolumes", "LOCAL VOLUMES"),
+    ("Isolation", "ISOLATION"),
+];
 
 /// `husk ps`.
 pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let rows = lifecycle::list(root, a.all)?;
+    let filters = filter::Filters::parse(&a.filter)?;
+    let format = a.format.as_deref().map(Format::parse).transpose()?;
+    let last = match (a.latest, a.last) {
+        (true, _) => Some(1),
+        (false, n) => n,
+    };
+    let everything = a.all || last.is_some() || filters.names_a_stopped_state();
+    let mut rows = lifecycle::list(root, everything)?;
+    rows.retain(|r| filters.matches(r));
+    if let Some(n) = last {
+        rows.truncate(n);
+    }
     let id = |s: &Summary| match a.no_trunc {
         true => s.config.id.clone(),
         false => short_id(&s.config.id).to_owned(),
@@ -39,6 +84,14 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let now = Utc::now();
+    if let Some(format) = format {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| row_json(r, &id(r), a.no_trunc, now))
+            .collect();
+        print!("{}", format.render_rows(&rows, HEADERS)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut table = vec![
         [
             "CONTAINER ID",
@@ -67,6 +120,46 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One container as `ps --format` sees it (docker's field names and wording).
+fn row_json(r: &Summary, id: &str, no_trunc: bool, now: DateTime<Utc>) -> serde_json::Value {
+    let labels: Vec<String> = r
+        .config
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    serde_json::json!({
+        "ID": id,
+        "Image": r.config.image_ref,
+        "Command": command(&r.config.path, &r.config.args, no_trunc),
+        "CreatedAt": created_at(&r.config.created),
+        "RunningFor": human::ago(Some(&r.config.created), now),
+        "Ports": "",
+        "State": r.state.observed().status.as_str(),
+        "Status": status(&r.state, now),
+        "Size": "0B",
+        "Names": r.config.name,
+        "Labels": labels.join(","),
+        "Mounts": "",
+        "Networks": "none",
+        "LocalVolumes": "0",
+        "Isolation": r.config.host_config.isolation.as_str(),
+    })
+}
+
+/// docker's `CreatedAt`: `2024-01-01 00:00:00 +0000 UTC`.
+fn created_at(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339).map_or_else(
+        |_| rfc3339.to_owned(),
+        |t| {
+            t.with_timezone(&Utc)
+                .format("%Y-%m-%d %H:%M:%S +0000 UTC")
+                .to_string()
+        },
+    )
+}
+
 /// `"sh -c 'echo…"`: the command quoted, cut to 20 characters unless `no_trunc`.
 fn command(path: &str, args: &[String], no_trunc: bool) -> String {
     let mut cmd = std::iter::once(path)
@@ -90,6 +183,7 @@ pub fn status(s: &ContainerState, now: DateTime<Utc>) -> String {
         Some(secs) => format!(" {} ago", human::duration(secs)),
         None => String::new(),
     };
+    let s = &s.observed();
     match s.status {
         Status::Running if s.running() => match since(&s.started_at, now) {
             Some(secs) => format!("Up {}", human::duration(secs)),
@@ -134,13 +228,13 @@ mod tests {
             ..ContainerState::default()
         };
         assert_eq!(status(&running, now), "Up 30 seconds");
-        // Running according to the file, but the shim is gone: it exited.
+        // Running according to the file, but the shim is gone: its exit was lost.
         let stale = ContainerState {
             shim_pid: 0,
-            exit_code: 137,
+            exit_code: 0,
             ..running
         };
-        assert_eq!(status(&stale, now), "Exited (137)");
+        assert_eq!(status(&stale, now), "Exited (255)");
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub struct RunArgs {
     /// Restart policy: no, always, on-failure[:N], unless-stopped.
     #[arg(long, value_name = "POLICY")]
     restart: Option<String>,
+    /// Write the container ID to this file (which must not exist).
+    #[arg(long, value_name = "FILE")]
+    cidfile: Option<PathBuf>,
+    /// Set a label (KEY=VALUE, or KEY for an empty value).
+    #[arg(short = 'l', long = "label", value_name = "KEY[=VALUE]")]
+    label: Vec<String>,
+    /// Signal `stop` sends first [default: the image's, else SIGTERM].
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds `stop` waits before killing [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    stop_timeout: Option<i64>,
     /// Run an init inside the container that forwards signals and reaps processes.
     #[arg(long)]
     init: bool,
@@ -84,7 +96,8 @@ pub struct RunArgs {
 
 /// `husk run`.
 pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCode> {
-    if a.interactive && a.tty && !std::io::stdin().is_terminal() {
+    // Detached, the pty is the container's alone (docker allocates it regardless).
+    if a.interactive && a.tty && !a.detach && !std::io::stdin().is_terminal() {
         bail!("the input device is not a TTY");
     }
     let target: Arc<OnceLock<String>> = Arc::default();
@@ -97,8 +110,10 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
     let flags = flags(&a, isolation);
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let req = spec::build(&image, &a.image, &flags, &|k| std::env::var(k).ok(), cpus)?;
+    check_cidfile(a.cidfile.as_deref())?;
     let config = lifecycle::create(root, req)?;
     let id = config.id;
+    write_cidfile(a.cidfile.as_deref(), &id)?;
     let started = match a.detach {
         true => lifecycle::start(root, &id),
         false => lifecycle::start_for_attach(root, &id),
@@ -130,6 +145,44 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         wait_removed(root, &id);
     }
     Ok(code)
+}
+
+/// `husk create`: the container, ready for `start` (or `start -a`); prints its ID.
+pub fn create(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCode> {
+    let image = find_image(root, &a.image, a.pull.parse()?)?;
+    let isolation = pick_isolation(&a.isolation, kvm_device)?;
+    let mut flags = flags(&a, isolation);
+    flags.attach = false;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let req = spec::build(&image, &a.image, &flags, &|k| std::env::var(k).ok(), cpus)?;
+    check_cidfile(a.cidfile.as_deref())?;
+    let config = lifecycle::create(root, req)?;
+    write_cidfile(a.cidfile.as_deref(), &config.id)?;
+    println!("{}", config.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--cidfile`: docker refuses a file that is already there (another container's).
+fn check_cidfile(path: Option<&Path>) -> anyhow::Result<()> {
+    match path {
+        Some(p) if p.exists() => bail!(
+            "Container ID file found, make sure the other container isn't running or delete {}",
+            p.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Writes the ID to `--cidfile` (created exclusively: a race with another run loses).
+fn write_cidfile(path: Option<&Path>, id: &str) -> anyhow::Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create the container ID file {}", path.display()))?;
+    f.write_all(id.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// With `--rm`, docker returns only once the container is gone. The shim removes it before
@@ -178,6 +231,9 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         attach: !a.detach,
         auto_remove: a.rm,
         init: a.init,
+        labels: a.label.clone(),
+        stop_signal: a.stop_signal.clone(),
+        stop_timeout: a.stop_timeout,
         cmd: a.cmd.clone(),
     }
 }

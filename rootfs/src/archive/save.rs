@@ -200,6 +200,8 @@ impl<W: Write> Tar<W> {
                 let mut h = tar::Header::new_ustar();
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(0o755);
+                h.set_uid(0);
+                h.set_gid(0);
                 h.set_size(0);
                 h.set_mtime(0);
                 h.set_cksum();
@@ -210,6 +212,8 @@ impl<W: Write> Tar<W> {
         }
         let mut h = tar::Header::new_ustar();
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_size(size);
         h.set_mtime(0);
         h.set_cksum();

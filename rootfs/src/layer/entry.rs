@@ -114,12 +114,15 @@ impl Meta {
                 return Err(EntryError::Type(path, format!("'{byte}'")));
             }
         };
-        let (uid, gid) = (header.uid().map_err(hdr)?, header.gid().map_err(hdr)?);
+        let old = header.as_old();
+        let uid = numeric(&old.uid, || header.uid()).map_err(hdr)?;
+        let gid = numeric(&old.gid, || header.gid()).map_err(hdr)?;
         let (Ok(uid32), Ok(gid32)) = (u32::try_from(uid), u32::try_from(gid)) else {
             return Err(EntryError::Owner(path, uid, gid));
         };
-        let mode = header.mode().map_err(hdr)? & 0o7777;
-        let secs = header.mtime().map_err(hdr)?;
+        let mode = numeric(&old.mode, || header.mode().map(u64::from)).map_err(hdr)? & 0o7777;
+        let mode = u32::try_from(mode).unwrap_or(0);
+        let secs = numeric(&old.mtime, || header.mtime()).map_err(hdr)?;
         let mut meta = Self {
             kind,
             mode,
@@ -178,6 +181,15 @@ fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
         return Some((secs - 1, 1_000_000_000 - nanos));
     }
     Some((secs, nanos))
+}
+
+/// A numeric header field: empty (all NUL or spaces) reads as 0, as Go's archive/tar
+/// (docker's) reads it; anything else as the tar crate parses it.
+fn numeric(raw: &[u8], parsed: impl FnOnce() -> io::Result<u64>) -> io::Result<u64> {
+    match raw.iter().all(|b| *b == 0 || *b == b' ') {
+        true => Ok(0),
+        false => parsed(),
+    }
 }
 
 #[cfg(test)]

@@ -213,6 +213,22 @@ pub fn ensure_layer_disks(
     Ok(disks)
 }
 
+/// The bytes of `image`'s layer disks: its uncompressed content as husk stores it, the
+/// same however the image came in (pull, load or import), unlike the blob sizes. `None`
+/// while a disk is missing.
+pub fn image_disk_size(root: &Path, store: &Store, image: &ImageRecord) -> Option<u64> {
+    let mut lowers: Vec<LowerLayer> = Vec::new();
+    let mut total = 0;
+    for l in &image.layers {
+        total += cached(root, &l.diff_id, &lowers)?.size;
+        lowers.push(LowerLayer {
+            blob: store.blob_path(&l.digest),
+            diff_id: l.diff_id.clone(),
+        });
+    }
+    Some(total)
+}
+
 /// Removes the disks of layers no image uses any more (`in_use`: every diff_id of every
 /// image, e.g. `Store::diff_ids_in_use`), except the files in `keep` (disks containers
 /// still mount, even after their image was force-removed). Disks keyed by chain ID are

@@ -100,6 +100,8 @@ enum Backend {
 pub struct Sandbox {
     backend: Backend,
     pid: i32,
+    /// The container's directory, where copies of its identity files go.
+    dir: PathBuf,
     died: Receiver<String>,
     death: Option<String>,
 }
@@ -122,6 +124,7 @@ impl Sandbox {
         Ok(Self {
             backend,
             pid,
+            dir: p.dir.clone(),
             died: watch(pid),
             death: None,
         })
@@ -130,6 +133,19 @@ impl Sandbox {
     /// The sandbox process's host pid (the agent, or the VMM).
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// docker's `State.Pid` for a workload the agent knows as `agent_pid`: its host pid
+    /// under process isolation (a child of the agent, which is PID 1 of the sandbox's PID
+    /// namespace), the VMM's under vm isolation (the workload's pid lives in the guest).
+    /// 0 if it is already gone.
+    pub fn host_pid_of(&self, agent_pid: i32) -> i32 {
+        match &self.backend {
+            Backend::Vm(_) => self.pid,
+            Backend::Process(_) => {
+                crate::procfs::child_with_ns_pid(self.pid, agent_pid).unwrap_or(0)
+            }
+        }
     }
 
     /// Connects to the agent (retrying until it listens) and has it assemble the rootfs.
@@ -191,11 +207,28 @@ impl Sandbox {
             resolv_conf: resolv::from_host(),
             hostname_file: true,
         };
+        self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;
         if let Backend::Process(p) = &mut self.backend {
             p.release_devices();
         }
         Ok(client)
+    }
+
+    /// Keeps what the container's `/etc/{hosts,resolv.conf,hostname}` hold in its directory,
+    /// where `inspect`'s `HostsPath`, `ResolvConfPath` and `HostnamePath` point (best
+    /// effort: the container runs without them).
+    fn record_etc_files(&self, spec: &SandboxSpec) {
+        let hostname = format!("{}\n", spec.hostname);
+        for (name, contents) in [
+            (crate::container::HOSTS_FILE, spec.hosts.as_str()),
+            (crate::container::RESOLV_CONF_FILE, &spec.resolv_conf),
+            (crate::container::HOSTNAME_FILE, &hostname),
+        ] {
+            if let Err(e) = std::fs::write(self.dir.join(name), contents) {
+                log::warn!("cannot keep a copy of the container's /etc/{name}: {e}");
+            }
+        }
     }
 
     /// Why the sandbox process ended, waiting up to `wait` for it; `None` while it runs.

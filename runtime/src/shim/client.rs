@@ -59,17 +59,18 @@ impl ShimClient {
         self.call(&Request::Kill { signal }).map(|_| ())
     }
 
-    /// SIGTERM, SIGKILL after `timeout`; returns when the workload has ended.
-    pub fn stop(&self, timeout: Duration) -> Result<(), ShimError> {
+    /// `signal`, SIGKILL after `timeout`; returns when the workload has ended.
+    pub fn stop(&self, timeout: Duration, signal: i32) -> Result<(), ShimError> {
         self.call(&Request::Stop {
             timeout: timeout.as_secs(),
+            signal: Some(signal),
         })
         .map(|_| ())
     }
 
     /// Kills the workload at once (for `rm -f`).
     pub fn remove(&self) -> Result<(), ShimError> {
-        self.stop(Duration::ZERO)
+        self.stop(Duration::ZERO, libc::SIGKILL)
     }
 
     /// Sets the tty size.

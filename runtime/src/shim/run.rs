@@ -383,10 +383,11 @@ fn wait_workload(
 ) -> Outcome {
     let process = Arc::new(process);
     let pid = process.pid().unwrap_or(0);
+    let host_pid = sandbox.host_pid_of(pid);
     let _ = shared.store.update_state(&shared.id, |s| {
         s.status = Status::Running;
         s.running = true;
-        s.pid = pid;
+        s.pid = host_pid;
         s.started_at = now();
     });
     let resized = {

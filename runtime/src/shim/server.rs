@@ -39,10 +39,13 @@ pub enum Request {
         /// Signal number.
         signal: i32,
     },
-    /// SIGTERM, SIGKILL after `timeout` seconds; no more restarts.
+    /// `signal` (SIGTERM if absent), SIGKILL after `timeout` seconds; no more restarts.
     Stop {
         /// Seconds.
         timeout: u64,
+        /// The first signal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
     },
     /// tty size.
     Resize {
@@ -189,8 +192,12 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
                 ),
             );
         }
-        Request::Stop { timeout } => {
-            stop(shared, Duration::from_secs(timeout));
+        Request::Stop { timeout, signal } => {
+            stop(
+                shared,
+                Duration::from_secs(timeout),
+                signal.unwrap_or(libc::SIGTERM),
+            );
             answer(&conn, &ok);
         }
         Request::Resize { rows, cols } => {
@@ -264,8 +271,9 @@ fn signal_workload(shared: &Shared, signal: i32, manual: bool) -> Result<(), Str
     }
 }
 
-/// SIGTERM, then SIGKILL after `timeout`; returns once the run has ended.
-fn stop(shared: &Shared, timeout: Duration) {
+/// `first` (a zero timeout: SIGKILL at once), then SIGKILL after `timeout`; returns once
+/// the run has ended.
+fn stop(shared: &Shared, timeout: Duration, first: i32) {
     let runs = {
         let mut inner = shared.lock();
         inner.stopped = true;
@@ -275,24 +283,26 @@ fn stop(shared: &Shared, timeout: Duration) {
     let sig = if timeout.is_zero() {
         libc::SIGKILL
     } else {
-        libc::SIGTERM
+        first
     };
     let _ = signal_workload(shared, sig, false);
-    let ended =
-        |i: &mut super::run::Inner| i.runs == runs && i.finished.is_none() && i.process.is_some();
+    // The run has ended once the shim has recorded it (`runs` moves on after the state
+    // file says exited), not merely when the workload's process is gone: `stop` returns
+    // only when `ps`/`rmi` see a stopped container.
+    let running = |i: &mut super::run::Inner| i.runs == runs && i.finished.is_none();
     let guard = shared.lock();
     let (guard, _) = shared
         .changed
-        .wait_timeout_while(guard, timeout, |i| ended(i))
+        .wait_timeout_while(guard, timeout, |i| running(i))
         .unwrap_or_else(|p| p.into_inner());
-    let still = guard.runs == runs && guard.process.is_some();
+    let still = guard.runs == runs && guard.finished.is_none();
     drop(guard);
     if still {
         let _ = signal_workload(shared, libc::SIGKILL, false);
         let guard = shared.lock();
         let _ = shared
             .changed
-            .wait_timeout_while(guard, Duration::from_secs(30), |i| ended(i));
+            .wait_timeout_while(guard, Duration::from_secs(30), |i| running(i));
     }
 }
 

@@ -121,6 +121,15 @@ impl Ctx {
         e.trim_end().to_owned()
     }
 
+    /// Runs `husk args`, asserts the exit code and one line on stderr; returns it.
+    pub fn fails_with(&self, code: i32, args: &[&str]) -> String {
+        let o = self.run(args);
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "husk {args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "one line from husk {args:?}: {e}");
+        e.trim_end().to_owned()
+    }
+
     /// Container IDs in the state directory.
     pub fn container_dirs(&self) -> Vec<String> {
         match std::fs::read_dir(self.root().join("containers")) {

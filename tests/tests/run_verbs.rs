@@ -1,0 +1,175 @@
+//! docker's everyday verbs and flags beyond run: `create` then `start -a`, `rename`,
+//! `--label`, `ps --filter/--format/-n/-l`, `inspect -f`, `images --format/--filter`, the
+//! `container ...` group and `version`, with docker's messages and exit codes. The one
+//! container that runs does so under each isolation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
+mod run_common;
+
+use run_common::{BUSYBOX, Ctx, backends};
+
+#[test]
+fn create_rename_label_start_and_find_it_again() {
+    for iso in backends("create_rename_label_start_and_find_it_again") {
+        let ctx = Ctx::isolated(iso);
+        let id = ctx.ok(&[
+            "create",
+            "--name",
+            "first",
+            "--label",
+            "tier=web",
+            "-l",
+            "flag",
+            "--stop-signal",
+            "SIGUSR2",
+            "--stop-timeout",
+            "5",
+            "--isolation",
+            iso,
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo created-then-started",
+        ]);
+        let id = id.trim();
+        assert_eq!(id.len(), 64, "[{iso}] {id}");
+        let created = ctx.ok(&["ps", "-a", "--filter", "status=created", "-q"]);
+        assert_eq!(created.trim(), &id[..12], "[{iso}]");
+        assert!(
+            ctx.ok(&["ps", "-q"]).is_empty(),
+            "[{iso}] created is not running"
+        );
+
+        ctx.ok(&["rename", "first", "second"]);
+        let e = ctx.fails_with(1, &["rename", "second", "second"]);
+        assert_eq!(
+            e,
+            "Error: Renaming a container with the same name as its current name"
+        );
+        let e = ctx.fails_with(1, &["rename", "nosuch", "x"]);
+        assert_eq!(e, "Error: No such container: nosuch");
+
+        let o = ctx.run(&["start", "-a", "second"]);
+        assert_eq!(o.status.code(), Some(0), "[{iso}] {}", husk_e2e::stderr(&o));
+        assert_eq!(run_common::stdout(&o), "created-then-started", "[{iso}]");
+
+        let shown = ctx.ok(&[
+            "inspect",
+            "-f",
+            "{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{index .Config.Labels \"tier\"}} {{json .Config.Entrypoint}}",
+            "second",
+        ]);
+        assert_eq!(shown.trim(), "/second exited 0 web null", "[{iso}]");
+        let stop = ctx.ok(&[
+            "inspect",
+            "-f",
+            "{{.Config.StopSignal}} {{.Config.StopTimeout}}",
+            "second",
+        ]);
+        assert_eq!(stop.trim(), "SIGUSR2 5", "[{iso}]");
+        let rows = ctx.ok(&[
+            "container",
+            "ls",
+            "-a",
+            "--filter",
+            "label=tier=web",
+            "--filter",
+            "label=flag",
+            "--format",
+            "{{.Names}}|{{.State}}|{{.Labels}}|{{.Isolation}}",
+        ]);
+        assert_eq!(rows.trim(), format!("second|exited|flag=,tier=web|{iso}"));
+        for filter in ["label=tier=db", "status=running", "name=first", "exited=1"] {
+            let rows = ctx.ok(&["ps", "-a", "-q", "--filter", filter]);
+            assert!(rows.is_empty(), "[{iso}] {filter}: {rows}");
+        }
+        let rows = ctx.ok(&["ps", "-q", "--filter", "exited=0"]);
+        assert_eq!(rows.trim(), &id[..12], "[{iso}] exited= implies -a");
+        ctx.ok(&["container", "rm", "second"]);
+        ctx.assert_clean();
+    }
+}
+
+#[test]
+fn ps_and_images_formats_filters_and_errors_are_docker_like() {
+    let ctx = Ctx::new();
+    let mut ids = Vec::new();
+    let cidfile = ctx.root().join("a.cid");
+    let cid = cidfile.to_str().unwrap();
+    for name in ["a", "b", "c"] {
+        let mut args = vec!["create", "--name", name, "--isolation", "process"];
+        if name == "a" {
+            args.extend(["--cidfile", cid]);
+        }
+        args.push(BUSYBOX);
+        let id = ctx.ok(&args);
+        if name == "a" {
+            assert_eq!(std::fs::read_to_string(&cidfile).unwrap(), id.trim());
+        }
+        ids.push(id.trim()[..12].to_owned());
+    }
+    let e = ctx.fails(125, &["create", "--cidfile", cid, BUSYBOX]);
+    assert!(e.starts_with("husk: Container ID file found"), "{e}");
+    // Newest first; -n and -l take the newest and include stopped ones.
+    let last2 = ctx.ok(&["ps", "-n", "2", "--format", "{{.Names}}"]);
+    assert_eq!(last2, "c\nb\n");
+    assert_eq!(ctx.ok(&["ps", "-l", "--format", "{{.ID}}"]).trim(), ids[2]);
+    let table = ctx.ok(&["ps", "-a", "--format", "table {{.Names}}\\t{{.Status}}"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("NAMES"), "{table}");
+    assert_eq!(lines[0].find("STATUS"), lines[1].find("Created"), "{table}");
+    let json = ctx.ok(&["ps", "-l", "--format", "{{json .}}"]);
+    let row: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(row["Names"], "c");
+    assert_eq!(row["State"], "created");
+    assert_eq!(row["Image"], BUSYBOX);
+
+    let e = ctx.fails(125, &["create", "--stop-signal", "NOPE", BUSYBOX]);
+    assert_eq!(e, "husk: invalid stop signal: invalid signal: NOPE");
+    let e = ctx.fails_with(1, &["stop", "-s", "NOPE", "a"]);
+    assert_eq!(e, "Error: invalid signal: NOPE");
+    let e = ctx.fails_with(1, &["ps", "--filter", "colour=red"]);
+    assert_eq!(e, "Error: invalid filter 'colour'");
+    let e = ctx.fails_with(1, &["ps", "--filter", "status=sleeping"]);
+    assert!(
+        e.starts_with("Error: invalid filter 'status=sleeping'"),
+        "{e}"
+    );
+    let e = ctx.fails_with(1, &["ps", "-a", "--format", "{{.Nope}}"]);
+    assert!(e.starts_with("Error: template"), "{e}");
+    let e = ctx.fails_with(1, &["ps", "--format", "{{.Names"]);
+    assert!(e.starts_with("Error: template parsing error"), "{e}");
+    let e = ctx.fails_with(1, &["inspect", "-f", "{{.Nope}}", "a"]);
+    assert!(e.starts_with("Error: template"), "{e}");
+
+    let images = ctx.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(images.trim(), format!("{BUSYBOX}:latest"));
+    let none = ctx.ok(&["images", "-q", "--filter", "dangling=true"]);
+    assert!(none.is_empty(), "{none}");
+    let found = ctx.ok(&[
+        "images",
+        "--filter",
+        "reference=husk/*",
+        "--format",
+        "{{.ID}}",
+    ]);
+    assert_eq!(found.trim().len(), 12, "{found}");
+    let nothing = ctx.ok(&["images", "--filter", "reference=other/*", "-q"]);
+    assert!(nothing.is_empty());
+    let id = ctx.ok(&["image", "inspect", "-f", "{{.Id}}", BUSYBOX]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+
+    let version = ctx.ok(&["version"]);
+    assert!(version.starts_with("Client: husk\n Version:"), "{version}");
+    assert!(version.contains("Isolation:"), "{version}");
+    ctx.ok(&["rm", "-v", "a"]);
+    let pruned = ctx.ok(&["container", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");
+    for id in &ids[1..] {
+        assert!(pruned.contains(id.as_str()), "{pruned}");
+    }
+    assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
+    assert!(ctx.container_dirs().is_empty());
+}
