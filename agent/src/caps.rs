@@ -41,11 +41,12 @@ struct Data {
 }
 
 /// In the child, before exec and before the identity switch (dropping needs
-/// `CAP_SETPCAP`): shrinks the bounding set to [`DEFAULT_MASK`] and clears the inheritable
-/// and ambient sets, so exec cannot grant anything beyond it.
-pub fn restrict_in_child() -> io::Result<()> {
+/// `CAP_SETPCAP`): shrinks the bounding set to `keep` (docker's [`DEFAULT_MASK`] unless
+/// `--cap-add`/`--cap-drop`/`--privileged` said otherwise) and clears the inheritable and
+/// ambient sets, so exec cannot grant anything beyond it.
+pub fn restrict_in_child(keep: u64) -> io::Result<()> {
     for cap in 0..64u32 {
-        if DEFAULT_MASK & (1 << cap) != 0 {
+        if keep & (1 << cap) != 0 {
             continue;
         }
         // SAFETY: prctl with integer arguments only.

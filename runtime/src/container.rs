@@ -147,6 +147,31 @@ pub struct HostConfig {
     pub auto_remove: bool,
     /// `--init`: the workload runs under husk-init, which reaps orphans and passes signals on.
     pub init: bool,
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--privileged`: every capability (see docs/run.md for what it means per isolation).
+    pub privileged: bool,
+    /// `--read-only`.
+    pub readonly_rootfs: bool,
+    /// `--shm-size` in bytes (0 = 64 MiB).
+    pub shm_size: i64,
+    /// `--ulimit`s.
+    pub ulimits: Vec<crate::ulimit::Ulimit>,
+}
+
+impl HostConfig {
+    /// The capability bounding set of the container's processes (checked when created).
+    pub fn capabilities(&self) -> u64 {
+        crate::caps::bounding_set(self.privileged, &self.cap_add, &self.cap_drop)
+            .unwrap_or(crate::caps::DEFAULT_MASK)
+    }
+
+    /// The agent's resource limits.
+    pub fn rlimits(&self) -> Vec<agent_proto::Rlimit> {
+        self.ulimits.iter().filter_map(|u| u.to_rlimit()).collect()
+    }
 }
 
 /// `config.json`.
@@ -666,8 +691,12 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "AutoRemove": h.auto_remove,
             "Init": h.init,
             "NetworkMode": "none",
-            "Privileged": false,
-            "ReadonlyRootfs": false,
+            "Privileged": h.privileged,
+            "ReadonlyRootfs": h.readonly_rootfs,
+            "CapAdd": if h.cap_add.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.cap_add) },
+            "CapDrop": if h.cap_drop.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.cap_drop) },
+            "ShmSize": if h.shm_size > 0 { h.shm_size } else { 64 << 20 },
+            "Ulimits": if h.ulimits.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.ulimits) },
             "PortBindings": {},
             "Binds": null,
             "LogConfig": { "Type": "json-file", "Config": {} },

@@ -7,6 +7,7 @@
 
 pub mod agent_client;
 pub mod bench;
+pub mod caps;
 pub mod container;
 pub mod guest;
 pub mod info;
@@ -20,4 +21,5 @@ pub mod signal;
 pub mod sockpath;
 pub mod spec;
 pub mod timing;
+pub mod ulimit;
 pub mod units;

@@ -20,6 +20,7 @@ use rootfs::store::ImageRecord;
 use crate::agent_client::{ProcessSpec, TermSize};
 use crate::container::{ContainerConfig, HostConfig, Isolation, RestartPolicy, RunConfig};
 use crate::lifecycle::CreateRequest;
+use crate::ulimit::Ulimit;
 use crate::units;
 
 /// Smallest `--memory` docker accepts (6 MiB).
@@ -54,6 +55,15 @@ pub enum SpecError {
     /// `--memory` is not a size.
     #[error("invalid --memory")]
     BadMemory(#[source] units::Error),
+    /// A `--cap-add`/`--cap-drop` names no capability.
+    #[error(transparent)]
+    Capability(#[from] crate::caps::CapError),
+    /// A `--ulimit` is not usable.
+    #[error(transparent)]
+    Ulimit(#[from] crate::ulimit::UlimitError),
+    /// `--shm-size` is not a size above 0.
+    #[error("invalid --shm-size")]
+    BadShmSize(#[source] units::Error),
     /// `--stop-signal` (or the image's `StopSignal`) names no signal.
     #[error("invalid stop signal")]
     BadStopSignal(#[source] crate::signal::SignalError),
@@ -159,6 +169,18 @@ pub struct RunFlags {
     pub stop_signal: Option<String>,
     /// `--stop-timeout` (seconds).
     pub stop_timeout: Option<i64>,
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--shm-size`.
+    pub shm_size: Option<String>,
+    /// `--ulimit`s.
+    pub ulimits: Vec<String>,
     /// CMD arguments after the image.
     pub cmd: Vec<String>,
 }
@@ -237,7 +259,35 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         restart_policy,
         auto_remove: flags.auto_remove,
         init: flags.init,
+        cap_add: flags.cap_add.clone(),
+        cap_drop: flags.cap_drop.clone(),
+        privileged: flags.privileged,
+        readonly_rootfs: flags.read_only,
+        shm_size: match &flags.shm_size {
+            Some(s) => shm_size(s)?,
+            None => 0,
+        },
+        ulimits: flags
+            .ulimits
+            .iter()
+            .map(|u| Ulimit::parse(u))
+            .collect::<Result<_, _>>()?,
     })
+    .and_then(|h| {
+        crate::caps::bounding_set(h.privileged, &h.cap_add, &h.cap_drop)?;
+        Ok(h)
+    })
+}
+
+/// `--shm-size`: docker's units, above 0.
+fn shm_size(text: &str) -> Result<i64, SpecError> {
+    let bytes = units::parse_size(text, 1).map_err(SpecError::BadShmSize)?;
+    match i64::try_from(bytes) {
+        Ok(b) if b > 0 => Ok(b),
+        _ => Err(SpecError::BadShmSize(units::Error::Invalid(
+            text.to_owned(),
+        ))),
+    }
 }
 
 /// `--stop-signal` or the image's `StopSignal`, checked (`""`: SIGTERM).
@@ -330,6 +380,8 @@ pub fn exec_process(
         size: flags.size.filter(|_| flags.tty),
         stdin: flags.interactive,
         user_name: Some(user).filter(|u| !u.is_empty()),
+        capabilities: Some(container.host_config.capabilities()),
+        rlimits: container.host_config.rlimits(),
         ..ProcessSpec::default()
     })
 }

@@ -198,6 +198,7 @@ fn sandbox_spec(disks: &Disks) -> SandboxSpec {
         hosts: "127.0.0.1\tlocalhost\n::1\tlocalhost\n".into(),
         resolv_conf: "nameserver 192.0.2.53\n".into(),
         hostname_file: true,
+        ..SandboxSpec::default()
     }
 }
 

@@ -185,3 +185,77 @@ fn init_reaps_orphans_and_passes_signals_on() {
         ctx.assert_clean();
     }
 }
+
+/// The host's capability bounding set (what `--privileged` can give under process
+/// isolation; a guest kernel has every capability).
+fn host_bounding_set() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    line.trim_start_matches("CapBnd:").trim().to_owned()
+}
+
+#[test]
+fn capabilities_ulimits_read_only_and_shm_size() {
+    for iso in backends("capabilities_ulimits_read_only_and_shm_size") {
+        let ctx = Ctx::isolated(iso);
+        let script = "grep CapBnd /proc/self/status; ulimit -n; ulimit -Hn; \
+                      df -k /dev/shm | tail -1; touch /x 2>&1; echo shm > /dev/shm/z && cat /dev/shm/z";
+        let out = ctx.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            "--read-only",
+            "--cap-drop",
+            "CHOWN",
+            "--cap-add",
+            "net_admin",
+            "--ulimit",
+            "nofile=1000:2000",
+            "--shm-size",
+            "8m",
+            BUSYBOX,
+            "sh",
+            "-c",
+            script,
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        // docker's default set without CHOWN (bit 0), with NET_ADMIN (bit 12).
+        assert_eq!(lines[0], "CapBnd:\t00000000a80435fa", "[{iso}] {out}");
+        assert_eq!(&lines[1..3], ["1000", "2000"], "[{iso}] {out}");
+        assert_eq!(
+            lines[3].split_whitespace().nth(1),
+            Some("8192"),
+            "[{iso}] {out}"
+        );
+        assert!(lines[4].contains("Read-only file system"), "[{iso}] {out}");
+        assert_eq!(lines[5], "shm", "[{iso}] {out}");
+        let out = ctx.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            "--privileged",
+            BUSYBOX,
+            "grep",
+            "CapBnd",
+            "/proc/self/status",
+        ]);
+        let all = match iso {
+            "vm" => "000001ffffffffff".to_owned(),
+            _ => host_bounding_set(),
+        };
+        assert_eq!(out.trim(), format!("CapBnd:\t{all}"), "[{iso}]");
+        let e = ctx.fails(125, &["run", "--rm", "--cap-add", "NOPE", BUSYBOX, "true"]);
+        assert_eq!(e, r#"husk: unknown capability: "NOPE""#);
+        let e = ctx.fails(
+            125,
+            &["run", "--rm", "--ulimit", "nofile=5:1", BUSYBOX, "true"],
+        );
+        assert_eq!(
+            e,
+            "husk: ulimit soft limit must be less than or equal to hard limit: 5 > 1"
+        );
+        ctx.assert_clean();
+    }
+}

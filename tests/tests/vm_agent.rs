@@ -244,6 +244,7 @@ fn agent_runs_commands_in_a_real_microvm_over_vsock() {
             hosts: "127.0.0.1\tlocalhost\n".into(),
             resolv_conf: String::new(),
             hostname_file: true,
+            ..SandboxSpec::default()
         })
         .unwrap_or_else(|e| panic!("setup failed: {e:?}\n{}", vm.explain()));
     agent_checks::all(&client, "/big", BIG_SEED);

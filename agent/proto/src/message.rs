@@ -173,6 +173,13 @@ pub struct SandboxSpec {
     pub resolv_conf: String,
     /// Whether to write `/etc/hostname` (docker does unless the image is run with none).
     pub hostname_file: bool,
+    /// docker's `--read-only`: the root filesystem is mounted read-only (the kernel
+    /// filesystems, `/dev` and the `/etc` files stay as they are).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// docker's `--shm-size` in bytes (`None`: 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
 }
 
 /// A process to run, as docker's exec/run specs describe it.
@@ -211,6 +218,24 @@ pub struct ProcessSpec {
     /// run in the agent's namespaces.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub main: bool,
+    /// The capability bounding set after `Setup`, as a mask of capability numbers
+    /// (`None`: docker's default set); docker's `--cap-add`, `--cap-drop`, `--privileged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<u64>,
+    /// Resource limits set before exec (docker's `--ulimit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One resource limit (`setrlimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The resource (`RLIMIT_NOFILE` = 7, ...).
+    pub resource: u32,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
 }
 
 /// Numeric identity of a process (names are resolved by the host).
@@ -334,6 +359,12 @@ mod tests {
             user_name: Some("nobody:nogroup".into()),
             init: true,
             main: true,
+            capabilities: Some(0xa80425fb),
+            rlimits: vec![Rlimit {
+                resource: 7,
+                soft: 1024,
+                hard: 2048,
+            }],
         };
         for req in [
             Request::Ping,
@@ -366,6 +397,7 @@ mod tests {
             hosts: "127.0.0.1\tlocalhost\n".into(),
             resolv_conf: "nameserver 10.0.2.3\n".into(),
             hostname_file: true,
+            ..SandboxSpec::default()
         }
     }
 

@@ -46,10 +46,13 @@ pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), Ro
     let root = root.as_fd();
     mount_in(root, "proc", "proc", SECURE, None)?;
     mount_in(root, "sys", "sysfs", SECURE | MS_RDONLY, None)?;
-    dev(root)?;
+    dev(root, spec.shm_size)?;
     tmp(root)?;
     etc_files(base, root, spec)
 }
+
+/// docker's `/dev/shm` size when `--shm-size` is not given.
+const DEFAULT_SHM: u64 = 64 << 20;
 
 /// Mounts a fresh `fstype` on directory `path` of the rootfs (created if missing).
 fn mount_in(
@@ -70,8 +73,8 @@ fn mount_in(
     .map_err(step(format!("mount {fstype} on /{path}")))
 }
 
-/// The container's `/dev`.
-fn dev(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
+/// The container's `/dev`, with a `/dev/shm` of `shm_size` bytes.
+fn dev(root: BorrowedFd<'_>, shm_size: Option<u64>) -> Result<(), RootfsError> {
     let data = "mode=755,size=65536k";
     mount_in(root, "dev", "tmpfs", MS_NOSUID, Some(data))?;
     // Reopened: the handle from before the mount refers to the directory underneath.
@@ -86,13 +89,8 @@ fn dev(root: BorrowedFd<'_>) -> Result<(), RootfsError> {
     }
     let pts = "newinstance,ptmxmode=0666,mode=0620,gid=5";
     mount_in(root, "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, Some(pts))?;
-    mount_in(
-        root,
-        "dev/shm",
-        "tmpfs",
-        SECURE,
-        Some("mode=1777,size=65536k"),
-    )?;
+    let shm = format!("mode=1777,size={}", shm_size.unwrap_or(DEFAULT_SHM));
+    mount_in(root, "dev/shm", "tmpfs", SECURE, Some(&shm))?;
     // POSIX message queues need the kernel's mqueue (and, on a host, an IPC namespace):
     // useful, not essential.
     if let Err(e) = mount_in(root, "dev/mqueue", "mqueue", SECURE, None) {

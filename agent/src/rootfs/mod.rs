@@ -101,6 +101,12 @@ fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
     let base = Path::new(BASE);
     let rootfs = layers::mount_overlay(base, spec)?;
     inside::populate(base, &rootfs, spec)?;
+    if spec.read_only {
+        // The overlay's own mount only: what is mounted inside it keeps its flags.
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+        sys::mount(None, &rootfs, None, flags, None)
+            .map_err(step("make the root filesystem read-only"))?;
+    }
     crate::hostname::set(&spec.hostname).map_err(RootfsError::Hostname)?;
     crate::loopback::up().map_err(step("bring the loopback interface up"))?;
     enter(&rootfs)?;
@@ -183,6 +189,7 @@ mod tests {
             hosts: String::new(),
             resolv_conf: String::new(),
             hostname_file: true,
+            ..SandboxSpec::default()
         }
     }
 

@@ -160,7 +160,13 @@ fn spawn_in(
         None
     };
     let mut setup = ChildSetup::new(spec.user.as_ref(), spec.tty, step);
-    setup.restrict_caps = in_container;
+    setup.restrict_caps =
+        in_container.then(|| spec.capabilities.unwrap_or(crate::caps::DEFAULT_MASK));
+    setup.rlimits = spec
+        .rlimits
+        .iter()
+        .map(|r| (r.resource, r.soft, r.hard))
+        .collect();
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls on data prepared before the fork (see ChildSetup::run).
     unsafe { cmd.pre_exec(move || setup.run()) };
@@ -292,8 +298,10 @@ struct ChildSetup {
     /// The container's namespaces.
     namespaces: ChildStep,
     tty: bool,
-    /// Keep only docker's default capabilities (in a container, after `Setup`).
-    restrict_caps: bool,
+    /// The capability bounding set to keep (in a container, after `Setup`).
+    restrict_caps: Option<u64>,
+    /// `(resource, soft, hard)` for setrlimit.
+    rlimits: Vec<(u32, u64, u64)>,
     /// `(uid, gid, supplementary groups)`.
     user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
@@ -304,7 +312,8 @@ impl ChildSetup {
         Self {
             namespaces,
             tty,
-            restrict_caps: false,
+            restrict_caps: None,
+            rlimits: Vec::new(),
             user,
         }
     }
@@ -339,8 +348,15 @@ impl ChildSetup {
             } else {
                 check(libc::setpgid(0, 0))?;
             }
-            if self.restrict_caps {
-                crate::caps::restrict_in_child()?;
+            for &(resource, soft, hard) in &self.rlimits {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                check(libc::setrlimit(resource as _, &raw const limit))?;
+            }
+            if let Some(keep) = self.restrict_caps {
+                crate::caps::restrict_in_child(keep)?;
             }
             if let Some((uid, gid, groups)) = &self.user {
                 check(libc::setgroups(groups.len(), groups.as_ptr()))?;

@@ -66,6 +66,25 @@ pub struct RunArgs {
     /// Restart policy: no, always, on-failure[:N], unless-stopped.
     #[arg(long, value_name = "POLICY")]
     restart: Option<String>,
+    /// Add a Linux capability (NET_ADMIN, ALL, ...).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (CHOWN, ALL, ...).
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Every capability (vm: root of the guest, which stays behind the VM boundary; process:
+    /// root of the host's kernel namespaces: trusted workloads only).
+    #[arg(long)]
+    privileged: bool,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Size of /dev/shm (b, k, m, g) [default: 64m].
+    #[arg(long, value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// A resource limit: NAME=SOFT[:HARD] (nofile=1024:2048, nproc=100, core=-1).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
     /// Write the container ID to this file (which must not exist).
     #[arg(long, value_name = "FILE")]
     cidfile: Option<PathBuf>,
@@ -234,6 +253,12 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         labels: a.label.clone(),
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        read_only: a.read_only,
+        shm_size: a.shm_size.clone(),
+        ulimits: a.ulimit.clone(),
         cmd: a.cmd.clone(),
     }
 }

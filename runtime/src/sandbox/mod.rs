@@ -85,6 +85,10 @@ pub struct Params {
     pub memory: u64,
     /// CPU limit / vCPUs in 1e-9 CPUs (0 = default).
     pub nano_cpus: u64,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--shm-size` in bytes (`None`: docker's 64 MiB).
+    pub shm_size: Option<u64>,
     /// The command that re-enters the shim (for the VMM child): program and leading args.
     pub self_cmd: (PathBuf, Vec<OsString>),
 }
@@ -102,6 +106,10 @@ pub struct Sandbox {
     pid: i32,
     /// The container's directory, where copies of its identity files go.
     dir: PathBuf,
+    /// `--read-only`.
+    read_only: bool,
+    /// `--shm-size`.
+    shm_size: Option<u64>,
     died: Receiver<String>,
     death: Option<String>,
 }
@@ -125,6 +133,8 @@ impl Sandbox {
             backend,
             pid,
             dir: p.dir.clone(),
+            read_only: p.read_only,
+            shm_size: p.shm_size,
             died: watch(pid),
             death: None,
         })
@@ -206,6 +216,8 @@ impl Sandbox {
             ),
             resolv_conf: resolv::from_host(),
             hostname_file: true,
+            read_only: self.read_only,
+            shm_size: self.shm_size,
         };
         self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;

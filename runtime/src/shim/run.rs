@@ -297,6 +297,10 @@ fn params(shared: &Shared, self_cmd: &(PathBuf, Vec<OsString>)) -> Params {
         hostname: c.hostname(),
         memory: u64::try_from(c.host_config.memory).unwrap_or(0),
         nano_cpus: u64::try_from(c.host_config.nano_cpus).unwrap_or(0),
+        read_only: c.host_config.readonly_rootfs,
+        shm_size: u64::try_from(c.host_config.shm_size)
+            .ok()
+            .filter(|s| *s > 0),
         self_cmd: self_cmd.clone(),
     }
 }
@@ -317,6 +321,8 @@ fn process_spec(c: &ContainerConfig, size: Option<(u16, u16)>) -> ProcessSpec {
         user_name: Some(c.config.user.clone()).filter(|u| !u.is_empty()),
         init: c.host_config.init,
         main: true,
+        capabilities: Some(c.host_config.capabilities()),
+        rlimits: c.host_config.rlimits(),
     }
 }
 
