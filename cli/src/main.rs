@@ -76,6 +76,8 @@ enum Command {
     Pull(registry::PullArgs),
     /// Log in to a registry (credentials go to <root>/auth.json).
     Login(registry::LoginArgs),
+    /// Log out from a registry (forget husk's saved credentials for it).
+    Logout(registry::LogoutArgs),
     /// Manage containers.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -118,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(c) => Ok(images::report(images::run_image(c, &root))),
         Command::Pull(a) => Ok(images::report(registry::pull(a, &root))),
         Command::Login(a) => Ok(images::report(registry::login(a, &root))),
+        Command::Logout(a) => Ok(images::report(registry::logout(a, &root))),
         Command::Container(c) | Command::Containers(c) => {
             containers::dispatch(c, &root, &cli.kvm_device)
         }

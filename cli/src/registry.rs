@@ -136,6 +136,23 @@ pub fn pull_for_run(root: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `husk logout`.
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host (`host[:port]`); Docker Hub when omitted.
+    server: Option<String>,
+}
+
+/// `husk logout`: forgets husk's saved credentials for a registry (docker's output).
+pub fn logout(a: LogoutArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let server = registry::registry_host(a.server.as_deref())?;
+    match registry::credentials::remove(root, &server)? {
+        true => println!("Removing login credentials for {server}"),
+        false => println!("Not logged in to {server}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `husk login`.
 pub fn login(a: LoginArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let server = registry::registry_host(a.server.as_deref())?;

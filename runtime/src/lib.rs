@@ -16,6 +16,7 @@ pub mod logs;
 pub mod paths;
 pub mod procfs;
 pub mod sandbox;
+pub mod settings;
 pub mod shim;
 pub mod signal;
 pub mod sockpath;

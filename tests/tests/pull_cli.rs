@@ -110,6 +110,21 @@ fn login_checks_the_password_and_pull_uses_it() {
     c.args(["pull", "-q", "--no-layer-disks", &name]);
     let o = output(c);
     assert!(o.status.success(), "{}", stderr(&o));
+    // logout forgets them: the pull is denied again.
+    let logout = || {
+        let mut c = husk(root.path());
+        c.args(["logout", &reg.host()]);
+        let o = output(c);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert_eq!(
+        logout(),
+        format!("Removing login credentials for {}\n", reg.host())
+    );
+    let e = one_line_error(&["pull", "--no-layer-disks", &name], root.path());
+    assert!(e.contains("pull access denied"), "{e}");
+    assert_eq!(logout(), format!("Not logged in to {}\n", reg.host()));
 }
 
 /// `husk login -u bob --password-stdin HOST` with `password` on stdin.

@@ -161,6 +161,31 @@ fn ps_and_images_formats_filters_and_errors_are_docker_like() {
     let id = ctx.ok(&["image", "inspect", "-f", "{{.Id}}", BUSYBOX]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
 
+    // The default isolation: $HUSK_ISOLATION, else daemon.json's, else vm.
+    std::fs::write(
+        ctx.root().join("daemon.json"),
+        r#"{"default-isolation": "process"}"#,
+    )
+    .unwrap();
+    let isolation = |env: Option<&str>| {
+        let mut c = ctx.cmd();
+        c.args(["create", BUSYBOX]);
+        match env {
+            Some(v) => c.env("HUSK_ISOLATION", v),
+            None => c.env_remove("HUSK_ISOLATION"),
+        };
+        let o = husk_e2e::output(c);
+        assert!(o.status.success(), "{}", husk_e2e::stderr(&o));
+        let id = String::from_utf8(o.stdout).unwrap();
+        let iso = ctx.ok(&["inspect", "-f", "{{.HostConfig.Isolation}}", id.trim()]);
+        ctx.ok(&["rm", id.trim()]);
+        iso.trim().to_owned()
+    };
+    assert_eq!(isolation(None), "process");
+    assert_eq!(isolation(Some("vm")), "vm");
+    std::fs::remove_file(ctx.root().join("daemon.json")).unwrap();
+    assert_eq!(isolation(None), "vm");
+
     let version = ctx.ok(&["version"]);
     assert!(version.starts_with("Client: husk\n Version:"), "{version}");
     assert!(version.contains("Isolation:"), "{version}");

@@ -103,9 +103,10 @@ pub struct RunArgs {
     /// Pull the image before running: missing, always or never.
     #[arg(long, default_value = "missing", value_name = "missing|always|never")]
     pull: String,
-    /// Sandbox: vm (a microVM per container), process (namespaces) or auto.
-    #[arg(long, default_value = "vm", value_name = "vm|process|auto")]
-    isolation: String,
+    /// Sandbox: vm (a microVM per container), process (namespaces) or auto [default:
+    /// $HUSK_ISOLATION, else "default-isolation" in <root>/daemon.json, else vm].
+    #[arg(long, value_name = "vm|process|auto")]
+    isolation: Option<String>,
     /// Image (name[:tag], name@digest or ID).
     image: String,
     /// Command and arguments (replace the image's default command).
@@ -125,7 +126,7 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         relay_signals(root, &target, a.tty)?;
     }
     let image = find_image(root, &a.image, a.pull.parse()?)?;
-    let isolation = pick_isolation(&a.isolation, kvm_device)?;
+    let isolation = pick_isolation(root, a.isolation.as_deref(), kvm_device)?;
     let flags = flags(&a, isolation);
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let req = spec::build(&image, &a.image, &flags, &|k| std::env::var(k).ok(), cpus)?;
@@ -169,7 +170,7 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
 /// `husk create`: the container, ready for `start` (or `start -a`); prints its ID.
 pub fn create(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCode> {
     let image = find_image(root, &a.image, a.pull.parse()?)?;
-    let isolation = pick_isolation(&a.isolation, kvm_device)?;
+    let isolation = pick_isolation(root, a.isolation.as_deref(), kvm_device)?;
     let mut flags = flags(&a, isolation);
     flags.attach = false;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -317,9 +318,20 @@ fn with_latest(name: &str) -> String {
     }
 }
 
-/// `--isolation`; `auto` says on stderr what it picked and why.
-fn pick_isolation(choice: &str, kvm_device: &Path) -> anyhow::Result<Isolation> {
-    let choice: IsolationChoice = choice.parse()?;
+/// `--isolation` (or the host's default); `auto` says on stderr what it picked and why.
+fn pick_isolation(
+    root: &Path,
+    choice: Option<&str>,
+    kvm_device: &Path,
+) -> anyhow::Result<Isolation> {
+    let choice: IsolationChoice = match choice {
+        Some(c) => c.parse()?,
+        None => runtime::settings::default_isolation(
+            root,
+            std::env::var(runtime::settings::ISOLATION_ENV).ok(),
+        )?
+        .parse()?,
+    };
     if choice == IsolationChoice::Vm {
         lifecycle::check_vm_possible(kvm_device)?;
     }

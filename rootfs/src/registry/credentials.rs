@@ -121,6 +121,22 @@ pub fn store(root: &Path, registry: &str, creds: &Credentials) -> Result<(), Cre
     write(&path, &cfg)
 }
 
+/// Removes the credentials for `registry` from `<root>/auth.json`; whether there were any.
+pub fn remove(root: &Path, registry: &str) -> Result<bool, CredentialsError> {
+    let path = root.join(AUTH_FILE);
+    let Some(mut cfg) = read(&path)? else {
+        return Ok(false);
+    };
+    let before = cfg.auths.len();
+    cfg.auths
+        .retain(|k, _| normalise_key(k) != normalise_key(registry));
+    if cfg.auths.len() == before {
+        return Ok(false);
+    }
+    write(&path, &cfg)?;
+    Ok(true)
+}
+
 fn docker_config_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
         return Some(PathBuf::from(d).join("config.json"));
