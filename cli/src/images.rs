@@ -144,6 +144,100 @@ pub struct PruneArgs {
     force: bool,
 }
 
+/// `husk history` / `husk image history`.
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Only show image IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not truncate output.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Go template (`{{.CreatedBy}}`, `{{json .}}`, `table ...`).
+    #[arg(long, value_name = "TEMPLATE")]
+    format: Option<String>,
+    /// Image (name[:tag], ID or ID prefix).
+    image: String,
+}
+
+/// docker's column titles of `history --format table` by field.
+const HISTORY_HEADERS: &[(&str, &str)] = &[
+    ("ID", "IMAGE"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("CreatedBy", "CREATED BY"),
+    ("Size", "SIZE"),
+    ("Comment", "COMMENT"),
+];
+
+/// `husk history`: the image's build steps, newest first, as docker shows them (the top
+/// step carries the image ID, the others `<missing>`; SIZE is the layer a step added).
+pub fn history(a: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let store = open(root)?;
+    let rec = store.resolve(&a.image)?;
+    let now = chrono::Utc::now();
+    let mut layers = rec.layers.iter();
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for h in &rec.config.history {
+        let size = match h.empty_layer {
+            true => 0,
+            false => layers.next().map_or(0, |l| layer_size(root, l)),
+        };
+        let mut by = h.created_by.clone().unwrap_or_default();
+        if !a.no_trunc && by.chars().count() > 45 {
+            by = by.chars().take(44).collect::<String>() + "…";
+        }
+        rows.push(json!({
+            "ID": "<missing>",
+            "CreatedSince": human::ago(h.created.as_deref(), now),
+            "CreatedAt": h.created.clone().unwrap_or_default(),
+            "CreatedBy": by,
+            "Size": human::size(size),
+            "Comment": h.comment.clone().unwrap_or_default(),
+        }));
+    }
+    rows.reverse();
+    let id = match a.no_trunc {
+        true => rec.id.to_string(),
+        false => rec.id.short().to_owned(),
+    };
+    match rows.first_mut() {
+        Some(top) => top["ID"] = json!(id),
+        None => rows.push(json!({
+            "ID": id, "CreatedSince": human::ago(rec.created.as_deref(), now),
+            "CreatedAt": rec.created.clone().unwrap_or_default(), "CreatedBy": "",
+            "Size": human::size(rec.size), "Comment": "",
+        })),
+    }
+    let field = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    if a.quiet {
+        for r in &rows {
+            println!("{}", field(r, "ID"));
+        }
+    } else if let Some(f) = a.format.as_deref().map(Format::parse).transpose()? {
+        print!("{}", f.render_rows(&rows, HISTORY_HEADERS)?);
+    } else {
+        let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+            .map(String::from)
+            .to_vec()];
+        for r in &rows {
+            table.push(
+                ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
+                    .iter()
+                    .map(|k| field(r, k))
+                    .collect(),
+            );
+        }
+        print!("{}", human::table(&table));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A layer's size: its disk's when built (the uncompressed content), else its blob's.
+fn layer_size(root: &Path, layer: &rootfs::store::LayerRecord) -> u64 {
+    std::fs::metadata(rootfs::layer::disk_path(root, &layer.diff_id)).map_or(layer.size, |m| m.len())
+}
+
 /// `husk image ...`.
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
@@ -165,6 +259,8 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Create an image from a root filesystem tarball.
     Import(ImportArgs),
+    /// Show an image's history.
+    History(HistoryArgs),
 }
 
 /// Runs a verb and reports a failure the way docker does (`Error: ...`, exit 1).
@@ -186,6 +282,7 @@ pub fn run_image(cmd: ImageCommand, root: &Path) -> anyhow::Result<ExitCode> {
         ImageCommand::Load(a) => load(a, root),
         ImageCommand::Save(a) => save(a, root),
         ImageCommand::Import(a) => import(a, root),
+        ImageCommand::History(a) => history(a, root),
     }
 }
 

@@ -69,6 +69,8 @@ enum Command {
     Save(images::SaveArgs),
     /// Create an image from a root filesystem tarball.
     Import(images::ImportArgs),
+    /// Show an image's history.
+    History(images::HistoryArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(images::ImageCommand),
@@ -118,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Save(a) => Ok(images::report(images::save(a, &root))),
         Command::Import(a) => Ok(images::report(images::import(a, &root))),
         Command::Image(c) => Ok(images::report(images::run_image(c, &root))),
+        Command::History(a) => Ok(images::report(images::history(a, &root))),
         Command::Pull(a) => Ok(images::report(registry::pull(a, &root))),
         Command::Login(a) => Ok(images::report(registry::login(a, &root))),
         Command::Logout(a) => Ok(images::report(registry::logout(a, &root))),

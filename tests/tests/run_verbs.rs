@@ -158,6 +158,10 @@ fn ps_and_images_formats_filters_and_errors_are_docker_like() {
     assert_eq!(found.trim().len(), 12, "{found}");
     let nothing = ctx.ok(&["images", "--filter", "reference=other/*", "-q"]);
     assert!(nothing.is_empty());
+    let top = ctx.ok(&["history", "-q", BUSYBOX]);
+    assert_eq!(top.lines().next(), ctx.ok(&["images", "-q"]).lines().next());
+    let steps = ctx.ok(&["image", "history", "--format", "{{.Size}}", BUSYBOX]);
+    assert!(steps.lines().any(|l| l.ends_with("MB")), "{steps}");
     let id = ctx.ok(&["image", "inspect", "-f", "{{.Id}}", BUSYBOX]);
     assert!(id.trim().starts_with("sha256:"), "{id}");
 
