@@ -62,6 +62,10 @@ pub enum ContainerCommand {
     Rename(RenameArgs),
     /// Remove all stopped containers.
     Prune(PruneArgs),
+    /// Pause every process of containers (vm: the VMM stops; process: the cgroup freezes).
+    Pause(ContainersArgs),
+    /// Resume paused containers.
+    Unpause(ContainersArgs),
 }
 
 /// `husk container prune`.
@@ -124,6 +128,12 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
         ContainerCommand::Inspect(a) => report(inspect(a, root)),
         ContainerCommand::Rename(a) => report(rename(a, root)),
         ContainerCommand::Prune(a) => report(prune(a, root)),
+        ContainerCommand::Pause(a) => report(each(&a.containers, |c| {
+            Ok(lifecycle::pause(root, c, true)?)
+        })),
+        ContainerCommand::Unpause(a) => report(each(&a.containers, |c| {
+            Ok(lifecycle::pause(root, c, false)?)
+        })),
     })
 }
 

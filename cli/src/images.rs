@@ -217,9 +217,11 @@ pub fn history(a: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
     } else if let Some(f) = a.format.as_deref().map(Format::parse).transpose()? {
         print!("{}", f.render_rows(&rows, HISTORY_HEADERS)?);
     } else {
-        let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
-            .map(String::from)
-            .to_vec()];
+        let mut table = vec![
+            ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+                .map(String::from)
+                .to_vec(),
+        ];
         for r in &rows {
             table.push(
                 ["ID", "CreatedSince", "CreatedBy", "Size", "Comment"]
@@ -235,7 +237,8 @@ pub fn history(a: HistoryArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
 /// A layer's size: its disk's when built (the uncompressed content), else its blob's.
 fn layer_size(root: &Path, layer: &rootfs::store::LayerRecord) -> u64 {
-    std::fs::metadata(rootfs::layer::disk_path(root, &layer.diff_id)).map_or(layer.size, |m| m.len())
+    std::fs::metadata(rootfs::layer::disk_path(root, &layer.diff_id))
+        .map_or(layer.size, |m| m.len())
 }
 
 /// `husk image ...`.

@@ -296,6 +296,9 @@ pub struct ContainerState {
     pub last_exit: String,
     /// The backend used.
     pub isolation: Isolation,
+    /// `pause`d (the workload still counts as running, as docker counts it).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl ContainerState {
@@ -318,6 +321,7 @@ impl ContainerState {
         if matches!(s.status, Status::Running | Status::Restarting) && !s.shim_alive() {
             s.status = Status::Exited;
             s.running = false;
+            s.paused = false;
             s.pid = 0;
             s.exit_code = LOST_EXIT_CODE;
             s.error = format!(
@@ -652,15 +656,16 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
     if let Some(t) = c.stop_timeout {
         config_json["StopTimeout"] = serde_json::json!(t);
     }
+    let paused = running && state.paused;
     serde_json::json!({
         "Id": config.id,
         "Created": config.created,
         "Path": config.path,
         "Args": config.args,
         "State": {
-            "Status": state.status.as_str(),
+            "Status": if paused { "paused" } else { state.status.as_str() },
             "Running": running && state.status == Status::Running,
-            "Paused": false,
+            "Paused": paused,
             "Restarting": running && state.status == Status::Restarting,
             "OOMKilled": false,
             "Dead": state.status == Status::Dead,

@@ -95,6 +95,9 @@ pub enum LifecycleError {
     /// The container is not running.
     #[error("container {0} is not running")]
     NotRunning(String),
+    /// The container is paused (docker refuses `exec` then).
+    #[error("Container {0} is paused, unpause the container before exec")]
+    Paused(String),
     /// Logs could not be read.
     #[error("cannot read the logs")]
     Logs(#[source] std::io::Error),
@@ -297,6 +300,12 @@ pub fn stop(root: &Path, query: &str, opts: StopOptions) -> Result<(), Lifecycle
     }
 }
 
+/// docker's `pause` (`true`) and `unpause`: the whole sandbox stops (the VMM process under
+/// vm isolation, the cgroup's freezer under process isolation) or resumes.
+pub fn pause(root: &Path, query: &str, paused: bool) -> Result<(), LifecycleError> {
+    Ok(shim_client(root, query)?.pause(paused)?)
+}
+
 /// Bytes the container's directory takes on disk (its scratch disk is sparse: allocated
 /// blocks count, not the apparent size); 0 if it cannot be read.
 pub fn disk_usage(root: &Path, id: &str) -> u64 {
@@ -418,6 +427,9 @@ pub fn agent_endpoint(root: &Path, query: &str) -> Result<Endpoint, LifecycleErr
     let state = store.state(&id)?;
     if state.status != Status::Running {
         return Err(LifecycleError::NotRunning(query.to_owned()));
+    }
+    if state.paused {
+        return Err(LifecycleError::Paused(query.to_owned()));
     }
     let dir = store.dir(&id);
     Ok(match state.isolation {

@@ -202,3 +202,105 @@ fn ps_and_images_formats_filters_and_errors_are_docker_like() {
     assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
     assert!(ctx.container_dirs().is_empty());
 }
+
+/// The one-letter state of host process `pid` (`/proc/<pid>/stat`).
+fn proc_state(pid: i64) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    after.split_whitespace().next().unwrap().to_owned()
+}
+
+#[test]
+fn pause_stops_the_whole_sandbox_and_unpause_resumes_it() {
+    for iso in backends("pause_stops_the_whole_sandbox_and_unpause_resumes_it") {
+        let ctx = Ctx::isolated(iso);
+        let script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done";
+        ctx.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "--isolation",
+            iso,
+            BUSYBOX,
+            "sh",
+            "-c",
+            script,
+        ]);
+        let ticks = || ctx.ok(&["logs", "ticker"]).lines().count();
+        assert!(
+            Ctx::eventually(run_common::GUARD, || ticks() > 0),
+            "[{iso}]"
+        );
+        ctx.ok(&["pause", "ticker"]);
+        let state = ctx.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}} {{.State.Running}} {{.State.Pid}}",
+            "ticker",
+        ]);
+        let fields: Vec<&str> = state.split_whitespace().collect();
+        assert_eq!(&fields[..3], ["paused", "true", "true"], "[{iso}] {state}");
+        let pid: i64 = fields[3].parse().unwrap();
+        match iso {
+            // The VMM process is stopped as a whole: no vCPU runs.
+            "vm" => assert_eq!(proc_state(pid), "T", "[vm] the VMM is stopped"),
+            // The container's cgroup is frozen (v1's freezer, or v2's cgroup.freeze).
+            _ => {
+                let id = ctx.ok(&["inspect", "-f", "{{.Id}}", "ticker"]);
+                let v1 = format!("/sys/fs/cgroup/freezer/husk/{}/freezer.state", id.trim());
+                let v2 = format!("/sys/fs/cgroup/husk/{}/cgroup.events", id.trim());
+                let frozen = std::fs::read_to_string(&v1).is_ok_and(|s| s.trim() == "FROZEN")
+                    || std::fs::read_to_string(&v2)
+                        .is_ok_and(|s| s.lines().any(|l| l == "frozen 1"));
+                assert!(frozen, "[{iso}] the cgroup is frozen (pid {pid})");
+            }
+        }
+        let ps = ctx.ok(&[
+            "ps",
+            "--filter",
+            "status=paused",
+            "--format",
+            "{{.Names}} {{.Status}}",
+        ]);
+        assert!(
+            ps.starts_with("ticker Up") && ps.trim_end().ends_with("(Paused)"),
+            "{ps}"
+        );
+        let e = ctx.fails(125, &["exec", "ticker", "true"]);
+        assert_eq!(
+            e,
+            "husk: Container ticker is paused, unpause the container before exec"
+        );
+        let e = ctx.fails_with(1, &["pause", "ticker"]);
+        assert!(e.ends_with("is already paused"), "[{iso}] {e}");
+        let paused_at = ticks();
+        ctx.ok(&["unpause", "ticker"]);
+        let e = ctx.fails_with(1, &["unpause", "ticker"]);
+        assert!(e.ends_with("is not paused"), "[{iso}] {e}");
+        assert!(
+            Ctx::eventually(run_common::GUARD, || ticks() > paused_at + 2),
+            "[{iso}] it runs again"
+        );
+        assert_eq!(
+            ctx.ok(&["inspect", "-f", "{{.State.Status}}", "ticker"])
+                .trim(),
+            "running"
+        );
+        // stop of a paused container resumes it first, so the stop can land.
+        ctx.ok(&["pause", "ticker"]);
+        ctx.ok(&["stop", "-t", "1", "ticker"]);
+        assert_eq!(
+            ctx.ok(&[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.Paused}}",
+                "ticker"
+            ])
+            .trim(),
+            "exited false"
+        );
+        ctx.ok(&["rm", "ticker"]);
+        ctx.assert_clean();
+    }
+}

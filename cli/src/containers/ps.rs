@@ -136,7 +136,10 @@ fn row_json(r: &Summary, id: &str, no_trunc: bool, now: DateTime<Utc>) -> serde_
         "CreatedAt": created_at(&r.config.created),
         "RunningFor": human::ago(Some(&r.config.created), now),
         "Ports": "",
-        "State": r.state.observed().status.as_str(),
+        "State": match r.state.observed() {
+            s if s.paused && s.running() => "paused",
+            s => s.status.as_str(),
+        },
         "Status": status(&r.state, now),
         "Size": "0B",
         "Names": r.config.name,
@@ -185,10 +188,16 @@ pub fn status(s: &ContainerState, now: DateTime<Utc>) -> String {
     };
     let s = &s.observed();
     match s.status {
-        Status::Running if s.running() => match since(&s.started_at, now) {
-            Some(secs) => format!("Up {}", human::duration(secs)),
-            None => "Up".to_owned(),
-        },
+        Status::Running if s.running() => {
+            let up = match since(&s.started_at, now) {
+                Some(secs) => format!("Up {}", human::duration(secs)),
+                None => "Up".to_owned(),
+            };
+            match s.paused {
+                true => format!("{up} (Paused)"),
+                false => up,
+            }
+        }
         Status::Restarting if s.running() => {
             format!("Restarting ({}){}", s.exit_code, ago(&s.finished_at))
         }

@@ -3,8 +3,9 @@
 //! `/sys/fs/cgroup`), or cgroup v1 with one hierarchy per controller
 //! (`/sys/fs/cgroup/{memory,cpu,pids}`; a hybrid host's `unified` mount without those
 //! controllers is not used for limits). The group is `husk/<id>` in each hierarchy. Owns
-//! creating it with the limits, the descriptors a child uses to join it, and destroying it
-//! (killing whatever is left inside first).
+//! creating it with the limits, the descriptors a child uses to join it, freezing it
+//! (`pause`: v2's `cgroup.freeze`, or v1's `freezer` hierarchy where the host has one), and
+//! destroying it (thawing and killing whatever is left inside first).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -93,10 +94,29 @@ impl Cgroup {
         let root = Path::new(CGROUP_ROOT);
         match layout {
             Layout::V2 => vec![root.join("husk").join(id)],
-            Layout::V1 => ["memory", "cpu", "pids"]
-                .iter()
-                .map(|c| root.join(c).join("husk").join(id))
-                .collect(),
+            Layout::V1 => {
+                let mut v: Vec<PathBuf> = ["memory", "cpu", "pids"]
+                    .iter()
+                    .map(|c| root.join(c).join("husk").join(id))
+                    .collect();
+                // Optional: without it, `pause` is refused under process isolation.
+                if root.join("freezer").join("cgroup.procs").is_file() {
+                    v.push(root.join("freezer").join("husk").join(id));
+                }
+                v
+            }
+        }
+    }
+
+    /// The handle `pause`/`unpause` use.
+    pub fn freezer(&self) -> Freezer {
+        let dir = match self.layout {
+            Layout::V2 => Some(self.dirs[0].clone()),
+            Layout::V1 => self.dirs.get(3).cloned(),
+        };
+        Freezer {
+            layout: self.layout,
+            dir,
         }
     }
 
@@ -211,6 +231,9 @@ fn remove_group(dir: &Path) {
     if !dir.exists() {
         return;
     }
+    // Frozen tasks do not die of SIGKILL until thawed.
+    let _ = fs::write(dir.join("cgroup.freeze"), "0");
+    let _ = fs::write(dir.join("freezer.state"), "THAWED");
     for _ in 0..200 {
         let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
         for pid in procs
@@ -227,4 +250,47 @@ fn remove_group(dir: &Path) {
         }
     }
     log::warn!("cannot remove cgroup {}", dir.display());
+}
+
+/// Freezes and thaws a container's group (docker's `pause`).
+#[derive(Debug, Clone)]
+pub struct Freezer {
+    layout: Layout,
+    /// The group with the freezer; `None` on a v1 host without the freezer hierarchy.
+    dir: Option<PathBuf>,
+}
+
+impl Freezer {
+    /// Freezes (`true`) or thaws every process of the group, returning once done.
+    pub fn set(&self, frozen: bool) -> Result<(), CgroupError> {
+        let Some(dir) = &self.dir else {
+            let root = Path::new(CGROUP_ROOT).join("freezer");
+            return Err(CgroupError::Io(
+                root,
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "no freezer hierarchy on this host",
+                ),
+            ));
+        };
+        let (file, value, state, done) = match (self.layout, frozen) {
+            (Layout::V2, true) => ("cgroup.freeze", "1", "cgroup.events", "frozen 1"),
+            (Layout::V2, false) => ("cgroup.freeze", "0", "cgroup.events", "frozen 0"),
+            (Layout::V1, true) => ("freezer.state", "FROZEN", "freezer.state", "FROZEN"),
+            (Layout::V1, false) => ("freezer.state", "THAWED", "freezer.state", "THAWED"),
+        };
+        write(&dir.join(file), value)?;
+        // Freezing is asynchronous: wait (bounded) until every task is.
+        for _ in 0..500 {
+            let now = fs::read_to_string(dir.join(state)).unwrap_or_default();
+            if now.lines().any(|l| l.trim() == done) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(CgroupError::Io(
+            dir.join(state),
+            io::Error::new(io::ErrorKind::TimedOut, format!("never became {done:?}")),
+        ))
+    }
 }

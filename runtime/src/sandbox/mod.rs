@@ -145,6 +145,14 @@ impl Sandbox {
         self.pid
     }
 
+    /// What `pause` and `unpause` act on.
+    pub fn pauser(&self) -> Pauser {
+        match &self.backend {
+            Backend::Vm(_) => Pauser::Vmm(self.pid),
+            Backend::Process(p) => Pauser::Freezer(p.freezer()),
+        }
+    }
+
     /// docker's `State.Pid` for a workload the agent knows as `agent_pid`: its host pid
     /// under process isolation (a child of the agent, which is PID 1 of the sandbox's PID
     /// namespace), the VMM's under vm isolation (the workload's pid lives in the guest).
@@ -269,6 +277,37 @@ impl Sandbox {
         match self.backend {
             Backend::Process(p) => p.teardown(),
             Backend::Vm(v) => v.teardown(),
+        }
+    }
+}
+
+/// Pauses and resumes a sandbox (docker's `pause`): under vm isolation the VMM process is
+/// stopped (SIGSTOP: no vCPU or device thread runs, the guest's clock catches up on resume),
+/// under process isolation the cgroup is frozen.
+#[derive(Debug, Clone)]
+pub enum Pauser {
+    /// The VMM's host pid.
+    Vmm(i32),
+    /// The container's cgroup.
+    Freezer(cgroup::Freezer),
+}
+
+impl Pauser {
+    /// Pauses (`true`) or resumes.
+    pub fn set(&self, paused: bool) -> Result<(), SandboxError> {
+        match self {
+            Pauser::Vmm(pid) => {
+                let sig = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+                // SAFETY: kill takes no pointers; the pid is the shim's own unreaped child.
+                match unsafe { libc::kill(*pid, sig) } {
+                    0 => Ok(()),
+                    _ => Err(SandboxError::Io(
+                        PathBuf::from(format!("/proc/{pid}")),
+                        std::io::Error::last_os_error(),
+                    )),
+                }
+            }
+            Pauser::Freezer(f) => f.set(paused).map_err(SandboxError::Cgroup),
         }
     }
 }

@@ -96,6 +96,11 @@ impl ProcessSandbox {
         })
     }
 
+    /// What pauses the sandbox: its cgroup's freezer.
+    pub fn freezer(&self) -> super::cgroup::Freezer {
+        self.cgroup.freezer()
+    }
+
     /// The agent's host pid.
     pub fn pid(&self) -> i32 {
         self.pid

@@ -86,6 +86,11 @@ impl ShimClient {
             .ok_or_else(|| ShimError::Protocol("no exit code".into()))
     }
 
+    /// Pauses (`true`) or resumes the running sandbox.
+    pub fn pause(&self, paused: bool) -> Result<(), ShimError> {
+        self.call(&Request::Pause { paused }).map(|_| ())
+    }
+
     /// Attaches to the workload's output (and stdin).
     pub fn attach(&self, stdin: bool) -> Result<Attached, ShimError> {
         let (conn, _) = self.call(&Request::Attach { stdin })?;

@@ -66,6 +66,10 @@ pub(crate) struct Inner {
     pub report_pending: bool,
     /// Control requests still being answered (the shim exits only after them).
     pub answering: usize,
+    /// What pauses the running sandbox (while a workload runs).
+    pub pauser: Option<crate::sandbox::Pauser>,
+    /// The sandbox is paused.
+    pub paused: bool,
 }
 
 impl Shared {
@@ -213,6 +217,7 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
             s.error = outcome.error.clone();
             s.finished_at = now();
             s.pid = 0;
+            s.paused = false;
             s.running = restart;
             s.status = if restart {
                 Status::Restarting
@@ -399,6 +404,7 @@ fn wait_workload(
     let resized = {
         let mut inner = shared.lock();
         inner.process = Some(Arc::clone(&process));
+        inner.pauser = Some(sandbox.pauser());
         if pid != 0 {
             report_start(&mut inner, "started");
         }
@@ -411,7 +417,12 @@ fn wait_workload(
     }
     crate::timing::mark("workload.started");
     let result = process.wait();
-    shared.lock().process = None;
+    {
+        let mut inner = shared.lock();
+        inner.process = None;
+        inner.pauser = None;
+        inner.paused = false;
+    }
     match result {
         // Never started (not found, not executable, bad user): the agent says why.
         Ok(exit) if pid == 0 => Outcome {

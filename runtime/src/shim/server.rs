@@ -56,6 +56,11 @@ pub enum Request {
     },
     /// Until the container will not run again.
     Wait,
+    /// Pause (`true`) or resume the running workload's sandbox.
+    Pause {
+        /// Pause or resume.
+        paused: bool,
+    },
 
     /// Stream output (and stdin).
     Attach {
@@ -228,6 +233,50 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             );
         }
         Request::Attach { stdin } => attach(shared, conn, reader, stdin),
+        Request::Pause { paused } => {
+            let r = pause(shared, paused);
+            answer(
+                &conn,
+                &r.map_or_else(
+                    |e| Answer {
+                        error: Some(e),
+                        ..Answer::default()
+                    },
+                    |()| ok,
+                ),
+            );
+        }
+    }
+}
+
+/// docker's `pause`/`unpause`: the running sandbox stops or resumes as a whole, and the
+/// state file says so.
+fn pause(shared: &Shared, paused: bool) -> Result<(), String> {
+    let mut inner = shared.lock();
+    let id = &shared.id;
+    let Some(pauser) = inner.pauser.clone().filter(|_| inner.process.is_some()) else {
+        return Err(format!("Container {id} is not running"));
+    };
+    match (inner.paused, paused) {
+        (true, true) => return Err(format!("Container {id} is already paused")),
+        (false, false) => return Err(format!("Container {id} is not paused")),
+        _ => {}
+    }
+    pauser
+        .set(paused)
+        .map_err(|e| agent_proto::error_chain(&e))?;
+    inner.paused = paused;
+    drop(inner);
+    let _ = shared.store.update_state(id, |s| s.paused = paused);
+    Ok(())
+}
+
+/// Resumes a paused sandbox (before a signal must reach it: a stopped VMM or frozen
+/// cgroup would hold it, and `stop` would wait for nothing).
+fn resume_if_paused(shared: &Shared) {
+    let paused = shared.lock().paused;
+    if paused {
+        let _ = pause(shared, false);
     }
 }
 
@@ -249,6 +298,7 @@ impl Drop for Answering<'_> {
 }
 
 fn signal_workload(shared: &Shared, signal: i32, manual: bool) -> Result<(), String> {
+    resume_if_paused(shared);
     let process = {
         let mut inner = shared.lock();
         if manual {
@@ -274,6 +324,7 @@ fn signal_workload(shared: &Shared, signal: i32, manual: bool) -> Result<(), Str
 /// `first` (a zero timeout: SIGKILL at once), then SIGKILL after `timeout`; returns once
 /// the run has ended.
 fn stop(shared: &Shared, timeout: Duration, first: i32) {
+    resume_if_paused(shared);
     let runs = {
         let mut inner = shared.lock();
         inner.stopped = true;
