@@ -159,6 +159,10 @@ pub struct HostConfig {
     pub shm_size: i64,
     /// `--ulimit`s.
     pub ulimits: Vec<crate::ulimit::Ulimit>,
+    /// `--tmpfs`: path -> options.
+    pub tmpfs: BTreeMap<String, String>,
+    /// `--sysctl`: key -> value.
+    pub sysctls: BTreeMap<String, String>,
 }
 
 impl HostConfig {
@@ -702,6 +706,8 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "CapDrop": if h.cap_drop.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.cap_drop) },
             "ShmSize": if h.shm_size > 0 { h.shm_size } else { 64 << 20 },
             "Ulimits": if h.ulimits.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.ulimits) },
+            "Tmpfs": if h.tmpfs.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.tmpfs) },
+            "Sysctls": if h.sysctls.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.sysctls) },
             "PortBindings": {},
             "Binds": null,
             "LogConfig": { "Type": "json-file", "Config": {} },

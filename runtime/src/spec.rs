@@ -61,6 +61,17 @@ pub enum SpecError {
     /// A `--ulimit` is not usable.
     #[error(transparent)]
     Ulimit(#[from] crate::ulimit::UlimitError),
+    /// A `--tmpfs` is not `ABSOLUTE_PATH[:OPTIONS]` with docker's options.
+    #[error(
+        "invalid --tmpfs {0:?}: use an absolute path, then :options (rw, ro, exec, noexec, suid, nosuid, dev, nodev, size=, mode=, uid=, gid=, nr_inodes=)"
+    )]
+    BadTmpfs(String),
+    /// A `--sysctl` is not `KEY=VALUE`.
+    #[error("invalid --sysctl {0:?}: use KEY=VALUE")]
+    BadSysctl(String),
+    /// A sysctl no container can have its own of.
+    #[error("sysctl {0:?} is not in a separate kernel namespace: it cannot be set per container")]
+    SysctlNotNamespaced(String),
     /// `--shm-size` is not a size above 0.
     #[error("invalid --shm-size")]
     BadShmSize(#[source] units::Error),
@@ -181,6 +192,10 @@ pub struct RunFlags {
     pub shm_size: Option<String>,
     /// `--ulimit`s.
     pub ulimits: Vec<String>,
+    /// `--tmpfs PATH[:OPTIONS]`.
+    pub tmpfs: Vec<String>,
+    /// `--sysctl KEY=VALUE`.
+    pub sysctls: Vec<String>,
     /// CMD arguments after the image.
     pub cmd: Vec<String>,
 }
@@ -272,11 +287,78 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
             .iter()
             .map(|u| Ulimit::parse(u))
             .collect::<Result<_, _>>()?,
+        tmpfs: flags
+            .tmpfs
+            .iter()
+            .map(|t| tmpfs(t))
+            .collect::<Result<_, _>>()?,
+        sysctls: flags
+            .sysctls
+            .iter()
+            .map(|s| sysctl(s))
+            .collect::<Result<_, _>>()?,
     })
     .and_then(|h| {
         crate::caps::bounding_set(h.privileged, &h.cap_add, &h.cap_drop)?;
         Ok(h)
     })
+}
+
+/// One `--tmpfs PATH[:OPTIONS]`.
+fn tmpfs(text: &str) -> Result<(String, String), SpecError> {
+    let bad = || SpecError::BadTmpfs(text.to_owned());
+    let (path, options) = text.split_once(':').unwrap_or((text, ""));
+    let clean = path.starts_with('/')
+        && path != "/"
+        && path
+            .split('/')
+            .skip(1)
+            .all(|p| !matches!(p, "" | "." | ".."));
+    if !clean {
+        return Err(bad());
+    }
+    const FLAGS: &[&str] = &[
+        "rw", "ro", "exec", "noexec", "suid", "nosuid", "dev", "nodev",
+    ];
+    const DATA: &[&str] = &["size=", "mode=", "uid=", "gid=", "nr_inodes="];
+    let ok = options.split(',').filter(|o| !o.is_empty()).all(|o| {
+        FLAGS.contains(&o)
+            || (DATA.iter().any(|d| o.starts_with(d))
+                && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'='))
+    });
+    match ok {
+        true => Ok((path.to_owned(), options.to_owned())),
+        false => Err(bad()),
+    }
+}
+
+/// One `--sysctl KEY=VALUE`, of the sysctls a container has its own of (docker's list:
+/// IPC, POSIX message queues and the network namespace's).
+fn sysctl(text: &str) -> Result<(String, String), SpecError> {
+    let (key, value) = text
+        .split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.contains('\n'))
+        .ok_or_else(|| SpecError::BadSysctl(text.to_owned()))?;
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let clean = key.split('.').all(|p| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    let namespaced = IPC.contains(&key) || key.starts_with("fs.mqueue.") || key.starts_with("net.");
+    if !clean || !namespaced {
+        return Err(SpecError::SysctlNotNamespaced(key.to_owned()));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// `--shm-size`: docker's units, above 0.

@@ -195,11 +195,13 @@ fn host_bounding_set() -> String {
 }
 
 #[test]
-fn capabilities_ulimits_read_only_and_shm_size() {
-    for iso in backends("capabilities_ulimits_read_only_and_shm_size") {
+fn capabilities_ulimits_read_only_tmpfs_sysctls_and_shm_size() {
+    for iso in backends("capabilities_ulimits_read_only_tmpfs_sysctls_and_shm_size") {
         let ctx = Ctx::isolated(iso);
         let script = "grep CapBnd /proc/self/status; ulimit -n; ulimit -Hn; \
-                      df -k /dev/shm | tail -1; touch /x 2>&1; echo shm > /dev/shm/z && cat /dev/shm/z";
+                      df -k /dev/shm | tail -1; touch /x 2>&1; echo shm > /dev/shm/z && cat /dev/shm/z; \
+                      echo tmp > /run/x/a && grep ' /run/x ' /proc/mounts; \
+                      cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni";
         let out = ctx.ok(&[
             "run",
             "--rm",
@@ -214,6 +216,12 @@ fn capabilities_ulimits_read_only_and_shm_size() {
             "nofile=1000:2000",
             "--shm-size",
             "8m",
+            "--tmpfs",
+            "/run/x:size=1m",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--sysctl",
+            "kernel.shmmni=2048",
             BUSYBOX,
             "sh",
             "-c",
@@ -230,6 +238,17 @@ fn capabilities_ulimits_read_only_and_shm_size() {
         );
         assert!(lines[4].contains("Read-only file system"), "[{iso}] {out}");
         assert_eq!(lines[5], "shm", "[{iso}] {out}");
+        // A --tmpfs is writable under --read-only, with docker's default flags.
+        assert!(
+            lines[6].starts_with("tmpfs /run/x tmpfs rw,nosuid,nodev,noexec")
+                && lines[6].contains("size=1024k"),
+            "[{iso}] {out}"
+        );
+        assert_eq!(
+            &lines[7..9],
+            ["1", "2048"],
+            "[{iso}] namespaced sysctls: {out}"
+        );
         let out = ctx.ok(&[
             "run",
             "--rm",
@@ -246,6 +265,23 @@ fn capabilities_ulimits_read_only_and_shm_size() {
             _ => host_bounding_set(),
         };
         assert_eq!(out.trim(), format!("CapBnd:\t{all}"), "[{iso}]");
+        let e = ctx.fails(
+            125,
+            &[
+                "run",
+                "--rm",
+                "--sysctl",
+                "kernel.hostname=x",
+                BUSYBOX,
+                "true",
+            ],
+        );
+        assert!(e.contains("not in a separate kernel namespace"), "{e}");
+        let e = ctx.fails(
+            125,
+            &["run", "--rm", "--tmpfs", "/x:bogus", BUSYBOX, "true"],
+        );
+        assert!(e.starts_with("husk: invalid --tmpfs"), "{e}");
         let e = ctx.fails(125, &["run", "--rm", "--cap-add", "NOPE", BUSYBOX, "true"]);
         assert_eq!(e, r#"husk: unknown capability: "NOPE""#);
         let e = ctx.fails(

@@ -180,6 +180,22 @@ pub struct SandboxSpec {
     /// docker's `--shm-size` in bytes (`None`: 64 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<u64>,
+    /// docker's `--tmpfs PATH[:OPTIONS]`: fresh tmpfs mounts inside the rootfs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<TmpfsMount>,
+    /// docker's `--sysctl KEY=VALUE` (namespaced ones; checked by the host).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// One `--tmpfs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// docker's options (`rw`/`ro`, `exec`/`noexec`, `suid`/`nosuid`, `dev`/`nodev`,
+    /// `size=`, `mode=`, `uid=`, `gid=`, `nr_inodes=`), comma-separated.
+    pub options: String,
 }
 
 /// A process to run, as docker's exec/run specs describe it.

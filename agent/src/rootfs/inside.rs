@@ -48,7 +48,48 @@ pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), Ro
     mount_in(root, "sys", "sysfs", SECURE | MS_RDONLY, None)?;
     dev(root, spec.shm_size)?;
     tmp(root)?;
-    etc_files(base, root, spec)
+    etc_files(base, root, spec)?;
+    for t in &spec.tmpfs {
+        tmpfs(root, t)?;
+    }
+    Ok(())
+}
+
+/// A `--tmpfs`: docker's defaults (`noexec,nosuid,nodev`, mode 1777) under the options.
+fn tmpfs(root: BorrowedFd<'_>, t: &agent_proto::TmpfsMount) -> Result<(), RootfsError> {
+    let (flags, data) = tmpfs_options(&t.options)?;
+    let path = t.path.trim_start_matches('/');
+    mount_in(root, path, "tmpfs", flags, Some(&data))
+}
+
+/// docker's `--tmpfs` options as mount flags and tmpfs data.
+fn tmpfs_options(options: &str) -> Result<(c_ulong, String), RootfsError> {
+    let mut flags = SECURE;
+    let mut data: Vec<&str> = Vec::new();
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "rw" => flags &= !MS_RDONLY,
+            "ro" => flags |= MS_RDONLY,
+            "exec" => flags &= !MS_NOEXEC,
+            "noexec" => flags |= MS_NOEXEC,
+            "suid" => flags &= !MS_NOSUID,
+            "nosuid" => flags |= MS_NOSUID,
+            "dev" => flags &= !MS_NODEV,
+            "nodev" => flags |= MS_NODEV,
+            o if ["size=", "mode=", "uid=", "gid=", "nr_inodes="]
+                .iter()
+                .any(|p| o.starts_with(p))
+                && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'=') =>
+            {
+                data.push(o);
+            }
+            o => return Err(RootfsError::Invalid(format!("tmpfs option {o:?}"))),
+        }
+    }
+    if !data.iter().any(|d| d.starts_with("mode=")) {
+        data.push("mode=1777");
+    }
+    Ok((flags, data.join(",")))
 }
 
 /// docker's `/dev/shm` size when `--shm-size` is not given.
@@ -142,4 +183,21 @@ fn etc_files(base: &Path, root: BorrowedFd<'_>, spec: &SandboxSpec) -> Result<()
         .map_err(step(format!("bind-mount /{path}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_options_as_docker_reads_them() {
+        let (f, d) = tmpfs_options("").unwrap();
+        assert_eq!((f, d.as_str()), (SECURE, "mode=1777"));
+        let (f, d) = tmpfs_options("exec,size=1m,mode=700").unwrap();
+        assert_eq!(f, MS_NOSUID | MS_NODEV);
+        assert_eq!(d, "size=1m,mode=700");
+        assert_eq!(tmpfs_options("ro").unwrap().0 & MS_RDONLY, MS_RDONLY);
+        assert!(tmpfs_options("size=1m,foo").is_err());
+        assert!(tmpfs_options("size=1m;x").is_err());
+    }
 }

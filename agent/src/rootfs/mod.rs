@@ -109,6 +109,10 @@ fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
     }
     crate::hostname::set(&spec.hostname).map_err(RootfsError::Hostname)?;
     crate::loopback::up().map_err(step("bring the loopback interface up"))?;
+    for (key, value) in &spec.sysctls {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(step(format!("set sysctl {key}")))?;
+    }
     enter(&rootfs)?;
     say!(
         "rootfs: {} layer(s) + scratch {} assembled; now running inside it",
@@ -152,6 +156,28 @@ fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
         .any(|s| s.contains('\0'))
     {
         return invalid("hosts or resolv_conf contains a NUL byte".into());
+    }
+    for t in &spec.tmpfs {
+        let parts = t.path.split('/').skip(1);
+        if !t.path.starts_with('/')
+            || t.path == "/"
+            || parts.clone().any(|p| matches!(p, "" | "." | ".."))
+        {
+            return invalid(format!(
+                "tmpfs path {:?} is not a clean absolute path",
+                t.path
+            ));
+        }
+    }
+    for (key, _) in &spec.sysctls {
+        let clean = key.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+        if !clean {
+            return invalid(format!("sysctl {key:?} is not a sysctl name"));
+        }
     }
     for (n, layer) in spec.layers.iter().enumerate() {
         block_device(&format!("layer {n}"), layer)?;

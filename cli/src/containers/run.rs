@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// A resource limit: NAME=SOFT[:HARD] (nofile=1024:2048, nproc=100, core=-1).
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     ulimit: Vec<String>,
+    /// Mount a fresh tmpfs: PATH[:OPTIONS] (rw, ro, exec, size=64m, mode=1777, ...).
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    tmpfs: Vec<String>,
+    /// Set a namespaced kernel parameter: KEY=VALUE (net.*, fs.mqueue.*, kernel.shm*, ...).
+    #[arg(long, value_name = "KEY=VALUE")]
+    sysctl: Vec<String>,
     /// Write the container ID to this file (which must not exist).
     #[arg(long, value_name = "FILE")]
     cidfile: Option<PathBuf>,
@@ -260,6 +266,8 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         read_only: a.read_only,
         shm_size: a.shm_size.clone(),
         ulimits: a.ulimit.clone(),
+        tmpfs: a.tmpfs.clone(),
+        sysctls: a.sysctl.clone(),
         cmd: a.cmd.clone(),
     }
 }

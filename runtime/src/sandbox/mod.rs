@@ -89,6 +89,10 @@ pub struct Params {
     pub read_only: bool,
     /// `--shm-size` in bytes (`None`: docker's 64 MiB).
     pub shm_size: Option<u64>,
+    /// `--tmpfs` mounts.
+    pub tmpfs: Vec<agent_proto::TmpfsMount>,
+    /// `--sysctl`s.
+    pub sysctls: Vec<(String, String)>,
     /// The command that re-enters the shim (for the VMM child): program and leading args.
     pub self_cmd: (PathBuf, Vec<OsString>),
 }
@@ -110,6 +114,10 @@ pub struct Sandbox {
     read_only: bool,
     /// `--shm-size`.
     shm_size: Option<u64>,
+    /// `--tmpfs`.
+    tmpfs: Vec<agent_proto::TmpfsMount>,
+    /// `--sysctl`.
+    sysctls: Vec<(String, String)>,
     died: Receiver<String>,
     death: Option<String>,
 }
@@ -135,6 +143,8 @@ impl Sandbox {
             dir: p.dir.clone(),
             read_only: p.read_only,
             shm_size: p.shm_size,
+            tmpfs: p.tmpfs.clone(),
+            sysctls: p.sysctls.clone(),
             died: watch(pid),
             death: None,
         })
@@ -226,6 +236,8 @@ impl Sandbox {
             hostname_file: true,
             read_only: self.read_only,
             shm_size: self.shm_size,
+            tmpfs: self.tmpfs.clone(),
+            sysctls: self.sysctls.clone(),
         };
         self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;

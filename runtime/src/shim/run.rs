@@ -306,6 +306,16 @@ fn params(shared: &Shared, self_cmd: &(PathBuf, Vec<OsString>)) -> Params {
         shm_size: u64::try_from(c.host_config.shm_size)
             .ok()
             .filter(|s| *s > 0),
+        tmpfs: c
+            .host_config
+            .tmpfs
+            .iter()
+            .map(|(path, options)| agent_proto::TmpfsMount {
+                path: path.clone(),
+                options: options.clone(),
+            })
+            .collect(),
+        sysctls: c.host_config.sysctls.clone().into_iter().collect(),
         self_cmd: self_cmd.clone(),
     }
 }
