@@ -76,18 +76,8 @@ pub struct PruneArgs {
     force: bool,
 }
 
-/// `husk container prune`: every container that is not running goes, as docker's does.
-pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    if !a.force {
-        eprint!(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
+/// Removes every container that is not running: their IDs and the bytes freed.
+pub fn prune_stopped(root: &Path) -> anyhow::Result<(Vec<String>, u64)> {
     let mut deleted = Vec::new();
     let mut freed = 0;
     for c in lifecycle::list(root, true)? {
@@ -100,6 +90,22 @@ pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
             freed += size;
         }
     }
+    Ok((deleted, freed))
+}
+
+/// `husk container prune`: every container that is not running goes, as docker's does.
+pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    if !a.force {
+        eprint!(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let (deleted, freed) = prune_stopped(root)?;
     if !deleted.is_empty() {
         println!("Deleted Containers:");
         for id in &deleted {

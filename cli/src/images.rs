@@ -446,7 +446,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 /// docker's SIZE: the uncompressed content, here the layer disks' bytes (the blob sizes
 /// would differ between a pulled, compressed image and the same image loaded or imported).
-fn image_size(root: &Path, store: &Store, rec: &ImageRecord) -> u64 {
+pub(crate) fn image_size(root: &Path, store: &Store, rec: &ImageRecord) -> u64 {
     rootfs::layer::image_disk_size(root, store, rec).unwrap_or(rec.size)
 }
 
@@ -487,7 +487,7 @@ pub fn rmi(a: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-fn print_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
+pub(crate) fn print_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
     for e in events {
         match e {
             RemoveEvent::Untagged(n) => println!("{untagged}: {n}"),
@@ -572,6 +572,15 @@ fn inspect_json(rec: &ImageRecord, size: u64) -> serde_json::Value {
     })
 }
 
+/// Removes dangling images (every unused one with `all`) and unused layer disks: what was
+/// untagged and deleted, and the bytes freed.
+pub fn prune_images(root: &Path, all: bool) -> anyhow::Result<(Vec<RemoveEvent>, u64)> {
+    let store = open(root)?;
+    let (_lock, in_use) = lifecycle::images_in_use(root)?;
+    let (events, freed) = store.prune(all, &in_use.images)?;
+    Ok((events, freed + prune_disks(root, &store, &in_use)?))
+}
+
 /// `husk image prune`.
 pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
     if !a.force {
@@ -587,10 +596,7 @@ pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let store = open(root)?;
-    let (_lock, in_use) = lifecycle::images_in_use(root)?;
-    let (events, freed) = store.prune(a.all, &in_use.images)?;
-    let freed = freed + prune_disks(root, &store, &in_use)?;
+    let (events, freed) = prune_images(root, a.all)?;
     if !events.is_empty() {
         println!("Deleted Images:");
         print_events(&events, "untagged", "deleted");

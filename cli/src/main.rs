@@ -7,6 +7,7 @@ mod human;
 mod images;
 mod logger;
 mod registry;
+mod system;
 mod vm;
 
 use std::path::PathBuf;
@@ -85,6 +86,9 @@ enum Command {
     Container(containers::ContainerCommand),
     /// Show husk's version.
     Version,
+    /// Manage husk: disk usage, pruning.
+    #[command(subcommand)]
+    System(system::SystemCommand),
     #[command(flatten)]
     Containers(containers::ContainerCommand),
 }
@@ -127,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Container(c) | Command::Containers(c) => {
             containers::dispatch(c, &root, &cli.kvm_device)
         }
+        Command::System(c) => Ok(images::report(system::run(c, &root))),
         Command::Version => {
             print!("{}", runtime::info::version(&root, &cli.kvm_device));
             Ok(ExitCode::SUCCESS)

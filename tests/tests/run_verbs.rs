@@ -193,6 +193,19 @@ fn ps_and_images_formats_filters_and_errors_are_docker_like() {
     let version = ctx.ok(&["version"]);
     assert!(version.starts_with("Client: husk\n Version:"), "{version}");
     assert!(version.contains("Isolation:"), "{version}");
+    let df = ctx.ok(&["system", "df"]);
+    let row = |kind: &str| {
+        df.lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} in {df}"))
+            .split_whitespace()
+            .skip(1)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(row("Images"), "1 1", "{df}");
+    assert_eq!(row("Containers"), "3 0", "{df}");
     ctx.ok(&["rm", "-v", "a"]);
     let pruned = ctx.ok(&["container", "prune", "-f"]);
     assert!(pruned.starts_with("Deleted Containers:\n"), "{pruned}");
@@ -201,6 +214,10 @@ fn ps_and_images_formats_filters_and_errors_are_docker_like() {
     }
     assert!(pruned.contains("Total reclaimed space: "), "{pruned}");
     assert!(ctx.container_dirs().is_empty());
+    // Nothing uses the image now: system prune -a takes it.
+    let pruned = ctx.ok(&["system", "prune", "-a", "-f"]);
+    assert!(pruned.contains("Deleted Images:\n"), "{pruned}");
+    assert!(ctx.ok(&["images", "-q"]).is_empty());
 }
 
 /// The one-letter state of host process `pid` (`/proc/<pid>/stat`).
