@@ -10,6 +10,7 @@
 mod exec;
 mod ps;
 mod run;
+mod stats;
 mod term;
 
 use std::io::Write;
@@ -66,6 +67,8 @@ pub enum ContainerCommand {
     Pause(ContainersArgs),
     /// Resume paused containers.
     Unpause(ContainersArgs),
+    /// Show containers' resource use (CPU, memory, I/O, processes).
+    Stats(stats::StatsArgs),
 }
 
 /// `husk container prune`.
@@ -140,6 +143,7 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
         ContainerCommand::Unpause(a) => report(each(&a.containers, |c| {
             Ok(lifecycle::pause(root, c, false)?)
         })),
+        ContainerCommand::Stats(a) => report(stats::stats(a, root)),
     })
 }
 

@@ -88,6 +88,29 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// docker's binary sizes (`stats`): four significant digits, `B`, `KiB`, `MiB`, `GiB`, `TiB`.
+pub fn binary_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < units.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    let decimals = match v {
+        v if v < 10.0 => 3,
+        v if v < 100.0 => 2,
+        v if v < 1000.0 => 1,
+        _ => 0,
+    };
+    let text = format!("{v:.decimals$}");
+    let text = match text.contains('.') {
+        true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
+        false => text,
+    };
+    format!("{text}{}", units[unit])
+}
+
 /// A point in time as docker's `--since`/`--until` take it: RFC 3339 (`2024-01-02T03:04:05Z`,
 /// also without zone: UTC), a date (`2024-01-02`), a Unix timestamp (`1700000000[.5]`), or
 /// a duration before `now` (`42s`, `10m`, `1h30m`).
@@ -150,6 +173,14 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_sizes_like_docker_stats() {
+        assert_eq!(binary_size(0), "0B");
+        assert_eq!(binary_size(256 << 20), "256MiB");
+        assert_eq!(binary_size(1_463_000), "1.395MiB");
+        assert_eq!(binary_size(3 << 30), "3GiB");
+    }
 
     #[test]
     fn times_as_docker_takes_them() {

@@ -21,6 +21,7 @@ pub mod shim;
 pub mod signal;
 pub mod sockpath;
 pub mod spec;
+pub mod stats;
 pub mod timing;
 pub mod ulimit;
 pub mod units;

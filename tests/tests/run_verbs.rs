@@ -228,8 +228,8 @@ fn proc_state(pid: i64) -> String {
 }
 
 #[test]
-fn pause_stops_the_whole_sandbox_and_unpause_resumes_it() {
-    for iso in backends("pause_stops_the_whole_sandbox_and_unpause_resumes_it") {
+fn stats_then_pause_stops_the_whole_sandbox_and_unpause_resumes_it() {
+    for iso in backends("stats_then_pause_stops_the_whole_sandbox_and_unpause_resumes_it") {
         let ctx = Ctx::isolated(iso);
         let script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done";
         ctx.ok(&[
@@ -249,6 +249,26 @@ fn pause_stops_the_whole_sandbox_and_unpause_resumes_it() {
             Ctx::eventually(run_common::GUARD, || ticks() > 0),
             "[{iso}]"
         );
+        // stats: docker's columns, read from the VMM (vm) or the cgroup (process).
+        let stats = ctx.ok(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}}|{{.CPUPerc}}|{{.MemUsage}}|{{.PIDs}}",
+        ]);
+        let f: Vec<&str> = stats.trim().split('|').collect();
+        assert_eq!(f[0], "ticker", "[{iso}] {stats}");
+        let cpu: f64 = f[1].trim_end_matches('%').parse().unwrap();
+        assert!(cpu >= 0.0, "[{iso}] {stats}");
+        let (used, limit) = f[2].split_once(" / ").unwrap();
+        assert!(!used.starts_with("0B"), "[{iso}] {stats}");
+        match iso {
+            "vm" => {
+                assert_eq!(limit, "256MiB", "[vm] the guest's RAM: {stats}");
+                assert_eq!(f[3], "-", "[vm] guest processes are not visible: {stats}");
+            }
+            _ => assert!(f[3].parse::<u32>().unwrap() >= 2, "[{iso}] {stats}"),
+        }
         ctx.ok(&["pause", "ticker"]);
         let state = ctx.ok(&[
             "inspect",
