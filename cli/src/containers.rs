@@ -28,7 +28,7 @@ use crate::human;
 
 pub use exec::{ExecArgs, exec};
 pub use ps::{PsArgs, ps};
-pub use run::{RunArgs, create, run};
+pub use run::{AttachArgs, RunArgs, attach, create, run};
 
 /// The container verbs.
 #[derive(Subcommand, Debug)]
@@ -69,6 +69,8 @@ pub enum ContainerCommand {
     Unpause(ContainersArgs),
     /// Show containers' resource use (CPU, memory, I/O, processes).
     Stats(stats::StatsArgs),
+    /// Attach to a running container's output (and stdin).
+    Attach(AttachArgs),
 }
 
 /// `husk container prune`.
@@ -144,6 +146,7 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
             Ok(lifecycle::pause(root, c, false)?)
         })),
         ContainerCommand::Stats(a) => report(stats::stats(a, root)),
+        ContainerCommand::Attach(a) => report(attach(a, root)),
     })
 }
 
@@ -227,6 +230,9 @@ pub struct StartArgs {
     /// Attach to the container's output and exit with its code.
     #[arg(short, long)]
     attach: bool,
+    /// Attach stdin too (with -a).
+    #[arg(short, long)]
+    interactive: bool,
     /// Containers.
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
@@ -342,7 +348,7 @@ pub fn start(a: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
         let [c] = a.containers.as_slice() else {
             anyhow::bail!("you cannot start and attach multiple containers at once");
         };
-        return Ok(run::start_attached(root, c));
+        return Ok(run::start_attached(root, c, a.interactive));
     }
     each(&a.containers, |c| {
         // As docker: returns once the workload runs (or says why it could not).

@@ -395,6 +395,20 @@ pub fn list(root: &Path, all: bool) -> Result<Vec<Summary>, LifecycleError> {
     Ok(rows)
 }
 
+/// A container's configuration.
+pub fn container_config(root: &Path, query: &str) -> Result<ContainerConfig, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    Ok(store.config(&id)?)
+}
+
+/// A container's state as it is (see `ContainerState::observed`).
+pub fn container_state(root: &Path, query: &str) -> Result<ContainerState, LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    Ok(store.state(&id)?.observed())
+}
+
 /// Docker-shaped `inspect` output.
 pub fn inspect_json(root: &Path, query: &str) -> Result<serde_json::Value, LifecycleError> {
     let store = Store::open(root)?;

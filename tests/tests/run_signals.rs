@@ -1,6 +1,7 @@
 //! Signals and terminals of a foreground `husk run`: SIGTERM and SIGINT sent to the husk
 //! process reach the workload's `trap`; `-it` under tmux gives a real pty with the window's
-//! size, and resizing the window changes what `stty size` says.
+//! size, resizing the window changes what `stty size` says, Ctrl-P Ctrl-Q detaches and
+//! `attach` takes the same shell back.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -122,10 +123,11 @@ fn interactive_tty_under_tmux() {
             socket: format!("husk-test-{}-{iso}", std::process::id()),
         };
         let husk = husk_e2e::husk_bin();
+        // Detach with docker's keys, then attach again and end the shell from there.
+        let husk = format!("{} --root {}", husk.display(), ctx.root().display());
         let command = format!(
-            "{} --root {} run -it --rm --isolation {iso} {BUSYBOX} sh; echo husk-exited-$?; sleep 30",
-            husk.display(),
-            ctx.root().display()
+            "{husk} run -it --name tty --isolation {iso} {BUSYBOX} sh; echo husk-exited-$?; \
+             {husk} attach tty; echo attach-exited-$?; sleep 30"
         );
         tmux.run(&[
             "new-session",
@@ -155,9 +157,20 @@ fn interactive_tty_under_tmux() {
             "Enter",
         ]);
         tmux.wait_for("resized 30 100");
+        // Ctrl-P Ctrl-Q: husk exits 0, the container runs on with its shell.
+        tmux.run(&["send-keys", "-t", "t", "C-p", "C-q"]);
+        tmux.wait_for("husk-exited-0");
+        let running = ctx.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
+        assert_eq!(running.trim(), "tty running", "[{iso}]");
+        // `attach` takes the same shell back: its stdin is still open.
+        tmux.run(&["send-keys", "-t", "t", "echo back''again", "Enter"]);
+        tmux.wait_for("backagain");
         tmux.run(&["send-keys", "-t", "t", "exit 3", "Enter"]);
-        tmux.wait_for("husk-exited-3");
+        tmux.wait_for("attach-exited-3");
         drop(tmux); // its server's command line names the root too
+        let state = ctx.ok(&["inspect", "-f", "{{.State.ExitCode}}", "tty"]);
+        assert_eq!(state.trim(), "3", "[{iso}]");
+        ctx.ok(&["rm", "tty"]);
         ctx.assert_clean();
     }
 }

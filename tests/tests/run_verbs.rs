@@ -231,6 +231,7 @@ fn proc_state(pid: i64) -> String {
 fn stats_then_pause_stops_the_whole_sandbox_and_unpause_resumes_it() {
     for iso in backends("stats_then_pause_stops_the_whole_sandbox_and_unpause_resumes_it") {
         let ctx = Ctx::isolated(iso);
+        // -dit works without a terminal here: the pty is the container's (as docker does).
         let script = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done";
         ctx.ok(&[
             "run",

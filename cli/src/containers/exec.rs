@@ -70,9 +70,14 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let _ = target.set(Arc::clone(&process));
     if a.interactive && process.pid().is_some() {
-        term::pump_stdin(process.stdin()?, |input| {
-            let _ = input.close();
-        })?;
+        // exec has no detach: its process lives on this connection.
+        term::pump_stdin(
+            process.stdin()?,
+            term::DetachWatch::new(Vec::new()),
+            |input, _| {
+                let _ = input.close();
+            },
+        )?;
     }
     let exit = process.wait()?;
     drop(raw);

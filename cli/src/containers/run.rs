@@ -91,6 +91,9 @@ pub struct RunArgs {
     /// Set a namespaced kernel parameter: KEY=VALUE (net.*, fs.mqueue.*, kernel.shm*, ...).
     #[arg(long, value_name = "KEY=VALUE")]
     sysctl: Vec<String>,
+    /// Keys that detach from a terminal session (docker's format) [default: ctrl-p,ctrl-q].
+    #[arg(long, value_name = "KEYS")]
+    detach_keys: Option<String>,
     /// Write the container ID to this file (which must not exist).
     #[arg(long, value_name = "FILE")]
     cidfile: Option<PathBuf>,
@@ -166,7 +169,20 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         Ok(_) => {}
     }
     let _ = target.set(id.clone());
-    let code = session(root, &id, a.interactive, a.tty)?;
+    let detach_keys = a
+        .detach_keys
+        .as_deref()
+        .map(term::parse_detach_keys)
+        .transpose()?;
+    let code = session(
+        root,
+        &id,
+        Session {
+            stdin: a.interactive,
+            tty: a.tty,
+            detach_keys,
+        },
+    )?;
     if a.rm {
         wait_removed(root, &id);
     }
@@ -224,19 +240,72 @@ fn wait_removed(root: &Path, id: &str) {
     log::warn!("container {id} is still there after its exit despite --rm");
 }
 
-/// `husk start -a`: starts the container and stays attached to it.
-pub fn start_attached(root: &Path, query: &str) -> ExitCode {
+/// `husk start -a [-i]`: starts the container and stays attached to it (with its terminal,
+/// and its stdin with `-i`).
+pub fn start_attached(root: &Path, query: &str, interactive: bool) -> ExitCode {
     let target: Arc<OnceLock<String>> = Arc::default();
-    let res = relay_signals(root, &target, false)
-        .and_then(|()| Ok(lifecycle::start_for_attach(root, query)?))
-        .and_then(|id| {
+    let res = lifecycle::container_config(root, query)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| {
+            relay_signals(root, &target, c.config.tty)?;
+            let id = lifecycle::start_for_attach(root, query)?;
             let _ = target.set(id.clone());
-            session(root, &id, false, false)
+            let s = Session {
+                stdin: interactive && c.config.open_stdin,
+                tty: c.config.tty,
+                detach_keys: None,
+            };
+            session(root, &id, s)
         });
     res.unwrap_or_else(|e| {
         eprintln!("Error: {e:#}");
         ExitCode::from(1)
     })
+}
+
+/// `husk attach`.
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not forward stdin.
+    #[arg(long)]
+    no_stdin: bool,
+    /// Keys that detach (docker's format) [default: ctrl-p,ctrl-q].
+    #[arg(long, value_name = "KEYS")]
+    detach_keys: Option<String>,
+    /// Pass signals received by husk on to the workload.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sig_proxy: bool,
+    /// Container (name, ID or ID prefix).
+    container: String,
+}
+
+/// `husk attach`: the running container's output from now on (and its stdin, when it was
+/// started with `-i`), until it exits or the detach keys are typed.
+pub fn attach(a: AttachArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let c = lifecycle::container_config(root, &a.container)?;
+    let state = lifecycle::container_state(root, &a.container)?;
+    if !state.running() {
+        bail!("You cannot attach to a stopped container, start it first");
+    }
+    if state.paused {
+        bail!("You cannot attach to a paused container, unpause it first");
+    }
+    let target: Arc<OnceLock<String>> = Arc::default();
+    if a.sig_proxy {
+        relay_signals(root, &target, c.config.tty)?;
+    }
+    let _ = target.set(c.id.clone());
+    let detach_keys = a
+        .detach_keys
+        .as_deref()
+        .map(term::parse_detach_keys)
+        .transpose()?;
+    let s = Session {
+        stdin: !a.no_stdin && c.config.open_stdin,
+        tty: c.config.tty,
+        detach_keys,
+    };
+    session(root, &c.id, s)
 }
 
 fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
@@ -397,21 +466,60 @@ fn resize(root: &Path, id: &str) -> anyhow::Result<()> {
 }
 
 /// The attached session of a started container; its exit code.
-fn session(root: &Path, id: &str, stdin: bool, tty: bool) -> anyhow::Result<ExitCode> {
-    let attached = lifecycle::attach(root, id, AttachOptions { stdin })?;
-    let _raw = match tty && std::io::stdin().is_terminal() {
+/// How an attached session goes: stdin forwarded, a terminal, the detach keys (tty only).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Session {
+    /// Forward local stdin.
+    pub stdin: bool,
+    /// The container has a terminal.
+    pub tty: bool,
+    /// docker's `--detach-keys` as bytes (`None`: the default).
+    pub detach_keys: Option<Vec<u8>>,
+}
+
+/// Relays the container's output (and stdin) until it exits, or until the detach keys are
+/// typed on a terminal (the container goes on; husk exits 0, as docker does).
+pub(super) fn session(root: &Path, id: &str, s: Session) -> anyhow::Result<ExitCode> {
+    let attached = lifecycle::attach(root, id, AttachOptions { stdin: s.stdin })?;
+    let on_terminal = s.tty && std::io::stdin().is_terminal();
+    let _raw = match on_terminal {
         true => Some(term::RawMode::enter(std::io::stdin().as_raw_fd())?),
         false => None,
     };
-    if tty {
+    if s.tty {
         resize(root, id)?;
     }
-    if stdin {
-        // Dropping the attach's stdin sends end of file.
-        term::pump_stdin(attached.stdin()?, drop)?;
+    let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if s.stdin {
+        let keys = match (on_terminal, s.detach_keys) {
+            (false, _) => Vec::new(),
+            (true, Some(k)) => k,
+            (true, None) => term::parse_detach_keys(term::DEFAULT_DETACH_KEYS)?,
+        };
+        let flag = Arc::clone(&detached);
+        term::pump_stdin(
+            attached.stdin()?,
+            term::DetachWatch::new(keys),
+            move |input, detach| {
+                match detach {
+                    // The output side ends too; the workload's stdin stays open.
+                    true => {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        let _ = input.detach();
+                    }
+                    // Dropping the attach's stdin sends end of file.
+                    false => drop(input),
+                }
+            },
+        )?;
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    let code = match attached.pump(&mut out, &mut err)? {
+    let pumped = attached.pump(&mut out, &mut err);
+    if detached.load(std::sync::atomic::Ordering::SeqCst) {
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = match pumped? {
         Some(code) => code,
         None => lifecycle::wait(root, id)?,
     };

@@ -17,29 +17,112 @@ pub enum TermError {
     /// The stdin thread could not be started.
     #[error("cannot start the stdin thread")]
     StdinThread(#[source] io::Error),
+    /// `--detach-keys` is not docker's format.
+    #[error(
+        "invalid detach keys {0:?}: use a comma-separated list of ctrl-<letter> or single characters"
+    )]
+    DetachKeys(String),
+}
+
+/// docker's detach keys (`--detach-keys`, default `ctrl-p,ctrl-q`): a comma-separated list
+/// of `ctrl-X` (X one of `a`-`z`, `@`, `[`, `\`, `]`, `^`, `_`) or single characters.
+pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>, TermError> {
+    let bad = || TermError::DetachKeys(spec.to_owned());
+    spec.split(',')
+        .map(|key| match key.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => {
+                let b = c.as_bytes()[0];
+                match b {
+                    b'a'..=b'z' => Ok(b - b'a' + 1),
+                    b'@' => Ok(0),
+                    b'[' => Ok(27),
+                    b'\\' => Ok(28),
+                    b']' => Ok(29),
+                    b'^' => Ok(30),
+                    b'_' => Ok(31),
+                    _ => Err(bad()),
+                }
+            }
+            Some(_) => Err(bad()),
+            None if key.len() == 1 => Ok(key.as_bytes()[0]),
+            None => Err(bad()),
+        })
+        .collect()
+}
+
+/// docker's default detach keys.
+pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
+
+/// Finds `keys` in a stream of input: fed each chunk, it says how much of the chunk to
+/// forward and whether the sequence is complete. A partial match held at a chunk's end is
+/// forwarded later if the next bytes do not complete it, as docker does.
+#[derive(Debug)]
+pub struct DetachWatch {
+    keys: Vec<u8>,
+    matched: usize,
+}
+
+impl DetachWatch {
+    /// Watches for `keys` (none: never detaches).
+    pub fn new(keys: Vec<u8>) -> Self {
+        Self { keys, matched: 0 }
+    }
+
+    /// The bytes to forward for `chunk`, and whether to detach now.
+    pub fn feed(&mut self, chunk: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(chunk.len());
+        for &b in chunk {
+            if self.keys.is_empty() {
+                out.push(b);
+                continue;
+            }
+            if b == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    return (out, true);
+                }
+                continue;
+            }
+            out.extend_from_slice(&self.keys[..self.matched]);
+            self.matched = 0;
+            if b == self.keys[0] {
+                self.matched = 1;
+            } else {
+                out.push(b);
+            }
+        }
+        (out, false)
+    }
 }
 
 /// Copies local stdin to `input` on a thread until end of input (or the workload stops
 /// reading), then hands `input` to `done` (which sends end of file).
 pub fn pump_stdin<W: io::Write + Send + 'static>(
     mut input: W,
-    done: impl FnOnce(W) + Send + 'static,
+    mut watch: DetachWatch,
+    done: impl FnOnce(W, bool) + Send + 'static,
 ) -> Result<(), TermError> {
     std::thread::Builder::new()
         .name("husk-stdin".into())
         .spawn(move || {
             let mut buf = [0u8; 8192];
             let mut local = io::stdin();
+            let mut detached = false;
             while let Ok(n @ 1..) = io::Read::read(&mut local, &mut buf) {
+                let (forward, detach) = watch.feed(&buf[..n]);
                 if input
-                    .write_all(&buf[..n])
+                    .write_all(&forward)
                     .and_then(|()| input.flush())
                     .is_err()
                 {
                     break;
                 }
+                if detach {
+                    detached = true;
+                    break;
+                }
             }
-            done(input);
+            done(input, detached);
         })
         .map(drop)
         .map_err(TermError::StdinThread)
@@ -139,6 +222,28 @@ pub fn relay_signals(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detach_keys_as_docker_writes_them() {
+        assert_eq!(
+            parse_detach_keys(DEFAULT_DETACH_KEYS).unwrap(),
+            vec![16, 17]
+        );
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), vec![1, b'x']);
+        assert!(parse_detach_keys("ctrl-ab").is_err());
+        assert!(parse_detach_keys("meta-a").is_err());
+    }
+
+    #[test]
+    fn the_watch_forwards_everything_but_the_sequence() {
+        let mut w = DetachWatch::new(vec![16, 17]);
+        assert_eq!(w.feed(b"ab\x10"), (b"ab".to_vec(), false));
+        assert_eq!(w.feed(b"c"), (b"\x10c".to_vec(), false));
+        assert_eq!(w.feed(b"x\x10"), (b"x".to_vec(), false));
+        assert_eq!(w.feed(b"\x11rest"), (Vec::new(), true));
+        let mut none = DetachWatch::new(Vec::new());
+        assert_eq!(none.feed(b"\x10\x11"), (b"\x10\x11".to_vec(), false));
+    }
 
     #[test]
     fn no_window_size_off_a_terminal() {

@@ -157,6 +157,15 @@ impl AttachStdin {
         self.end()
     }
 
+    /// Detaches (docker's Ctrl-P Ctrl-Q): the connection goes without ending the workload's
+    /// input, which stays open for the next attach; the output side sees its end.
+    pub fn detach(mut self) -> io::Result<()> {
+        match self.conn.take() {
+            Some(c) => c.shutdown(std::net::Shutdown::Both),
+            None => Ok(()),
+        }
+    }
+
     fn end(&mut self) -> io::Result<()> {
         match self.conn.take() {
             Some(c) => write_frame(&c, STDIN, &[]),

@@ -68,6 +68,9 @@ pub(crate) struct Inner {
     pub answering: usize,
     /// What pauses the running sandbox (while a workload runs).
     pub pauser: Option<crate::sandbox::Pauser>,
+    /// The workload's stdin (with `-i`), shared by every attach: a client that goes away
+    /// (a detach) leaves it open; only an explicit end of input closes it.
+    pub stdin: Option<Arc<std::sync::Mutex<Option<crate::agent_client::Stdin>>>>,
     /// The sandbox is paused.
     pub paused: bool,
 }
@@ -415,6 +418,10 @@ fn wait_workload(
         let mut inner = shared.lock();
         inner.process = Some(Arc::clone(&process));
         inner.pauser = Some(sandbox.pauser());
+        inner.stdin = process
+            .stdin()
+            .ok()
+            .map(|s| Arc::new(std::sync::Mutex::new(Some(s))));
         if pid != 0 {
             report_start(&mut inner, "started");
         }
@@ -432,6 +439,7 @@ fn wait_workload(
         inner.process = None;
         inner.pauser = None;
         inner.paused = false;
+        inner.stdin = None;
     }
     match result {
         // Never started (not found, not executable, bad user): the agent says why.

@@ -381,25 +381,31 @@ fn attach(shared: &Arc<Shared>, conn: UnixStream, mut reader: BufReader<UnixStre
         return;
     }
     // Wait for the workload, then forward stdin frames to it.
-    let process = {
+    let stdin = {
         let guard = shared.lock();
         let guard = shared
             .changed
             .wait_while(guard, |i| i.process.is_none() && i.finished.is_none())
             .unwrap_or_else(|p| p.into_inner());
-        guard.process.clone()
+        guard.stdin.clone()
     };
-    let Some(process) = process else { return };
-    let Ok(mut writer) = process.stdin() else {
-        return;
-    };
+    let Some(stdin) = stdin else { return };
     while let Ok(Some((stream, bytes))) = read_frame(&mut reader) {
         if stream != STDIN {
             continue;
         }
-        if bytes.is_empty() || writer.write_all(&bytes).is_err() {
-            break;
+        let mut writer = stdin.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(w) = writer.as_mut() else { return };
+        if bytes.is_empty() {
+            // The client's end of input: the workload's too.
+            if let Some(w) = writer.take() {
+                let _ = w.close();
+            }
+            return;
+        }
+        if w.write_all(&bytes).is_err() {
+            return;
         }
     }
-    let _ = writer.close();
+    // The client went away without ending input (a detach): stdin stays open for the next.
 }
