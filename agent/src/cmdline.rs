@@ -39,6 +39,9 @@ pub enum CmdlineError {
     /// `husk.exec=` is not an absolute path.
     #[error("husk.exec={0:?} must be an absolute path")]
     InvalidExec(String),
+    /// A descriptor parameter is not `fd:N` (N > 2).
+    #[error("{0}={1:?} is not an inherited descriptor (fd:N, N > 2)")]
+    BadFd(String, String),
     /// `husk.transport=` is not a transport.
     #[error("husk.transport={0:?} is not a transport (vsock, vsock:PORT, unix:/PATH or none)")]
     InvalidTransport(String),
@@ -89,6 +92,9 @@ pub struct Config {
     pub panic_test: bool,
     /// `husk.transport=`: where to serve the host protocol.
     pub transport: Transport,
+    /// `husk.cgroup=fd:N`: an inherited `cgroup.procs` every container process joins (the
+    /// host's `--pids-limit` group under process isolation).
+    pub cgroup_fd: Option<i32>,
     /// `husk.*` parameters this agent does not know (warned about, then ignored).
     pub unknown: Vec<String>,
 }
@@ -100,6 +106,7 @@ impl Default for Config {
             exec: None,
             panic_test: false,
             transport: Transport::Auto,
+            cgroup_fd: None,
             unknown: vec![],
         }
     }
@@ -128,6 +135,7 @@ pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
             "husk.exec" => config.exec = Some(exec_path(value.unwrap_or_default())?),
             "husk.panic_test" => config.panic_test = boolean(&key, value)?,
             "husk.transport" => config.transport = transport(value.unwrap_or_default())?,
+            "husk.cgroup" => config.cgroup_fd = Some(inherited_fd(&key, value)?),
             // The guest kernel's own (guest-kernel patch 0004), not the agent's.
             "husk.lean_sysfs" => {}
             k if k.starts_with("husk.") => config.unknown.push(key),
@@ -164,6 +172,16 @@ fn params(cmdline: &str) -> Vec<(String, Option<String>)> {
             None => (token, None),
         });
     }
+}
+
+/// `fd:N` with N above the standard streams.
+fn inherited_fd(key: &str, value: Option<String>) -> Result<i32, CmdlineError> {
+    let value = value.unwrap_or_default();
+    value
+        .strip_prefix("fd:")
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n > 2)
+        .ok_or_else(|| CmdlineError::BadFd(key.to_owned(), value.clone()))
 }
 
 /// Whether `name` is a hostname the agent accepts: 1-64 of `[A-Za-z0-9.-]`, starting

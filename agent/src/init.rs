@@ -43,6 +43,9 @@ pub enum AgentError {
     /// SIGCHLD handling could not be set up.
     #[error("child reaping setup failed")]
     Reaper(#[from] ReaperError),
+    /// The inherited cgroup descriptor is unusable.
+    #[error("husk.cgroup: the inherited descriptor is unusable")]
+    Cgroup(#[source] std::io::Error),
     /// Reporting to the host failed.
     #[error("cannot report to the host")]
     Transport(#[from] TransportError),
@@ -74,6 +77,9 @@ pub fn run() -> Result<(), AgentError> {
     }
     hostname::set(&config.hostname)?;
     say!("hostname {}", config.hostname);
+    if let Some(fd) = config.cgroup_fd {
+        crate::cgroup::adopt(fd).map_err(AgentError::Cgroup)?;
+    }
     let reaper = Arc::new(Reaper::new()?);
     // Listen before saying ready, so a host that reacts to the ready line finds the port open.
     let listener = match &config.exec {

@@ -6,6 +6,7 @@
 
 mod args;
 mod caps;
+mod cgroup;
 mod cmdline;
 mod console;
 mod eventfd;

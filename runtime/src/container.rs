@@ -163,6 +163,8 @@ pub struct HostConfig {
     pub tmpfs: BTreeMap<String, String>,
     /// `--sysctl`: key -> value.
     pub sysctls: BTreeMap<String, String>,
+    /// `--pids-limit` (0: husk's default, 4096 under process isolation, none in a VM).
+    pub pids_limit: i64,
 }
 
 impl HostConfig {
@@ -707,6 +709,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "ShmSize": if h.shm_size > 0 { h.shm_size } else { 64 << 20 },
             "Ulimits": if h.ulimits.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.ulimits) },
             "Tmpfs": if h.tmpfs.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.tmpfs) },
+            "PidsLimit": if h.pids_limit > 0 { serde_json::json!(h.pids_limit) } else { serde_json::Value::Null },
             "Sysctls": if h.sysctls.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.sysctls) },
             "PortBindings": {},
             "Binds": null,

@@ -196,6 +196,8 @@ pub struct RunFlags {
     pub tmpfs: Vec<String>,
     /// `--sysctl KEY=VALUE`.
     pub sysctls: Vec<String>,
+    /// `--pids-limit` (0 or negative: none of the user's).
+    pub pids_limit: Option<i64>,
     /// CMD arguments after the image.
     pub cmd: Vec<String>,
 }
@@ -297,6 +299,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
             .iter()
             .map(|s| sysctl(s))
             .collect::<Result<_, _>>()?,
+        pids_limit: flags.pids_limit.filter(|n| *n > 0).unwrap_or(0),
     })
     .and_then(|h| {
         crate::caps::bounding_set(h.privileged, &h.cap_add, &h.cap_drop)?;

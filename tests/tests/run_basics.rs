@@ -309,8 +309,13 @@ fn management_verbs_on_unknown_containers_fail_like_docker() {
         let o = ctx.run(verb);
         let e = husk_e2e::stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{verb:?}: {e}");
+        // inspect says docker's generic inspect message.
+        let expected = match verb[0] {
+            "inspect" => "No such object: nope",
+            _ => "No such container: nope",
+        };
         assert!(
-            e.starts_with("Error: ") && e.contains("No such container: nope"),
+            e.starts_with("Error: ") && e.contains(expected),
             "{verb:?}: {e}"
         );
     }

@@ -132,7 +132,8 @@ fn detached_ps_exec_logs_stop_start_rm() {
 fn stop_kills_after_the_grace_period_and_kill_sends_signals() {
     for iso in backends("stop_kills_after_the_grace_period_and_kill_sends_signals") {
         let ctx = Ctx::isolated(iso);
-        let script = "trap '' TERM; trap 'echo usr1' USR1; echo up; while true; do sleep 0.1; done";
+        let script = "trap '' TERM; trap 'echo usr1' USR1; trap 'echo hang; exit 0' HUP; \
+                      echo up; while true; do sleep 0.1; done";
         ctx.ok(&[
             "run",
             "-d",
@@ -154,14 +155,18 @@ fn stop_kills_after_the_grace_period_and_kill_sends_signals() {
             .contains("usr1")));
         ctx.ok(&["stop", "-t", "1", "stubborn"]);
         assert_eq!(inspect(&ctx, "stubborn")["State"]["ExitCode"], 137);
-        // restart -s: the given signal first (the trap answers it), SIGKILL after -t.
-        ctx.ok(&["restart", "-s", "USR1", "-t", "1", "stubborn"]);
-        assert_eq!(logs(&ctx, &["stubborn"]).0.matches("usr1").count(), 2);
+        ctx.ok(&["restart", "-t", "1", "stubborn"]);
         // Running again once the workload has printed again.
         assert!(Ctx::eventually(GUARD, || {
             logs(&ctx, &["stubborn"]).0.matches("up").count() == 2
         }));
         assert_eq!(inspect(&ctx, "stubborn")["State"]["Running"], true);
+        // restart -s: the given signal first (the trap ends that run with it), then a new run.
+        ctx.ok(&["restart", "-s", "HUP", "-t", "100", "stubborn"]);
+        assert_eq!(logs(&ctx, &["stubborn"]).0.matches("hang").count(), 1);
+        assert!(Ctx::eventually(GUARD, || {
+            logs(&ctx, &["stubborn"]).0.matches("up").count() == 3
+        }));
         ctx.ok(&["kill", "stubborn"]);
         assert_eq!(ctx.ok(&["wait", "stubborn"]).trim(), "137");
         ctx.ok(&["rm", "stubborn"]);

@@ -195,13 +195,16 @@ fn host_bounding_set() -> String {
 }
 
 #[test]
-fn capabilities_ulimits_read_only_tmpfs_sysctls_and_shm_size() {
-    for iso in backends("capabilities_ulimits_read_only_tmpfs_sysctls_and_shm_size") {
+fn capabilities_ulimits_pids_read_only_tmpfs_sysctls_and_shm_size() {
+    for iso in backends("capabilities_ulimits_pids_read_only_tmpfs_sysctls_and_shm_size") {
         let ctx = Ctx::isolated(iso);
         let script = "grep CapBnd /proc/self/status; ulimit -n; ulimit -Hn; \
                       df -k /dev/shm | tail -1; touch /x 2>&1; echo shm > /dev/shm/z && cat /dev/shm/z; \
                       echo tmp > /run/x/a && grep ' /run/x ' /proc/mounts; \
-                      cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni";
+                      cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni; \
+                      sh -c 'for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 30 & done' 2>/dev/shm/forks; \
+                      n=0; while read -r l; do case $l in *fork*) n=$((n+1));; esac; done </dev/shm/forks; \
+                      echo forks-refused $n";
         let out = ctx.ok(&[
             "run",
             "--rm",
@@ -222,6 +225,8 @@ fn capabilities_ulimits_read_only_tmpfs_sysctls_and_shm_size() {
             "net.ipv4.ip_forward=1",
             "--sysctl",
             "kernel.shmmni=2048",
+            "--pids-limit",
+            "8",
             BUSYBOX,
             "sh",
             "-c",
@@ -249,6 +254,9 @@ fn capabilities_ulimits_read_only_tmpfs_sysctls_and_shm_size() {
             ["1", "2048"],
             "[{iso}] namespaced sysctls: {out}"
         );
+        // --pids-limit 8 (the container's processes, never the agent's threads): a shell
+        // starting twelve sleeps meets a fork it cannot make.
+        assert_eq!(lines[9], "forks-refused 1", "[{iso}] {out}");
         let out = ctx.ok(&[
             "run",
             "--rm",

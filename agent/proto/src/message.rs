@@ -183,6 +183,10 @@ pub struct SandboxSpec {
     /// docker's `--tmpfs PATH[:OPTIONS]`: fresh tmpfs mounts inside the rootfs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tmpfs: Vec<TmpfsMount>,
+    /// docker's `--pids-limit`, applied inside the sandbox (a VM's own cgroup); `None`
+    /// where the host's cgroup limits the sandbox already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u64>,
     /// docker's `--sysctl KEY=VALUE` (namespaced ones; checked by the host).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sysctls: Vec<(String, String)>,

@@ -109,6 +109,9 @@ fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
     }
     crate::hostname::set(&spec.hostname).map_err(RootfsError::Hostname)?;
     crate::loopback::up().map_err(step("bring the loopback interface up"))?;
+    if let Some(pids) = spec.pids_limit {
+        crate::cgroup::setup(pids).map_err(step("create the container's cgroup"))?;
+    }
     for (key, value) in &spec.sysctls {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         std::fs::write(&path, value).map_err(step(format!("set sysctl {key}")))?;

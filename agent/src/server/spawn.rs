@@ -162,6 +162,7 @@ fn spawn_in(
     let mut setup = ChildSetup::new(spec.user.as_ref(), spec.tty, step);
     setup.restrict_caps =
         in_container.then(|| spec.capabilities.unwrap_or(crate::caps::DEFAULT_MASK));
+    setup.cgroup_procs = in_container.then(crate::cgroup::procs_fd).flatten();
     setup.rlimits = spec
         .rlimits
         .iter()
@@ -302,6 +303,8 @@ struct ChildSetup {
     restrict_caps: Option<u64>,
     /// `(resource, soft, hard)` for setrlimit.
     rlimits: Vec<(u32, u64, u64)>,
+    /// The container's `cgroup.procs` to join (a VM's `--pids-limit`).
+    cgroup_procs: Option<std::os::fd::RawFd>,
     /// `(uid, gid, supplementary groups)`.
     user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
 }
@@ -314,6 +317,7 @@ impl ChildSetup {
             tty,
             restrict_caps: None,
             rlimits: Vec::new(),
+            cgroup_procs: None,
             user,
         }
     }
@@ -341,6 +345,11 @@ impl ChildSetup {
                 return Err(io::Error::from_raw_os_error(rc));
             }
             reset_dispositions();
+            if let Some(fd) = self.cgroup_procs
+                && libc::write(fd, c"0".as_ptr().cast(), 1) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             self.namespaces.run()?;
             if self.tty {
                 check(libc::setsid())?;

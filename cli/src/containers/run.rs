@@ -94,6 +94,9 @@ pub struct RunArgs {
     /// Keys that detach from a terminal session (docker's format) [default: ctrl-p,ctrl-q].
     #[arg(long, value_name = "KEYS")]
     detach_keys: Option<String>,
+    /// At most this many processes in the container (-1 or 0: no limit of yours).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pids_limit: Option<i64>,
     /// Write the container ID to this file (which must not exist).
     #[arg(long, value_name = "FILE")]
     cidfile: Option<PathBuf>,
@@ -337,6 +340,7 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         ulimits: a.ulimit.clone(),
         tmpfs: a.tmpfs.clone(),
         sysctls: a.sysctl.clone(),
+        pids_limit: a.pids_limit,
         cmd: a.cmd.clone(),
     }
 }

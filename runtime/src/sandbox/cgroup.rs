@@ -16,6 +16,9 @@ use std::time::Duration;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The CFS period husk uses for `--cpus`.
 const CPU_PERIOD_US: u64 = 100_000;
+/// The `--pids-limit` group inside a container's group.
+const WORKLOAD: &str = "workload";
+
 /// Default process limit (docker has none; a fork bomb should not take the host down).
 pub const DEFAULT_PIDS_MAX: u64 = 4096;
 
@@ -194,6 +197,27 @@ impl Cgroup {
             .collect()
     }
 
+    /// `--pids-limit`: a `workload` group below the pids controller's group, holding at most
+    /// `pids` tasks, that the agent's children join (so the agent's own threads never count
+    /// against the container's limit). Returns its `cgroup.procs`, open for writing.
+    pub fn workload_group(&self, pids: u64) -> Result<File, CgroupError> {
+        let parent = match self.layout {
+            Layout::V2 => {
+                write(&self.dirs[0].join("cgroup.subtree_control"), "+pids")?;
+                &self.dirs[0]
+            }
+            Layout::V1 => &self.dirs[2],
+        };
+        let dir = parent.join(WORKLOAD);
+        mkdir(&dir)?;
+        write(&dir.join("pids.max"), &pids.to_string())?;
+        let procs = dir.join("cgroup.procs");
+        OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .map_err(|e| CgroupError::Io(procs, e))
+    }
+
     /// The group's directories.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
@@ -230,6 +254,11 @@ pub fn remove_leftovers(id: &str) {
 fn remove_group(dir: &Path) {
     if !dir.exists() {
         return;
+    }
+    // A `--pids-limit` group inside goes first (a group with children cannot be removed).
+    let workload = dir.join(WORKLOAD);
+    if workload.is_dir() {
+        remove_group(&workload);
     }
     // Frozen tasks do not die of SIGKILL until thawed.
     let _ = fs::write(dir.join("cgroup.freeze"), "0");

@@ -93,6 +93,8 @@ pub struct Params {
     pub tmpfs: Vec<agent_proto::TmpfsMount>,
     /// `--sysctl`s.
     pub sysctls: Vec<(String, String)>,
+    /// `--pids-limit` (`None`: husk's default).
+    pub pids_limit: Option<u64>,
     /// The command that re-enters the shim (for the VMM child): program and leading args.
     pub self_cmd: (PathBuf, Vec<OsString>),
 }
@@ -118,6 +120,8 @@ pub struct Sandbox {
     tmpfs: Vec<agent_proto::TmpfsMount>,
     /// `--sysctl`.
     sysctls: Vec<(String, String)>,
+    /// `--pids-limit`.
+    pids_limit: Option<u64>,
     died: Receiver<String>,
     death: Option<String>,
 }
@@ -145,6 +149,7 @@ impl Sandbox {
             shm_size: p.shm_size,
             tmpfs: p.tmpfs.clone(),
             sysctls: p.sysctls.clone(),
+            pids_limit: p.pids_limit,
             died: watch(pid),
             death: None,
         })
@@ -238,6 +243,11 @@ impl Sandbox {
             shm_size: self.shm_size,
             tmpfs: self.tmpfs.clone(),
             sysctls: self.sysctls.clone(),
+            // The host's cgroup limits a process sandbox; a VM's limit is the guest's job.
+            pids_limit: match self.backend {
+                Backend::Vm(_) => self.pids_limit,
+                Backend::Process(_) => None,
+            },
         };
         self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;

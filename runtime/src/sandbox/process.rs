@@ -44,10 +44,14 @@ struct ChildPlan {
     log: File,
     null: File,
     listener: UnixListener,
+    /// `--pids-limit`: the workload group's `cgroup.procs`, for the agent's children.
+    workload_procs: Option<File>,
 }
 
 /// The descriptor the agent finds its listening socket on.
 const AGENT_FD: i32 = 3;
+/// The descriptor the agent finds the workload group's `cgroup.procs` on (`--pids-limit`).
+const CGROUP_FD: i32 = 4;
 
 impl ProcessSandbox {
     /// Makes the sandbox and starts its agent.
@@ -147,7 +151,14 @@ fn bind_agent_socket(dir: &Path) -> Result<UnixListener, SandboxError> {
 
 fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
     let agent = crate::paths::agent_binary().ok_or(SandboxError::NoAgent)?;
-    let cmdline = format!("husk.transport=fd:{AGENT_FD} husk.hostname={}", p.hostname);
+    let workload_procs = match p.pids_limit {
+        Some(n) => Some(cgroup.workload_group(n)?),
+        None => None,
+    };
+    let mut cmdline = format!("husk.transport=fd:{AGENT_FD} husk.hostname={}", p.hostname);
+    if workload_procs.is_some() {
+        cmdline.push_str(&format!(" husk.cgroup=fd:{CGROUP_FD}"));
+    }
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -166,6 +177,7 @@ fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
         log,
         null,
         listener: bind_agent_socket(&p.dir)?,
+        workload_procs,
     })
 }
 
@@ -248,13 +260,19 @@ unsafe fn child(
         libc::dup2(plan.null.as_raw_fd(), 0);
         libc::dup2(plan.log.as_raw_fd(), 1);
         libc::dup2(plan.log.as_raw_fd(), 2);
-        // The listening socket as descriptor 3, without close-on-exec (dup2 clears it;
-        // when it already is 3, clear it by hand).
-        let listener = plan.listener.as_raw_fd();
-        if listener == AGENT_FD {
-            libc::fcntl(AGENT_FD, libc::F_SETFD, 0);
-        } else if libc::dup2(listener, AGENT_FD) != AGENT_FD {
+        // The listening socket as descriptor 3 and the workload group (`--pids-limit`) as 4,
+        // without close-on-exec (dup2 clears it). Both are first moved above 9, so that
+        // neither can be overwritten by placing the other.
+        let high = |fd: i32| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        let listener = high(plan.listener.as_raw_fd());
+        let workload = plan.workload_procs.as_ref().map(|f| high(f.as_raw_fd()));
+        if listener < 0 || libc::dup2(listener, AGENT_FD) != AGENT_FD {
             libc::_exit(123);
+        }
+        if let Some(fd) = workload
+            && (fd < 0 || libc::dup2(fd, CGROUP_FD) != CGROUP_FD)
+        {
+            libc::_exit(124);
         }
         libc::execve(plan.agent.as_ptr(), argv, envp);
         libc::_exit(127)

@@ -319,6 +319,9 @@ fn params(shared: &Shared, self_cmd: &(PathBuf, Vec<OsString>)) -> Params {
             })
             .collect(),
         sysctls: c.host_config.sysctls.clone().into_iter().collect(),
+        pids_limit: u64::try_from(c.host_config.pids_limit)
+            .ok()
+            .filter(|n| *n > 0),
         self_cmd: self_cmd.clone(),
     }
 }
