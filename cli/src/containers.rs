@@ -98,26 +98,24 @@ pub fn prune_stopped(root: &Path) -> anyhow::Result<(Vec<String>, u64)> {
     Ok((deleted, freed))
 }
 
-/// `husk container prune`: every container that is not running goes, as docker's does.
-pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    if !a.force {
-        eprint!(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    let (deleted, freed) = prune_stopped(root)?;
-    if !deleted.is_empty() {
+/// docker's `Deleted Containers:` section (nothing when none went).
+pub fn print_deleted(ids: &[String]) {
+    if !ids.is_empty() {
         println!("Deleted Containers:");
-        for id in &deleted {
+        for id in ids {
             println!("{id}");
         }
         println!();
     }
+}
+
+/// `husk container prune`: every container that is not running goes, as docker's does.
+pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    if !a.force && !human::confirm("WARNING! This will remove all stopped containers.")? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (deleted, freed) = prune_stopped(root)?;
+    print_deleted(&deleted);
     println!("Total reclaimed space: {}", human::size(freed));
     Ok(ExitCode::SUCCESS)
 }

@@ -88,6 +88,15 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// docker's confirmation for a destructive verb: `warning`, then `Are you sure you want to
+/// continue? [y/N]` on stderr; true only for a yes on stdin.
+pub fn confirm(warning: &str) -> std::io::Result<bool> {
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
 /// docker's binary sizes (`stats`): four significant digits, `B`, `KiB`, `MiB`, `GiB`, `TiB`.
 pub fn binary_size(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];

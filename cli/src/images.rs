@@ -3,7 +3,7 @@
 //! these verbs, a failure prints `Error: ...` on one line and exits 1.
 
 use std::collections::HashSet;
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -487,7 +487,7 @@ pub fn rmi(a: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-pub(crate) fn print_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
+fn print_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
     for e in events {
         match e {
             RemoveEvent::Untagged(n) => println!("{untagged}: {n}"),
@@ -581,27 +581,31 @@ pub fn prune_images(root: &Path, all: bool) -> anyhow::Result<(Vec<RemoveEvent>,
     Ok((events, freed + prune_disks(root, &store, &in_use)?))
 }
 
-/// `husk image prune`.
-pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    if !a.force {
-        let what = if a.all {
-            "all images without at least one container associated to them"
-        } else {
-            "all dangling images"
-        };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(ExitCode::SUCCESS);
-        }
+/// What an image prune removes, in docker's words.
+pub(crate) fn prune_what(all: bool) -> &'static str {
+    match all {
+        true => "all images without at least one container associated to them",
+        false => "all dangling images",
     }
-    let (events, freed) = prune_images(root, a.all)?;
+}
+
+/// docker's `Deleted Images:` section (nothing when none went).
+pub(crate) fn print_deleted(events: &[RemoveEvent]) {
     if !events.is_empty() {
         println!("Deleted Images:");
-        print_events(&events, "untagged", "deleted");
+        print_events(events, "untagged", "deleted");
         println!();
     }
+}
+
+/// `husk image prune`.
+pub fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let warning = format!("WARNING! This will remove {}.", prune_what(a.all));
+    if !a.force && !human::confirm(&warning)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (events, freed) = prune_images(root, a.all)?;
+    print_deleted(&events);
     println!("Total reclaimed space: {}", human::size(freed));
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,6 @@
 //! would free), `prune` (stopped containers, then dangling or unused images), `info`.
 
 use std::collections::HashSet;
-use std::io::BufRead;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -99,34 +98,17 @@ fn df(root: &Path) -> anyhow::Result<ExitCode> {
 
 /// `husk system prune`: docker's warning, then its sections.
 fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    if !a.force {
-        let images = match a.all {
-            true => "all images without at least one container associated to them",
-            false => "all dangling images",
-        };
-        eprint!(
-            "WARNING! This will remove:\n  - all stopped containers\n  - {images}\n\nAre you sure you want to continue? [y/N] "
-        );
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(ExitCode::SUCCESS);
-        }
+    let warning = format!(
+        "WARNING! This will remove:\n  - all stopped containers\n  - {}\n",
+        images::prune_what(a.all)
+    );
+    if !a.force && !human::confirm(&warning)? {
+        return Ok(ExitCode::SUCCESS);
     }
     let (deleted, ctr_freed) = containers::prune_stopped(root)?;
-    if !deleted.is_empty() {
-        println!("Deleted Containers:");
-        for id in &deleted {
-            println!("{id}");
-        }
-        println!();
-    }
+    containers::print_deleted(&deleted);
     let (events, image_freed) = images::prune_images(root, a.all)?;
-    if !events.is_empty() {
-        println!("Deleted Images:");
-        images::print_events(&events, "untagged", "deleted");
-        println!();
-    }
+    images::print_deleted(&events);
     println!(
         "Total reclaimed space: {}",
         human::size(ctr_freed + image_freed)

@@ -318,6 +318,15 @@ impl ContainerState {
         matches!(self.status, Status::Running | Status::Restarting) && self.shim_alive()
     }
 
+    /// docker's status word (`inspect`'s `State.Status`, `ps`'s `{{.State}}` and
+    /// `status=` filter): `paused` for a paused running container, else the status.
+    pub fn status_word(&self) -> &'static str {
+        match self.paused && self.running() {
+            true => "paused",
+            false => self.status.as_str(),
+        }
+    }
+
     /// The state as it is. A file that says running or restarting while its shim is gone
     /// means the sandbox died without recording an exit (the shim was killed, or the host
     /// went down): that shows as docker shows a container its runtime lost, exited with
@@ -669,7 +678,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
         "Path": config.path,
         "Args": config.args,
         "State": {
-            "Status": if paused { "paused" } else { state.status.as_str() },
+            "Status": state.status_word(),
             "Running": running && state.status == Status::Running,
             "Paused": paused,
             "Restarting": running && state.status == Status::Restarting,

@@ -1,11 +1,41 @@
 //! What `/proc` says about host processes: whether one is alive (a zombie is not), its
-//! parent, its children and everything below it, and its proportional memory (PSS). Used to
-//! tell when a shim is gone, by `husk bench run`, and by the tests.
+//! state letter, parent, children and everything below it, its CPU time, its resident and
+//! proportional memory (RSS, PSS). Used to tell when a shim is gone, by `husk stats`, by
+//! `husk bench run`, and by the tests.
 
 /// Whether process `pid` exists and is not a zombie (a reparented shim is a zombie until
 /// init reaps it, and `kill(pid, 0)` still succeeds on it).
 pub fn alive(pid: i32) -> bool {
-    stat_after_name(pid).is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    state(pid).is_some_and(|s| s != 'Z')
+}
+
+/// The state letter of `pid` (`R`, `S`, `D`, `T`, `Z`, ...).
+pub fn state(pid: i32) -> Option<char> {
+    stat_after_name(pid)?.trim_start().chars().next()
+}
+
+/// CPU time of `pid` and of its reaped children, in clock ticks (utime + stime + cutime +
+/// cstime); 0 when unreadable.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    // After the name: state, ppid, ..., utime is the 12th field, cstime the 15th.
+    stat_after_name(pid).map_or(0, |rest| {
+        rest.split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum()
+    })
+}
+
+/// Resident memory of `pid` in bytes (`VmRSS`; 0 when unreadable).
+pub fn rss(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let kib = s.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+            kib.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and
@@ -99,6 +129,8 @@ mod tests {
         let t = tree(me);
         assert!(t.contains(&me) && t.contains(&kid), "{t:?}");
         assert!(pss_kib(kid) > 0);
+        assert!(rss(kid) > 0);
+        assert_eq!(state(kid), Some('S'));
         child.kill().unwrap();
         // A zombie until reaped: not alive.
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -220,13 +220,6 @@ fn ps_and_images_formats_filters_and_errors_are_docker_like() {
     assert!(ctx.ok(&["images", "-q"]).is_empty());
 }
 
-/// The one-letter state of host process `pid` (`/proc/<pid>/stat`).
-fn proc_state(pid: i64) -> String {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 1..];
-    after.split_whitespace().next().unwrap().to_owned()
-}
-
 #[test]
 fn stats_then_pause_stops_the_whole_sandbox_and_unpause_resumes_it() {
     for iso in backends("stats_then_pause_stops_the_whole_sandbox_and_unpause_resumes_it") {
@@ -282,7 +275,11 @@ fn stats_then_pause_stops_the_whole_sandbox_and_unpause_resumes_it() {
         let pid: i64 = fields[3].parse().unwrap();
         match iso {
             // The VMM process is stopped as a whole: no vCPU runs.
-            "vm" => assert_eq!(proc_state(pid), "T", "[vm] the VMM is stopped"),
+            "vm" => assert_eq!(
+                runtime::procfs::state(i32::try_from(pid).unwrap()),
+                Some('T'),
+                "[vm] the VMM is stopped"
+            ),
             // The container's cgroup is frozen (v1's freezer, or v2's cgroup.freeze).
             _ => {
                 let id = ctx.ok(&["inspect", "-f", "{{.Id}}", "ticker"]);

@@ -136,10 +136,7 @@ fn row_json(r: &Summary, id: &str, no_trunc: bool, now: DateTime<Utc>) -> serde_
         "CreatedAt": created_at(&r.config.created),
         "RunningFor": human::ago(Some(&r.config.created), now),
         "Ports": "",
-        "State": match r.state.observed() {
-            s if s.paused && s.running() => "paused",
-            s => s.status.as_str(),
-        },
+        "State": r.state.observed().status_word(),
         "Status": status(&r.state, now),
         "Size": "0B",
         "Names": r.config.name,

@@ -251,6 +251,15 @@ pub fn remove_leftovers(id: &str) {
     }
 }
 
+/// The processes in group `dir` (none if it cannot be read).
+pub fn procs(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
 fn remove_group(dir: &Path) {
     if !dir.exists() {
         return;
@@ -264,11 +273,7 @@ fn remove_group(dir: &Path) {
     let _ = fs::write(dir.join("cgroup.freeze"), "0");
     let _ = fs::write(dir.join("freezer.state"), "THAWED");
     for _ in 0..200 {
-        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
+        for pid in procs(dir) {
             // SAFETY: kill takes no pointers; these pids are in the container's group.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

@@ -85,16 +85,9 @@ pub struct Params {
     pub memory: u64,
     /// CPU limit / vCPUs in 1e-9 CPUs (0 = default).
     pub nano_cpus: u64,
-    /// `--read-only`.
-    pub read_only: bool,
-    /// `--shm-size` in bytes (`None`: docker's 64 MiB).
-    pub shm_size: Option<u64>,
-    /// `--tmpfs` mounts.
-    pub tmpfs: Vec<agent_proto::TmpfsMount>,
-    /// `--sysctl`s.
-    pub sysctls: Vec<(String, String)>,
-    /// `--pids-limit` (`None`: husk's default).
-    pub pids_limit: Option<u64>,
+    /// What the container asks of its sandbox's setup (`read_only`, `shm_size`, `tmpfs`,
+    /// `sysctls`, `pids_limit`); `connect` fills in the rest of the spec.
+    pub setup: SandboxSpec,
     /// The command that re-enters the shim (for the VMM child): program and leading args.
     pub self_cmd: (PathBuf, Vec<OsString>),
 }
@@ -112,16 +105,8 @@ pub struct Sandbox {
     pid: i32,
     /// The container's directory, where copies of its identity files go.
     dir: PathBuf,
-    /// `--read-only`.
-    read_only: bool,
-    /// `--shm-size`.
-    shm_size: Option<u64>,
-    /// `--tmpfs`.
-    tmpfs: Vec<agent_proto::TmpfsMount>,
-    /// `--sysctl`.
-    sysctls: Vec<(String, String)>,
-    /// `--pids-limit`.
-    pids_limit: Option<u64>,
+    /// The container's part of the sandbox spec (see [`Params::setup`]).
+    setup: SandboxSpec,
     died: Receiver<String>,
     death: Option<String>,
 }
@@ -145,11 +130,7 @@ impl Sandbox {
             backend,
             pid,
             dir: p.dir.clone(),
-            read_only: p.read_only,
-            shm_size: p.shm_size,
-            tmpfs: p.tmpfs.clone(),
-            sysctls: p.sysctls.clone(),
-            pids_limit: p.pids_limit,
+            setup: p.setup.clone(),
             died: watch(pid),
             death: None,
         })
@@ -239,15 +220,12 @@ impl Sandbox {
             ),
             resolv_conf: resolv::from_host(),
             hostname_file: true,
-            read_only: self.read_only,
-            shm_size: self.shm_size,
-            tmpfs: self.tmpfs.clone(),
-            sysctls: self.sysctls.clone(),
             // The host's cgroup limits a process sandbox; a VM's limit is the guest's job.
             pids_limit: match self.backend {
-                Backend::Vm(_) => self.pids_limit,
+                Backend::Vm(_) => self.setup.pids_limit,
                 Backend::Process(_) => None,
             },
+            ..self.setup.clone()
         };
         self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;

@@ -151,7 +151,7 @@ fn bind_agent_socket(dir: &Path) -> Result<UnixListener, SandboxError> {
 
 fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
     let agent = crate::paths::agent_binary().ok_or(SandboxError::NoAgent)?;
-    let workload_procs = match p.pids_limit {
+    let workload_procs = match p.setup.pids_limit {
         Some(n) => Some(cgroup.workload_group(n)?),
         None => None,
     };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::agent_client::{Process, ProcessSpec, sink_fn};
+use crate::agent_client::{Process, ProcessSpec, SandboxSpec, sink_fn};
 use crate::container::{ContainerConfig, Status, Store, now};
 use crate::logs::{LOG_FILE, LogWriter};
 use crate::sandbox::{Params, Sandbox};
@@ -305,23 +305,26 @@ fn params(shared: &Shared, self_cmd: &(PathBuf, Vec<OsString>)) -> Params {
         hostname: c.hostname(),
         memory: u64::try_from(c.host_config.memory).unwrap_or(0),
         nano_cpus: u64::try_from(c.host_config.nano_cpus).unwrap_or(0),
-        read_only: c.host_config.readonly_rootfs,
-        shm_size: u64::try_from(c.host_config.shm_size)
-            .ok()
-            .filter(|s| *s > 0),
-        tmpfs: c
-            .host_config
-            .tmpfs
-            .iter()
-            .map(|(path, options)| agent_proto::TmpfsMount {
-                path: path.clone(),
-                options: options.clone(),
-            })
-            .collect(),
-        sysctls: c.host_config.sysctls.clone().into_iter().collect(),
-        pids_limit: u64::try_from(c.host_config.pids_limit)
-            .ok()
-            .filter(|n| *n > 0),
+        setup: SandboxSpec {
+            read_only: c.host_config.readonly_rootfs,
+            shm_size: u64::try_from(c.host_config.shm_size)
+                .ok()
+                .filter(|s| *s > 0),
+            tmpfs: c
+                .host_config
+                .tmpfs
+                .iter()
+                .map(|(path, options)| agent_proto::TmpfsMount {
+                    path: path.clone(),
+                    options: options.clone(),
+                })
+                .collect(),
+            sysctls: c.host_config.sysctls.clone().into_iter().collect(),
+            pids_limit: u64::try_from(c.host_config.pids_limit)
+                .ok()
+                .filter(|n| *n > 0),
+            ..SandboxSpec::default()
+        },
         self_cmd: self_cmd.clone(),
     }
 }

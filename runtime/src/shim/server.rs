@@ -83,6 +83,22 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
+impl Answer {
+    /// Success, or the failure's message.
+    fn of(r: Result<(), String>) -> Self {
+        match r {
+            Ok(()) => Self {
+                ok: true,
+                ..Self::default()
+            },
+            Err(e) => Self {
+                error: Some(e),
+                ..Self::default()
+            },
+        }
+    }
+}
+
 /// An attached client's output side.
 pub(crate) struct Client(UnixStream);
 
@@ -173,10 +189,7 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             );
         }
     };
-    let ok = Answer {
-        ok: true,
-        ..Answer::default()
-    };
+    let ok = Answer::of(Ok(()));
     // Until this request is answered the shim does not exit (an attach has had its exit
     // frame by then and needs no such hold).
     let _answering = (!matches!(req, Request::Attach { .. })).then(|| Answering::new(shared));
@@ -186,16 +199,7 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             // signals (SIGHUP to reload, SIGUSR1, ...) leave the policy alone.
             let ends = signal == libc::SIGTERM || signal == libc::SIGKILL;
             let r = signal_workload(shared, signal, ends);
-            answer(
-                &conn,
-                &r.map_or_else(
-                    |e| Answer {
-                        error: Some(e),
-                        ..Answer::default()
-                    },
-                    |()| ok,
-                ),
-            );
+            answer(&conn, &Answer::of(r));
         }
         Request::Stop { timeout, signal } => {
             stop(
@@ -235,16 +239,7 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
         Request::Attach { stdin } => attach(shared, conn, reader, stdin),
         Request::Pause { paused } => {
             let r = pause(shared, paused);
-            answer(
-                &conn,
-                &r.map_or_else(
-                    |e| Answer {
-                        error: Some(e),
-                        ..Answer::default()
-                    },
-                    |()| ok,
-                ),
-            );
+            answer(&conn, &Answer::of(r));
         }
     }
 }
@@ -271,8 +266,8 @@ fn pause(shared: &Shared, paused: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Resumes a paused sandbox (before a signal must reach it: a stopped VMM or frozen
-/// cgroup would hold it, and `stop` would wait for nothing).
+/// Resumes a paused sandbox before a signal must reach it (`kill`, and each signal of
+/// `stop`): a stopped VMM or frozen cgroup would hold it, and `stop` would wait for nothing.
 fn resume_if_paused(shared: &Shared) {
     let paused = shared.lock().paused;
     if paused {
@@ -324,7 +319,6 @@ fn signal_workload(shared: &Shared, signal: i32, manual: bool) -> Result<(), Str
 /// `first` (a zero timeout: SIGKILL at once), then SIGKILL after `timeout`; returns once
 /// the run has ended.
 fn stop(shared: &Shared, timeout: Duration, first: i32) {
-    resume_if_paused(shared);
     let runs = {
         let mut inner = shared.lock();
         inner.stopped = true;

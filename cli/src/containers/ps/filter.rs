@@ -80,10 +80,7 @@ impl Filters {
 fn matches_one(c: &Summary, key: &str, value: &str) -> bool {
     let state = c.state.observed();
     match key {
-        "status" => match state.paused && state.running() {
-            true => value == "paused",
-            false => state.status.as_str() == value,
-        },
+        "status" => state.status_word() == value,
         "name" => c.config.name.contains(value.trim_start_matches('/')),
         "id" => c.config.id.starts_with(value),
         "label" => {
