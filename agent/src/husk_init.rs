@@ -6,41 +6,26 @@
 //! ended it) as soon as the workload has ended, which as PID 1 of the container's PID
 //! namespace ends every process left in it.
 //!
-//! The agent starts it through [`command`]: its own executable, opened once through
-//! `/proc/self/exe` (which resolves even from inside the container's root, and even when the
-//! file itself is gone, as the VM's initramfs is after the switch into the rootfs).
+//! The agent starts it through [`command`] (see `self_exe`).
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::OnceLock;
 
 /// The name the agent runs under when it is the container's init.
 pub const ARGV0: &str = "husk-init";
 
-/// The agent's own executable, for [`command`]; `None` if it could not be opened.
-static SELF_EXE: OnceLock<Option<File>> = OnceLock::new();
-
 /// Whether this process was started as `husk-init`.
 pub fn invoked() -> bool {
-    std::env::args_os()
-        .next()
-        .is_some_and(|a| a.to_string_lossy().rsplit('/').next() == Some(ARGV0))
+    crate::self_exe::invoked_as(ARGV0)
 }
 
-/// The command that runs `argv` under `husk-init`: the program is the agent's own executable
-/// (as `/proc/self/fd/N`, resolved in the child before exec), `argv[0]` is [`ARGV0`].
+/// The command that runs `argv` under `husk-init`.
 pub fn command(argv: &[String]) -> io::Result<Command> {
-    let exe = SELF_EXE
-        .get_or_init(|| File::open("/proc/self/exe").ok())
-        .as_ref()
-        .ok_or_else(|| io::Error::other("cannot open the agent's own executable"))?;
-    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
-    cmd.arg0(ARGV0).arg("--").args(argv);
+    let mut cmd = crate::self_exe::command(ARGV0)?;
+    cmd.arg("--").args(argv);
     Ok(cmd)
 }
 

@@ -4,6 +4,7 @@
 //! error, panic) by resetting the VM. Outside PID 1 it can run as a plain protocol server
 //! (host-process mode, `--listen`). See docs/agent.md and docs/agent-protocol.md.
 
+mod archive;
 mod args;
 mod caps;
 mod cgroup;
@@ -21,6 +22,7 @@ mod mounts;
 mod reaper;
 mod reset;
 mod rootfs;
+mod self_exe;
 mod server;
 mod transport;
 mod user;
@@ -38,6 +40,9 @@ fn main() {
     // be PID 1 (of the container's PID namespace): decided before anything PID-1-like.
     if husk_init::invoked() {
         std::process::exit(husk_init::main(std::env::args_os()));
+    }
+    if archive::invoked() {
+        std::process::exit(archive::main(std::env::args_os()));
     }
     reset::install_panic_hook();
     // Arguments are honoured only outside PID 1: as init, argv holds whatever the kernel

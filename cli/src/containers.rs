@@ -1,5 +1,6 @@
 //! Container verbs: `create`, `run`, `ps`, `logs`, `exec`, `stop`, `kill`, `start`,
-//! `restart`, `wait`, `rm`, `inspect`, `rename`, at the top level and as `husk container
+//! `restart`, `wait`, `rm`, `inspect`, `rename`, `cp`, `diff`, `export`, `commit`, ...,
+//! at the top level and as `husk container
 //! ...` (one [`ContainerCommand`] for both, as docker has both). Parsing and printing only;
 //! `runtime::lifecycle` does the work.
 //!
@@ -8,6 +9,7 @@
 //! print `Error: ...` and exit 1, as docker does for them.
 
 mod exec;
+mod files;
 mod ps;
 mod run;
 mod stats;
@@ -71,6 +73,14 @@ pub enum ContainerCommand {
     Stats(stats::StatsArgs),
     /// Attach to a running container's output (and stdin).
     Attach(AttachArgs),
+    /// Copy files between a container and the local filesystem.
+    Cp(files::CpArgs),
+    /// Show the changes to a container's filesystem.
+    Diff(files::DiffArgs),
+    /// Write a container's filesystem as a tar archive.
+    Export(files::ExportArgs),
+    /// Create an image from a container's changes.
+    Commit(files::CommitArgs),
 }
 
 /// `husk container prune`.
@@ -145,6 +155,10 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
         })),
         ContainerCommand::Stats(a) => report(stats::stats(a, root)),
         ContainerCommand::Attach(a) => report(attach(a, root)),
+        ContainerCommand::Cp(a) => report(files::cp(a, root)),
+        ContainerCommand::Diff(a) => report(files::diff(a, root)),
+        ContainerCommand::Export(a) => report(files::export(a, root)),
+        ContainerCommand::Commit(a) => report(files::commit(a, root)),
     })
 }
 
@@ -433,6 +447,9 @@ mod tests {
             RenameArgs::augment_args(Command::new("rename")),
             PruneArgs::augment_args(Command::new("prune")),
             RmArgs::augment_args(Command::new("rm")),
+            files::CpArgs::augment_args(Command::new("cp")),
+            files::ExportArgs::augment_args(Command::new("export")),
+            files::CommitArgs::augment_args(Command::new("commit")),
         ] {
             cmd.debug_assert();
         }

@@ -1,20 +1,21 @@
 //! The host↔agent protocol, the only crate shared by the host (`runtime`) and the guest
 //! (`husk-agent`). Owns the wire format and nothing else: the [`PROTOCOL_VERSION`], the vsock
-//! [`CONTROL_PORT`], the framing and its limits ([`frame`]) and the control messages
-//! ([`message`]). It does no I/O of its own beyond `Read`/`Write`, so it works over a vsock,
+//! [`CONTROL_PORT`], the framing and its limits ([`frame`]), the control messages
+//! ([`message`]) and the archive tool's operations ([`archive`]). It does no I/O of its own beyond `Read`/`Write`, so it works over a vsock,
 //! a unix socket or an in-memory buffer alike. docs/agent-protocol.md describes the protocol.
 //!
 //! In short: every frame is `[u32 BE length][u8 kind][payload]`. Control frames carry one JSON
 //! envelope `{"v": version, "id": request id, "body": message}`; data frames carry raw stdio
 //! bytes for one stream of one process, never JSON-escaped.
 
+pub mod archive;
 pub mod frame;
 pub mod message;
 
 pub use frame::{Data, Frame, FrameError, FrameReader, FrameWriter, MAX_DATA, MAX_FRAME, StreamId};
 pub use message::{
     Envelope, ErrorKind, MessageError, ProcessSpec, Reply, Request, Rlimit, SandboxSpec, TermSize,
-    TmpfsMount, User, decode, encode,
+    TmpfsMount, Tool, User, decode, encode,
 };
 
 /// `err: cause: cause...`: an error with its whole `source()` chain on one line, the form of

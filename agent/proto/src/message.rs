@@ -245,6 +245,19 @@ pub struct ProcessSpec {
     /// Resource limits set before exec (docker's `--ulimit`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<Rlimit>,
+    /// Run one of the agent's own tools instead of a program of the container's, as root
+    /// with every capability (docker's daemon-side work on a container's files); `argv`,
+    /// `user`, `capabilities` and `rlimits` are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<Tool>,
+}
+
+/// The agent's own tools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tool {
+    /// `husk-archive`: one operation on the container's files.
+    Archive(crate::archive::ArchiveOp),
 }
 
 /// One resource limit (`setrlimit`).
@@ -385,6 +398,7 @@ mod tests {
                 soft: 1024,
                 hard: 2048,
             }],
+            tool: Some(Tool::Archive(crate::archive::ArchiveOp::Changes)),
         };
         for req in [
             Request::Ping,

@@ -52,7 +52,25 @@ pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsE
     sys::mount(Some("overlay"), &rootfs, Some("overlay"), 0, Some(&options)).map_err(step(
         format!("mount the overlay on {} ({options})", rootfs.display()),
     ))?;
+    keep_dirs(&upper, &lowers)?;
     Ok(rootfs)
+}
+
+/// Keeps handles on the upper and lower directories, which the archive tool reads after
+/// the agent has left this tree (docker's `diff` and `commit`).
+fn keep_dirs(upper: &Path, lowers: &[PathBuf]) -> Result<(), RootfsError> {
+    let open = |p: &Path| sys::open_dir(p).map_err(step(format!("open {}", p.display())));
+    let kept = super::KeptDirs {
+        upper: open(upper)?,
+        lowers: lowers
+            .iter()
+            .rev()
+            .map(|p| open(p))
+            .collect::<Result<_, _>>()?,
+    };
+    // Setup runs once (see `setup`), so this is the first and only value.
+    let _ = super::KEPT.set(kept);
+    Ok(())
 }
 
 /// `lowerdir=<top>:...:<bottom>,upperdir=..,workdir=..` from bottom-first lowers.

@@ -16,9 +16,10 @@ mod layers;
 mod sys;
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use agent_proto::SandboxSpec;
 
@@ -64,6 +65,23 @@ pub enum RootfsError {
 fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> RootfsError {
     let what = what.into();
     move |e| RootfsError::Step(what, e)
+}
+
+/// The overlay's directories, kept open after the agent has moved into the rootfs.
+#[derive(Debug)]
+pub struct KeptDirs {
+    /// The scratch disk's `upper/`: the container's changes.
+    pub upper: OwnedFd,
+    /// The lower directories, topmost first.
+    pub lowers: Vec<OwnedFd>,
+}
+
+/// Set once by a successful `Setup`.
+static KEPT: OnceLock<KeptDirs> = OnceLock::new();
+
+/// The overlay's directories (after `Setup`).
+pub fn kept_dirs() -> Option<&'static KeptDirs> {
+    KEPT.get()
 }
 
 /// Whether setup has run: `None` not yet, `Some(true)` done, `Some(false)` failed.

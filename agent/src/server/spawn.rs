@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use agent_proto::{ProcessSpec, TermSize, User};
+use agent_proto::{ProcessSpec, TermSize, Tool, User};
 use libc::pid_t;
 
 use super::namespaces::{self, ChildStep, NamespaceError};
@@ -64,6 +64,9 @@ pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnError> {
     if spec.argv.is_empty() {
         return invalid("argv is empty".into());
     }
+    if spec.tool.is_some() && (spec.main || spec.init) {
+        return invalid("a tool cannot be the main process or run under init".into());
+    }
     let strings = spec
         .argv
         .iter()
@@ -93,6 +96,12 @@ pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnError> {
 /// docker creates `WorkingDir` (never on a host, in host-process mode).
 pub fn prepare(spec: &ProcessSpec) -> Result<ProcessSpec, SpawnError> {
     let mut spec = spec.clone();
+    if spec.tool.is_some() {
+        spec.user = None;
+        spec.user_name = None;
+        spec.cwd = None;
+        return Ok(spec);
+    }
     let in_container = crate::rootfs::is_done();
     let mut home = None;
     if let Some(name) = &spec.user_name {
@@ -136,12 +145,18 @@ fn spawn_in(
     step: ChildStep,
     in_container: bool,
 ) -> Result<Spawned, SpawnError> {
-    let mut cmd = match spec.init {
-        true => crate::husk_init::command(&spec.argv).map_err(|e| start_error(spec, e))?,
-        false => {
+    let (mut cmd, keep_fds) = match (&spec.tool, spec.init) {
+        (Some(Tool::Archive(op)), _) => {
+            crate::archive::command(op).map_err(|e| start_error(spec, e))?
+        }
+        (None, true) => (
+            crate::husk_init::command(&spec.argv).map_err(|e| start_error(spec, e))?,
+            Vec::new(),
+        ),
+        (None, false) => {
             let mut cmd = Command::new(&spec.argv[0]);
             cmd.args(&spec.argv[1..]);
-            cmd
+            (cmd, Vec::new())
         }
     };
     cmd.env_clear();
@@ -160,14 +175,18 @@ fn spawn_in(
         None
     };
     let mut setup = ChildSetup::new(spec.user.as_ref(), spec.tty, step);
-    setup.restrict_caps =
-        in_container.then(|| spec.capabilities.unwrap_or(crate::caps::DEFAULT_MASK));
-    setup.cgroup_procs = in_container.then(crate::cgroup::procs_fd).flatten();
-    setup.rlimits = spec
-        .rlimits
-        .iter()
-        .map(|r| (r.resource, r.soft, r.hard))
-        .collect();
+    setup.keep_fds = keep_fds;
+    // A tool does the daemon's work on the container: as root with every capability.
+    if spec.tool.is_none() {
+        setup.restrict_caps =
+            in_container.then(|| spec.capabilities.unwrap_or(crate::caps::DEFAULT_MASK));
+        setup.cgroup_procs = in_container.then(crate::cgroup::procs_fd).flatten();
+        setup.rlimits = spec
+            .rlimits
+            .iter()
+            .map(|r| (r.resource, r.soft, r.hard))
+            .collect();
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls on data prepared before the fork (see ChildSetup::run).
     unsafe { cmd.pre_exec(move || setup.run()) };
@@ -307,6 +326,8 @@ struct ChildSetup {
     cgroup_procs: Option<std::os::fd::RawFd>,
     /// `(uid, gid, supplementary groups)`.
     user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// Descriptors the program inherits (close-on-exec cleared).
+    keep_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl ChildSetup {
@@ -319,6 +340,7 @@ impl ChildSetup {
             rlimits: Vec::new(),
             cgroup_procs: None,
             user,
+            keep_fds: Vec::new(),
         }
     }
 
@@ -345,6 +367,9 @@ impl ChildSetup {
                 return Err(io::Error::from_raw_os_error(rc));
             }
             reset_dispositions();
+            for &fd in &self.keep_fds {
+                check(libc::fcntl(fd, libc::F_SETFD, 0))?;
+            }
             if let Some(fd) = self.cgroup_procs
                 && libc::write(fd, c"0".as_ptr().cast(), 1) < 0
             {

@@ -9,10 +9,10 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use runtime::agent_client::{AgentClient, DEFAULT_TIMEOUT, Endpoint, Process, TermSize, sink_fn};
+use runtime::agent_client::{AgentClient, DEFAULT_TIMEOUT, Process, TermSize, sink_fn};
 use runtime::container::Store;
+use runtime::lifecycle;
 use runtime::spec::{self, ExecFlags};
-use runtime::{lifecycle, sockpath};
 
 use super::term;
 
@@ -62,7 +62,8 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
         cmd: a.cmd,
     };
     let process_spec = spec::exec_process(&container, &flags, &|k| std::env::var(k).ok())?;
-    let client = connect(&endpoint).context("cannot reach the container's agent")?;
+    let client = AgentClient::connect(&endpoint, DEFAULT_TIMEOUT)
+        .context("cannot reach the container's agent")?;
     let process = Arc::new(client.start(&process_spec, sink(false), sink(true))?);
     let raw = match a.tty && std::io::stdin().is_terminal() && process.pid().is_some() {
         true => Some(term::RawMode::enter(std::io::stdin().as_raw_fd())?),
@@ -87,24 +88,6 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(exit.code.clamp(0, 255)).unwrap_or(125),
     ))
-}
-
-/// Connects through a short socket path (state directories can be deep; `sun_path` is not).
-fn connect(endpoint: &Endpoint) -> anyhow::Result<AgentClient> {
-    let (Endpoint::Unix(path) | Endpoint::Vsock { uds: path, .. }) = endpoint;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        bail!("bad agent socket path {}", path.display());
-    };
-    let short = sockpath::short(dir, &name.to_string_lossy())
-        .with_context(|| format!("cannot open {}", dir.display()))?;
-    let short_endpoint = match endpoint {
-        Endpoint::Unix(_) => Endpoint::Unix(short.path().to_path_buf()),
-        Endpoint::Vsock { port, .. } => Endpoint::Vsock {
-            uds: short.path().to_path_buf(),
-            port: *port,
-        },
-    };
-    Ok(AgentClient::connect(&short_endpoint, DEFAULT_TIMEOUT)?)
 }
 
 fn window_size() -> Option<(u16, u16)> {

@@ -51,7 +51,7 @@ pub fn import(
         StoreError::Io(_, io) => ArchiveError::Corrupt(path.to_owned(), io),
         e => e.into(),
     })?;
-    let res = check_tar(store, path, &layer)
+    let res = check_tar(store, path, &layer, false)
         .and_then(|()| build(store, &layer, size, cc, reference, opts));
     if res.is_err() {
         let _ = store.remove_unreferenced(std::slice::from_ref(&layer));
@@ -59,8 +59,14 @@ pub fn import(
     res
 }
 
-/// Reads the stored tar through to make sure it is a complete archive.
-fn check_tar(store: &Store, path: &Path, layer: &Digest) -> Result<(), ArchiveError> {
+/// Reads the stored tar through to make sure it is a complete archive (with entries,
+/// unless `may_be_empty`).
+pub(super) fn check_tar(
+    store: &Store,
+    path: &Path,
+    layer: &Digest,
+    may_be_empty: bool,
+) -> Result<(), ArchiveError> {
     let corrupt = |e| ArchiveError::Corrupt(path.to_owned(), e);
     let mut ar = tar::Archive::new(BufReader::new(store.open_blob(layer)?));
     let mut n = 0usize;
@@ -69,7 +75,7 @@ fn check_tar(store: &Store, path: &Path, layer: &Digest) -> Result<(), ArchiveEr
         std::io::copy(&mut entry, &mut std::io::sink()).map_err(corrupt)?;
         n += 1;
     }
-    if n == 0 {
+    if n == 0 && !may_be_empty {
         return Err(ArchiveError::Invalid(
             path.to_owned(),
             "not a tar archive (no entries)".into(),
@@ -121,7 +127,7 @@ fn build(
     Ok(store.add_image(&md, &refs, false)?)
 }
 
-fn desc(mt: &str, digest: Digest, size: u64) -> Descriptor {
+pub(super) fn desc(mt: &str, digest: Digest, size: u64) -> Descriptor {
     Descriptor {
         media_type: mt.to_owned(),
         digest,
@@ -131,7 +137,7 @@ fn desc(mt: &str, digest: Digest, size: u64) -> Descriptor {
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<Vec<u8>, ArchiveError> {
+pub(super) fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<Vec<u8>, ArchiveError> {
     serde_json::to_vec(v).map_err(|source| ArchiveError::Json {
         path: what.into(),
         file: "generated document".into(),

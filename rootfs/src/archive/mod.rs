@@ -1,8 +1,10 @@
 //! Images in and out of files: `load` (docker-save tars and OCI image layouts, as a
 //! directory or a tar, optionally gzip-compressed), `import` (a root filesystem tar becomes a
-//! one-layer image, like `docker import`) and `save` (docker-archive or OCI layout tar).
+//! one-layer image, like `docker import`), `commit` (a container's changes on top of its
+//! image) and `save` (docker-archive or OCI layout tar).
 
 mod changes;
+mod commit;
 mod import;
 mod load;
 mod save;
@@ -15,6 +17,7 @@ use crate::digest::Digest;
 use crate::store::StoreError;
 
 pub use changes::apply_change;
+pub use commit::{CommitOptions, commit};
 pub use import::{ImportOptions, import};
 pub use load::load;
 pub use save::{SaveFormat, save};

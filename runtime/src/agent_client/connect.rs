@@ -75,9 +75,16 @@ impl Endpoint {
     }
 }
 
-/// Connects to a unix socket the agent listens on.
+/// Connects to a unix socket the agent listens on (through a short path if it is long:
+/// state directories can be deep, `sun_path` is not).
 pub fn connect_unix(path: &Path) -> Result<UnixStream, ConnectError> {
-    UnixStream::connect(path).map_err(|e| ConnectError::Connect(path.to_owned(), e))
+    let failed = |e| ConnectError::Connect(path.to_owned(), e);
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) => (dir, name.to_string_lossy()),
+        _ => return UnixStream::connect(path).map_err(failed),
+    };
+    let short = crate::sockpath::short(dir, &name).map_err(failed)?;
+    UnixStream::connect(short.path()).map_err(failed)
 }
 
 /// Connects to guest vsock `port` through the VMM's unix socket `uds`.

@@ -173,25 +173,6 @@ impl Sandbox {
             ),
             Backend::Vm(v) => (v.endpoint(), VM_READY, 100, VM_REQUEST),
         };
-        let uds = match &endpoint {
-            Endpoint::Unix(p) | Endpoint::Vsock { uds: p, .. } => p.clone(),
-        };
-        let (dir, name) = (
-            uds.parent().unwrap_or(&uds).to_owned(),
-            uds.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-        );
-        let short =
-            crate::sockpath::short(&dir, &name).map_err(|e| SandboxError::Io(uds.clone(), e))?;
-        let endpoint = match endpoint {
-            Endpoint::Unix(_) => Endpoint::Unix(short.path().to_owned()),
-            Endpoint::Vsock { port, .. } => Endpoint::Vsock {
-                uds: short.path().to_owned(),
-                port,
-            },
-        };
         let start = Instant::now();
         let client = loop {
             if let Some(why) = self.death_reason(Duration::ZERO) {

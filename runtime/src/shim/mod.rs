@@ -10,6 +10,7 @@ mod run;
 mod server;
 
 pub use run::ALREADY_RUNNING;
+pub(crate) use run::sandbox_params;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};

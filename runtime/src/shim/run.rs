@@ -296,12 +296,20 @@ fn should_restart(shared: &Shared, outcome: &Outcome) -> bool {
 }
 
 fn params(shared: &Shared, self_cmd: &(PathBuf, Vec<OsString>)) -> Params {
-    let c = &shared.config;
+    sandbox_params(&shared.config, &shared.dir, self_cmd)
+}
+
+/// The sandbox a container's config asks for (its directory `dir`).
+pub(crate) fn sandbox_params(
+    c: &ContainerConfig,
+    dir: &Path,
+    self_cmd: &(PathBuf, Vec<OsString>),
+) -> Params {
     Params {
         id: c.id.clone(),
-        dir: shared.dir.clone(),
+        dir: dir.to_owned(),
         layers: c.layers.clone(),
-        scratch: shared.dir.join(crate::lifecycle::SCRATCH_FILE),
+        scratch: dir.join(crate::lifecycle::SCRATCH_FILE),
         hostname: c.hostname(),
         memory: u64::try_from(c.host_config.memory).unwrap_or(0),
         nano_cpus: u64::try_from(c.host_config.nano_cpus).unwrap_or(0),
@@ -347,6 +355,7 @@ fn process_spec(c: &ContainerConfig, size: Option<(u16, u16)>) -> ProcessSpec {
         main: true,
         capabilities: Some(c.host_config.capabilities()),
         rlimits: c.host_config.rlimits(),
+        tool: None,
     }
 }
 

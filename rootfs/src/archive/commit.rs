@@ -1,0 +1,80 @@
+//! `commit`: a container's changes, as a layer tar, become a new image on top of the image
+//! the container was made from (docker's `commit`): the base's layers plus this one (stored
+//! uncompressed, so its digest is its diff_id), the container's config with `-c` changes
+//! applied, and one more history entry.
+
+use std::io::Read;
+use std::path::Path;
+
+use super::{ArchiveError, apply_change, import};
+use crate::reference::Reference;
+use crate::store::config::{ContainerConfig, History};
+use crate::store::manifest::{self, Manifest};
+use crate::store::{ImageRecord, Store, StoreError};
+
+/// What `commit` writes besides the layer.
+#[derive(Debug, Default, Clone)]
+pub struct CommitOptions {
+    /// The image config's `config`: the container's own (Cmd, Env, ...).
+    pub config: ContainerConfig,
+    /// Dockerfile instructions applied to it (`-c`).
+    pub changes: Vec<String>,
+    /// The history comment (`-m`).
+    pub message: Option<String>,
+    /// The image's author (`-a`).
+    pub author: Option<String>,
+    /// The history's `created_by` (the container's command).
+    pub created_by: String,
+}
+
+/// Stores the layer tar `layer` and makes the image `base` + layer, tagged `reference`.
+pub fn commit(
+    store: &Store,
+    base: &ImageRecord,
+    layer: impl Read,
+    reference: Option<&Reference>,
+    opts: &CommitOptions,
+) -> Result<ImageRecord, ArchiveError> {
+    let mut cc = opts.config.clone();
+    for c in &opts.changes {
+        apply_change(&mut cc, c)?;
+    }
+    let what = Path::new("the container's changes");
+    let (digest, size) = store.ingest_blob(None, layer).map_err(|e| match e {
+        StoreError::Io(_, io) => ArchiveError::Corrupt(what.to_owned(), io),
+        e => e.into(),
+    })?;
+    let res = import::check_tar(store, what, &digest, true).and_then(|()| {
+        let base_manifest = manifest::parse_manifest(&store.read_blob(&base.manifest_digest)?)
+            .map_err(|e| ArchiveError::Invalid(what.to_owned(), e.to_string()))?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let mut config = base.config.clone();
+        config.created = Some(now.clone());
+        config.author = opts.author.clone();
+        config.config = Some(cc);
+        config.rootfs.diff_ids.push(digest.clone());
+        config.history.push(History {
+            created: Some(now),
+            created_by: Some(opts.created_by.clone()),
+            comment: opts.message.clone(),
+            empty_layer: false,
+        });
+        let cfg_bytes = import::to_json(&config, "image config")?;
+        let cfg = store.put_bytes(None, &cfg_bytes)?;
+        let mut layers = base_manifest.layers.clone();
+        layers.push(import::desc(manifest::OCI_LAYER_TAR, digest.clone(), size));
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(manifest::OCI_MANIFEST.into()),
+            config: import::desc(manifest::OCI_CONFIG, cfg, cfg_bytes.len() as u64),
+            layers,
+        };
+        let md = store.put_bytes(None, &import::to_json(&m, "image manifest")?)?;
+        let refs: Vec<Reference> = reference.into_iter().cloned().collect();
+        Ok(store.add_image(&md, &refs, false)?)
+    });
+    if res.is_err() {
+        let _ = store.remove_unreferenced(std::slice::from_ref(&digest));
+    }
+    res
+}
