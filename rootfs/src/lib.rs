@@ -5,6 +5,7 @@ mod cache;
 pub mod cpio;
 pub mod defaults;
 pub mod digest;
+pub mod duration;
 mod elf;
 pub mod initramfs;
 pub mod layer;

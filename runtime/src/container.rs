@@ -100,6 +100,9 @@ pub struct RunConfig {
     pub stop_signal: String,
     /// `stop`'s grace period in seconds (`None` = 10).
     pub stop_timeout: Option<i64>,
+    /// The health check (the image's under the `--health-*` flags).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<rootfs::store::config::Healthcheck>,
 }
 
 /// docker's `RestartPolicy`.
@@ -305,6 +308,9 @@ pub struct ContainerState {
     /// `pause`d (the workload still counts as running, as docker counts it).
     #[serde(default)]
     pub paused: bool,
+    /// The health check's results (with a health check only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 impl ContainerState {
@@ -671,6 +677,9 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
     if let Some(t) = c.stop_timeout {
         config_json["StopTimeout"] = serde_json::json!(t);
     }
+    if let Some(hc) = &c.healthcheck {
+        config_json["Healthcheck"] = serde_json::json!(hc);
+    }
     let paused = running && state.paused;
     serde_json::json!({
         "Id": config.id,
@@ -690,6 +699,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "StartedAt": state.started_at,
             "FinishedAt": state.finished_at,
             "LastExit": state.last_exit,
+            "Health": state.health,
         },
         "Image": config.image,
         "ResolvConfPath": dir.join(RESOLV_CONF_FILE),

@@ -11,6 +11,7 @@ pub mod caps;
 pub mod container;
 pub mod files;
 pub mod guest;
+pub mod health;
 pub mod info;
 pub mod lifecycle;
 pub mod logs;

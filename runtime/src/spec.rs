@@ -32,6 +32,9 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// A run flag or image config husk cannot turn into a container.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
+    /// The health flags are wrong.
+    #[error(transparent)]
+    Health(#[from] crate::health::HealthError),
     /// Neither the image nor the command line says what to run.
     #[error("no command specified")]
     NoCommand,
@@ -198,6 +201,8 @@ pub struct RunFlags {
     pub sysctls: Vec<String>,
     /// `--pids-limit` (0 or negative: none of the user's).
     pub pids_limit: Option<i64>,
+    /// `--health-*`, `--no-healthcheck`.
+    pub health: crate::health::HealthFlags,
     /// CMD arguments after the image.
     pub cmd: Vec<String>,
 }
@@ -244,6 +249,7 @@ pub fn build(
         volumes: defaults.volumes.unwrap_or_default(),
         stop_signal: stop_signal(flags.stop_signal.as_ref().or(defaults.stop_signal.as_ref()))?,
         stop_timeout: flags.stop_timeout,
+        healthcheck: crate::health::merge(defaults.healthcheck, &flags.health)?,
     };
     Ok(CreateRequest {
         name: flags.name.clone(),

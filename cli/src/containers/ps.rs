@@ -190,9 +190,11 @@ pub fn status(s: &ContainerState, now: DateTime<Utc>) -> String {
                 Some(secs) => format!("Up {}", human::duration(secs)),
                 None => "Up".to_owned(),
             };
-            match s.paused {
-                true => format!("{up} (Paused)"),
-                false => up,
+            match (s.paused, s.health.as_ref().map(|h| h.status.as_str())) {
+                (true, _) => format!("{up} (Paused)"),
+                (false, Some("starting")) => format!("{up} (health: starting)"),
+                (false, Some(health)) => format!("{up} ({health})"),
+                (false, None) => up,
             }
         }
         Status::Restarting if s.running() => {

@@ -112,6 +112,27 @@ pub struct RunArgs {
     /// Run an init inside the container that forwards signals and reaps processes.
     #[arg(long)]
     init: bool,
+    /// Command to run to check health (with /bin/sh -c).
+    #[arg(long, value_name = "COMMAND")]
+    health_cmd: Option<String>,
+    /// Time between health checks (ms|s|m|h) [default: 30s].
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    health_interval: Option<String>,
+    /// Longest time one check may run (ms|s|m|h) [default: 30s].
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy [default: 3].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    health_retries: Option<i64>,
+    /// Start period in which failures do not count (ms|s|m|h) [default: 0s].
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    health_start_period: Option<String>,
+    /// Time between checks during the start period (ms|s|m|h) [default: 5s].
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    health_start_interval: Option<String>,
+    /// Disable any health check the image specifies.
+    #[arg(long)]
+    no_healthcheck: bool,
     /// Pull the image before running: missing, always or never.
     #[arg(long, default_value = "missing", value_name = "missing|always|never")]
     pull: String,
@@ -341,6 +362,15 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         tmpfs: a.tmpfs.clone(),
         sysctls: a.sysctl.clone(),
         pids_limit: a.pids_limit,
+        health: runtime::health::HealthFlags {
+            cmd: a.health_cmd.clone(),
+            interval: a.health_interval.clone(),
+            timeout: a.health_timeout.clone(),
+            start_period: a.health_start_period.clone(),
+            start_interval: a.health_start_interval.clone(),
+            retries: a.health_retries,
+            none: a.no_healthcheck,
+        },
         cmd: a.cmd.clone(),
     }
 }

@@ -1,10 +1,10 @@
 //! `--change` instructions for import (the Dockerfile subset `docker import -c` accepts):
-//! CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL.
+//! CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK.
 
 use std::collections::BTreeMap;
 
 use super::ArchiveError;
-use crate::store::config::ContainerConfig;
+use crate::store::config::{ContainerConfig, Healthcheck};
 
 /// Applies one instruction such as `CMD ["sh"]` or `ENV PATH=/bin` to `cfg`.
 pub fn apply_change(cfg: &mut ContainerConfig, change: &str) -> Result<(), ArchiveError> {
@@ -52,9 +52,51 @@ pub fn apply_change(cfg: &mut ContainerConfig, change: &str) -> Result<(), Archi
                 vols.insert(v, serde_json::json!({}));
             }
         }
+        "HEALTHCHECK" => cfg.healthcheck = Some(healthcheck(rest).map_err(|e| bad(&e))?),
         _ => return Err(bad("unsupported instruction")),
     }
     Ok(())
+}
+
+/// `NONE`, or `[--interval=D] [--timeout=D] [--start-period=D] [--start-interval=D]
+/// [--retries=N] CMD command` (exec or shell form).
+fn healthcheck(s: &str) -> Result<Healthcheck, String> {
+    let mut hc = Healthcheck::default();
+    let mut rest = s.trim();
+    if rest.eq_ignore_ascii_case("NONE") {
+        hc.test = vec!["NONE".into()];
+        return Ok(hc);
+    }
+    while let Some(opt) = rest.strip_prefix("--") {
+        let (word, after) = opt.split_once(char::is_whitespace).unwrap_or((opt, ""));
+        let (name, value) = word.split_once('=').ok_or("want --OPTION=VALUE")?;
+        let nanos = || crate::duration::parse_nanos(value).map_err(|e| e.to_string());
+        match name {
+            "interval" => hc.interval = nanos()?,
+            "timeout" => hc.timeout = nanos()?,
+            "start-period" => hc.start_period = nanos()?,
+            "start-interval" => hc.start_interval = nanos()?,
+            "retries" => hc.retries = value.parse().map_err(|_| "bad --retries")?,
+            _ => return Err(format!("unknown HEALTHCHECK option --{name}")),
+        }
+        rest = after.trim_start();
+    }
+    let (word, cmd) = rest
+        .split_once(char::is_whitespace)
+        .ok_or("want CMD command")?;
+    if !word.eq_ignore_ascii_case("CMD") {
+        return Err("want NONE or CMD".into());
+    }
+    let cmd = cmd.trim();
+    hc.test = match cmd.starts_with('[') {
+        true => {
+            let argv: Vec<String> =
+                serde_json::from_str(cmd).map_err(|e| format!("bad JSON array: {e}"))?;
+            std::iter::once("CMD".to_owned()).chain(argv).collect()
+        }
+        false => vec!["CMD-SHELL".into(), cmd.to_owned()],
+    };
+    Ok(hc)
 }
 
 /// Exec form (`["a","b"]`) or shell form (`a b` -> `/bin/sh -c "a b"`).
@@ -127,5 +169,32 @@ mod tests {
         assert_eq!(ports, ["53/udp", "80/tcp"]);
         assert!(apply_change(&mut ContainerConfig::default(), "RUN rm -rf /").is_err());
         assert!(apply_change(&mut ContainerConfig::default(), "CMD [oops").is_err());
+    }
+
+    #[test]
+    fn healthchecks() {
+        let mut c = ContainerConfig::default();
+        apply_change(
+            &mut c,
+            "HEALTHCHECK --interval=1s --retries=2 CMD test -f /ok",
+        )
+        .unwrap();
+        let hc = c.healthcheck.clone().unwrap();
+        assert_eq!(hc.test, ["CMD-SHELL", "test -f /ok"]);
+        assert_eq!((hc.interval, hc.retries, hc.timeout), (1_000_000_000, 2, 0));
+        apply_change(&mut c, r#"HEALTHCHECK CMD ["true"]"#).unwrap();
+        assert_eq!(c.healthcheck.clone().unwrap().test, ["CMD", "true"]);
+        apply_change(&mut c, "HEALTHCHECK NONE").unwrap();
+        assert_eq!(c.healthcheck.unwrap().test, ["NONE"]);
+        for bad in [
+            "HEALTHCHECK --interval=x CMD true",
+            "HEALTHCHECK RUN x",
+            "HEALTHCHECK --bogus=1 CMD t",
+        ] {
+            assert!(
+                apply_change(&mut ContainerConfig::default(), bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

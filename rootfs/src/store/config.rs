@@ -64,6 +64,38 @@ pub struct ContainerConfig {
     /// Stop signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// Health check (Dockerfile `HEALTHCHECK`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// docker's health check: what to run and when (durations in nanoseconds, 0 = docker's
+/// default: 30 s interval and timeout, no start period, 5 s start interval, 3 retries).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", program, args...]` or `["CMD-SHELL", command]`; empty inherits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
+    /// Between checks.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interval: i64,
+    /// A check running longer fails.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeout: i64,
+    /// Failures in this time after start do not count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_period: i64,
+    /// Between checks during the start period.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub start_interval: i64,
+    /// Consecutive failures that make the container unhealthy.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// `rootfs` of the config: the layers' diff_ids.

@@ -68,5 +68,6 @@ fn defaults(c: &RunConfig) -> ImageDefaults {
         volumes: Some(c.volumes.clone()).filter(|v| !v.is_empty()),
         labels: Some(c.labels.clone()).filter(|l| !l.is_empty()),
         stop_signal: some_str(&c.stop_signal),
+        healthcheck: c.healthcheck.clone(),
     }
 }

@@ -392,7 +392,21 @@ fn run_once(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Outcom
         sink_fn(move |b| err.output(2, b)),
     );
     let outcome = match started {
-        Ok(process) => wait_workload(shared, &mut sandbox, process, size),
+        Ok(process) => {
+            let plan = crate::health::Plan::of(shared.config.config.healthcheck.as_ref());
+            let stop = crate::health::Stop::default();
+            std::thread::scope(|s| {
+                if let Some(plan) = &plan {
+                    let (client, stop) = (&client, &stop);
+                    s.spawn(move || {
+                        crate::health::monitor(client, &shared.store, &shared.config, plan, stop)
+                    });
+                }
+                let outcome = wait_workload(shared, &mut sandbox, process, size);
+                stop.set();
+                outcome
+            })
+        }
         Err(crate::agent_client::ClientError::Agent { message, .. }) => Outcome {
             code: 125,
             last_exit: "workload".into(),

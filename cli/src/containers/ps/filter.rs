@@ -16,6 +16,7 @@ const KEYS: &[&str] = &[
     "ancestor",
     "exited",
     "isolation",
+    "health",
 ];
 
 /// The statuses docker names.
@@ -105,6 +106,10 @@ fn matches_one(c: &Summary, key: &str, value: &str) -> bool {
                 && value.parse::<i32>().is_ok_and(|v| v == state.exit_code)
         }
         "isolation" => c.config.host_config.isolation.as_str() == value,
+        "health" => match (&state.health, state.running()) {
+            (Some(h), true) => h.status == value,
+            _ => value == "none",
+        },
         _ => false,
     }
 }
