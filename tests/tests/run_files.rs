@@ -1,4 +1,4 @@
-//! A container's files from the host, as docker does them: `cp` both ways (files,
+//! A container's files from the host, as docker does them: `ps -s`, `cp` both ways (files,
 //! directories, `SRC/.`, `-` tars, symlinks kept), `diff` (added, changed, deleted; not the
 //! mount points husk adds), `export` (the root without what is mounted on it) and `commit`
 //! (an image of the changes that runs), on a running container and on a stopped one (which
@@ -74,6 +74,17 @@ fn container_files(iso: &str) {
         !diff.contains("/etc/hosts") && !diff.contains("/proc"),
         "[{iso}] husk's own mount points are no changes:\n{diff}"
     );
+
+    // ps -s: the container's own disk use, and with its image.
+    let table = ctx.ok(&["ps", "-s"]);
+    assert!(
+        table.lines().next().unwrap().ends_with("SIZE"),
+        "[{iso}] {table}"
+    );
+    let size = ctx.ok(&["ps", "-s", "--format", "{{.Size}}"]);
+    let (own, virt) = size.trim().split_once(" (virtual ").unwrap();
+    assert!(own.ends_with('B') && virt.ends_with("B)"), "[{iso}] {size}");
+    assert_ne!(own, "0B", "[{iso}] the changes take room");
 
     copies_out(&ctx, iso, local.path());
     copies_in(&ctx, iso, local.path());

@@ -38,6 +38,10 @@ pub struct PsArgs {
     /// Go template (`{{.Names}}`, `{{json .}}`, `table {{.ID}}\t{{.Status}}`).
     #[arg(long, value_name = "TEMPLATE")]
     format: Option<String>,
+    /// Show each container's disk use: its own files (writable layer disk, logs), and with
+    /// its image's layer disks ("virtual").
+    #[arg(short, long)]
+    size: bool,
 }
 
 /// docker's column titles of `ps --format table` by field.
@@ -84,10 +88,19 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let now = Utc::now();
+    let sizes = Sizes::new(root);
+    let size = |r: &Summary| match a.size {
+        true => sizes.of(r),
+        false => String::new(),
+    };
     if let Some(format) = format {
         let rows: Vec<serde_json::Value> = rows
             .iter()
-            .map(|r| row_json(r, &id(r), a.no_trunc, now))
+            .map(|r| {
+                let mut row = row_json(r, &id(r), a.no_trunc, now);
+                row["Size"] = serde_json::json!(sizes.of(r));
+                row
+            })
             .collect();
         print!("{}", format.render_rows(&rows, HEADERS)?);
         return Ok(ExitCode::SUCCESS);
@@ -105,6 +118,9 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
         .map(String::from)
         .to_vec(),
     ];
+    if a.size {
+        table[0].push("SIZE".into());
+    }
     for r in &rows {
         table.push(vec![
             id(r),
@@ -115,6 +131,11 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
             String::new(),
             r.config.name.clone(),
         ]);
+        if a.size {
+            if let Some(row) = table.last_mut() {
+                row.push(size(r));
+            }
+        }
     }
     print!("{}", human::table(&table));
     Ok(ExitCode::SUCCESS)
@@ -138,7 +159,6 @@ fn row_json(r: &Summary, id: &str, no_trunc: bool, now: DateTime<Utc>) -> serde_
         "Ports": "",
         "State": r.state.observed().status_word(),
         "Status": status(&r.state, now),
-        "Size": "0B",
         "Names": r.config.name,
         "Labels": labels.join(","),
         "Mounts": "",
@@ -146,6 +166,34 @@ fn row_json(r: &Summary, id: &str, no_trunc: bool, now: DateTime<Utc>) -> serde_
         "LocalVolumes": "0",
         "Isolation": r.config.host_config.isolation.as_str(),
     })
+}
+
+/// docker's SIZE: `<container's own> (virtual <with its image>)`.
+struct Sizes {
+    images: Option<rootfs::store::Store>,
+    root: std::path::PathBuf,
+}
+
+impl Sizes {
+    fn new(root: &Path) -> Self {
+        Sizes {
+            images: rootfs::store::Store::open(root).ok(),
+            root: root.to_owned(),
+        }
+    }
+
+    fn of(&self, r: &Summary) -> String {
+        let own = lifecycle::disk_usage(&self.root, &r.config.id);
+        let image = self.images.as_ref().map_or(0, |s| {
+            s.resolve(&r.config.image)
+                .map_or(0, |i| crate::images::image_size(&self.root, s, &i))
+        });
+        format!(
+            "{} (virtual {})",
+            human::size(own),
+            human::size(own + image)
+        )
+    }
 }
 
 /// docker's `CreatedAt`: `2024-01-01 00:00:00 +0000 UTC`.
