@@ -131,10 +131,10 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
             String::new(),
             r.config.name.clone(),
         ]);
-        if a.size {
-            if let Some(row) = table.last_mut() {
-                row.push(size(r));
-            }
+        if a.size
+            && let Some(row) = table.last_mut()
+        {
+            row.push(size(r));
         }
     }
     print!("{}", human::table(&table));
