@@ -24,6 +24,7 @@ mod reset;
 mod rootfs;
 mod self_exe;
 mod server;
+mod top;
 mod transport;
 mod user;
 mod vsock;
@@ -43,6 +44,9 @@ fn main() {
     }
     if archive::invoked() {
         std::process::exit(archive::main(std::env::args_os()));
+    }
+    if top::invoked() {
+        std::process::exit(top::main());
     }
     reset::install_panic_hook();
     // Arguments are honoured only outside PID 1: as init, argv holds whatever the kernel

@@ -14,6 +14,7 @@ mod ps;
 mod run;
 mod stats;
 mod term;
+mod top;
 
 use std::io::Write;
 use std::path::Path;
@@ -81,6 +82,8 @@ pub enum ContainerCommand {
     Export(files::ExportArgs),
     /// Create an image from a container's changes.
     Commit(files::CommitArgs),
+    /// Show a running container's processes.
+    Top(top::TopArgs),
 }
 
 /// `husk container prune`.
@@ -159,6 +162,7 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
         ContainerCommand::Diff(a) => report(files::diff(a, root)),
         ContainerCommand::Export(a) => report(files::export(a, root)),
         ContainerCommand::Commit(a) => report(files::commit(a, root)),
+        ContainerCommand::Top(a) => report(top::top(a, root)),
     })
 }
 
@@ -450,6 +454,7 @@ mod tests {
             files::CpArgs::augment_args(Command::new("cp")),
             files::ExportArgs::augment_args(Command::new("export")),
             files::CommitArgs::augment_args(Command::new("commit")),
+            top::TopArgs::augment_args(Command::new("top")),
         ] {
             cmd.debug_assert();
         }

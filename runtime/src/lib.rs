@@ -25,5 +25,6 @@ pub mod sockpath;
 pub mod spec;
 pub mod stats;
 pub mod timing;
+pub mod tools;
 pub mod ulimit;
 pub mod units;

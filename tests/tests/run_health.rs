@@ -1,7 +1,8 @@
 //! docker's health checks: `--health-*` over the image's `HEALTHCHECK` (set here with
 //! `commit -c`), `--no-healthcheck`, the start period (failures do not count until a check
 //! passes), `starting` → `healthy` → `unhealthy` in `inspect`'s `State.Health` and in `ps`
-//! (status words and `--filter health=`), and the flag errors. One test per isolation.
+//! (status words and `--filter health=`), and the flag errors; and `top` on the same
+//! container. One test per isolation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -52,6 +53,23 @@ fn health_checks(iso: &str) {
         "sleep",
         "1000",
     ]);
+    // top: ps -ef's columns, the workload as PID 1, the container's PIDs.
+    let top = ctx.ok(&["top", "h"]);
+    let mut lines = top.lines();
+    let titles: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        titles,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    let first: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        (first[0], first[1], first[2], &first[7..]),
+        ("root", "1", "0", &["sleep", "1000"][..]),
+        "[{iso}] {top}"
+    );
+    let e = ctx.fails_with(1, &["top", "h", "aux"]);
+    assert!(e.contains("ps options are not supported"), "{e}");
+
     // Failing in the start period: still starting, nothing counted.
     let failed_once = Ctx::eventually(long, || field(&ctx, "{{len .State.Health.Log}}") != "0");
     assert!(failed_once, "[{iso}] no check ever ran");
@@ -156,6 +174,8 @@ fn health_checks(iso: &str) {
     let e = ctx.fails(125, &["run", "--health-interval", "-1s", BUSYBOX]);
     assert_eq!(e, "husk: --health-interval cannot be negative");
 
+    let e = ctx.fails_with(1, &["top", "none"]);
+    assert_eq!(e, "Error: container none is not running");
     ctx.ok(&["rm", "-f", "h", "from-image", "none"]);
     ctx.ok(&["rmi", "test/hc"]);
     ctx.assert_clean();

@@ -258,6 +258,32 @@ pub struct ProcessSpec {
 pub enum Tool {
     /// `husk-archive`: one operation on the container's files.
     Archive(crate::archive::ArchiveOp),
+    /// `husk-top`: the container's processes as `ps -ef` lists them ([`Top`] as JSON on
+    /// stdout).
+    Top,
+}
+
+/// docker's `top`: column titles and one row per process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Top {
+    /// Column titles.
+    pub titles: Vec<String>,
+    /// Rows, one value per title.
+    pub processes: Vec<Vec<String>>,
+}
+
+impl Top {
+    /// The tool's output.
+    pub fn to_json(&self) -> String {
+        // Strings only: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses the tool's output.
+    pub fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
 }
 
 /// One resource limit (`setrlimit`).

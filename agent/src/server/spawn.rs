@@ -149,6 +149,10 @@ fn spawn_in(
         (Some(Tool::Archive(op)), _) => {
             crate::archive::command(op).map_err(|e| start_error(spec, e))?
         }
+        (Some(Tool::Top), _) => (
+            crate::top::command().map_err(|e| start_error(spec, e))?,
+            Vec::new(),
+        ),
         (None, true) => (
             crate::husk_init::command(&spec.argv).map_err(|e| start_error(spec, e))?,
             Vec::new(),

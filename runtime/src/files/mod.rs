@@ -15,17 +15,14 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use agent_proto::Tool;
 use agent_proto::archive::{ArchiveOp, EXIT_NOT_FOUND};
-use agent_proto::{ProcessSpec, Tool};
 
 use crate::agent_client::{AgentClient, ClientError, DEFAULT_TIMEOUT, Sink, sink_fn};
 use crate::container::{ContainerError, Lock, Status, Store};
 use crate::lifecycle::LifecycleError;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::shim::ShimError;
-
-/// Longest error text kept from the tool's stderr.
-const MAX_TOOL_ERROR: usize = 4096;
 
 /// Errors from working on a container's files.
 #[derive(Debug, thiserror::Error)]
@@ -202,38 +199,15 @@ fn run_tool(
     stdin: Option<&mut dyn Read>,
     stdout: Sink,
 ) -> Result<(), FilesError> {
-    let spec = ProcessSpec {
-        argv: vec!["husk-archive".into()],
-        tool: Some(Tool::Archive(op)),
-        ..ProcessSpec::default()
-    };
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&errors);
-    let stderr = sink_fn(move |b| {
-        let mut e = sink
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if e.len() < MAX_TOOL_ERROR {
-            e.extend_from_slice(b);
-        }
-    });
-    let exit = client.run(&spec, stdin, stdout, stderr)?;
-    if exit.code == 0 {
-        return Ok(());
-    }
-    if exit.code == EXIT_NOT_FOUND {
-        return Err(FilesError::NotFound {
+    let exit = crate::tools::run(client, Tool::Archive(op), stdin, stdout)?;
+    match exit.code {
+        0 => Ok(()),
+        EXIT_NOT_FOUND => Err(FilesError::NotFound {
             path: path.to_owned(),
             container: query.to_owned(),
-        });
+        }),
+        _ => Err(FilesError::Tool(exit.said)),
     }
-    let said = errors.lock().map(|e| e.clone()).unwrap_or_default();
-    let said = String::from_utf8_lossy(&said);
-    let line = said.lines().rev().find(|l| !l.trim().is_empty());
-    Err(FilesError::Tool(line.map_or_else(
-        || exit.detail.clone(),
-        |l| l.trim().to_owned(),
-    )))
 }
 
 /// docker's `diff`: the container's changes as `(kind, path)`, kind `A`, `C` or `D`.
