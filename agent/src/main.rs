@@ -19,6 +19,7 @@ mod init;
 mod listen;
 mod loopback;
 mod mounts;
+mod oom;
 mod reaper;
 mod reset;
 mod rootfs;

@@ -308,6 +308,9 @@ pub struct ContainerState {
     /// `pause`d (the workload still counts as running, as docker counts it).
     #[serde(default)]
     pub paused: bool,
+    /// The last run ended by the kernel's OOM killer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
     /// The health check's results (with a health check only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,
@@ -691,7 +694,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "Running": running && state.status == Status::Running,
             "Paused": paused,
             "Restarting": running && state.status == Status::Restarting,
-            "OOMKilled": false,
+            "OOMKilled": state.oom_killed,
             "Dead": state.status == Status::Dead,
             "Pid": if running { state.pid } else { 0 },
             "ExitCode": state.exit_code,

@@ -348,6 +348,9 @@ pub enum Reply {
         code: i32,
         /// What happened, for people.
         detail: String,
+        /// SIGKILL came from the kernel's OOM killer (the sandbox ran out of memory).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        oom_killed: bool,
     },
     /// The agent has written `bytes` more of the process's stdin: the host may send that
     /// much more (event; see [`STDIN_WINDOW`](crate::STDIN_WINDOW)).
@@ -524,6 +527,7 @@ mod tests {
                 process: 1,
                 code: 137,
                 detail: "killed by signal 9".into(),
+                oom_killed: true,
             },
             Reply::Credit {
                 process: 1,

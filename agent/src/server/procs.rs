@@ -50,8 +50,8 @@ struct State {
     open_outputs: u8,
     /// Request ids of `Wait`s to answer when finished.
     waiters: Vec<u64>,
-    /// `(code, detail)` once finished.
-    exit: Option<(i32, String)>,
+    /// `(code, detail, killed by the OOM killer)` once finished.
+    exit: Option<(i32, String, bool)>,
     /// An `Exited` reply has been sent.
     collected: bool,
 }
@@ -65,6 +65,8 @@ pub struct Proc {
     outbox: Arc<Outbox>,
     exited: EventFd,
     state: Mutex<State>,
+    /// The kernel's OOM kill count when it started.
+    oom_kills: u64,
 }
 
 impl Proc {
@@ -84,6 +86,7 @@ impl Proc {
             name,
             outbox,
             exited,
+            oom_kills: crate::oom::kills(),
             state: Mutex::new(State {
                 status: None,
                 open_outputs: outputs,
@@ -107,7 +110,7 @@ impl Proc {
         let proc = Self::running(id, 0, String::new(), outbox, 0, exited);
         {
             let mut state = lock(&proc.state);
-            state.exit = Some((code, detail));
+            state.exit = Some((code, detail, false));
             state.collected = true;
         }
         Ok(proc)
@@ -134,7 +137,7 @@ impl Proc {
         state
             .exit
             .as_ref()
-            .map(|(code, detail)| self.exited_reply(*code, detail))
+            .map(|(code, detail, oom)| self.exited_reply(*code, detail, *oom))
     }
 
     /// Whether an `Exited` reply has gone out, so the host may forget it.
@@ -147,8 +150,8 @@ impl Proc {
         let owed = {
             let mut state = lock(&self.state);
             match &state.exit {
-                Some((code, detail)) => {
-                    let reply = self.exited_reply(*code, detail);
+                Some((code, detail, oom)) => {
+                    let reply = self.exited_reply(*code, detail, *oom);
                     state.collected = true;
                     Owed(vec![(id, reply)])
                 }
@@ -191,21 +194,23 @@ impl Proc {
             return Owed(Vec::new());
         };
         let (code, detail) = (status.code(), format!("{} {status}", self.name));
+        let oom = status == Status::Signaled(libc::SIGKILL) && crate::oom::kills() > self.oom_kills;
         let waiters = std::mem::take(&mut state.waiters);
         state.collected |= !waiters.is_empty();
         let owed = waiters
             .into_iter()
-            .map(|id| (id, self.exited_reply(code, &detail)))
+            .map(|id| (id, self.exited_reply(code, &detail, oom)))
             .collect();
-        state.exit = Some((code, detail));
+        state.exit = Some((code, detail, oom));
         Owed(owed)
     }
 
-    fn exited_reply(&self, code: i32, detail: &str) -> Reply {
+    fn exited_reply(&self, code: i32, detail: &str, oom_killed: bool) -> Reply {
         Reply::Exited {
             process: self.id,
             code,
             detail: detail.to_owned(),
+            oom_killed,
         }
     }
 }

@@ -200,7 +200,14 @@ impl AgentClient {
         })?;
         let (pid, early_exit) = match reply {
             Reply::Started { pid, .. } => (Some(pid), None),
-            Reply::Exited { code, detail, .. } => (None, Some(ProcessExit { code, detail })),
+            Reply::Exited { code, detail, .. } => (
+                None,
+                Some(ProcessExit {
+                    code,
+                    detail,
+                    oom_killed: false,
+                }),
+            ),
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         };
         Ok(Process {

@@ -21,6 +21,8 @@ pub struct ProcessExit {
     pub code: i32,
     /// The agent's account of it, for people.
     pub detail: String,
+    /// The agent saw the kernel's OOM killer end it.
+    pub oom_killed: bool,
 }
 
 /// A process started on the agent. Dropping it does not stop the process (closing the
@@ -88,7 +90,16 @@ impl Process {
         }
         let reply = request(&self.shared, &Request::Wait { process: self.id }, None)?;
         let exit = match reply {
-            Reply::Exited { code, detail, .. } => ProcessExit { code, detail },
+            Reply::Exited {
+                code,
+                detail,
+                oom_killed,
+                ..
+            } => ProcessExit {
+                code,
+                detail,
+                oom_killed,
+            },
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         };
         self.state.finish();

@@ -218,6 +218,23 @@ impl Cgroup {
             .map_err(|e| CgroupError::Io(procs, e))
     }
 
+    /// How many processes of the group the kernel's OOM killer has killed (`oom_kill` of
+    /// `memory.events` on v2, of `memory.oom_control` on v1); 0 if unknown.
+    pub fn oom_kills(&self) -> u64 {
+        let file = match self.layout {
+            Layout::V2 => self.dirs[0].join("memory.events"),
+            Layout::V1 => self.dirs[0].join("memory.oom_control"),
+        };
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// The group's directories.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs

@@ -141,6 +141,17 @@ impl Sandbox {
         self.pid
     }
 
+    /// Whether a workload that ended with `exit` was killed for memory (docker's
+    /// `State.OOMKilled`): the sandbox cgroup's count under process isolation, the guest
+    /// kernel's (as the agent saw it) in a VM, where the guest is the container's memory.
+    pub fn oom_killed(&self, exit: &crate::agent_client::ProcessExit) -> bool {
+        exit.code == 128 + libc::SIGKILL
+            && match &self.backend {
+                Backend::Vm(_) => exit.oom_killed,
+                Backend::Process(p) => p.oom_killed(),
+            }
+    }
+
     /// What `pause` and `unpause` act on.
     pub fn pauser(&self) -> Pauser {
         match &self.backend {
@@ -191,7 +202,7 @@ impl Sandbox {
             Backend::Process(p) => p.devices(),
             Backend::Vm(v) => v.devices(),
         };
-        let spec = SandboxSpec {
+        let mut spec = SandboxSpec {
             layers,
             layer_fstype: "erofs".into(),
             scratch,
@@ -208,6 +219,12 @@ impl Sandbox {
             },
             ..self.setup.clone()
         };
+        if let Backend::Vm(_) = self.backend {
+            // The guest is the container's memory: allocations succeed as they do under a
+            // host's heuristic and a cgroup limit, and running out is an OOM kill.
+            spec.sysctls
+                .push(("vm.overcommit_memory".into(), "1".into()));
+        }
         self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;
         if let Backend::Process(p) = &mut self.backend {

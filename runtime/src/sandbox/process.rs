@@ -100,6 +100,11 @@ impl ProcessSandbox {
         })
     }
 
+    /// Whether the kernel's OOM killer has killed a process of the sandbox.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.oom_kills() > 0
+    }
+
     /// What pauses the sandbox: its cgroup's freezer.
     pub fn freezer(&self) -> super::cgroup::Freezer {
         self.cgroup.freezer()

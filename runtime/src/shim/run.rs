@@ -188,10 +188,12 @@ fn prepare(root: &Path, id: &str) -> Result<Shared, String> {
 }
 
 /// How one run ended.
+#[derive(Default)]
 struct Outcome {
     code: i32,
     last_exit: String,
     error: String,
+    oom_killed: bool,
 }
 
 fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attach: bool) -> i32 {
@@ -209,6 +211,7 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
                 code: 0,
                 last_exit: "workload".into(),
                 error: String::new(),
+                oom_killed: false,
             }
         } else {
             run_once(shared, &self_cmd)
@@ -216,6 +219,7 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
         let restart = should_restart(shared, &outcome);
         let _ = shared.store.update_state(&shared.id, |s| {
             s.exit_code = outcome.code;
+            s.oom_killed = outcome.oom_killed;
             s.last_exit = outcome.last_exit.clone();
             s.error = outcome.error.clone();
             s.finished_at = now();
@@ -364,6 +368,7 @@ fn sandbox_failure(code: i32, why: String) -> Outcome {
         code,
         last_exit: format!("sandbox: {why}"),
         error: why,
+        oom_killed: false,
     }
 }
 
@@ -411,6 +416,7 @@ fn run_once(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Outcom
             code: 125,
             last_exit: "workload".into(),
             error: message,
+            oom_killed: false,
         },
         Err(e) => {
             let why = sandbox.death_reason(Duration::from_secs(2));
@@ -476,11 +482,13 @@ fn wait_workload(
             code: exit.code,
             last_exit: "workload".into(),
             error: exit.detail,
+            oom_killed: false,
         },
         Ok(exit) => Outcome {
             code: exit.code,
             last_exit: "workload".into(),
             error: String::new(),
+            oom_killed: sandbox.oom_killed(&exit),
         },
         Err(e) => {
             let conn = agent_proto::error_chain(&e);
