@@ -168,6 +168,9 @@ pub struct HostConfig {
     pub sysctls: BTreeMap<String, String>,
     /// `--pids-limit` (0: husk's default, 4096 under process isolation, none in a VM).
     pub pids_limit: i64,
+    /// `--device`s (process isolation only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::device::DeviceMapping>,
 }
 
 impl HostConfig {
@@ -732,6 +735,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "Ulimits": if h.ulimits.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.ulimits) },
             "Tmpfs": if h.tmpfs.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.tmpfs) },
             "PidsLimit": if h.pids_limit > 0 { serde_json::json!(h.pids_limit) } else { serde_json::Value::Null },
+            "Devices": h.devices,
             "Sysctls": if h.sysctls.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.sysctls) },
             "PortBindings": {},
             "Binds": null,

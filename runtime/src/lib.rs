@@ -9,6 +9,7 @@ pub mod agent_client;
 pub mod bench;
 pub mod caps;
 pub mod container;
+pub mod device;
 pub mod files;
 pub mod guest;
 pub mod health;

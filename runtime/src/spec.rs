@@ -32,6 +32,9 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// A run flag or image config husk cannot turn into a container.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
+    /// A `--device` is wrong.
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     /// The health flags are wrong.
     #[error(transparent)]
     Health(#[from] crate::health::HealthError),
@@ -203,6 +206,8 @@ pub struct RunFlags {
     pub pids_limit: Option<i64>,
     /// `--health-*`, `--no-healthcheck`.
     pub health: crate::health::HealthFlags,
+    /// `--device HOST[:CONTAINER][:PERMISSIONS]`.
+    pub devices: Vec<String>,
     /// CMD arguments after the image.
     pub cmd: Vec<String>,
 }
@@ -306,6 +311,11 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
             .map(|s| sysctl(s))
             .collect::<Result<_, _>>()?,
         pids_limit: flags.pids_limit.filter(|n| *n > 0).unwrap_or(0),
+        devices: flags
+            .devices
+            .iter()
+            .map(|d| crate::device::parse(d, flags.isolation))
+            .collect::<Result<_, _>>()?,
     })
     .and_then(|h| {
         crate::caps::bounding_set(h.privileged, &h.cap_add, &h.cap_drop)?;

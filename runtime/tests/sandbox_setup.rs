@@ -470,12 +470,19 @@ fn check_cwd_exit_codes_and_tty(client: &AgentClient) {
 /// Only the container's own mounts exist inside, and no host path or device is reachable.
 fn check_host_is_invisible(client: &AgentClient, work: &Path, disks: &Disks) {
     let mounts = ok(client, "awk '{print $5}' /proc/1/mountinfo | sort");
+    // The device nodes are bind mounts of the agent's own (the rest of the root is nodev).
     let expected = [
         "/",
         "/dev",
+        "/dev/full",
         "/dev/mqueue",
+        "/dev/null",
         "/dev/pts",
+        "/dev/random",
         "/dev/shm",
+        "/dev/tty",
+        "/dev/urandom",
+        "/dev/zero",
         "/etc/hostname",
         "/etc/hosts",
         "/etc/resolv.conf",

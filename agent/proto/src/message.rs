@@ -190,6 +190,19 @@ pub struct SandboxSpec {
     /// docker's `--sysctl KEY=VALUE` (namespaced ones; checked by the host).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sysctls: Vec<(String, String)>,
+    /// docker's `--device`: device nodes of the agent's own `/dev` (the host's, under
+    /// process isolation) made available in the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceMount>,
+}
+
+/// One `--device`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMount {
+    /// The device node as the agent sees it (absolute).
+    pub source: String,
+    /// Where it appears in the container (absolute).
+    pub target: String,
 }
 
 /// One `--tmpfs`.

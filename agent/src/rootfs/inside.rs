@@ -1,14 +1,17 @@
 //! What goes inside the assembled rootfs before the agent moves in: proc, a read-only sysfs,
-//! docker's minimal `/dev` (a tmpfs with null, zero, full, random, urandom, tty, the
-//! `/proc/self/fd` links, a private devpts instance with `ptmx` pointing at it, `shm` and
-//! `mqueue`; never the agent's devtmpfs, which in process mode is the host's and would expose
-//! its disks), `/tmp`, and `/etc/{hosts,hostname,resolv.conf}` bind-mounted from files the
-//! agent writes under `<base>/etc`. Every target is resolved inside the rootfs, so an
-//! image's symlinks cannot aim a mount outside it.
+//! docker's minimal `/dev` (a `nodev` tmpfs onto which null, zero, full, random, urandom and
+//! tty are bind-mounted from the agent's own `/dev`, plus `--device`s, the `/proc/self/fd`
+//! links, a private devpts instance with `ptmx` pointing at it, `shm` and `mqueue`; never the
+//! agent's devtmpfs itself, which in process mode is the host's and would expose its disks),
+//! `/tmp`, and `/etc/{hosts,hostname,resolv.conf}` bind-mounted from files the agent writes
+//! under `<base>/etc`. Every target is resolved inside the rootfs, so an image's symlinks
+//! cannot aim a mount outside it. The root (see `layers`) and `/dev` are `nodev`: a device
+//! node a workload makes with CAP_MKNOD cannot be opened, so only the bind-mounted nodes
+//! work (runc's way without a devices cgroup, and the same under both isolations).
 
 use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use agent_proto::SandboxSpec;
@@ -20,15 +23,8 @@ use crate::console::say;
 /// Flags of the kernel filesystems that hold no programs or devices.
 const SECURE: c_ulong = MS_NOSUID | MS_NODEV | MS_NOEXEC;
 
-/// Device nodes of the container's `/dev`: (name, major, minor), all mode 0666.
-const DEVICES: &[(&str, u32, u32)] = &[
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
+/// Device nodes of the container's `/dev`, bind-mounted from the agent's `/dev`.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// Symlinks of the container's `/dev`: (name, target).
 const LINKS: &[(&str, &str)] = &[
@@ -46,7 +42,7 @@ pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), Ro
     let root = root.as_fd();
     mount_in(root, "proc", "proc", SECURE, None)?;
     mount_in(root, "sys", "sysfs", SECURE | MS_RDONLY, None)?;
-    dev(root, spec.shm_size)?;
+    dev(root, spec.shm_size, &spec.devices)?;
     tmp(root)?;
     etc_files(base, root, spec)?;
     for t in &spec.tmpfs {
@@ -114,16 +110,19 @@ fn mount_in(
     .map_err(step(format!("mount {fstype} on /{path}")))
 }
 
-/// The container's `/dev`, with a `/dev/shm` of `shm_size` bytes.
-fn dev(root: BorrowedFd<'_>, shm_size: Option<u64>) -> Result<(), RootfsError> {
+/// The container's `/dev`, with a `/dev/shm` of `shm_size` bytes and the `--device`s.
+fn dev(
+    root: BorrowedFd<'_>,
+    shm_size: Option<u64>,
+    devices: &[agent_proto::DeviceMount],
+) -> Result<(), RootfsError> {
     let data = "mode=755,size=65536k";
-    mount_in(root, "dev", "tmpfs", MS_NOSUID, Some(data))?;
+    mount_in(root, "dev", "tmpfs", MS_NOSUID | MS_NODEV, Some(data))?;
     // Reopened: the handle from before the mount refers to the directory underneath.
     let dev: OwnedFd = sys::ensure_dir(root, "dev").map_err(step("open /dev"))?;
     let dev = dev.as_fd();
-    for &(name, major, minor) in DEVICES {
-        sys::char_dev_at(dev, name, 0o666, major, minor)
-            .map_err(step(format!("create /dev/{name}")))?;
+    for name in DEVICES {
+        bind_device(root, &format!("/dev/{name}"), &format!("dev/{name}"))?;
     }
     for &(name, target) in LINKS {
         sys::symlink_at(target, dev, name).map_err(step(format!("link /dev/{name}")))?;
@@ -137,6 +136,24 @@ fn dev(root: BorrowedFd<'_>, shm_size: Option<u64>) -> Result<(), RootfsError> {
     if let Err(e) = mount_in(root, "dev/mqueue", "mqueue", SECURE, None) {
         say!("rootfs: no /dev/mqueue: {}", crate::chain(&e));
     }
+    for d in devices {
+        bind_device(root, &d.source, d.target.trim_start_matches('/'))?;
+    }
+    Ok(())
+}
+
+/// Bind-mounts the device node `source` of the agent's tree onto `target` (relative to the
+/// root, created as an empty file).
+fn bind_device(root: BorrowedFd<'_>, source: &str, target: &str) -> Result<(), RootfsError> {
+    let meta = fs::metadata(source).map_err(step(format!("find the device {source}")))?;
+    let kind = meta.file_type();
+    if !(kind.is_char_device() || kind.is_block_device()) {
+        return Err(RootfsError::Invalid(format!("{source} is not a device")));
+    }
+    let node = sys::ensure_file(root, target).map_err(step(format!("create /{target}")))?;
+    let path = sys::fd_path(node.as_fd());
+    sys::mount(Some(source), &path, None, MS_BIND, None)
+        .map_err(step(format!("bind-mount {source} on /{target}")))?;
     Ok(())
 }
 

@@ -49,9 +49,20 @@ pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsE
     let rootfs = base.join("rootfs");
     mkdir(&rootfs)?;
     let options = overlay_options(&lowers, &upper, &work);
-    sys::mount(Some("overlay"), &rootfs, Some("overlay"), 0, Some(&options)).map_err(step(
-        format!("mount the overlay on {} ({options})", rootfs.display()),
-    ))?;
+    // nodev: device nodes in the image or made by the workload cannot be opened (see
+    // `inside`: the container's devices are bind mounts).
+    let flags = libc::MS_NODEV;
+    sys::mount(
+        Some("overlay"),
+        &rootfs,
+        Some("overlay"),
+        flags,
+        Some(&options),
+    )
+    .map_err(step(format!(
+        "mount the overlay on {} ({options})",
+        rootfs.display()
+    )))?;
     keep_dirs(&upper, &lowers)?;
     Ok(rootfs)
 }

@@ -121,7 +121,7 @@ fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
     inside::populate(base, &rootfs, spec)?;
     if spec.read_only {
         // The overlay's own mount only: what is mounted inside it keeps its flags.
-        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NODEV;
         sys::mount(None, &rootfs, None, flags, None)
             .map_err(step("make the root filesystem read-only"))?;
     }
@@ -188,6 +188,19 @@ fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
                 "tmpfs path {:?} is not a clean absolute path",
                 t.path
             ));
+        }
+    }
+    for d in &spec.devices {
+        for path in [&d.source, &d.target] {
+            let clean = path.starts_with('/')
+                && !path.contains('\0')
+                && !path
+                    .split('/')
+                    .skip(1)
+                    .any(|p| matches!(p, "" | "." | ".."));
+            if !clean {
+                return invalid(format!("device path {path:?} is not a clean absolute path"));
+            }
         }
     }
     for (key, _) in &spec.sysctls {

@@ -169,21 +169,6 @@ pub fn chmod_at(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<()> {
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })
 }
 
-/// Creates character device `name` (major, minor) beneath `dir` with exactly `mode`.
-pub fn char_dev_at(
-    dir: BorrowedFd<'_>,
-    name: &str,
-    mode: u32,
-    major: u32,
-    minor: u32,
-) -> io::Result<()> {
-    let cname = cstr(name)?;
-    let dev = libc::makedev(major, minor);
-    // SAFETY: `cname` is NUL-terminated and lives across the call.
-    check(unsafe { libc::mknodat(dir.as_raw_fd(), cname.as_ptr(), libc::S_IFCHR | mode, dev) })?;
-    chmod_at(dir, name, mode)
-}
-
 /// Creates symlink `name` -> `target` beneath `dir`.
 pub fn symlink_at(target: &str, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     let (target, name) = (cstr(target)?, cstr(name)?);

@@ -133,6 +133,9 @@ pub struct RunArgs {
     /// Disable any health check the image specifies.
     #[arg(long)]
     no_healthcheck: bool,
+    /// Add a host device: HOST[:CONTAINER][:PERMISSIONS] (process isolation only).
+    #[arg(long, value_name = "HOST[:CONTAINER][:rwm]")]
+    device: Vec<String>,
     /// Pull the image before running: missing, always or never.
     #[arg(long, default_value = "missing", value_name = "missing|always|never")]
     pull: String,
@@ -362,6 +365,7 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         tmpfs: a.tmpfs.clone(),
         sysctls: a.sysctl.clone(),
         pids_limit: a.pids_limit,
+        devices: a.device.clone(),
         health: runtime::health::HealthFlags {
             cmd: a.health_cmd.clone(),
             interval: a.health_interval.clone(),

@@ -335,6 +335,7 @@ pub(crate) fn sandbox_params(
             pids_limit: u64::try_from(c.host_config.pids_limit)
                 .ok()
                 .filter(|n| *n > 0),
+            devices: c.host_config.devices.iter().map(|d| d.mount()).collect(),
             ..SandboxSpec::default()
         },
         self_cmd: self_cmd.clone(),
