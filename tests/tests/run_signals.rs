@@ -1,7 +1,8 @@
 //! Signals and terminals of a foreground `husk run`: SIGTERM and SIGINT sent to the husk
 //! process reach the workload's `trap`; `-it` under tmux gives a real pty with the window's
 //! size, resizing the window changes what `stty size` says, Ctrl-P Ctrl-Q detaches and
-//! `attach` takes the same shell back.
+//! `attach` takes the same shell back; `-a` picks the streams shown and `--sig-proxy=false`
+//! leaves the workload alone when husk itself is signalled.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -66,6 +67,62 @@ fn sigterm_and_sigint_reach_the_workload() {
     for iso in backends("sigterm_and_sigint_reach_the_workload") {
         forwards(iso, libc::SIGTERM, "TERM");
         forwards(iso, libc::SIGINT, "INT");
+    }
+}
+
+#[test]
+fn attach_streams_and_no_signal_proxy() {
+    for iso in backends("attach_streams_and_no_signal_proxy") {
+        let ctx = Ctx::isolated(iso);
+        let mut child = ctx
+            .cmd()
+            .args([
+                "run",
+                "--name",
+                "s",
+                "-a",
+                "STDERR",
+                "--sig-proxy=false",
+                "--isolation",
+                iso,
+            ])
+            .args([
+                BUSYBOX,
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exec sleep 100",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert_eq!(line, "err\n", "[{iso}]");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let o = child.wait_with_output().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGTERM),
+            "[{iso}] husk itself ends"
+        );
+        assert!(o.stdout.is_empty(), "[{iso}] stdout was not attached");
+        let running = ctx.ok(&["inspect", "-f", "{{.State.Running}}", "s"]);
+        assert_eq!(running.trim(), "true", "[{iso}] the workload got no signal");
+        ctx.ok(&["rm", "-f", "s"]);
+
+        let e = ctx.fails(125, &["run", "-d", "-a", "stdout", BUSYBOX]);
+        assert_eq!(e, "husk: Conflicting options: -a and -d");
+        let e = ctx.fails(125, &["run", "-a", "stdpipe", BUSYBOX]);
+        assert!(
+            e.contains("valid streams are STDIN, STDOUT and STDERR"),
+            "{e}"
+        );
+        ctx.assert_clean();
     }
 }
 

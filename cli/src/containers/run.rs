@@ -94,6 +94,12 @@ pub struct RunArgs {
     /// Keys that detach from a terminal session (docker's format) [default: ctrl-p,ctrl-q].
     #[arg(long, value_name = "KEYS")]
     detach_keys: Option<String>,
+    /// Attach only these streams: STDIN, STDOUT, STDERR [default: all].
+    #[arg(short, long = "attach", value_name = "STREAM")]
+    attach: Vec<String>,
+    /// Pass signals received by husk on to the workload.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sig_proxy: bool,
     /// At most this many processes in the container (-1 or 0: no limit of yours).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pids_limit: Option<i64>,
@@ -157,7 +163,11 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         bail!("the input device is not a TTY");
     }
     let target: Arc<OnceLock<String>> = Arc::default();
-    if !a.detach {
+    if a.detach && !a.attach.is_empty() {
+        bail!("Conflicting options: -a and -d");
+    }
+    let (stdin_wanted, streams) = attach_streams(&a.attach)?;
+    if !a.detach && a.sig_proxy {
         // Before any other thread exists, so that the signals reach only the relay.
         relay_signals(root, &target, a.tty)?;
     }
@@ -205,7 +215,8 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         root,
         &id,
         Session {
-            stdin: a.interactive,
+            stdin: a.interactive && stdin_wanted,
+            streams,
             tty: a.tty,
             detach_keys,
         },
@@ -279,6 +290,7 @@ pub fn start_attached(root: &Path, query: &str, interactive: bool) -> ExitCode {
             let _ = target.set(id.clone());
             let s = Session {
                 stdin: interactive && c.config.open_stdin,
+                streams: Streams::ALL,
                 tty: c.config.tty,
                 detach_keys: None,
             };
@@ -329,6 +341,7 @@ pub fn attach(a: AttachArgs, root: &Path) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let s = Session {
         stdin: !a.no_stdin && c.config.open_stdin,
+        streams: Streams::ALL,
         tty: c.config.tty,
         detach_keys,
     };
@@ -509,10 +522,50 @@ fn resize(root: &Path, id: &str) -> anyhow::Result<()> {
 pub(super) struct Session {
     /// Forward local stdin.
     pub stdin: bool,
+    /// Which output streams to show.
+    pub streams: Streams,
     /// The container has a terminal.
     pub tty: bool,
     /// docker's `--detach-keys` as bytes (`None`: the default).
     pub detach_keys: Option<Vec<u8>>,
+}
+
+/// docker's `-a`: the output streams a session shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Streams {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Streams {
+    /// Both.
+    pub const ALL: Streams = Streams {
+        stdout: true,
+        stderr: true,
+    };
+}
+
+/// `-a STREAM`s: which of stdin, stdout and stderr to attach (all without any).
+fn attach_streams(names: &[String]) -> anyhow::Result<(bool, Streams)> {
+    if names.is_empty() {
+        return Ok((true, Streams::ALL));
+    }
+    let mut stdin = false;
+    let mut streams = Streams {
+        stdout: false,
+        stderr: false,
+    };
+    for n in names {
+        match n.to_ascii_lowercase().as_str() {
+            "stdin" => stdin = true,
+            "stdout" => streams.stdout = true,
+            "stderr" => streams.stderr = true,
+            _ => bail!(
+                "invalid argument {n:?} for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"
+            ),
+        }
+    }
+    Ok((stdin, streams))
 }
 
 /// Relays the container's output (and stdin) until it exits, or until the detach keys are
@@ -552,7 +605,20 @@ pub(super) fn session(root: &Path, id: &str, s: Session) -> anyhow::Result<ExitC
         )?;
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    let pumped = attached.pump(&mut out, &mut err);
+    let (mut no_out, mut no_err) = (std::io::sink(), std::io::sink());
+    let pumped = attached.pump(
+        if s.streams.stdout {
+            &mut out
+        } else {
+            &mut no_out
+        },
+        if s.streams.stderr {
+            &mut err
+        } else {
+            &mut no_err
+        },
+        &mut std::io::stderr(),
+    );
     if detached.load(std::sync::atomic::Ordering::SeqCst) {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);

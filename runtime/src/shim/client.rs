@@ -113,9 +113,15 @@ impl Attached {
     }
 
     /// Copies output to `out`/`err` until the workload exits: `Some(code)`, or `None` if the
-    /// shim went away first. Why husk could not run the workload, if so, goes to `err` as
-    /// one `husk: ...` line.
-    pub fn pump(self, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<Option<i32>> {
+    /// shim went away first. Why husk could not run the workload, if so, goes to `husk_err`
+    /// as one `husk: ...` line (`err` may be a sink where the workload's stderr is not
+    /// wanted: `run -a`).
+    pub fn pump(
+        self,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
+        husk_err: &mut dyn Write,
+    ) -> io::Result<Option<i32>> {
         let mut reader = BufReader::new(self.conn);
         while let Some((stream, bytes)) = read_frame(&mut reader)? {
             match stream {
@@ -129,8 +135,12 @@ impl Attached {
                 }
                 // husk could not run the workload: one line, as the CLI reports failures.
                 ERROR => {
-                    writeln!(err, "husk: {}", String::from_utf8_lossy(&bytes).trim_end())?;
-                    err.flush()?;
+                    writeln!(
+                        husk_err,
+                        "husk: {}",
+                        String::from_utf8_lossy(&bytes).trim_end()
+                    )?;
+                    husk_err.flush()?;
                 }
                 EXIT => {
                     let code = <[u8; 4]>::try_from(bytes.as_slice())
