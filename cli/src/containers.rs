@@ -84,6 +84,25 @@ pub enum ContainerCommand {
     Commit(files::CommitArgs),
     /// Show a running container's processes.
     Top(top::TopArgs),
+    /// Change containers' memory, CPUs or restart policy.
+    Update(UpdateArgs),
+}
+
+/// `husk update`.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// CPUs (fractional); a running vm container cannot change them.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Memory limit (b, k, m, g); a running vm container cannot change it.
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// Restart policy: no, always, on-failure[:N], unless-stopped.
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
+    /// Containers.
+    #[arg(required = true, value_name = "CONTAINER")]
+    containers: Vec<String>,
 }
 
 /// `husk container prune`.
@@ -163,6 +182,16 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
         ContainerCommand::Export(a) => report(files::export(a, root)),
         ContainerCommand::Commit(a) => report(files::commit(a, root)),
         ContainerCommand::Top(a) => report(top::top(a, root)),
+        ContainerCommand::Update(a) => {
+            let req = runtime::update::UpdateRequest {
+                memory: a.memory,
+                cpus: a.cpus,
+                restart: a.restart,
+            };
+            report(each(&a.containers, |c| {
+                Ok(runtime::update::update(root, c, &req)?)
+            }))
+        }
     })
 }
 
@@ -455,6 +484,7 @@ mod tests {
             files::ExportArgs::augment_args(Command::new("export")),
             files::CommitArgs::augment_args(Command::new("commit")),
             top::TopArgs::augment_args(Command::new("top")),
+            UpdateArgs::augment_args(Command::new("update")),
         ] {
             cmd.debug_assert();
         }

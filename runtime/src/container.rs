@@ -515,6 +515,23 @@ impl Store {
         write_atomic(&dir.join("config.json"), &json)
     }
 
+    /// Changes container `id`'s `config.json` with `change` (under its lock); returns the
+    /// new config.
+    pub fn update_config(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerConfig),
+    ) -> Result<ContainerConfig, ContainerError> {
+        let _lock = self.lock(id)?;
+        let mut config = self.config(id)?;
+        change(&mut config);
+        let dir = self.dir(id);
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| ContainerError::Corrupt(dir.clone(), e))?;
+        write_atomic(&dir.join("config.json"), &json)?;
+        Ok(config)
+    }
+
     fn by_name(&self, name: &str) -> Result<Option<String>, ContainerError> {
         for id in self.ids()? {
             if self.config(&id).is_ok_and(|c| c.name == name) {

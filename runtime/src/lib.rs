@@ -29,3 +29,4 @@ pub mod timing;
 pub mod tools;
 pub mod ulimit;
 pub mod units;
+pub mod update;

@@ -258,6 +258,37 @@ impl Cgroup {
     }
 }
 
+/// Changes the limits of container `id`'s running group (docker's `update`): memory in
+/// bytes and CPUs in 1e-9 units, each if given.
+pub fn update(id: &str, memory: Option<u64>, nano_cpus: Option<u64>) -> Result<(), CgroupError> {
+    let layout = detect()?;
+    let dirs = Cgroup::paths(layout, id);
+    let quota = nano_cpus.map(|n| (n.saturating_mul(CPU_PERIOD_US) / 1_000_000_000).max(1000));
+    match layout {
+        Layout::V2 => {
+            if let Some(m) = memory {
+                write(&dirs[0].join("memory.max"), &m.to_string())?;
+            }
+            if let Some(q) = quota {
+                write(&dirs[0].join("cpu.max"), &format!("{q} {CPU_PERIOD_US}"))?;
+            }
+        }
+        Layout::V1 => {
+            if let Some(m) = memory {
+                write(&dirs[0].join("memory.limit_in_bytes"), &m.to_string())?;
+            }
+            if let Some(q) = quota {
+                write(
+                    &dirs[1].join("cpu.cfs_period_us"),
+                    &CPU_PERIOD_US.to_string(),
+                )?;
+                write(&dirs[1].join("cpu.cfs_quota_us"), &q.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes container `id`'s groups if a dead shim left them (killing what is inside):
 /// `rm` calls this so that nothing outlives the container.
 pub fn remove_leftovers(id: &str) {

@@ -283,7 +283,13 @@ fn should_restart(shared: &Shared, outcome: &Outcome) -> bool {
     if shared.lock().stopped {
         return false;
     }
-    let policy = &shared.config.host_config.restart_policy;
+    // Read afresh: `update --restart` may have changed it while the workload ran.
+    let policy = shared
+        .store
+        .config(&shared.id)
+        .map(|c| c.host_config.restart_policy)
+        .unwrap_or_else(|_| shared.config.host_config.restart_policy.clone());
+    let policy = &policy;
     let count = shared
         .store
         .state(&shared.id)
