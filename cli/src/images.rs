@@ -474,6 +474,12 @@ pub fn rmi(a: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
         match store.remove_image(img, a.force, &in_use.images) {
             Ok(events) => {
                 print_events(&events, "Untagged", "Deleted");
+                for e in &events {
+                    match e {
+                        RemoveEvent::Untagged(n) => event(root, "untag", n, Some(n)),
+                        RemoveEvent::Deleted(d) => event(root, "delete", &d.to_string(), None),
+                    }
+                }
                 if events.iter().any(|e| matches!(e, RemoveEvent::Deleted(_))) {
                     prune_disks(root, &store, &in_use)?;
                 }
@@ -485,6 +491,11 @@ pub fn rmi(a: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+/// Records image event `action` (docker's `events`).
+pub(crate) fn event(root: &Path, action: &str, id: &str, name: Option<&str>) {
+    runtime::events::record(root, &runtime::events::Event::image(action, id, name));
 }
 
 fn print_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
@@ -503,7 +514,8 @@ pub fn tag(a: TagArgs, root: &Path) -> anyhow::Result<ExitCode> {
     if dst.digest().is_some() {
         bail!("refusing to create a tag with a digest reference");
     }
-    store.tag(&a.source, &dst)?;
+    let rec = store.tag(&a.source, &dst)?;
+    event(root, "tag", &rec.id.to_string(), Some(&dst.to_string()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -622,6 +634,7 @@ pub fn load(a: LoadArgs, root: &Path) -> anyhow::Result<ExitCode> {
         build_disks(root, &store, rec)?;
     }
     for rec in &images {
+        event(root, "load", &rec.id.to_string(), None);
         let tags = familiar(&rec.references);
         if tags.is_empty() {
             println!("Loaded image ID: {}", rec.id);
@@ -718,6 +731,9 @@ pub fn save(a: SaveArgs, root: &Path) -> anyhow::Result<ExitCode> {
             archive::save(&store, &a.images, format, out.lock())?;
         }
     }
+    for img in &a.images {
+        event(root, "save", img, None);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -736,6 +752,7 @@ pub fn import(a: ImportArgs, root: &Path) -> anyhow::Result<ExitCode> {
         false => archive::import(&store, &a.file, reference.as_ref(), &opts)?,
     };
     build_disks(root, &store, &rec)?;
+    event(root, "import", &rec.id.to_string(), None);
     println!("{}", rec.id);
     Ok(ExitCode::SUCCESS)
 }

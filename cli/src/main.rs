@@ -2,6 +2,7 @@
 //! Errors print as one line on stderr and exit with docker's code 125.
 
 mod containers;
+mod events;
 mod format;
 mod human;
 mod images;
@@ -86,6 +87,8 @@ enum Command {
     Container(containers::ContainerCommand),
     /// Show husk's version.
     Version,
+    /// Show what happens to containers and images, as it happens.
+    Events(events::EventsArgs),
     /// Manage husk: disk usage, pruning.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -132,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             containers::dispatch(c, &root, &cli.kvm_device)
         }
         Command::System(c) => Ok(images::report(system::run(c, &root))),
+        Command::Events(a) => Ok(images::report(events::events(a, &root))),
         Command::Version => {
             print!("{}", runtime::info::version(&root, &cli.kvm_device));
             Ok(ExitCode::SUCCESS)

@@ -74,6 +74,12 @@ pub fn pull(a: PullArgs, root: &Path) -> anyhow::Result<ExitCode> {
         let store = Store::open(root)?;
         crate::images::build_disks(root, &store, &report.image)?;
     }
+    crate::images::event(
+        root,
+        "pull",
+        &reference.to_string(),
+        Some(&reference.to_string()),
+    );
     drop(progress);
     if !a.quiet {
         println!("Digest: {}", report.digest);
@@ -126,6 +132,12 @@ pub fn pull_for_run(root: &Path, name: &str) -> anyhow::Result<()> {
     let report = registry::pull(root, &reference, &opts, progress.as_ref())?;
     let store = Store::open(root)?;
     crate::images::build_disks(root, &store, &report.image)?;
+    crate::images::event(
+        root,
+        "pull",
+        &reference.to_string(),
+        Some(&reference.to_string()),
+    );
     drop(progress);
     eprintln!("Digest: {}", report.digest);
     let status = match report.up_to_date {

@@ -18,6 +18,8 @@ pub enum SystemCommand {
     Df,
     /// Remove stopped containers and dangling (with -a: unused) images.
     Prune(PruneArgs),
+    /// Show what happens to containers and images, as it happens.
+    Events(crate::events::EventsArgs),
 }
 
 /// `husk system prune`.
@@ -36,6 +38,7 @@ pub fn run(cmd: SystemCommand, root: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
         SystemCommand::Df => df(root),
         SystemCommand::Prune(a) => prune(a, root),
+        SystemCommand::Events(a) => crate::events::events(a, root),
     }
 }
 

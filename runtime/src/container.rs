@@ -455,6 +455,23 @@ impl Store {
         self.dir.join(id)
     }
 
+    /// Records container event `action` for `config` (docker's `events`), with `extra`
+    /// attributes.
+    pub fn event(&self, action: &str, config: &ContainerConfig, extra: &[(&str, String)]) {
+        let root = self.dir.parent().unwrap_or(&self.dir);
+        crate::events::record(
+            root,
+            &crate::events::Event::container(action, config, extra),
+        );
+    }
+
+    /// Records event `action` for container `id` if its config can be read.
+    pub fn event_for(&self, action: &str, id: &str, extra: &[(&str, String)]) {
+        if let Ok(config) = self.config(id) {
+            self.event(action, &config, extra);
+        }
+    }
+
     /// Every container ID.
     pub fn ids(&self) -> Result<Vec<String>, ContainerError> {
         let entries = fs::read_dir(&self.dir)

@@ -166,6 +166,7 @@ pub fn create(root: &Path, req: CreateRequest) -> Result<ContainerConfig, Lifecy
         return Err(LifecycleError::Scratch(e));
     }
     crate::timing::mark("create.done");
+    store.event("create", &config, &[]);
     Ok(config)
 }
 
@@ -261,7 +262,14 @@ pub fn resize(root: &Path, query: &str, rows: u16, cols: u16) -> Result<(), Life
 
 /// Sends `signal` to the workload.
 pub fn kill(root: &Path, query: &str, signal: i32) -> Result<(), LifecycleError> {
-    Ok(shim_client(root, query)?.kill(signal)?)
+    shim_client(root, query)?.kill(signal)?;
+    let store = Store::open(root)?;
+    store.event_for(
+        "kill",
+        &store.resolve(query)?,
+        &[("signal", signal.to_string())],
+    );
+    Ok(())
 }
 
 /// How `stop` and `restart` stop: docker's `-s` and `-t`; what is not given comes from the
@@ -294,7 +302,11 @@ pub fn stop(root: &Path, query: &str, opts: StopOptions) -> Result<(), Lifecycle
         .or_else(|| crate::signal::parse(&c.stop_signal).ok())
         .unwrap_or(libc::SIGTERM);
     match shim_client(root, &id) {
-        Ok(c) => Ok(c.stop(timeout, signal)?),
+        Ok(c) => {
+            c.stop(timeout, signal)?;
+            store.event_for("stop", &id, &[]);
+            Ok(())
+        }
         Err(LifecycleError::NotRunning(_)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -303,7 +315,11 @@ pub fn stop(root: &Path, query: &str, opts: StopOptions) -> Result<(), Lifecycle
 /// docker's `pause` (`true`) and `unpause`: the whole sandbox stops (the VMM process under
 /// vm isolation, the cgroup's freezer under process isolation) or resumes.
 pub fn pause(root: &Path, query: &str, paused: bool) -> Result<(), LifecycleError> {
-    Ok(shim_client(root, query)?.pause(paused)?)
+    shim_client(root, query)?.pause(paused)?;
+    let store = Store::open(root)?;
+    let action = if paused { "pause" } else { "unpause" };
+    store.event_for(action, &store.resolve(query)?, &[]);
+    Ok(())
 }
 
 /// Bytes the container's directory takes on disk (its scratch disk is sparse: allocated
@@ -327,7 +343,10 @@ pub fn disk_usage(root: &Path, id: &str) -> u64 {
 pub fn rename(root: &Path, query: &str, name: &str) -> Result<(), LifecycleError> {
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
-    Ok(store.rename(&id, name)?)
+    let old = store.config(&id)?.name;
+    store.rename(&id, name)?;
+    store.event_for("rename", &id, &[("oldName", format!("/{old}"))]);
+    Ok(())
 }
 
 /// Stops (if running) and starts again.
@@ -337,7 +356,9 @@ pub fn restart(root: &Path, query: &str, opts: StopOptions) -> Result<String, Li
     let pid = shim_pid(&store, &id);
     stop(root, &id, opts)?;
     wait_pid_gone(pid);
-    start(root, &id)
+    let started = start(root, &id)?;
+    store.event_for("restart", &id, &[]);
+    Ok(started)
 }
 
 /// Waits until the container has stopped for good; its exit code.
@@ -375,7 +396,11 @@ pub fn remove(root: &Path, query: &str, force: bool) -> Result<String, Lifecycle
     }
     // A shim killed from outside could not clean up its sandbox's cgroup.
     crate::sandbox::cgroup::remove_leftovers(&id);
+    let config = store.config(&id).ok();
     store.remove_dir(&id)?;
+    if let Some(c) = config {
+        store.event("destroy", &c, &[]);
+    }
     Ok(id)
 }
 

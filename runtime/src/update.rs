@@ -86,7 +86,7 @@ pub fn update(root: &Path, query: &str, req: &UpdateRequest) -> Result<(), Updat
             )?,
         }
     }
-    store.update_config(&id, |c| {
+    let config = store.update_config(&id, |c| {
         if let Some(m) = memory {
             c.host_config.memory = m;
         }
@@ -97,5 +97,6 @@ pub fn update(root: &Path, query: &str, req: &UpdateRequest) -> Result<(), Updat
             c.host_config.restart_policy = r;
         }
     })?;
+    store.event("update", &config, &[]);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! docker's `update`: a new restart policy applies to the running workload's next exit;
 //! memory and CPUs change a running process-isolated container's cgroup at once, are
 //! refused for a running VM (fixed at boot) and kept for the next start of a stopped one;
-//! docker's messages.
+//! docker's messages. The same container's life as `events` tells it (past and followed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -54,6 +54,7 @@ fn update_restart_policy_and_limits() {
         });
         assert!(restarted, "[{iso}] the new policy never restarted it");
         ctx.ok(&["update", "--memory", "128m", "u"]);
+        events(&ctx, iso);
         let shown = ctx.ok(&[
             "inspect",
             "-f",
@@ -72,4 +73,73 @@ fn update_restart_policy_and_limits() {
         ctx.ok(&["rm", "u"]);
         ctx.assert_clean();
     }
+}
+
+/// `events`: the container's life so far, filtered and formatted, then a rename as it happens.
+fn events(ctx: &Ctx, iso: &str) {
+    let past = ctx.ok(&[
+        "events",
+        "--since",
+        "1h",
+        "--until",
+        "0s",
+        "--filter",
+        "container=u",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = past.lines().collect();
+    // Under vm the live memory update was refused: one update fewer while it ran.
+    let live_updates: &[&str] = if iso == "process" {
+        &["update", "update"]
+    } else {
+        &["update"]
+    };
+    let mut expected = vec!["create", "start"];
+    expected.extend(live_updates);
+    expected.extend(["die", "start", "die", "update"]);
+    assert_eq!(actions, expected, "[{iso}]");
+    let line = ctx.ok(&[
+        "events",
+        "--since",
+        "1h",
+        "--until",
+        "0s",
+        "--filter",
+        "event=die",
+    ]);
+    assert!(
+        line.lines()
+            .all(|l| l.contains(" container die ") && l.contains("exitCode=3")),
+        "[{iso}] {line}"
+    );
+    // Followed: a rename after `events` started (from a time just before, so its start
+    // cannot race the rename).
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut follower = ctx
+        .cmd()
+        .args([
+            "events",
+            "--since",
+            &since,
+            "--filter",
+            "event=rename",
+            "--format",
+        ])
+        .arg("{{.Actor.Attributes.name}} {{.Actor.Attributes.oldName}}")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    ctx.ok(&["rename", "u", "v"]);
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(follower.stdout.take().unwrap()));
+    let line = lines.next().unwrap().unwrap();
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(line, "v /u", "[{iso}]");
+    ctx.ok(&["rename", "v", "u"]);
 }

@@ -51,6 +51,7 @@ pub fn commit(root: &Path, query: &str, opts: &CommitOptions) -> Result<ImageRec
         )?)
     })?;
     session.close();
+    containers.event("commit", &config, &[]);
     Ok(record)
 }
 

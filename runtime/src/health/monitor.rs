@@ -68,7 +68,12 @@ pub fn monitor(
         // In the start period failures do not count, until a check has passed.
         passed |= result.exit_code == 0;
         let counts = passed || started.elapsed() >= plan.start_period;
+        let before = health.status.clone();
         health.record(result, counts, plan.retries);
+        if health.status != before {
+            let action = format!("health_status: {}", health.status);
+            store.event(&action, container, &[]);
+        }
         let _ = store.update_state(id, |s| s.health = Some(health.clone()));
     }
 }

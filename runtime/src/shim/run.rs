@@ -194,6 +194,8 @@ struct Outcome {
     last_exit: String,
     error: String,
     oom_killed: bool,
+    /// No run happened (stopped before it began).
+    synthetic: bool,
 }
 
 fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attach: bool) -> i32 {
@@ -212,10 +214,20 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
                 last_exit: "workload".into(),
                 error: String::new(),
                 oom_killed: false,
+                synthetic: true,
             }
         } else {
             run_once(shared, &self_cmd)
         };
+        if outcome.oom_killed {
+            shared.store.event("oom", &shared.config, &[]);
+        }
+        if !outcome.synthetic {
+            let code = outcome.code.to_string();
+            shared
+                .store
+                .event("die", &shared.config, &[("exitCode", code)]);
+        }
         let restart = should_restart(shared, &outcome);
         let _ = shared.store.update_state(&shared.id, |s| {
             s.exit_code = outcome.code;
@@ -376,6 +388,7 @@ fn sandbox_failure(code: i32, why: String) -> Outcome {
         last_exit: format!("sandbox: {why}"),
         error: why,
         oom_killed: false,
+        synthetic: false,
     }
 }
 
@@ -424,6 +437,7 @@ fn run_once(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Outcom
             last_exit: "workload".into(),
             error: message,
             oom_killed: false,
+            synthetic: false,
         },
         Err(e) => {
             let why = sandbox.death_reason(Duration::from_secs(2));
@@ -466,6 +480,7 @@ fn wait_workload(
             .map(|s| Arc::new(std::sync::Mutex::new(Some(s))));
         if pid != 0 {
             report_start(&mut inner, "started");
+            shared.store.event("start", &shared.config, &[]);
         }
         shared.changed.notify_all();
         // A resize that came while the workload was being started.
@@ -490,12 +505,14 @@ fn wait_workload(
             last_exit: "workload".into(),
             error: exit.detail,
             oom_killed: false,
+            synthetic: false,
         },
         Ok(exit) => Outcome {
             code: exit.code,
             last_exit: "workload".into(),
             error: String::new(),
             oom_killed: sandbox.oom_killed(&exit),
+            synthetic: false,
         },
         Err(e) => {
             let conn = agent_proto::error_chain(&e);
@@ -514,6 +531,7 @@ fn remove_if_auto(shared: &Shared) {
         && let Ok(_lock) = shared.store.lock(&shared.id)
     {
         let _ = shared.store.remove_dir(&shared.id);
+        shared.store.event("destroy", &shared.config, &[]);
     }
 }
 
