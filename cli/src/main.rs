@@ -78,6 +78,8 @@ enum Command {
     Image(images::ImageCommand),
     /// Pull an image from a registry.
     Pull(registry::PullArgs),
+    /// Push an image to a registry.
+    Push(registry::PushArgs),
     /// Log in to a registry (credentials go to <root>/auth.json).
     Login(registry::LoginArgs),
     /// Log out from a registry (forget husk's saved credentials for it).
@@ -129,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(c) => Ok(images::report(images::run_image(c, &root))),
         Command::History(a) => Ok(images::report(images::history(a, &root))),
         Command::Pull(a) => Ok(images::report(registry::pull(a, &root))),
+        Command::Push(a) => Ok(images::report(registry::push(a, &root))),
         Command::Login(a) => Ok(images::report(registry::login(a, &root))),
         Command::Logout(a) => Ok(images::report(registry::logout(a, &root))),
         Command::Container(c) | Command::Containers(c) => {

@@ -1,4 +1,4 @@
-//! Registry verbs: `husk pull` and `husk login`. Output follows docker's; as docker does for
+//! Registry verbs: `husk pull`, `husk push`, `husk login` and `husk logout`. Output follows docker's; as docker does for
 //! these verbs (and husk's other image verbs), a failure prints `Error: ...` and exits 1.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
@@ -146,6 +146,58 @@ pub fn pull_for_run(root: &Path, name: &str) -> anyhow::Result<()> {
     };
     eprintln!("Status: {status} {}", reference.familiar());
     Ok(())
+}
+
+/// `husk push`.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Image to push: `registry/name[:tag]`.
+    image: String,
+    /// Print only the image name.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Allow plain HTTP to this registry (`host[:port]`; repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure: Vec<String>,
+}
+
+/// `husk push`: docker's lines (the repository, each layer, the tag's digest and size).
+pub fn push(a: PushArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let reference = Reference::parse(&a.image)?;
+    let reference = match reference.tag().or(reference.digest().map(|_| "")) {
+        Some(_) => reference,
+        None => Reference::parse(&format!("{}:latest", a.image))?,
+    };
+    let opts = registry::PushOptions {
+        insecure_registries: a.insecure,
+    };
+    if !a.quiet {
+        println!(
+            "The push refers to repository [{}/{}]",
+            reference.registry(),
+            reference.repository()
+        );
+    }
+    let quiet = a.quiet;
+    let report = registry::push(root, &reference, &opts, &mut |line| {
+        if !quiet {
+            println!("{line}");
+        }
+    })?;
+    crate::images::event(
+        root,
+        "push",
+        &reference.to_string(),
+        Some(&reference.to_string()),
+    );
+    match quiet {
+        true => println!("{reference}"),
+        false => println!(
+            "{}: digest: {} size: {}",
+            report.tag, report.digest, report.size
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `husk logout`.

@@ -271,3 +271,106 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// `husk ARGS` in `root`: asserts success, returns stdout.
+fn ok(root: &std::path::Path, args: &[&str]) -> String {
+    let mut c = husk(root);
+    c.args(args);
+    let o = output(c);
+    assert!(o.status.success(), "husk {args:?}: {}", stderr(&o));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn push_uploads_what_the_registry_lacks_and_pulls_back_the_same_image() {
+    let reg = Registry::start();
+    push(&reg, "e2e/src:1");
+    let a = tempfile::tempdir().unwrap();
+    let host = reg.host();
+    ok(
+        a.path(),
+        &[
+            "pull",
+            "-q",
+            "--no-layer-disks",
+            &format!("{host}/e2e/src:1"),
+        ],
+    );
+    let dst = format!("{host}/e2e/dst:2");
+    ok(a.path(), &["tag", &format!("{host}/e2e/src:1"), &dst]);
+    let out = ok(a.path(), &["push", &dst]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("The push refers to repository [{host}/e2e/dst]")
+    );
+    assert_eq!(out.matches(": Pushed").count(), 2, "{out}");
+    assert!(
+        lines.last().unwrap().starts_with("2: digest: sha256:"),
+        "{out}"
+    );
+    let again = ok(a.path(), &["push", &dst]);
+    assert_eq!(
+        again.matches(": Layer already exists").count(),
+        2,
+        "{again}"
+    );
+
+    // A husk-made image (import) goes too, and comes back with the same ID.
+    let tarball = a.path().join("rootfs.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(6);
+    h.set_mode(0o644);
+    t.append_data(&mut h, "hello", "hello\n".as_bytes())
+        .unwrap();
+    t.finish().unwrap();
+    drop(t);
+    let made = format!("{host}/e2e/made:latest");
+    let id = ok(a.path(), &["import", tarball.to_str().unwrap(), &made]);
+    ok(a.path(), &["push", "-q", &made]);
+    let b = tempfile::tempdir().unwrap();
+    ok(b.path(), &["pull", "-q", &made]);
+    ok(b.path(), &["pull", "-q", &dst]);
+    let ids = |root: &std::path::Path, name: &str| {
+        ok(root, &["images", "-q", "--no-trunc", name])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(ids(b.path(), &made), id.trim());
+    assert_eq!(ids(b.path(), &dst), ids(a.path(), &dst));
+
+    let e = one_line_error(&["push", &format!("{host}/e2e/nosuch")], a.path());
+    assert_eq!(
+        e.trim_end(),
+        format!("Error: An image does not exist locally with the tag: {host}/e2e/nosuch")
+    );
+}
+
+#[test]
+fn push_needs_login_where_the_registry_asks() {
+    let reg = Registry::start_with_basic_auth("bob", "hunter2");
+    let root = tempfile::tempdir().unwrap();
+    let tarball = root.path().join("rootfs.tar");
+    let mut t = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(2);
+    h.set_mode(0o644);
+    t.append_data(&mut h, "x", "x\n".as_bytes()).unwrap();
+    t.finish().unwrap();
+    drop(t);
+    let name = format!("{}/e2e/private:1", reg.host());
+    ok(root.path(), &["import", tarball.to_str().unwrap(), &name]);
+    let e = one_line_error(&["push", &name], root.path());
+    assert_eq!(
+        e.trim_end(),
+        "Error: denied: requested access to the resource is denied"
+    );
+    let o = login(root.path(), &reg.host(), "hunter2");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = ok(root.path(), &["push", &name]);
+    assert!(
+        out.lines().last().unwrap().starts_with("1: digest: "),
+        "{out}"
+    );
+}

@@ -10,7 +10,7 @@ use ureq::http::Response;
 
 use super::auth::{self, AuthError, Challenge};
 use super::credentials::Credentials;
-use super::transport::{Transport, TransportError};
+use super::transport::{Body, Method, Transport, TransportError};
 use crate::digest::Digest;
 use crate::store::manifest::ACCEPT;
 
@@ -102,6 +102,8 @@ pub struct Client {
     creds: Option<Credentials>,
     challenge: Option<Challenge>,
     auth_header: Mutex<Option<String>>,
+    /// The token scope's actions: `pull`, or `pull,push`.
+    actions: &'static str,
 }
 
 impl Client {
@@ -113,6 +115,26 @@ impl Client {
         host: &str,
         repository: Option<&str>,
         creds: Option<Credentials>,
+    ) -> Result<Self, ClientError> {
+        Self::connect_for(transport, host, repository, creds, "pull")
+    }
+
+    /// Like [`Client::connect`], authenticated for pushing to `repository` as well.
+    pub fn connect_for_push(
+        transport: &Transport,
+        host: &str,
+        repository: &str,
+        creds: Option<Credentials>,
+    ) -> Result<Self, ClientError> {
+        Self::connect_for(transport, host, Some(repository), creds, "pull,push")
+    }
+
+    fn connect_for(
+        transport: &Transport,
+        host: &str,
+        repository: Option<&str>,
+        creds: Option<Credentials>,
+        actions: &'static str,
     ) -> Result<Self, ClientError> {
         let api_host = api_host(host);
         let (base, ping) = ping(transport, api_host)?;
@@ -142,6 +164,7 @@ impl Client {
             creds,
             challenge,
             auth_header: Mutex::new(None),
+            actions,
         };
         client.refresh_auth()?;
         Ok(client)
@@ -165,7 +188,8 @@ impl Client {
     }
 
     fn scope(&self) -> Option<String> {
-        (!self.repository.is_empty()).then(|| format!("repository:{}:pull", self.repository))
+        (!self.repository.is_empty())
+            .then(|| format!("repository:{}:{}", self.repository, self.actions))
     }
 
     fn refresh_auth(&self) -> Result<(), ClientError> {
@@ -211,6 +235,53 @@ impl Client {
         }
         self.refresh_auth()?;
         Ok(self.transport.get(url, headers, self.header().as_deref())?)
+    }
+
+    /// `<base>/v2/<repository>`: where the repository's endpoints are.
+    pub fn repository_url(&self) -> String {
+        format!("{}/v2/{}", self.base, self.repository)
+    }
+
+    /// A writing request with the current authorization (sent only to the registry's own
+    /// host); on 401 the token is renewed once and the request repeated (a file body from
+    /// its start).
+    pub fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Body<'_>,
+    ) -> Result<Response<ureq::Body>, ClientError> {
+        let origin = super::transport::authority(&super::transport::parse(&self.base)?);
+        let again = match &body {
+            Body::Empty => Body::Empty,
+            Body::Bytes(b) => Body::Bytes(b),
+            Body::File(f) => Body::File(f),
+        };
+        let resp = self.transport.send(
+            method,
+            url,
+            headers,
+            (self.header().as_deref(), &origin),
+            body,
+        )?;
+        if resp.status().as_u16() != 401
+            || !matches!(self.challenge, Some(Challenge::Bearer { .. }))
+        {
+            return Ok(resp);
+        }
+        self.refresh_auth()?;
+        if let Body::File(mut f) = again {
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))
+                .map_err(|e| ClientError::Read(url.to_owned(), e))?;
+        }
+        Ok(self.transport.send(
+            method,
+            url,
+            headers,
+            (self.header().as_deref(), &origin),
+            again,
+        )?)
     }
 
     /// Fetches the manifest or index `reference` (a tag or a digest) of the repository.
@@ -348,7 +419,7 @@ struct ErrorEntry {
 }
 
 /// `manifest unknown: manifest unknown`, as docker renders registry errors.
-fn error_detail(resp: Response<ureq::Body>) -> String {
+pub(super) fn error_detail(resp: Response<ureq::Body>) -> String {
     let mut body = Vec::new();
     let _ = resp
         .into_body()

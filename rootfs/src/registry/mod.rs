@@ -1,5 +1,5 @@
 //! Registry client: pulling images from registries speaking the OCI distribution API into
-//! the content store, and `husk login`.
+//! the content store, pushing them back out, and `husk login`.
 //!
 //! Transport policy: HTTPS (rustls, Mozilla's roots) everywhere; plain HTTP only to loopback
 //! registries (`localhost`, 127.0.0.0/8, `::1`) and to registries listed as insecure
@@ -13,6 +13,7 @@ pub mod credentials;
 mod download;
 pub mod progress;
 mod pull;
+mod push;
 mod transport;
 
 use std::path::Path;
@@ -23,6 +24,7 @@ pub use credentials::{Credentials, CredentialsError};
 pub use download::{DownloadError, Outcome};
 pub use progress::Progress;
 pub use pull::{DEFAULT_PARALLEL, PullError, PullOptions, PullReport, pull};
+pub use push::{PushError, PushOptions, PushReport, push};
 pub use transport::TransportError;
 
 /// Errors from `login`.

@@ -18,8 +18,10 @@ const DAEMON_CONFIG: &str = "daemon.json";
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The connection or the HTTP exchange failed.
-    #[error("GET {url}")]
+    #[error("{method} {url}")]
     Http {
+        /// GET, HEAD, POST, PUT.
+        method: &'static str,
         /// What was requested.
         url: String,
         /// Why it failed.
@@ -124,6 +126,7 @@ impl Transport {
                 req = req.header("Authorization", a);
             }
             let resp = req.call().map_err(|e| TransportError::Http {
+                method: "GET",
                 url: url_s.clone(),
                 source: Box::new(e),
             })?;
@@ -140,6 +143,54 @@ impl Transport {
             current = next;
         }
         Err(TransportError::TooManyRedirects(url.to_owned()))
+    }
+
+    /// A request that writes (`HEAD`, `POST`, `PUT`; no redirects are followed):
+    /// `authorization` goes along only when `url` is on host `origin`.
+    pub fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        authorization: (Option<&str>, &str),
+        body: Body<'_>,
+    ) -> Result<Response<ureq::Body>, TransportError> {
+        let uri = parse(url)?;
+        self.check_scheme(&uri)?;
+        let (auth, origin) = authorization;
+        let auth = auth.filter(|_| authority(&uri) == origin);
+        let failed = |e| TransportError::Http {
+            method: method.as_str(),
+            url: url.to_owned(),
+            source: Box::new(e),
+        };
+        macro_rules! with_headers {
+            ($req:expr) => {{
+                let mut req = $req;
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                if let Some(a) = auth {
+                    req = req.header("Authorization", a);
+                }
+                req
+            }};
+        }
+        let resp = match method {
+            Method::Head => with_headers!(self.agent.head(url)).call(),
+            Method::Post | Method::Put => {
+                let req = match method {
+                    Method::Post => with_headers!(self.agent.post(url)),
+                    _ => with_headers!(self.agent.put(url)),
+                };
+                match body {
+                    Body::Empty => req.send_empty(),
+                    Body::Bytes(b) => req.send(b),
+                    Body::File(f) => req.send(f),
+                }
+            }
+        };
+        resp.map_err(failed)
     }
 
     fn check_scheme(&self, uri: &Uri) -> Result<(), TransportError> {
@@ -159,6 +210,38 @@ impl Transport {
         }
         Ok(())
     }
+}
+
+/// The methods [`Transport::send`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// HEAD.
+    Head,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// What [`Transport::send`] sends.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// Nothing.
+    Empty,
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// A whole file (its length as Content-Length).
+    File(&'a std::fs::File),
 }
 
 fn read_daemon_config(root: &Path) -> Result<DaemonConfig, TransportError> {
