@@ -264,6 +264,10 @@ pub enum ImageCommand {
     Import(ImportArgs),
     /// Show an image's history.
     History(HistoryArgs),
+    /// Pull an image from a registry.
+    Pull(crate::registry::PullArgs),
+    /// Push an image to a registry.
+    Push(crate::registry::PushArgs),
 }
 
 /// Runs a verb and reports a failure the way docker does (`Error: ...`, exit 1).
@@ -286,6 +290,8 @@ pub fn run_image(cmd: ImageCommand, root: &Path) -> anyhow::Result<ExitCode> {
         ImageCommand::Save(a) => save(a, root),
         ImageCommand::Import(a) => import(a, root),
         ImageCommand::History(a) => history(a, root),
+        ImageCommand::Pull(a) => crate::registry::pull(a, root),
+        ImageCommand::Push(a) => crate::registry::push(a, root),
     }
 }
 

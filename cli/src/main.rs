@@ -14,7 +14,7 @@ mod vm;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Exit code for a failure of husk itself, as docker uses.
 const EXIT_HUSK_FAILED: u8 = 125;
@@ -49,9 +49,9 @@ struct Cli {
 enum Command {
     /// Show what this host is and what husk can do on it.
     Info {
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
+        /// Output: text, json, or a Go template over the JSON (`{{.kvm.guests}}`).
+        #[arg(short, long, default_value = "text", value_name = "FORMAT")]
+        format: String,
     },
     /// Work with bare microVMs.
     #[command(subcommand)]
@@ -98,12 +98,6 @@ enum Command {
     Containers(containers::ContainerCommand),
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum Format {
-    Text,
-    Json,
-}
-
 fn parse_level(s: &str) -> Result<log::LevelFilter, String> {
     s.parse()
         .map_err(|_| format!("unknown log level {s:?}: use error, warn, info, debug or trace"))
@@ -114,9 +108,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Info { format } => {
             let info = runtime::info::gather(&root, &cli.kvm_device);
-            match format {
-                Format::Text => print!("{}", runtime::info::render(&info)),
-                Format::Json => println!("{}", serde_json::to_string_pretty(&info)?),
+            match format.as_str() {
+                "text" => print!("{}", runtime::info::render(&info)),
+                "json" => println!("{}", serde_json::to_string_pretty(&info)?),
+                template => {
+                    let rendered = format::Format::parse(template)
+                        .and_then(|f| f.render(&serde_json::to_value(&info)?));
+                    match rendered {
+                        Ok(text) => println!("{text}"),
+                        Err(e) => return Ok(images::report(Err(e))),
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

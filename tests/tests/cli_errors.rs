@@ -260,6 +260,15 @@ fn info_reports_kvm_and_whether_guests_run() {
     assert_eq!(json["kvm"]["can_run_linux_guests"], usable, "{json}");
     assert_eq!(json["kvm"]["guests"], guests, "{json}");
     let mut c = husk(root.path());
+    c.args(["info", "--format", "{{.kvm.guests}}"]);
+    let o = output(c);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        guests,
+        "{}",
+        stderr(&o)
+    );
+    let mut c = husk(root.path());
     c.args(["info"]);
     let text = String::from_utf8(output(c).stdout).unwrap();
     let want = match guests {

@@ -328,10 +328,10 @@ fn push_uploads_what_the_registry_lacks_and_pulls_back_the_same_image() {
     drop(t);
     let made = format!("{host}/e2e/made:latest");
     let id = ok(a.path(), &["import", tarball.to_str().unwrap(), &made]);
-    ok(a.path(), &["push", "-q", &made]);
+    ok(a.path(), &["image", "push", "-q", &made]);
     let b = tempfile::tempdir().unwrap();
     ok(b.path(), &["pull", "-q", &made]);
-    ok(b.path(), &["pull", "-q", &dst]);
+    ok(b.path(), &["image", "pull", "-q", &dst]);
     let ids = |root: &std::path::Path, name: &str| {
         ok(root, &["images", "-q", "--no-trunc", name])
             .trim()
