@@ -13,6 +13,11 @@ const DEFAULT: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
 /// The default set as a mask (what `/proc/self/status` shows as `CapBnd`).
 pub const DEFAULT_MASK: u64 = mask(DEFAULT);
 
+/// The agent's tools: the default set plus DAC_READ_SEARCH (read every file) and
+/// SYS_ADMIN (`open_tree` of the root): nothing that reads kernel memory or logs
+/// (SYS_RAWIO, SYSLOG), should a workload swap a path for a symlink under a tool.
+pub const TOOL_MASK: u64 = DEFAULT_MASK | mask(&[2, 21]);
+
 const fn mask(caps: &[u32]) -> u64 {
     let mut m = 0u64;
     let mut i = 0;

@@ -127,8 +127,18 @@ pub fn record(root: &Path, event: &Event) {
 fn append(root: &Path, event: &Event) -> io::Result<()> {
     let path = root.join(LOG);
     if fs::metadata(&path).is_ok_and(|m| m.len() > MAX_LOG) {
-        // Whoever sees it first moves it; a racing writer's rename finds it gone.
-        let _ = fs::rename(&path, root.join(format!("{LOG}.1")));
+        // Moved aside under a lock, checked again there: of two writers that saw it too
+        // large, only the first moves it (the second would move the fresh log over it).
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(format!("{LOG}.lock")))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` closes.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        if fs::metadata(&path).is_ok_and(|m| m.len() > MAX_LOG) {
+            fs::rename(&path, root.join(format!("{LOG}.1")))?;
+        }
     }
     let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -258,7 +268,10 @@ impl Tail {
     /// Whole lines added since the last call.
     fn more(&mut self) -> io::Result<Vec<Event>> {
         let current = fs::metadata(&self.path).ok().map(|m| m.ino());
+        let mut events = Vec::new();
         if self.file.as_ref().map(|(_, ino)| *ino) != current {
+            // What was appended to the old file before it moved comes first.
+            events = self.read_new()?;
             // New (or first, or moved aside): read it from the start.
             self.file = match File::open(&self.path) {
                 Ok(f) => {
@@ -271,6 +284,12 @@ impl Tail {
             self.offset = 0;
             self.partial.clear();
         }
+        events.extend(self.read_new()?);
+        Ok(events)
+    }
+
+    /// Whole lines of the current file past the offset.
+    fn read_new(&mut self) -> io::Result<Vec<Event>> {
         let Some((file, _)) = self.file.as_mut() else {
             return Ok(Vec::new());
         };

@@ -101,6 +101,9 @@ pub enum LifecycleError {
     /// Logs could not be read.
     #[error("cannot read the logs")]
     Logs(#[source] std::io::Error),
+    /// The running container's agent could not be reached.
+    #[error("cannot reach the container's agent")]
+    Agent(#[source] crate::agent_client::ClientError),
 }
 
 /// What `create` needs; `runtime::spec::build` fills it from the image and the flags.
@@ -478,6 +481,21 @@ pub fn agent_endpoint(root: &Path, query: &str) -> Result<Endpoint, LifecycleErr
         },
         _ => Endpoint::Unix(dir.join("agent.sock")),
     })
+}
+
+/// A connection to a running container's agent (for `exec` and the agent's tools), its
+/// requests bounded as the sandbox's own are (a VM's guest may be slow to fork).
+pub fn agent_client(
+    root: &Path,
+    query: &str,
+) -> Result<crate::agent_client::AgentClient, LifecycleError> {
+    let endpoint = agent_endpoint(root, query)?;
+    let store = Store::open(root)?;
+    let isolation = store.state(&store.resolve(query)?)?.isolation;
+    let client =
+        crate::agent_client::AgentClient::connect(&endpoint, crate::agent_client::DEFAULT_TIMEOUT)
+            .map_err(LifecycleError::Agent)?;
+    Ok(client.with_request_timeout(crate::sandbox::request_timeout(isolation)))
 }
 
 fn shim_client(root: &Path, query: &str) -> Result<ShimClient, LifecycleError> {

@@ -32,6 +32,11 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// A run flag or image config husk cannot turn into a container.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
+    /// `--tmpfs ...:dev` under process isolation.
+    #[error(
+        "--tmpfs {0}: the dev option is refused under process isolation (device nodes there could open the host's devices); use --isolation vm"
+    )]
+    TmpfsDev(String),
     /// A `--device` is wrong.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
@@ -303,7 +308,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         tmpfs: flags
             .tmpfs
             .iter()
-            .map(|t| tmpfs(t))
+            .map(|t| tmpfs(t, flags.isolation, flags.privileged))
             .collect::<Result<_, _>>()?,
         sysctls: flags
             .sysctls
@@ -324,7 +329,14 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
 }
 
 /// One `--tmpfs PATH[:OPTIONS]`.
-fn tmpfs(text: &str) -> Result<(String, String), SpecError> {
+/// One `--tmpfs`. Under process isolation (unless `--privileged`) `dev` is refused: husk
+/// has no devices cgroup, so `nodev` is what keeps a workload's own device nodes (it has
+/// CAP_MKNOD) from opening the host's devices.
+fn tmpfs(
+    text: &str,
+    isolation: Isolation,
+    privileged: bool,
+) -> Result<(String, String), SpecError> {
     let bad = || SpecError::BadTmpfs(text.to_owned());
     let (path, options) = text.split_once(':').unwrap_or((text, ""));
     let clean = path.starts_with('/')
@@ -345,6 +357,9 @@ fn tmpfs(text: &str) -> Result<(String, String), SpecError> {
             || (DATA.iter().any(|d| o.starts_with(d))
                 && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'='))
     });
+    if isolation == Isolation::Process && !privileged && options.split(',').any(|o| o == "dev") {
+        return Err(SpecError::TmpfsDev(text.to_owned()));
+    }
     match ok {
         true => Ok((path.to_owned(), options.to_owned())),
         false => Err(bad()),

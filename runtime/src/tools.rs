@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use agent_proto::{ProcessSpec, Tool, Top};
 
-use crate::agent_client::{AgentClient, ClientError, DEFAULT_TIMEOUT, Sink, sink_fn};
+use crate::agent_client::{AgentClient, ClientError, Sink, sink_fn};
 use crate::lifecycle::LifecycleError;
 
 /// Longest error text kept from a tool's stderr.
@@ -54,8 +54,16 @@ pub fn run(
     let line = said.lines().rev().find(|l| !l.trim().is_empty());
     Ok(ToolExit {
         code: exit.code,
-        said: line.map_or_else(|| exit.detail.clone(), |l| l.trim().to_owned()),
+        said: printable(&line.map_or_else(|| exit.detail.clone(), |l| l.trim().to_owned())),
     })
+}
+
+/// `text` with control characters (a container's words may hold terminal escapes) shown
+/// as `?`.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Errors from `top`.
@@ -75,8 +83,8 @@ pub enum TopError {
 /// docker's `top`: the processes of running container `query`, as `ps -ef` shows them
 /// (PIDs as the container sees them, under both isolations).
 pub fn top(root: &Path, query: &str) -> Result<Top, TopError> {
-    let endpoint = crate::lifecycle::agent_endpoint(root, query)?;
-    let client = AgentClient::connect(&endpoint, DEFAULT_TIMEOUT)?;
+    // A paused container's agent cannot answer (refused here, as `exec` is).
+    let client = crate::lifecycle::agent_client(root, query)?;
     let out = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&out);
     let stdout = sink_fn(move |b| {
@@ -92,9 +100,16 @@ pub fn top(root: &Path, query: &str) -> Result<Top, TopError> {
         return Err(TopError::Failed(exit.said));
     }
     let json = out.lock().map(|o| o.clone()).unwrap_or_default();
-    let top = Top::from_json(&json).map_err(|e| TopError::Failed(e.to_string()))?;
+    let mut top = Top::from_json(&json).map_err(|e| TopError::Failed(e.to_string()))?;
     if top.processes.iter().any(|p| p.len() != top.titles.len()) {
         return Err(TopError::Failed("rows do not match the titles".into()));
+    }
+    for cell in top
+        .titles
+        .iter_mut()
+        .chain(top.processes.iter_mut().flatten())
+    {
+        *cell = printable(cell);
     }
     Ok(top)
 }

@@ -19,6 +19,7 @@ use run_common::{BUSYBOX, Ctx};
 
 /// The changes the workload makes before it says `ready`.
 const CHANGES: &str = "mkdir -p /data/sub && echo hello > /data/sub/f && ln -s /etc /data/link \
+     && echo s > /data/sub/s && chmod 4755 /data/sub/s \
      && echo extra >> /etc/passwd && rm /etc/group && echo ready && exec sleep 1000";
 
 #[test]
@@ -148,6 +149,21 @@ fn copies_out(ctx: &Ctx, iso: &str, local: &Path) {
     );
     let link = std::fs::read_link(into.join("data/link")).unwrap();
     assert_eq!(link, Path::new("/etc"), "[{iso}]");
+    // No setuid bit from a container lands on the host without -a.
+    let mode = std::fs::metadata(into.join("data/sub/s")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "[{iso}]");
+    // `/`: the root's contents, without what is mounted on it.
+    let whole = local.join("whole");
+    ctx.ok(&["cp", "-q", "c:/", whole.to_str().unwrap()]);
+    assert!(
+        whole.join("data/sub/f").is_file() && whole.join("bin").is_dir(),
+        "[{iso}]"
+    );
+    assert_eq!(
+        std::fs::read_dir(whole.join("proc")).unwrap().count(),
+        0,
+        "[{iso}]"
+    );
     // A missing destination names the copy; `/.` copies the contents.
     let contents = local.join("contents");
     ctx.ok(&["cp", "-q", "c:/data/.", contents.to_str().unwrap()]);
@@ -165,7 +181,7 @@ fn copies_out(ctx: &Ctx, iso: &str, local: &Path) {
         .map(|e| e.unwrap().path().unwrap().display().to_string())
         .collect();
     names.sort();
-    assert_eq!(names, ["sub/", "sub/f"], "[{iso}]");
+    assert_eq!(names, ["sub/", "sub/f", "sub/s"], "[{iso}]");
 
     let e = ctx.fails_with(1, &["cp", "c:/nosuch", local.to_str().unwrap()]);
     assert_eq!(e, "Error: Could not find the file /nosuch in container c");
@@ -183,6 +199,9 @@ fn copies_in(ctx: &Ctx, iso: &str, local: &Path) {
     std::fs::create_dir_all(dir.join("deep")).unwrap();
     std::fs::write(dir.join("deep/g"), "from the host\n").unwrap();
     std::fs::write(local.join("single"), "one file\n").unwrap();
+    // A symlink goes as itself, under its own name.
+    std::os::unix::fs::symlink("single", local.join("lnk")).unwrap();
+    ctx.ok(&["cp", "-q", local.join("lnk").to_str().unwrap(), "c:/tmp/"]);
     ctx.ok(&[
         "cp",
         "-q",
@@ -216,10 +235,10 @@ fn copies_in(ctx: &Ctx, iso: &str, local: &Path) {
         "c",
         "sh",
         "-c",
-        "cat /tmp/single /tmp/renamed/deep/g /tmp/streamed; stat -c '%u %a' /tmp/single /tmp/streamed",
+        "cat /tmp/single /tmp/renamed/deep/g /tmp/streamed; stat -c '%u %a' /tmp/single /tmp/streamed; readlink /tmp/lnk",
     ]);
     assert_eq!(
-        seen, "one file\nfrom the host\nstdin!\n0 644\n0 640\n",
+        seen, "one file\nfrom the host\nstdin!\n0 644\n0 640\nsingle\n",
         "[{iso}]"
     );
     let e = ctx.fails_with(1, &["cp", local.join("nosuch").to_str().unwrap(), "c:/tmp"]);

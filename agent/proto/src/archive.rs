@@ -24,7 +24,8 @@ pub const EXIT_NOT_DIR: i32 = 3;
 #[serde(rename_all = "snake_case")]
 pub enum ArchiveOp {
     /// A tar of `path` (not following a final symlink) on stdout, its entries under one root
-    /// named after `path`'s last component (`.` for `/`); uid, gid, mode and mtime kept.
+    /// named [`root_name`]`(path)`; uid, gid, mode and mtime kept. `/` is read without
+    /// anything mounted on it, as `Export` reads it.
     Get {
         /// Absolute path in the container.
         path: String,
@@ -71,6 +72,14 @@ impl ArchiveOp {
     pub fn from_arg(arg: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(arg)
     }
+}
+
+/// The root entry's name of `Get`'s archive of `path`: its last component (`rootfs` for
+/// `/`, whose copy is always its contents).
+pub fn root_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map_or_else(|| "rootfs".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// What is at a copy's destination.

@@ -259,7 +259,8 @@ pub struct ProcessSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<Rlimit>,
     /// Run one of the agent's own tools instead of a program of the container's, as root
-    /// with every capability (docker's daemon-side work on a container's files); `argv`,
+    /// (docker's daemon-side work on a container's files) with docker's default
+    /// capabilities plus DAC_READ_SEARCH and SYS_ADMIN; `argv` only names it in messages;
     /// `user`, `capabilities` and `rlimits` are ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<Tool>,

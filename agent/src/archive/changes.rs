@@ -74,10 +74,14 @@ impl Overlay<'_> {
         out.flush().map_err(io_err("write the changes"))
     }
 
-    /// `Layer`: the upper directory as a layer tar.
+    /// `Layer`: the upper directory as a layer tar (without the added placeholders).
     pub fn layer(&self, out: impl Write) -> Result<(), ArchiveError> {
         let mut tar = TarOut::new(out);
         self.walk(self.upper, "", true, &mut |kind, name, path, meta| {
+            // The agent's own mount points are no part of the image, as with `list`.
+            if kind == 'A' && PLACEHOLDERS.contains(&name) {
+                return Ok(());
+            }
             let Some(meta) = meta else {
                 return tar.marker(&whiteout_name(name, None));
             };

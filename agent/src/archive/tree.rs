@@ -5,10 +5,10 @@
 //! cut or zero-padded to the size in its header, so the stream stays a valid tar.
 
 use std::collections::HashMap;
-use std::fs::{self, File, Metadata};
+use std::fs::{self, Metadata};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use tar::{EntryType, Header, HeaderMode};
@@ -87,7 +87,18 @@ impl<W: Write> TarOut<W> {
                 .map_err(failed);
         }
         let size = meta.len();
-        let file = File::open(path).map_err(io_err(format!("open {name}")))?;
+        // Never through a symlink put there since the lstat; a file gone meanwhile is left out.
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
+                return Ok(());
+            }
+            Err(e) => return Err(io_err(format!("open {name}"))(e)),
+        };
         let data = file.take(size).chain(io::repeat(0)).take(size);
         self.builder.append_data(&mut h, name, data).map_err(failed)
     }
@@ -129,7 +140,14 @@ impl<W: Write> TarOut<W> {
 /// A directory's entries (name, `lstat`) in name order; entries gone meanwhile are left out.
 pub fn sorted_children(dir: &Path) -> Result<Vec<(String, Metadata)>, ArchiveError> {
     let mut out = Vec::new();
-    let entries = fs::read_dir(dir).map_err(io_err(format!("read {}", dir.display())))?;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        // Gone, or no longer a directory, since it was listed.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(out);
+        }
+        Err(e) => return Err(io_err(format!("read {}", dir.display()))(e)),
+    };
     for entry in entries {
         let entry = entry.map_err(io_err(format!("read {}", dir.display())))?;
         let Ok(meta) = fs::symlink_metadata(entry.path()) else {
@@ -153,11 +171,17 @@ pub fn get(path: &str, out: impl Write) -> Result<(), ArchiveError> {
         }
         Err(e) => return Err(io_err(format!("stat {path}"))(e)),
     };
-    let name = Path::new(path)
-        .file_name()
-        .map_or_else(|| ".".to_owned(), |n| n.to_string_lossy().into_owned());
+    let name = agent_proto::archive::root_name(path);
     let mut tar = TarOut::new(out);
-    tar.tree(Path::new(path), &name, &meta)?;
+    if path == "/" {
+        // The root alone, as `export` reads it (nothing mounted on it).
+        let root = clone_root().map_err(io_err("take a copy of the root mount"))?;
+        let base = std::path::PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd()));
+        let meta = fs::metadata(&base).map_err(io_err("stat the root"))?;
+        tar.tree(&base, &name, &meta)?;
+    } else {
+        tar.tree(Path::new(path), &name, &meta)?;
+    }
     tar.finish()
 }
 

@@ -180,8 +180,11 @@ fn spawn_in(
     };
     let mut setup = ChildSetup::new(spec.user.as_ref(), spec.tty, step);
     setup.keep_fds = keep_fds;
-    // A tool does the daemon's work on the container: as root with every capability.
-    if spec.tool.is_none() {
+    // A tool does the daemon's work on the container: as root, with the capabilities that
+    // takes, outside the workload's cgroup and limits.
+    if spec.tool.is_some() {
+        setup.restrict_caps = in_container.then_some(crate::caps::TOOL_MASK);
+    } else {
         setup.restrict_caps =
             in_container.then(|| spec.capabilities.unwrap_or(crate::caps::DEFAULT_MASK));
         setup.cgroup_procs = in_container.then(crate::cgroup::procs_fd).flatten();

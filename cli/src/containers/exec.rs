@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
-use runtime::agent_client::{AgentClient, DEFAULT_TIMEOUT, Process, TermSize, sink_fn};
+use runtime::agent_client::{Process, TermSize, sink_fn};
 use runtime::container::Store;
 use runtime::lifecycle;
 use runtime::spec::{self, ExecFlags};
@@ -48,7 +48,6 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
     }
     let target: Arc<OnceLock<Arc<Process>>> = Arc::default();
     relay_signals(&target, a.tty)?;
-    let endpoint = lifecycle::agent_endpoint(root, &a.container)?;
     let store = Store::open(root)?;
     let container = store.config(&store.resolve(&a.container)?)?;
     let size = window_size().map(|(rows, cols)| TermSize { rows, cols });
@@ -62,8 +61,7 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
         cmd: a.cmd,
     };
     let process_spec = spec::exec_process(&container, &flags, &|k| std::env::var(k).ok())?;
-    let client = AgentClient::connect(&endpoint, DEFAULT_TIMEOUT)
-        .context("cannot reach the container's agent")?;
+    let client = lifecycle::agent_client(root, &a.container)?;
     let process = Arc::new(client.start(&process_spec, sink(false), sink(true))?);
     let raw = match a.tty && std::io::stdin().is_terminal() && process.pid().is_some() {
         true => Some(term::RawMode::enter(std::io::stdin().as_raw_fd())?),

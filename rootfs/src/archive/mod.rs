@@ -17,7 +17,7 @@ use crate::digest::Digest;
 use crate::store::StoreError;
 
 pub use changes::apply_change;
-pub use commit::{CommitOptions, commit};
+pub use commit::{CommitOptions, commit, ingest_layer};
 pub use import::{ImportOptions, import};
 pub use load::load;
 pub use save::{SaveFormat, save};

@@ -41,16 +41,25 @@ pub fn commit(root: &Path, query: &str, opts: &CommitOptions) -> Result<ImageRec
         created_by: argv.join(" "),
     };
     let session = Session::open(root, query)?;
-    let record = session.tool_reading(ArchiveOp::Layer, "/", |layer| {
-        Ok(rootfs::archive::commit(
-            &images,
-            &base,
-            layer,
-            opts.reference.as_ref(),
-            &commit_opts,
-        )?)
-    })?;
+    // The image is made only once the tool has said the layer is whole.
+    let mut ingested = None;
+    let read = session.tool_reading(ArchiveOp::Layer, "/", |layer| {
+        let stored = rootfs::archive::ingest_layer(&images, layer)?;
+        ingested = Some(stored.0.clone());
+        Ok(stored)
+    });
     session.close();
+    let layer = match read {
+        Ok(layer) => layer,
+        Err(e) => {
+            if let Some(d) = ingested {
+                let _ = images.remove_unreferenced(std::slice::from_ref(&d));
+            }
+            return Err(e);
+        }
+    };
+    let record =
+        rootfs::archive::commit(&images, &base, layer, opts.reference.as_ref(), &commit_opts)?;
     containers.event("commit", &config, &[]);
     Ok(record)
 }

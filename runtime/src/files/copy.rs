@@ -55,8 +55,8 @@ pub struct CopyOptions {
     pub archive: bool,
 }
 
-/// A container path as `cp` takes it: absolute (relative ones are under `/`), whether it
-/// ends in `/.` (contents only), and the path the tool is given.
+/// A container path as `cp` takes it: absolute (relative ones are under `/`), and whether
+/// it ends in `/.` (contents only; `/` itself always copies its contents).
 fn container_path(path: &str) -> (String, bool) {
     let absolute = match path.starts_with('/') {
         true => path.to_owned(),
@@ -65,6 +65,7 @@ fn container_path(path: &str) -> (String, bool) {
     match absolute.strip_suffix("/.") {
         Some("") => ("/".into(), true),
         Some(dir) => (dir.to_owned(), true),
+        None if absolute.trim_end_matches('/').is_empty() => ("/".into(), true),
         None => (absolute, false),
     }
 }
@@ -94,7 +95,8 @@ pub fn copy_from(
                     .map_err(|e| FilesError::Local("write the archive".into(), e))?;
             }
             CopyTarget::Local(dest) => {
-                extract(&mut counted, dest, contents_only, opts.archive)?;
+                let root = archive::root_name(&tool_path);
+                extract(&mut counted, dest, &root, contents_only, opts.archive)?;
                 // Drain the end-of-archive blocks, so the tool is not cut short.
                 let _ = io::copy(&mut counted, &mut io::sink());
             }
@@ -140,10 +142,16 @@ pub fn copy_to(
     };
     let meta = fs::symlink_metadata(&local)
         .map_err(|e| FilesError::Local(format!("lstat {}", local.display()), e))?;
-    let name = fs::canonicalize(&local)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .or_else(|| local.file_name().map(|n| n.to_string_lossy().into_owned()))
+    // The name as given (a symlink is copied as itself, under its own name); `.` and `..`
+    // name the directory they stand for.
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            fs::canonicalize(&local)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
         .unwrap_or_else(|| "root".into());
     let source = archive::CopySource {
         is_dir: meta.is_dir(),
@@ -187,23 +195,26 @@ fn build(out: impl Write, path: &Path, name: &str, is_dir: bool) -> io::Result<(
     tar.into_inner()?.flush()
 }
 
-/// Extracts a copy from a container into `dest` by docker's placement rules.
+/// Extracts a copy from a container into `dest` by docker's placement rules. Every entry
+/// must sit under `root` (the name asked for: the container does not get to choose what is
+/// written); modes lose setuid/setgid unless `keep_owner` (`-a`).
 fn extract(
     input: &mut dyn Read,
     dest: &Path,
+    root: &str,
     contents_only: bool,
     keep_owner: bool,
 ) -> Result<(), FilesError> {
     let bad = |e: io::Error| FilesError::BadArchive(e.to_string());
     let mut tar = tar::Archive::new(input);
-    tar.set_preserve_permissions(true);
+    tar.set_preserve_permissions(keep_owner);
     tar.set_preserve_ownerships(keep_owner);
     tar.set_preserve_mtime(true);
     tar.set_overwrite(true);
     tar.set_unpack_xattrs(false);
     let mut entries = tar.entries().map_err(bad)?;
     let mut placed: Option<(Placement, PathBuf, PathBuf)> = None;
-    let mut root = None;
+    let mut root = Some(root.to_owned());
     for entry in entries.by_ref() {
         let mut entry = entry.map_err(bad)?;
         let (placement, dir, base) = match &placed {
@@ -321,6 +332,7 @@ mod tests {
         assert_eq!(container_path("/etc/."), ("/etc".into(), true));
         assert_eq!(container_path("/."), ("/".into(), true));
         assert_eq!(container_path("etc/passwd"), ("/etc/passwd".into(), false));
+        assert_eq!(container_path("/"), ("/".into(), true));
     }
 
     fn tar_of(entries: &[(&str, tar::EntryType, &str)]) -> Vec<u8> {
@@ -353,14 +365,18 @@ mod tests {
             ),
             ("d/link/evil", tar::EntryType::Regular, "x"),
         ]);
-        let err = extract(&mut tar.as_slice(), dir.path(), false, false).unwrap_err();
+        let err = extract(&mut tar.as_slice(), dir.path(), "d", false, false).unwrap_err();
         assert!(err.to_string().contains("symlink"), "{err}");
         assert!(!outside.path().join("evil").exists());
         let tar = tar_of(&[
             ("d", tar::EntryType::Directory, ""),
             ("e/x", tar::EntryType::Regular, "x"),
         ]);
-        assert!(extract(&mut tar.as_slice(), dir.path(), false, false).is_err());
+        assert!(extract(&mut tar.as_slice(), dir.path(), "d", false, false).is_err());
+        // The container does not choose the name: a root other than the one asked for.
+        let tar = tar_of(&[(".ssh", tar::EntryType::Directory, "")]);
+        assert!(extract(&mut tar.as_slice(), dir.path(), "app.log", false, false).is_err());
+        assert!(!dir.path().join(".ssh").exists());
     }
 
     #[test]
@@ -370,16 +386,39 @@ mod tests {
             ("d", tar::EntryType::Directory, ""),
             ("d/f", tar::EntryType::Regular, "hello"),
         ]);
-        extract(&mut tar.as_slice(), dir.path(), false, false).unwrap();
+        extract(&mut tar.as_slice(), dir.path(), "d", false, false).unwrap();
         assert_eq!(fs::read_to_string(dir.path().join("d/f")).unwrap(), "hello");
-        extract(&mut tar.as_slice(), &dir.path().join("new"), false, false).unwrap();
+        extract(
+            &mut tar.as_slice(),
+            &dir.path().join("new"),
+            "d",
+            false,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join("new/f")).unwrap(),
             "hello"
         );
         let file = tar_of(&[("f", tar::EntryType::Regular, "bye")]);
-        extract(&mut file.as_slice(), &dir.path().join("d/f"), false, false).unwrap();
+        extract(
+            &mut file.as_slice(),
+            &dir.path().join("d/f"),
+            "f",
+            false,
+            false,
+        )
+        .unwrap();
         assert_eq!(fs::read_to_string(dir.path().join("d/f")).unwrap(), "bye");
-        assert!(extract(&mut tar.as_slice(), &dir.path().join("d/f"), false, false).is_err());
+        assert!(
+            extract(
+                &mut tar.as_slice(),
+                &dir.path().join("d/f"),
+                "d",
+                false,
+                false
+            )
+            .is_err()
+        );
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use agent_proto::Tool;
 use agent_proto::archive::{ArchiveOp, EXIT_NOT_FOUND};
 
-use crate::agent_client::{AgentClient, ClientError, DEFAULT_TIMEOUT, Sink, sink_fn};
+use crate::agent_client::{AgentClient, ClientError, Sink, sink_fn};
 use crate::container::{ContainerError, Lock, Status, Store};
 use crate::lifecycle::LifecycleError;
 use crate::sandbox::{Sandbox, SandboxError};
@@ -42,6 +42,9 @@ pub enum FilesError {
     /// husk's own executable could not be found (for a VM sandbox).
     #[error(transparent)]
     Shim(#[from] ShimError),
+    /// The container is paused: its agent cannot answer.
+    #[error("container {0} is paused: unpause it first (husk works on its files from inside it)")]
+    Paused(String),
     /// docker's message for a path missing in the container.
     #[error("Could not find the file {path} in container {container}")]
     NotFound {
@@ -70,6 +73,9 @@ pub enum FilesError {
     Store(#[from] rootfs::store::StoreError),
 }
 
+/// Most `diff` output accepted from a container.
+const MAX_CHANGES: u64 = 64 << 20;
+
 /// An agent in the container, for the length of one operation.
 struct Session {
     client: Option<AgentClient>,
@@ -91,10 +97,12 @@ impl Session {
             own: None,
             query: query.to_owned(),
         };
+        if state.paused && state.running() {
+            return Err(FilesError::Paused(query.to_owned()));
+        }
         if state.status == Status::Running || state.status == Status::Restarting {
             drop(lock);
-            let endpoint = crate::lifecycle::agent_endpoint(root, &id)?;
-            session.client = Some(AgentClient::connect(&endpoint, DEFAULT_TIMEOUT)?);
+            session.client = Some(crate::lifecycle::agent_client(root, &id)?);
             return Ok(session);
         }
         let config = store.config(&id)?;
@@ -215,8 +223,13 @@ pub fn changes(root: &Path, query: &str) -> Result<Vec<(char, String)>, FilesErr
     let session = Session::open(root, query)?;
     let text = session.tool_reading(ArchiveOp::Changes, "/", |r| {
         let mut buf = Vec::new();
-        r.read_to_end(&mut buf)
+        r.take(MAX_CHANGES + 1)
+            .read_to_end(&mut buf)
             .map_err(|e| FilesError::Local("read the changes".into(), e))?;
+        if buf.len() as u64 > MAX_CHANGES {
+            return Err(FilesError::BadArchive("more than 64 MiB of changes".into()));
+        }
+        // The rest unread: the tool gets a broken pipe and ends.
         Ok(buf)
     })?;
     session.close();
@@ -226,7 +239,10 @@ pub fn changes(root: &Path, query: &str) -> Result<Vec<(char, String)>, FilesErr
             let bad = || FilesError::BadArchive(format!("bad change line {line:?}"));
             let (kind, path) = line.split_once(' ').ok_or_else(bad)?;
             match (kind, path.starts_with('/')) {
-                ("A" | "C" | "D", true) => Ok((kind.chars().next().unwrap_or('C'), path.into())),
+                ("A" | "C" | "D", true) => Ok((
+                    kind.chars().next().unwrap_or('C'),
+                    crate::tools::printable(path),
+                )),
                 _ => Err(bad()),
             }
         })

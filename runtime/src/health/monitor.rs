@@ -13,6 +13,9 @@ use crate::spec::{self, ExecFlags};
 
 /// How often a running check looks at its timeout and at [`Stop`].
 const POLL: Duration = Duration::from_millis(50);
+/// How long a killed check may take to report its end before it counts as timed out
+/// anyway.
+const KILL_GRACE: Duration = Duration::from_secs(2);
 
 /// Tells the monitor to end.
 #[derive(Debug, Default)]
@@ -115,29 +118,46 @@ fn check(
         Err(e) => return Some(failed(agent_proto::error_chain(&e))),
     };
     let began = Instant::now();
-    let (exit, timed_out) = std::thread::scope(|s| {
-        let waiter = s.spawn(|| process.wait());
-        let mut killed = false;
-        while !waiter.is_finished() {
-            if !killed && (began.elapsed() > plan.timeout || stop.wait(Duration::ZERO)) {
-                let _ = process.signal(libc::SIGKILL);
-                killed = true;
-            }
-            std::thread::sleep(POLL);
+    // The wait runs on its own thread: a check whose output a background process keeps
+    // open never ends, and must not stall the monitor past its timeout and a grace.
+    let process = Arc::new(process);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = Arc::clone(&process);
+    let spawned = std::thread::Builder::new()
+        .name("health-wait".into())
+        .spawn(move || {
+            let _ = tx.send(waiter.wait());
+        });
+    if let Err(e) = spawned {
+        return Some(failed(format!("cannot wait for the check: {e}")));
+    }
+    let mut killed: Option<Instant> = None;
+    let exit = loop {
+        match rx.recv_timeout(POLL) {
+            Ok(r) => break r.ok(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
-        let exit = waiter.join().ok().and_then(Result::ok);
-        (exit, killed)
-    });
+        let stopping = stop.wait(Duration::ZERO);
+        match killed {
+            None if began.elapsed() > plan.timeout || stopping => {
+                let _ = process.signal(libc::SIGKILL);
+                killed = Some(Instant::now());
+            }
+            Some(at) if at.elapsed() > KILL_GRACE => break None,
+            _ => {}
+        }
+    };
     if stop.wait(Duration::ZERO) {
         return None;
     }
-    let exit = exit?;
-    if timed_out {
+    if killed.is_some() {
         return Some(failed(format!(
             "Health check exceeded timeout ({:?})",
             plan.timeout
         )));
     }
+    let exit = exit?;
     let mut text =
         String::from_utf8_lossy(&output.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
     if process.pid().is_none() {

@@ -259,30 +259,40 @@ impl Cgroup {
 }
 
 /// Changes the limits of container `id`'s running group (docker's `update`): memory in
-/// bytes and CPUs in 1e-9 units, each if given.
+/// bytes and CPUs in 1e-9 units, each if given (0: no limit).
 pub fn update(id: &str, memory: Option<u64>, nano_cpus: Option<u64>) -> Result<(), CgroupError> {
     let layout = detect()?;
     let dirs = Cgroup::paths(layout, id);
-    let quota = nano_cpus.map(|n| (n.saturating_mul(CPU_PERIOD_US) / 1_000_000_000).max(1000));
+    let quota = nano_cpus.map(|n| match n {
+        0 => None,
+        n => Some((n.saturating_mul(CPU_PERIOD_US) / 1_000_000_000).max(1000)),
+    });
+    let limit = |n: u64, none: &str| match n {
+        0 => none.to_owned(),
+        n => n.to_string(),
+    };
     match layout {
         Layout::V2 => {
             if let Some(m) = memory {
-                write(&dirs[0].join("memory.max"), &m.to_string())?;
+                write(&dirs[0].join("memory.max"), &limit(m, "max"))?;
+                write(&dirs[0].join("memory.swap.max"), "0").ok();
             }
             if let Some(q) = quota {
+                let q = q.map_or_else(|| "max".to_owned(), |q| q.to_string());
                 write(&dirs[0].join("cpu.max"), &format!("{q} {CPU_PERIOD_US}"))?;
             }
         }
         Layout::V1 => {
             if let Some(m) = memory {
-                write(&dirs[0].join("memory.limit_in_bytes"), &m.to_string())?;
+                write(&dirs[0].join("memory.limit_in_bytes"), &limit(m, "-1"))?;
             }
             if let Some(q) = quota {
                 write(
                     &dirs[1].join("cpu.cfs_period_us"),
                     &CPU_PERIOD_US.to_string(),
                 )?;
-                write(&dirs[1].join("cpu.cfs_quota_us"), &q.to_string())?;
+                let q = q.map_or_else(|| "-1".to_owned(), |q| q.to_string());
+                write(&dirs[1].join("cpu.cfs_quota_us"), &q)?;
             }
         }
     }

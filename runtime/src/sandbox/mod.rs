@@ -33,6 +33,14 @@ const VM_REQUEST: Duration = Duration::from_secs(180);
 /// Grace for the agent to end the sandbox after `Shutdown`, then after SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
+/// How long one agent request of a sandbox of `isolation` may take (a hang guard).
+pub fn request_timeout(isolation: Isolation) -> Duration {
+    match isolation {
+        Isolation::Vm => VM_REQUEST,
+        Isolation::Process => PROCESS_REQUEST,
+    }
+}
+
 /// Errors from sandboxes.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

@@ -317,8 +317,15 @@ fn should_restart(shared: &Shared, outcome: &Outcome) -> bool {
     }
 }
 
+/// The sandbox of the next run, from the config as it is now (`update` may have changed
+/// its limits since the shim started).
 fn params(shared: &Shared, self_cmd: &(PathBuf, Vec<OsString>)) -> Params {
-    sandbox_params(&shared.config, &shared.dir, self_cmd)
+    let config = shared.store.config(&shared.id);
+    sandbox_params(
+        config.as_ref().unwrap_or(&shared.config),
+        &shared.dir,
+        self_cmd,
+    )
 }
 
 /// The sandbox a container's config asks for (its directory `dir`).
