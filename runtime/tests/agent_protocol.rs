@@ -568,7 +568,13 @@ fn stdin_beyond_the_window_and_host_output_are_refused() {
     let kind = loop {
         match raw.reply() {
             (None, Reply::Credit { .. }) => {}
-            (_, Reply::Error { kind, .. }) if kind == ErrorKind::FlowControl => {}
+            (
+                _,
+                Reply::Error {
+                    kind: ErrorKind::FlowControl,
+                    ..
+                },
+            ) => {}
             (_, Reply::Error { kind, .. }) => break kind,
             other => panic!("{other:?}"),
         }
