@@ -51,6 +51,26 @@ pub struct BootArgs {
     /// port P reach a listener at SOCKET_PATH_P.
     #[arg(long, value_name = "SOCKET_PATH")]
     vsock: Option<PathBuf>,
+    /// Save a snapshot of the running guest to DIR (docs/snapshots.md) when its console
+    /// prints a line containing --snapshot-on, then stop it (or go on with
+    /// --snapshot-resume).
+    #[arg(long, value_name = "DIR", conflicts_with = "profile")]
+    snapshot: Option<PathBuf>,
+    /// The console text that triggers the snapshot.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "husk-agent: ready",
+        requires = "snapshot"
+    )]
+    snapshot_on: String,
+    /// Let the guest run on after the snapshot.
+    #[arg(long, requires = "snapshot")]
+    snapshot_resume: bool,
+    /// Start from a snapshot taken by --snapshot (same kernel, initramfs, vCPUs, memory
+    /// and devices) instead of booting.
+    #[arg(long, value_name = "DIR", conflicts_with = "profile")]
+    restore: Option<PathBuf>,
     #[command(flatten)]
     profile: ProfileArgs,
 }
@@ -175,6 +195,19 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
         kvm_device: kvm_device.to_path_buf(),
         disks: a.disks.iter().map(String::as_str).map(disk).collect(),
         vsock: a.vsock.map(vmm::VsockConfig::new),
+        snapshot: a.snapshot.map(|dir| {
+            let plan = vmm::config::SnapshotPlan {
+                dir,
+                label: String::new(), // set by runtime::guest from the kernel and initrd
+                then: if a.snapshot_resume {
+                    vmm::config::AfterSnapshot::Resume
+                } else {
+                    vmm::config::AfterSnapshot::Stop
+                },
+            };
+            (a.snapshot_on, plan)
+        }),
+        restore: a.restore,
     };
     if let Some(path) = &a.profile.profile {
         // Fail before a long boot, not after it.

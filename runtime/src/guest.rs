@@ -58,6 +58,10 @@ pub struct BootRequest {
     pub disks: Vec<vmm::DiskConfig>,
     /// The vsock device's host socket, if the guest gets one.
     pub vsock: Option<vmm::VsockConfig>,
+    /// Save a snapshot when the guest prints a console line containing the pattern.
+    pub snapshot: Option<(String, vmm::config::SnapshotPlan)>,
+    /// Start from this snapshot instead of booting.
+    pub restore: Option<PathBuf>,
 }
 
 /// The agent's initramfs, built (and cached) from the static agent binary, if there is one.
@@ -101,7 +105,28 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
         disks: req.disks.clone(),
         vsock: req.vsock.clone(),
         profile: None,
+        snapshot_on_console: req.snapshot.clone(),
     })
+}
+
+/// What a `husk vm` snapshot is tied to: the kernel and initramfs files (path, size and
+/// modification time; a rebuilt kernel or agent is another guest).
+pub fn snapshot_label(config: &VmConfig) -> String {
+    let id = |p: &std::path::Path| {
+        let meta = std::fs::metadata(p).ok();
+        let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+        let mtime = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        format!("{} {len} {mtime}", p.display())
+    };
+    let initrd = config.initrd.as_deref().map(id).unwrap_or_default();
+    format!(
+        "husk vm boot; kernel {}; initrd {initrd}; cmdline {}",
+        id(&config.kernel),
+        config.cmdline
+    )
 }
 
 /// Boots and runs the guest to its end.
@@ -115,11 +140,18 @@ pub fn boot_profiled(
     req: &BootRequest,
     profile: Option<vmm::ProfileConfig>,
 ) -> Result<RunReport, Error> {
-    let config = VmConfig {
+    let mut config = VmConfig {
         profile,
         ..vm_config(req)?
     };
-    let vm = vmm::MicroVm::build(&config)?;
+    let label = snapshot_label(&config);
+    if let Some((_, plan)) = &mut config.snapshot_on_console {
+        plan.label = label.clone();
+    }
+    let vm = match &req.restore {
+        Some(dir) => vmm::MicroVm::restore(&config, dir, &label)?,
+        None => vmm::MicroVm::build(&config)?,
+    };
     // `husk bench run`: VMM setup done; the vCPUs enter the guest right after.
     crate::timing::mark("vmm.built");
     Ok(vm.run()?)
@@ -161,9 +193,10 @@ pub fn summary(report: &RunReport) -> String {
     lines.join("\n")
 }
 
-/// Whether the VM ended the way a guest ends on purpose.
+/// Whether the VM ended the way a guest ends on purpose (or stopped after the snapshot
+/// it was asked for).
 pub fn clean_exit(report: &RunReport) -> bool {
-    report.exit == VmExit::Reset
+    matches!(report.exit, VmExit::Reset | VmExit::Snapshotted)
 }
 
 #[cfg(test)]
@@ -225,6 +258,8 @@ mod tests {
                 read_only: true,
             }],
             vsock: Some(vmm::VsockConfig::new("/v.sock")),
+            snapshot: None,
+            restore: None,
         };
         let c = vm_config(&req).unwrap();
         assert_eq!(

@@ -252,3 +252,76 @@ fn real_kernel_mounts_its_root_from_virtio_blk() {
         "a read-only disk changed"
     );
 }
+
+/// The real kernel and agent through a snapshot (docs/snapshots.md): booted with a disk
+/// (activated by its driver), saved when the kernel starts init, and restored into two
+/// new VMM processes, each of which goes on from there: the agent starts, reports ready
+/// and (with no vsock device to serve) resets the VM. A snapshot for another guest shape
+/// is refused with a one-line error. (tests/vm_agent.rs restores a guest whose agent
+/// then serves the host over vsock.)
+#[test]
+fn real_kernel_snapshot_restores_into_new_vms() {
+    let test = "real_kernel_snapshot_restores_into_new_vms";
+    if !kvm_available(test) {
+        return;
+    }
+    let Some(kernel) = guest_kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let snap = dir.path().join("snap");
+    let boot = |extra: &[&str], name: &str| {
+        let console = dir.path().join(format!("{name}.log"));
+        let mut cmd = husk(dir.path());
+        cmd.env("HUSK_LOG", "info")
+            .args(["vm", "boot", "--memory", "128m", "--kernel"])
+            .arg(&kernel)
+            .arg("--disk")
+            .arg(&image)
+            .arg("--console-file")
+            .arg(&console)
+            .args(extra);
+        run_with_guard(cmd, &console)
+    };
+    let snap_arg = snap.to_str().unwrap();
+    let (status, summary, log) = boot(
+        &["--snapshot", snap_arg, "--snapshot-on", "Run /init as init"],
+        "boot",
+    );
+    assert!(status.success(), "{summary}");
+    assert!(
+        summary.contains("VM ended: stopped after a snapshot"),
+        "{summary}"
+    );
+    assert!(log.contains("Run /init as init process"), "{log}");
+    assert!(summary.contains("virtio-block at"), "{summary}");
+    assert!(snap.join("state").is_file(), "{summary}");
+    for run in ["restore-1", "restore-2"] {
+        let (status, summary, log) = boot(&["--restore", snap_arg], run);
+        assert!(status.success(), "[{run}] {summary}\n{log}");
+        assert!(
+            summary.contains("furthest milestone: agent ready"),
+            "[{run}] {summary}"
+        );
+        assert!(
+            !log.contains("Linux version"),
+            "[{run}] booted instead:\n{log}"
+        );
+        assert!(
+            summary.contains("VM ended: reset by the guest"),
+            "[{run}] {summary}"
+        );
+    }
+    let mut cmd = husk(dir.path());
+    let o = cmd
+        .args(["vm", "boot", "--memory", "256m", "--kernel"])
+        .arg(&kernel)
+        .args(["--restore", snap_arg])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("does not match this VM"), "{err}");
+}

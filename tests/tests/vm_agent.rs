@@ -1,10 +1,13 @@
 //! The agent inside a real microVM: `husk vm boot` boots the guest kernel with the agent's
 //! initramfs, a busybox EROFS layer disk (`/dev/vda`), an ext4 scratch disk (`/dev/vdb`)
-//! and `--vsock`; the host's `AgentClient` connects through the VMM's vsock socket to
-//! guest port `CONTROL_PORT`, has the agent assemble the root filesystem (`setup`), runs
-//! the same checks as runtime's `agent_over_vsock` (echo, exit codes, a 16 MiB stdout
-//! stream sha256-exact, stdin through `cat`, signals killing `sleep`), then shuts the
-//! sandbox down, which resets the VM and ends husk cleanly.
+//! and `--vsock`, and saves a snapshot of it the moment the agent says it is ready
+//! (docs/snapshots.md); a second `husk vm boot --restore` resumes that guest in a new VMM
+//! process. There the host's `AgentClient` connects through the VMM's vsock socket to
+//! guest port `CONTROL_PORT` (the agent's listening socket survived the restore and the
+//! vsock transport reset), has the agent assemble the root filesystem from the disks
+//! (`setup`), runs the same checks as runtime's `agent_over_vsock` (echo, exit codes, a
+//! 16 MiB stdout stream sha256-exact, stdin through `cat`, signals killing `sleep`), then
+//! shuts the sandbox down, which resets the VM and ends husk cleanly.
 //!
 //! Runs wherever /dev/kvm is usable, this project's emulating KVM (PVM) included; a host
 //! without KVM skips it loudly (a failure under `HUSK_REQUIRE_KVM`).
@@ -168,8 +171,15 @@ fn layer_tar(path: &Path) {
     tar.finish().unwrap();
 }
 
-/// Boots the VM with the layer and scratch disks and the vsock socket.
-fn boot(kernel: &Path, dir: &Path, layer: &Path, scratch: &Path, vsock: &Path) -> Vm {
+/// Boots the VM with the layer and scratch disks and the vsock socket, plus `extra`
+/// arguments.
+fn boot(
+    kernel: &Path,
+    dir: &Path,
+    (layer, scratch): (&Path, &Path),
+    vsock: &Path,
+    extra: &[&str],
+) -> Vm {
     let mut cmd: Command = husk(dir);
     cmd.env("HUSK_LOG", "info")
         .args(["vm", "boot", "--memory", "512m", "--kernel"])
@@ -182,6 +192,7 @@ fn boot(kernel: &Path, dir: &Path, layer: &Path, scratch: &Path, vsock: &Path) -
         .arg(vsock)
         .arg("--console-file")
         .arg(dir.join("console.log"))
+        .args(extra)
         .stderr(File::create(dir.join("husk-stderr.log")).unwrap());
     Vm {
         child: cmd.spawn().unwrap(),
@@ -231,9 +242,33 @@ fn agent_runs_commands_in_a_real_microvm_over_vsock() {
         .path;
     let scratch = dir.path().join("scratch.img");
     rootfs::layer::create_scratch_disk(&scratch, 64 << 20).unwrap();
-    let vsock = dir.path().join("vsock.sock");
+    let disks = (layer.as_path(), scratch.as_path());
+    let snapshot = dir.path().join("ready");
+    let snapshot = snapshot.to_str().unwrap();
 
-    let mut vm = boot(&kernel, dir.path(), &layer, &scratch, &vsock);
+    let booted = dir.path().join("boot.sock");
+    let mut vm = boot(
+        &kernel,
+        dir.path(),
+        disks,
+        &booted,
+        &["--snapshot", snapshot, "--snapshot-on", "husk-agent: ready"],
+    );
+    let status = vm.wait();
+    let said = vm.stderr();
+    assert!(
+        status.success(),
+        "the snapshot boot failed:\n{}",
+        vm.explain()
+    );
+    assert!(
+        said.contains("VM ended: stopped after a snapshot"),
+        "{said}"
+    );
+    drop(vm);
+
+    let vsock = dir.path().join("vsock.sock");
+    let mut vm = boot(&kernel, dir.path(), disks, &vsock, &["--restore", snapshot]);
     let client = connect(&mut vm, &vsock);
     client
         .setup(&SandboxSpec {
@@ -264,7 +299,9 @@ fn agent_runs_commands_in_a_real_microvm_over_vsock() {
         vm.explain()
     );
     assert!(said.contains("VM ended: reset by the guest"), "{said}");
-    assert!(said.contains("furthest milestone: agent ready"), "{said}");
+    // Resumed, not booted: the kernel never started again.
+    assert!(said.contains("vmm::vm::snapshot: restored "), "{said}");
+    assert!(!vm.console().contains("Linux version"), "{}", vm.explain());
     for device in ["virtio-block at 0xc0000000", "virtio-vsock at 0xc0002000"] {
         assert!(
             said.contains(&format!("{device}: driver activated")),

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+pub use crate::control::{AfterSnapshot, SnapshotPlan};
 pub use crate::devices::virtio::vsock::VsockConfig;
 pub use crate::profile::ProfileConfig;
 
@@ -67,6 +68,8 @@ pub struct VmConfig {
     /// Sample the vCPUs' instruction pointers while the VM runs (`None`: no profiler
     /// at all).
     pub profile: Option<ProfileConfig>,
+    /// Take a snapshot when the guest prints a console line containing a pattern.
+    pub snapshot_on_console: Option<(String, SnapshotPlan)>,
 }
 
 impl VmConfig {
@@ -84,6 +87,7 @@ impl VmConfig {
             disks: Vec::new(),
             vsock: None,
             profile: None,
+            snapshot_on_console: None,
         }
     }
 

@@ -33,6 +33,9 @@ pub enum VcpuError {
     /// The vCPU thread panicked.
     #[error("the vCPU thread panicked")]
     Panicked,
+    /// A vCPU thread did not stop for a snapshot and was left behind.
+    #[error("a vCPU thread did not stop for a snapshot")]
+    Lost,
 }
 
 /// How the VM ended.
@@ -50,6 +53,8 @@ pub enum VmExit {
         /// Which vCPU.
         vcpu: u8,
     },
+    /// The VMM stopped the VM after saving a snapshot of it, as asked.
+    Snapshotted,
     /// A vCPU failed.
     Error {
         /// Which vCPU.
@@ -65,6 +70,7 @@ impl std::fmt::Display for VmExit {
             VmExit::Reset => write!(f, "reset by the guest"),
             VmExit::Shutdown { vcpu } => write!(f, "shutdown (triple fault) on vCPU {vcpu}"),
             VmExit::Halted { vcpu } => write!(f, "vCPU {vcpu} halted"),
+            VmExit::Snapshotted => write!(f, "stopped after a snapshot"),
             VmExit::Error { vcpu, error } => write!(f, "vCPU {vcpu} failed: {error}"),
         }
     }

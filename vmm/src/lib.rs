@@ -6,11 +6,13 @@
 pub mod arch;
 pub mod cmdline;
 pub mod config;
+pub mod control;
 pub mod devices;
 pub mod exit;
 pub mod host;
 pub mod loader;
 pub mod profile;
+pub mod snapshot;
 pub mod tiny_elf;
 pub mod vcpu;
 pub mod vm;

@@ -135,8 +135,19 @@ impl Vcpu {
         Ok(())
     }
 
-    /// Starts the vCPU on a thread named `husk-vcpu-N`.
-    pub fn start(self, ctx: VcpuContext) -> Result<JoinHandle<()>, Error> {
+    /// This vCPU's index.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    /// The KVM vCPU (snapshots read and write its state while its thread is stopped).
+    pub fn fd_mut(&mut self) -> &mut VcpuFd {
+        &mut self.fd
+    }
+
+    /// Starts the vCPU on a thread named `husk-vcpu-N`; the thread hands the vCPU back
+    /// when it stops.
+    pub fn start(self, ctx: VcpuContext) -> Result<JoinHandle<Vcpu>, Error> {
         let id = self.id;
         std::thread::Builder::new()
             .name(format!("husk-vcpu-{id}"))
@@ -144,7 +155,7 @@ impl Vcpu {
             .map_err(|e| Error::Spawn(id, e))
     }
 
-    fn run(mut self, ctx: &VcpuContext) {
+    fn run(mut self, ctx: &VcpuContext) -> Vcpu {
         let id = self.id;
         if let Some(p) = &ctx.profile {
             p.attach(&mut self.fd);
@@ -168,6 +179,7 @@ impl Vcpu {
                 error: VcpuError::Panicked,
             });
         }
+        self
     }
 
     /// Collects what KVM says about an internal error, for a useful message.

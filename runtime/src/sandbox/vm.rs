@@ -187,6 +187,8 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             .map(|(path, read_only)| vmm::DiskConfig { path, read_only })
             .collect(),
         vsock: Some(vmm::VsockConfig::new(spec.vsock)),
+        snapshot: None,
+        restore: None,
     };
     match crate::guest::boot(&req) {
         Ok(report) => {

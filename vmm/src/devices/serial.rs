@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -53,13 +54,26 @@ impl ConsoleTail {
     }
 }
 
+/// Called once, on the first console line containing a pattern.
+pub type LineTrigger = (String, Box<dyn FnOnce() + Send>);
+
 /// Watches console lines for milestones (e.g. `Run /init as init process`) and records
 /// when each first appeared, measured on the host as the bytes arrive.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Milestones {
     patterns: Vec<String>,
     seen: Vec<Option<Instant>>,
     line: Vec<u8>,
+    trigger: Option<LineTrigger>,
+}
+
+impl std::fmt::Debug for Milestones {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Milestones")
+            .field("patterns", &self.patterns)
+            .field("trigger", &self.trigger.as_ref().map(|t| &t.0))
+            .finish()
+    }
 }
 
 /// Longest line prefix kept for matching.
@@ -73,11 +87,18 @@ impl Milestones {
             patterns,
             seen,
             line: Vec::new(),
+            trigger: None,
         }
     }
 
+    /// Also calls `trigger.1` on the first line containing `trigger.0`.
+    pub fn with_trigger(mut self, trigger: LineTrigger) -> Self {
+        self.trigger = Some(trigger);
+        self
+    }
+
     fn feed(&mut self, data: &[u8]) {
-        if self.patterns.is_empty() {
+        if self.patterns.is_empty() && self.trigger.is_none() {
             return;
         }
         for &b in data {
@@ -95,6 +116,14 @@ impl Milestones {
             if seen.is_none() && line.contains(pattern.as_str()) {
                 *seen = Some(Instant::now());
             }
+        }
+        if self
+            .trigger
+            .as_ref()
+            .is_some_and(|(p, _)| line.contains(p.as_str()))
+            && let Some((_, call)) = self.trigger.take()
+        {
+            call();
         }
         self.line.clear();
     }
@@ -185,6 +214,62 @@ impl SerialDevice {
             uart: Serial::new(IrqTrigger(irq), sink),
         }
     }
+
+    /// A UART in a saved state (a snapshot's).
+    pub fn from_saved(
+        irq: EventFd,
+        sink: ConsoleSink,
+        saved: &SerialState,
+    ) -> Result<Self, RestoreError> {
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: saved.registers[0],
+            baud_divisor_high: saved.registers[1],
+            interrupt_enable: saved.registers[2],
+            interrupt_identification: saved.registers[3],
+            line_control: saved.registers[4],
+            line_status: saved.registers[5],
+            modem_control: saved.registers[6],
+            modem_status: saved.registers[7],
+            scratch: saved.registers[8],
+            in_buffer: saved.in_buffer.clone(),
+        };
+        let uart =
+            Serial::from_state(&state, IrqTrigger(irq), NoEvents, sink).map_err(RestoreError)?;
+        Ok(SerialDevice { uart })
+    }
+
+    /// The UART's registers and pending input.
+    pub fn save(&self) -> SerialState {
+        let s = self.uart.state();
+        SerialState {
+            registers: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+/// The saved UART state was refused (more pending input than its FIFO holds, or the
+/// interrupt could not be raised).
+#[derive(Debug, thiserror::Error)]
+#[error("the snapshot's serial port state is invalid")]
+pub struct RestoreError(#[source] vm_superio::serial::Error<io::Error>);
+
+/// The UART's state in a snapshot: its nine registers in vm-superio's order, and the
+/// bytes the guest has not read yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialState {
+    registers: [u8; 9],
+    in_buffer: Vec<u8>,
 }
 
 impl BusDevice for SerialDevice {

@@ -76,6 +76,7 @@ pub struct MmioManager {
     ioeventfd: bool,
     cmdline: Vec<String>,
     subscribers: Vec<Subscriber>,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 impl std::fmt::Debug for MmioManager {
@@ -96,6 +97,7 @@ impl MmioManager {
             ioeventfd,
             cmdline: Vec::new(),
             subscribers: Vec::new(),
+            transports: Vec::new(),
         }
     }
 
@@ -149,9 +151,11 @@ impl MmioManager {
             notify,
         )?
         .with_base(at.base);
+        let transport = Arc::new(Mutex::new(transport));
         mmio_bus
-            .insert(Arc::new(Mutex::new(transport)), at.base, SLOT_SIZE)
+            .insert(transport.clone(), at.base, SLOT_SIZE)
             .map_err(|e| Error::Bus(name, e))?;
+        self.transports.push(transport);
         self.cmdline.push(at.cmdline());
         self.subscribers.push(device);
         log::debug!(
@@ -168,9 +172,14 @@ impl MmioManager {
         &self.cmdline
     }
 
-    /// The devices' event-loop sides, for the VMM's event manager.
-    pub fn into_subscribers(self) -> Vec<Subscriber> {
-        self.subscribers
+    /// The transports in attach order (snapshots save and restore them).
+    pub fn transports(&self) -> &[Arc<Mutex<MmioTransport>>] {
+        &self.transports
+    }
+
+    /// The devices' event-loop sides and the transports, for the VMM.
+    pub fn into_parts(self) -> (Vec<Subscriber>, Vec<Arc<Mutex<MmioTransport>>>) {
+        (self.subscribers, self.transports)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -130,6 +130,89 @@ impl std::fmt::Debug for MmioTransport {
     }
 }
 
+/// One queue as a snapshot keeps it (virtio-queue's `QueueState`, which is not serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedQueue {
+    max_size: u16,
+    next_avail: u16,
+    next_used: u16,
+    event_idx_enabled: bool,
+    size: u16,
+    ready: bool,
+    desc_table: u64,
+    avail_ring: u64,
+    used_ring: u64,
+}
+
+impl From<QueueState> for SavedQueue {
+    fn from(q: QueueState) -> Self {
+        SavedQueue {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+impl From<SavedQueue> for QueueState {
+    fn from(q: SavedQueue) -> Self {
+        QueueState {
+            max_size: q.max_size,
+            next_avail: q.next_avail,
+            next_used: q.next_used,
+            event_idx_enabled: q.event_idx_enabled,
+            size: q.size,
+            ready: q.ready,
+            desc_table: q.desc_table,
+            avail_ring: q.avail_ring,
+            used_ring: q.used_ring,
+        }
+    }
+}
+
+/// A transport's registers and queues, as a snapshot keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TransportState {
+    /// The device behind it (`device_id::*`): a restore checks it.
+    pub device_type: u32,
+    acked_features: u64,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    queue_sel: u32,
+    status: u32,
+    config_generation: u32,
+    interrupt_status: u32,
+    queues: Vec<SavedQueue>,
+}
+
+/// Why a saved transport state does not fit this transport.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Another kind of device sits in this slot.
+    #[error("the snapshot has virtio device type {saved} where this VM has {here}")]
+    DeviceType {
+        /// In the snapshot.
+        saved: u32,
+        /// In this VM.
+        here: u32,
+    },
+    /// The queue layout differs.
+    #[error("the snapshot's virtio {0} has {1} queues, this one {2}")]
+    QueueCount(&'static str, usize, usize),
+    /// A saved queue is inconsistent.
+    #[error("the snapshot's virtio {0} has an invalid queue {1}")]
+    Queue(&'static str, usize),
+    /// The device refused the saved queues.
+    #[error("the snapshot's virtio {0} did not re-activate")]
+    Activate(&'static str),
+}
+
 /// Errors creating a transport.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -212,6 +295,69 @@ impl MmioTransport {
 
     fn name(&self) -> &'static str {
         lock(&self.device).name()
+    }
+
+    /// Saves the registers and queues (the device's live queues while it is active).
+    /// The vCPUs must be stopped.
+    pub fn save(&self) -> TransportState {
+        let live = lock(&self.device).queue_states();
+        let queues = if live.len() == self.queues.len() {
+            live
+        } else {
+            self.queues.iter().map(Queue::state).collect()
+        };
+        TransportState {
+            device_type: self.device_type,
+            acked_features: self.acked_features,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            queue_sel: self.queue_sel,
+            status: self.status,
+            config_generation: self.config_generation,
+            interrupt_status: self.interrupt.status(),
+            queues: queues.into_iter().map(SavedQueue::from).collect(),
+        }
+    }
+
+    /// Puts a fresh transport into the saved state, re-activating the device with the
+    /// saved queues when the driver had it running.
+    pub fn restore(&mut self, state: &TransportState) -> Result<(), RestoreError> {
+        let name = self.name();
+        if state.device_type != self.device_type {
+            return Err(RestoreError::DeviceType {
+                saved: state.device_type,
+                here: self.device_type,
+            });
+        }
+        if state.queues.len() != self.queues.len() {
+            return Err(RestoreError::QueueCount(
+                name,
+                state.queues.len(),
+                self.queues.len(),
+            ));
+        }
+        for (i, (q, saved)) in self.queues.iter_mut().zip(&state.queues).enumerate() {
+            if saved.max_size != q.max_size() {
+                return Err(RestoreError::Queue(name, i));
+            }
+            *q = Queue::try_from(QueueState::from(*saved))
+                .map_err(|_| RestoreError::Queue(name, i))?;
+        }
+        self.acked_features = state.acked_features;
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.queue_sel = state.queue_sel;
+        self.config_generation = state.config_generation;
+        self.interrupt.restore_status(state.interrupt_status);
+        self.status = state.status & !status::DRIVER_OK;
+        if state.status & status::DRIVER_OK != 0 {
+            self.activate();
+            if self.status & status::DRIVER_OK == 0 {
+                return Err(RestoreError::Activate(name));
+            }
+            lock(&self.device).restored();
+        }
+        Ok(())
     }
 
     fn selected_queue(&mut self) -> Option<&mut Queue> {

@@ -70,6 +70,11 @@ impl Interrupt {
         self.status.load(Ordering::SeqCst)
     }
 
+    /// Sets the InterruptStatus register as a snapshot recorded it.
+    pub fn restore_status(&self, bits: u32) {
+        self.status.store(bits, Ordering::SeqCst);
+    }
+
     /// The InterruptACK register: clears the acknowledged bits.
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::SeqCst);
@@ -136,4 +141,10 @@ pub trait VirtioDevice: Send {
     /// activation, so their fd numbers stay valid for the event loop to unwatch them.
     /// Called on a vCPU thread: wake the event loop rather than touching epoll here.
     fn reset(&mut self) -> Vec<EventFd>;
+    /// The state of the queues the device holds while active (none when inactive), for a
+    /// snapshot taken while the vCPUs are stopped.
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState>;
+    /// Called once after a snapshot's transport state re-activated the device: whatever
+    /// linked the saved VM to the outside world (connections) is gone; tell the driver.
+    fn restored(&mut self) {}
 }

@@ -185,6 +185,10 @@ impl VirtioDevice for Block {
         self.wake_event_loop();
         vec![a.notify]
     }
+
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        self.active.iter().map(|a| a.queue.state()).collect()
+    }
 }
 
 impl MutEventSubscriber for Block {

@@ -22,6 +22,8 @@ use crate::devices::virtio::{
     ActivateError, Activation, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice, device_id,
 };
 
+/// The event id of a transport reset.
+const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: u32 = 0;
 /// Event token of `state_evt`.
 const TOKEN_STATE: u32 = 0;
 /// Event token of queue `i`'s notifier is `TOKEN_QUEUE + i`.
@@ -47,6 +49,8 @@ pub struct VsockDevice {
     starting: Option<Running>,
     running: Option<Running>,
     reset_requested: bool,
+    /// A restored VM's driver must hear that every connection it had is gone.
+    transport_reset_pending: bool,
     transport_fds: Vec<EventFd>,
     payload: Vec<u8>,
     scratch: Vec<u8>,
@@ -66,6 +70,7 @@ impl VsockDevice {
             starting: None,
             running: None,
             reset_requested: false,
+            transport_reset_pending: false,
             transport_fds: Vec::new(),
             payload: Vec::with_capacity(MAX_PAYLOAD),
             scratch: vec![0; MAX_PAYLOAD],
@@ -111,6 +116,40 @@ impl VsockDevice {
             self.running = Some(r);
             // The driver may have queued packets before the loop saw the activation.
             self.process_tx();
+        }
+        if self.transport_reset_pending && self.running.is_some() {
+            self.transport_reset_pending = false;
+            self.send_transport_reset();
+        }
+    }
+
+    /// Puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (virtio 1.2, 5.10.6.5):
+    /// the driver closes every connection and re-reads the guest CID.
+    fn send_transport_reset(&mut self) {
+        let Some(r) = self.running.as_mut() else {
+            return;
+        };
+        let q = &mut r.queues[EVQ];
+        let Some(chain) = q.pop_descriptor_chain(&r.memory) else {
+            log::warn!("vsock: no event buffer for the transport reset");
+            return;
+        };
+        let head = chain.head_index();
+        let mut written = 0;
+        for desc in chain.writable() {
+            if desc.len() >= 4 {
+                let id = VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.to_le_bytes();
+                if vm_memory::Bytes::write_slice(&r.memory, &id, desc.addr()).is_ok() {
+                    written = 4;
+                }
+                break;
+            }
+        }
+        if let Err(e) = q.add_used(&r.memory, head, written) {
+            log::warn!("vsock: cannot return the event buffer: {e}");
+        }
+        if let Err(e) = r.interrupt.signal_used_queue() {
+            log::error!("vsock: cannot interrupt the guest: {e}");
         }
     }
 
@@ -306,6 +345,19 @@ impl VirtioDevice for VsockDevice {
             log::error!("vsock: cannot wake the event loop for a reset: {e}");
         }
         std::mem::take(&mut self.transport_fds)
+    }
+
+    fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
+        let live = self.starting.as_ref().or(self.running.as_ref());
+        live.map(|r| r.queues.iter().map(|q| q.state()).collect())
+            .unwrap_or_default()
+    }
+
+    fn restored(&mut self) {
+        self.transport_reset_pending = true;
+        if let Err(e) = self.state_evt.write(1) {
+            log::error!("vsock: cannot wake the event loop after a restore: {e}");
+        }
     }
 }
 

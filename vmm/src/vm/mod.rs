@@ -1,7 +1,10 @@
 //! The microVM builder and run loop. `MicroVm::build` reads like the boot sequence:
 //! KVM checks, guest memory, VM and irqchip, vCPUs, devices, kernel and initramfs,
 //! boot structures and registers. `MicroVm::run` starts the vCPU threads and runs the
-//! event loop until the guest resets, shuts down or fails.
+//! event loop until the guest resets, shuts down or fails, stopping the vCPUs for a
+//! snapshot when one is requested ([`snapshot`] saves and restores).
+
+mod snapshot;
 
 use std::fs::File;
 use std::io::Write;
@@ -21,7 +24,9 @@ use vmm_sys_util::signal::Killable;
 
 use crate::arch::x86_64::{bootparams, cpuid::CpuidPolicy, layout, mptable, paging, regs};
 use crate::config::{Console, VmConfig};
+use crate::control::{AfterSnapshot, Control, SnapshotRequest};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail, Milestones};
+use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::{block, manager, vsock};
 use crate::devices::{Bus, bus, i8042, serial};
 use crate::exit::{ExitLatch, VmExit};
@@ -92,6 +97,15 @@ pub enum Error {
     /// The profiler could not be prepared or started.
     #[error(transparent)]
     Profile(#[from] profile::Error),
+    /// A snapshot could not be read or did not fit.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::Error),
+    /// A restored virtio device did not take its saved state.
+    #[error(transparent)]
+    VirtioRestore(#[from] crate::devices::virtio::mmio::RestoreError),
+    /// The restored serial port did not take its saved state.
+    #[error(transparent)]
+    SerialRestore(#[from] serial::RestoreError),
 }
 
 /// What a finished run reports.
@@ -119,11 +133,14 @@ pub struct RunReport {
 
 /// A built microVM, ready to run.
 pub struct MicroVm {
-    // Kept open for the VM's lifetime: the VM and vCPU fds hold references to it anyway.
-    _kvm: Kvm,
-    _vm: VmFd,
-    _memory: GuestMemoryMmap,
+    kvm: Kvm,
+    vm: VmFd,
+    memory: GuestMemoryMmap,
     vcpus: Vec<Vcpu>,
+    vcpu_count: usize,
+    serial: Arc<Mutex<serial::SerialDevice>>,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    control: Arc<Control>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
     exit: Arc<ExitLatch>,
@@ -158,12 +175,9 @@ impl MicroVm {
         let vm = create_vm(&kvm, &memory)?;
         setup_irqchip(&vm)?;
         let vcpus = create_vcpus(&vm, config.vcpus)?;
-        let exit = Arc::new(ExitLatch::new().map_err(Error::EventFd)?);
-        let tail = Arc::new(Mutex::new(ConsoleTail::default()));
-        let milestones = Arc::new(Mutex::new(Milestones::new(config.milestones.clone())));
-        let sink = ConsoleSink::new(console_output(&config.console)?, tail.clone())
-            .with_milestones(milestones.clone());
-        let pio = attach_legacy_devices(&vm, sink, &exit)?;
+        let parts = Parts::new(config)?;
+        let serial = attach_serial(&vm, parts.sink, None)?;
+        let pio = attach_legacy_devices(serial.clone(), &parts.exit)?;
         let mut mmio = Bus::new("mmio");
         let virtio = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
         let kernel = loader::load_kernel(&memory, &config.kernel)?;
@@ -198,17 +212,22 @@ impl MicroVm {
                 cr3,
             },
         )?;
+        let (subscribers, transports) = virtio.into_parts();
         Ok(MicroVm {
-            _kvm: kvm,
-            _vm: vm,
-            _memory: memory,
+            kvm,
+            vm,
+            memory,
+            vcpu_count: vcpus.len(),
             vcpus,
+            serial,
+            transports,
+            control: parts.control,
             pio: Arc::new(pio),
             mmio: Arc::new(mmio),
-            exit,
-            tail,
-            milestones,
-            subscribers: virtio.into_subscribers(),
+            exit: parts.exit,
+            tail: parts.tail,
+            milestones: parts.milestones,
+            subscribers,
             cmdline,
             profiler,
             started,
@@ -220,35 +239,51 @@ impl MicroVm {
         &self.cmdline
     }
 
+    /// The channel through which other threads ask this VM for a snapshot.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
     /// Runs the VM to its end.
-    pub fn run(self) -> Result<RunReport, Error> {
+    pub fn run(mut self) -> Result<RunReport, Error> {
         vcpu::install_kick_handler()?;
         let setup_time = self.started.elapsed();
         let run_start = Instant::now();
-        let stop = Arc::new(AtomicBool::new(false));
         let sink = (self.profiler.as_ref()).map(|p| p.sink(self.vcpus.len(), run_start));
-        let ctx = VcpuContext {
-            pio: self.pio.clone(),
-            mmio: self.mmio.clone(),
-            exit: self.exit.clone(),
-            stop: stop.clone(),
-            profile: sink.clone(),
-        };
-        let threads = start_vcpus(self.vcpus, &ctx)?;
-        let ticker = match start_ticker(self.profiler.as_ref(), sink.as_ref(), &threads) {
-            Ok(t) => t,
-            Err(e) => {
-                stop_vcpus(&stop, threads);
-                return Err(e.into());
+        let mut events = event_manager(&self.exit, &self.control, &self.subscribers)?;
+        let exit = loop {
+            let stop = Arc::new(AtomicBool::new(false));
+            let ctx = VcpuContext {
+                pio: self.pio.clone(),
+                mmio: self.mmio.clone(),
+                exit: self.exit.clone(),
+                stop: stop.clone(),
+                profile: sink.clone(),
+            };
+            let threads = start_vcpus(std::mem::take(&mut self.vcpus), &ctx)?;
+            let ticker = match start_ticker(self.profiler.as_ref(), sink.as_ref(), &threads) {
+                Ok(t) => t,
+                Err(e) => {
+                    stop_vcpus(&stop, threads);
+                    return Err(e.into());
+                }
+            };
+            let result = event_loop(&self.exit, &self.control, &mut events);
+            // The ticker signals the vCPU threads by id: stop it before they are joined.
+            if let Some(t) = ticker {
+                t.stop();
+            }
+            let stopped = stop_vcpus(&stop, threads);
+            match result? {
+                LoopEnd::Exit(exit) => break exit,
+                LoopEnd::Snapshot(request) => {
+                    self.vcpus = stopped;
+                    if let Some(exit) = self.serve_snapshot(request) {
+                        break exit;
+                    }
+                }
             }
         };
-        let result = event_loop(&self.exit, self.subscribers);
-        // The ticker signals the vCPU threads by id: stop it before they are joined.
-        if let Some(t) = ticker {
-            t.stop();
-        }
-        stop_vcpus(&stop, threads);
-        let exit = result?;
         let run_time = run_start.elapsed();
         let milestones: Vec<_> = bus::lock(&self.milestones)
             .results()
@@ -269,10 +304,72 @@ impl MicroVm {
             cmdline: self.cmdline,
         })
     }
+
+    /// Saves a snapshot with the vCPUs stopped and answers the request; `Some` ends
+    /// the VM (asked to stop after saving, or a vCPU was lost on the way).
+    fn serve_snapshot(&mut self, request: SnapshotRequest) -> Option<VmExit> {
+        let then = request.plan.then;
+        let result = if self.profiler.is_some() {
+            Err(crate::snapshot::Error::Profiling)
+        } else {
+            self.save(&request.plan)
+        };
+        if let Err(e) = &result {
+            log::error!("{e}");
+        }
+        request.answer(result);
+        if self.vcpus.len() != self.vcpu_count {
+            return Some(VmExit::Error {
+                vcpu: 0,
+                error: crate::exit::VcpuError::Lost,
+            });
+        }
+        (then == AfterSnapshot::Stop).then_some(VmExit::Snapshotted)
+    }
+}
+
+/// What a fresh VM is given besides KVM objects: the exit latch, the console sink with
+/// its tail and milestone watch, and the control channel (which a console line may
+/// trigger).
+struct Parts {
+    exit: Arc<ExitLatch>,
+    tail: Arc<Mutex<ConsoleTail>>,
+    milestones: Arc<Mutex<Milestones>>,
+    sink: ConsoleSink,
+    control: Arc<Control>,
+}
+
+impl Parts {
+    fn new(config: &VmConfig) -> Result<Parts, Error> {
+        let exit = Arc::new(ExitLatch::new().map_err(Error::EventFd)?);
+        let control = Control::new().map_err(Error::EventFd)?;
+        let tail = Arc::new(Mutex::new(ConsoleTail::default()));
+        let mut watch = Milestones::new(config.milestones.clone());
+        if let Some((pattern, plan)) = &config.snapshot_on_console {
+            let (c, plan) = (control.clone(), plan.clone());
+            watch = watch.with_trigger((
+                pattern.clone(),
+                Box::new(move || {
+                    // The answer is logged by the run loop; nobody waits here.
+                    drop(c.request_snapshot(plan));
+                }),
+            ));
+        }
+        let milestones = Arc::new(Mutex::new(watch));
+        let sink = ConsoleSink::new(console_output(&config.console)?, tail.clone())
+            .with_milestones(milestones.clone());
+        Ok(Parts {
+            exit,
+            tail,
+            milestones,
+            sink,
+            control,
+        })
+    }
 }
 
 /// Starts a thread per vCPU; on a failure stops those already started.
-fn start_vcpus(vcpus: Vec<Vcpu>, ctx: &VcpuContext) -> Result<Vec<JoinHandle<()>>, Error> {
+fn start_vcpus(vcpus: Vec<Vcpu>, ctx: &VcpuContext) -> Result<Vec<JoinHandle<Vcpu>>, Error> {
     let mut threads = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
         match vcpu.start(ctx.clone()) {
@@ -290,7 +387,7 @@ fn start_vcpus(vcpus: Vec<Vcpu>, ctx: &VcpuContext) -> Result<Vec<JoinHandle<()>
 fn start_ticker(
     profiler: Option<&Profiler>,
     sink: Option<&Arc<profile::SampleSink>>,
-    threads: &[JoinHandle<()>],
+    threads: &[JoinHandle<Vcpu>],
 ) -> Result<Option<Ticker>, profile::Error> {
     let (Some(profiler), Some(sink)) = (profiler, sink) else {
         return Ok(None);
@@ -373,16 +470,28 @@ fn console_output(console: &Console) -> Result<Option<Box<dyn Write + Send>>, Er
     })
 }
 
-fn attach_legacy_devices(
+/// COM1, new or in a snapshot's state.
+fn attach_serial(
     vm: &VmFd,
     sink: ConsoleSink,
-    exit: &Arc<ExitLatch>,
-) -> Result<Bus, Error> {
-    let mut pio = Bus::new("pio");
+    saved: Option<&serial::SerialState>,
+) -> Result<Arc<Mutex<serial::SerialDevice>>, Error> {
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
     vm.register_irqfd(&irq, COM1_IRQ)
         .map_err(|e| Error::Kvm("route the serial IRQ", e))?;
-    let com1 = Arc::new(Mutex::new(serial::SerialDevice::new(irq, sink)));
+    let device = match saved {
+        Some(state) => serial::SerialDevice::from_saved(irq, sink, state)?,
+        None => serial::SerialDevice::new(irq, sink),
+    };
+    Ok(Arc::new(Mutex::new(device)))
+}
+
+/// The port bus: COM1 and the i8042 reset line.
+fn attach_legacy_devices(
+    com1: Arc<Mutex<serial::SerialDevice>>,
+    exit: &Arc<ExitLatch>,
+) -> Result<Bus, Error> {
+    let mut pio = Bus::new("pio");
     pio.insert(com1, COM1_BASE, COM1_LEN)
         .map_err(|e| Error::Device("serial console", e))?;
     let i8042 = Arc::new(Mutex::new(i8042::ResetController::new(exit.clone())));
@@ -442,38 +551,69 @@ fn configure_vcpus(
     Ok(())
 }
 
-/// Wakes the event loop when the exit latch fires.
-struct ExitWatcher {
+/// Wakes the event loop when the exit latch fires or a control request arrives.
+struct Waker {
     exit: Arc<ExitLatch>,
+    control: Arc<Control>,
 }
 
-impl MutEventSubscriber for ExitWatcher {
+impl MutEventSubscriber for Waker {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.exit.event().read();
+        let _ = self.control.event().read();
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(self.exit.event(), EventSet::IN)) {
-            log::error!("cannot watch the VM exit event: {e:?}");
+        for fd in [self.exit.event(), self.control.event()] {
+            if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
+                log::error!("cannot watch a VMM event: {e:?}");
+            }
         }
     }
 }
 
-/// The VMM's one event loop: waits for the end and runs the device backends (block,
-/// net, vsock), which register their fds through their subscribers.
+type Manager = EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>>;
+
+/// The VMM's one event manager: the waker and the device backends (block, net, vsock),
+/// which register their fds through their subscribers. It lives as long as the VM, so
+/// devices keep their registrations across a snapshot.
+fn event_manager(
+    exit: &Arc<ExitLatch>,
+    control: &Arc<Control>,
+    subscribers: &[manager::Subscriber],
+) -> Result<Manager, Error> {
+    let mut manager: Manager =
+        EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
+    manager.add_subscriber(Arc::new(Mutex::new(Waker {
+        exit: exit.clone(),
+        control: control.clone(),
+    })));
+    for s in subscribers {
+        manager.add_subscriber(s.clone());
+    }
+    Ok(manager)
+}
+
+/// Why the event loop returned.
+enum LoopEnd {
+    /// The VM ended.
+    Exit(VmExit),
+    /// A snapshot was requested: the vCPUs must stop first.
+    Snapshot(SnapshotRequest),
+}
+
+/// Runs the device backends until the VM ends or a snapshot is requested.
 fn event_loop(
     exit: &Arc<ExitLatch>,
-    subscribers: Vec<manager::Subscriber>,
-) -> Result<VmExit, Error> {
-    let mut manager: EventManager<Arc<Mutex<dyn MutEventSubscriber + Send>>> =
-        EventManager::new().map_err(|e| Error::EventLoop(format!("{e:?}")))?;
-    manager.add_subscriber(Arc::new(Mutex::new(ExitWatcher { exit: exit.clone() })));
-    for s in subscribers {
-        manager.add_subscriber(s);
-    }
+    control: &Control,
+    manager: &mut Manager,
+) -> Result<LoopEnd, Error> {
     loop {
         if let Some(outcome) = exit.outcome() {
-            return Ok(outcome);
+            return Ok(LoopEnd::Exit(outcome));
+        }
+        if let Some(request) = control.take() {
+            return Ok(LoopEnd::Snapshot(request));
         }
         manager
             .run()
@@ -483,9 +623,11 @@ fn event_loop(
 
 /// Stops every vCPU thread: sets the flag, then kicks each one out of `KVM_RUN` with a
 /// signal until it has finished (a kick can land just before `KVM_RUN`, so repeat).
-fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+/// Returns the vCPUs whose threads stopped.
+fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<Vcpu>>) -> Vec<Vcpu> {
     stop.store(true, Ordering::Release);
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stopped = Vec::with_capacity(threads.len());
     for t in threads {
         while !t.is_finished() && Instant::now() < deadline {
             if let Err(e) = t.kill(vcpu::kick_signal()) {
@@ -493,10 +635,11 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
+        if !t.is_finished() {
             log::error!("a vCPU thread did not stop; leaving it behind");
+        } else if let Ok(vcpu) = t.join() {
+            stopped.push(vcpu);
         }
     }
+    stopped
 }
