@@ -12,6 +12,7 @@ mod cmdline;
 mod console;
 mod eventfd;
 mod exec;
+mod fpu;
 mod host;
 mod hostname;
 mod husk_init;

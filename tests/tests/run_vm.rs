@@ -138,9 +138,11 @@ fn a_workload_prints_the_same_under_vm_and_process() {
 
 /// Debian user space: bash, coreutils (with threads: `sort --parallel`), dpkg and apt's
 /// offline checks, a fork/exec burst, signals, and a file through the overlay. The same
-/// bytes must come out under both isolations.
+/// bytes must come out under both isolations. On stderr: which x86-64 levels glibc finds
+/// usable (they depend on the CPU, so they stay out of the compared output).
 const DEBIAN_WORKLOAD: &str = r#"
 set -e
+/lib64/ld-linux-x86-64.so.2 --help | grep -E '^ +x86-64-v[234]' >&2
 echo "bash ${BASH_VERSINFO[0]}"
 seq 1 20000 | sort -R --random-source=/bin/bash --parallel=2 -S 1M \
   | sort -n --parallel=2 -S 1M | md5sum
@@ -181,6 +183,9 @@ fn debian_user_space_is_the_same_under_vm_and_process() {
             husk_e2e::stderr(&o),
             stdout(&o)
         );
+        if iso == "vm" {
+            assert_no_avx_state_in_guest_user_space(&husk_e2e::stderr(&o));
+        }
         outputs.push((iso, stdout(&o)));
         ctx.assert_clean();
     }
@@ -196,6 +201,65 @@ fn debian_user_space_is_the_same_under_vm_and_process() {
     ] {
         assert!(process.contains(want), "{want:?} missing:\n{process}");
     }
+    for (iso, out) in &outputs[1..] {
+        assert_eq!(out, process, "[{iso}] differs from process isolation");
+    }
+}
+
+/// On an emulating KVM the guest kernel switches tasks with FXSAVE (x87 and SSE only) while
+/// guest user space runs natively: the guest must keep AVX state out of XCR0 (guest kernel
+/// patch 0007), or glibc would use YMM registers that nothing saves across task switches.
+/// glibc's `x86-64-v3` level needs AVX2, so it must not be "supported" there.
+fn assert_no_avx_state_in_guest_user_space(stderr: &str) {
+    let levels: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("x86-64-v"))
+        .collect();
+    assert_eq!(levels.len(), 3, "glibc's levels missing:\n{stderr}");
+    let host = vmm::host::probe(std::path::Path::new("/dev/kvm")).unwrap();
+    if host.guests_emulated() {
+        assert!(
+            levels.contains(&"x86-64-v3") && levels.contains(&"x86-64-v4"),
+            "AVX usable in guest user space: {levels:?}"
+        );
+    }
+}
+
+/// The reproducer of a known vm bug on emulating KVM hosts (docs/guest-kernel.md, "Known
+/// bug: user memory corruption under heap churn"): the same `sort -R` over a pipe, with
+/// glibc's heap growing and shrinking by `brk`, prints a different sum in about half of
+/// the runs in a 1-vCPU guest (never under process isolation). Ignored until fixed, so
+/// that it can be run on purpose: `cargo nextest run --run-ignored only -E
+/// 'test(heap_churn)'`.
+#[test]
+#[ignore = "known vm bug on emulating KVM (PVM): see docs/guest-kernel.md"]
+fn heap_churn_gives_the_same_sums_under_vm_and_process() {
+    const CHURN: &str = "for i in 1 2 3 4; do seq 1 200000 \
+        | MALLOC_MMAP_THRESHOLD_=1000000000 sort -R --random-source=/bin/bash | md5sum; \
+        done | uniq -c";
+    let mut outputs = Vec::new();
+    for iso in backends("heap_churn_gives_the_same_sums_under_vm_and_process") {
+        let ctx = Ctx::isolated(iso);
+        let store = rootfs::store::Store::open(ctx.root()).unwrap();
+        rootfs::defaults::DefaultImage::Debian
+            .import(&store)
+            .unwrap();
+        let out = ctx.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            "husk/debian:bookworm",
+            "bash",
+            "-c",
+            CHURN,
+        ]);
+        outputs.push((iso, out));
+        ctx.assert_clean();
+    }
+    let (_, process) = &outputs[0];
+    assert!(process.trim_start().starts_with("4 "), "{process}");
     for (iso, out) in &outputs[1..] {
         assert_eq!(out, process, "[{iso}] differs from process isolation");
     }

@@ -1,6 +1,7 @@
 //! Starting one process from a [`ProcessSpec`]: validating it, resolving docker's
 //! `user_name` (with `HOME`) and creating a missing working directory, building the command
-//! (argv, exactly the given environment plus a default `PATH`, cwd, identity), its stdio
+//! (argv, exactly the given environment plus a default `PATH` and, where the kernel does
+//! not preserve AVX state, glibc's tunable against it (`fpu`), cwd, identity), its stdio
 //! (pipes, or a new pseudo-terminal as controlling tty) and what the child does between fork
 //! and exec.
 
@@ -171,6 +172,15 @@ fn spawn_in(
     }
     if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
         cmd.env("PATH", DEFAULT_PATH);
+    }
+    let name = crate::fpu::env_name();
+    let asked = spec
+        .env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix(name)?.strip_prefix('='));
+    if let Some(tunables) = crate::fpu::glibc_tunables(asked) {
+        cmd.env(name, tunables);
     }
     cmd.current_dir(spec.cwd.as_deref().unwrap_or("/"));
     let pty = if spec.tty {

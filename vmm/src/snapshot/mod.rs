@@ -299,9 +299,7 @@ impl VmState {
                 saved: s.devices.clone(),
                 here: expected.devices.clone(),
             }
-        } else if self.vcpus.len() != usize::from(s.vcpus)
-            || self.virtio.len() != s.devices.len()
-        {
+        } else if self.vcpus.len() != usize::from(s.vcpus) || self.virtio.len() != s.devices.len() {
             Mismatch::Inconsistent
         } else {
             return Ok(());
@@ -312,4 +310,29 @@ impl VmState {
 
 fn mib(regions: &[(u64, u64)]) -> u64 {
     regions.iter().map(|r| r.1).sum::<u64>() >> 20
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_snapshot_never_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("snap");
+        let pending = Pending::begin(&dest).unwrap();
+        std::fs::write(pending.memory_path(), b"half").unwrap();
+        // The process dies here (no destructor runs after SIGKILL).
+        std::mem::forget(pending);
+        assert!(!dest.exists());
+        let e = load(&dest).unwrap_err();
+        assert!(matches!(e, Error::Read(..)), "{e}");
+        // The next attempt starts from a clean temporary directory and cleans up after
+        // itself when it fails.
+        let pending = Pending::begin(&dest).unwrap();
+        assert!(!pending.memory_path().exists());
+        let tmp = pending.memory_path().parent().unwrap().to_path_buf();
+        drop(pending);
+        assert!(!tmp.exists() && !dest.exists());
+    }
 }
