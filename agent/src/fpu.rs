@@ -20,7 +20,8 @@ use std::sync::OnceLock;
 /// glibc's tunable that turns off every feature using registers beyond x87 and SSE.
 pub const TUNABLE: &str = "glibc.cpu.hwcaps=-AVX,-AVX2,-FMA,-FMA4,-F16C,-AVX512F,\
 -AVX512CD,-AVX512BW,-AVX512DQ,-AVX512VL,-AVX512ER,-AVX512PF";
-const ENV: &str = "GLIBC_TUNABLES";
+/// The environment variable glibc reads its tunables from.
+pub const ENV: &str = "GLIBC_TUNABLES";
 
 const CPUID1_ECX_OSXSAVE: u32 = 1 << 27;
 const CPUID1_ECX_AVX: u32 = 1 << 28;
@@ -76,11 +77,6 @@ fn merge(asked: Option<&str>) -> String {
         Some(a) if !a.is_empty() => format!("{TUNABLE}:{a}"),
         _ => TUNABLE.to_owned(),
     }
-}
-
-/// The environment variable's name.
-pub fn env_name() -> &'static str {
-    ENV
 }
 
 #[cfg(test)]

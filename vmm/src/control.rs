@@ -83,11 +83,6 @@ impl Control {
         lock(&self.pending).take()
     }
 
-    /// Whether a request waits.
-    pub fn has_pending(&self) -> bool {
-        lock(&self.pending).is_some()
-    }
-
     /// The eventfd written on every request.
     pub fn event(&self) -> &EventFd {
         &self.event

@@ -173,7 +173,7 @@ fn spawn_in(
     if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
         cmd.env("PATH", DEFAULT_PATH);
     }
-    let name = crate::fpu::env_name();
+    let name = crate::fpu::ENV;
     let asked = spec
         .env
         .iter()

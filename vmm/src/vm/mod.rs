@@ -175,8 +175,8 @@ impl MicroVm {
         let vm = create_vm(&kvm, &memory)?;
         setup_irqchip(&vm)?;
         let vcpus = create_vcpus(&vm, config.vcpus)?;
-        let parts = Parts::new(config)?;
-        let serial = attach_serial(&vm, parts.sink, None)?;
+        let (parts, sink) = Parts::new(config)?;
+        let serial = attach_serial(&vm, sink, None)?;
         let pio = attach_legacy_devices(serial.clone(), &parts.exit)?;
         let mut mmio = Bus::new("mmio");
         let virtio = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
@@ -212,18 +212,43 @@ impl MicroVm {
                 cr3,
             },
         )?;
-        let (subscribers, transports) = virtio.into_parts();
-        Ok(MicroVm {
+        Ok(MicroVm::assemble(
+            (kvm, vm, memory, vcpus),
+            parts,
+            Devices {
+                serial,
+                pio,
+                mmio,
+                virtio,
+            },
+            cmdline,
+            profiler,
+            started,
+        ))
+    }
+
+    /// The VM from its KVM objects, the parts every VM gets and its devices: the end of
+    /// both `build` and `restore`.
+    fn assemble(
+        (kvm, vm, memory, vcpus): (Kvm, VmFd, GuestMemoryMmap, Vec<Vcpu>),
+        parts: Parts,
+        devices: Devices,
+        cmdline: String,
+        profiler: Option<Profiler>,
+        started: Instant,
+    ) -> MicroVm {
+        let (subscribers, transports) = devices.virtio.into_parts();
+        MicroVm {
             kvm,
             vm,
             memory,
             vcpu_count: vcpus.len(),
             vcpus,
-            serial,
+            serial: devices.serial,
             transports,
             control: parts.control,
-            pio: Arc::new(pio),
-            mmio: Arc::new(mmio),
+            pio: Arc::new(devices.pio),
+            mmio: Arc::new(devices.mmio),
             exit: parts.exit,
             tail: parts.tail,
             milestones: parts.milestones,
@@ -231,7 +256,7 @@ impl MicroVm {
             cmdline,
             profiler,
             started,
-        })
+        }
     }
 
     /// The kernel command line the guest will get.
@@ -328,19 +353,28 @@ impl MicroVm {
     }
 }
 
-/// What a fresh VM is given besides KVM objects: the exit latch, the console sink with
-/// its tail and milestone watch, and the control channel (which a console line may
+/// A VM's devices: COM1 (also on the port bus), the port and MMIO buses, and the virtio
+/// devices placed on the latter.
+struct Devices {
+    serial: Arc<Mutex<serial::SerialDevice>>,
+    pio: Bus,
+    mmio: Bus,
+    virtio: manager::MmioManager,
+}
+
+/// What a fresh VM is given besides KVM objects: the exit latch, the console's tail and
+/// milestone watch, and the control channel (which a console line may
 /// trigger).
 struct Parts {
     exit: Arc<ExitLatch>,
     tail: Arc<Mutex<ConsoleTail>>,
     milestones: Arc<Mutex<Milestones>>,
-    sink: ConsoleSink,
     control: Arc<Control>,
 }
 
 impl Parts {
-    fn new(config: &VmConfig) -> Result<Parts, Error> {
+    /// The parts, and the console sink that goes to COM1.
+    fn new(config: &VmConfig) -> Result<(Parts, ConsoleSink), Error> {
         let exit = Arc::new(ExitLatch::new().map_err(Error::EventFd)?);
         let control = Control::new().map_err(Error::EventFd)?;
         let tail = Arc::new(Mutex::new(ConsoleTail::default()));
@@ -358,13 +392,13 @@ impl Parts {
         let milestones = Arc::new(Mutex::new(watch));
         let sink = ConsoleSink::new(console_output(&config.console)?, tail.clone())
             .with_milestones(milestones.clone());
-        Ok(Parts {
+        let parts = Parts {
             exit,
             tail,
             milestones,
-            sink,
             control,
-        })
+        };
+        Ok((parts, sink))
     }
 }
 

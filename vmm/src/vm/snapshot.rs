@@ -4,14 +4,13 @@
 //! vCPUs, VM-wide and vCPU state, then devices in their saved state.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use super::{
-    Error, MicroVm, Parts, attach_legacy_devices, attach_serial, attach_virtio_devices, check_kvm,
-    create_vcpus, create_vm, setup_irqchip,
+    Devices, Error, MicroVm, Parts, attach_legacy_devices, attach_serial, attach_virtio_devices,
+    check_kvm, create_vcpus, create_vm, setup_irqchip,
 };
 use crate::arch::x86_64::layout;
 use crate::config::VmConfig;
@@ -105,38 +104,31 @@ impl MicroVm {
                 .restore(vcpu.fd_mut())
                 .map_err(snapshot::Error::from)?;
         }
-        let parts = Parts::new(config)?;
-        let serial = attach_serial(&vm, parts.sink, Some(&state.serial))?;
+        let (parts, sink) = Parts::new(config)?;
+        let serial = attach_serial(&vm, sink, Some(&state.serial))?;
         let pio = attach_legacy_devices(serial.clone(), &parts.exit)?;
         let mut mmio = Bus::new("mmio");
         let virtio = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
         for (transport, saved) in virtio.transports().iter().zip(&state.virtio) {
             lock(transport).restore(saved)?;
         }
-        let (subscribers, transports) = virtio.into_parts();
         log::info!(
             "restored {} in {} us",
             dir.display(),
             started.elapsed().as_micros()
         );
-        Ok(MicroVm {
-            kvm,
-            vm,
-            memory,
-            vcpu_count: vcpus.len(),
-            vcpus,
-            serial,
-            transports,
-            control: parts.control,
-            pio: Arc::new(pio),
-            mmio: Arc::new(mmio),
-            exit: parts.exit,
-            tail: parts.tail,
-            milestones: parts.milestones,
-            subscribers,
-            cmdline: state.cmdline,
-            profiler: None,
+        Ok(MicroVm::assemble(
+            (kvm, vm, memory, vcpus),
+            parts,
+            Devices {
+                serial,
+                pio,
+                mmio,
+                virtio,
+            },
+            state.cmdline,
+            None,
             started,
-        })
+        ))
     }
 }
