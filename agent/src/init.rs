@@ -119,6 +119,9 @@ fn listener(transport: &Transport) -> Result<Option<Listener>, AgentError> {
         },
     };
     let listener = Listener::bind(&spec)?;
+    if let ListenSpec::Vsock(_) = spec {
+        crate::fresh::mark_vm_guest();
+    }
     say!("serving the host protocol on {spec}");
     Ok(Some(listener))
 }

@@ -13,6 +13,7 @@ mod console;
 mod eventfd;
 mod exec;
 mod fpu;
+mod fresh;
 mod host;
 mod hostname;
 mod husk_init;

@@ -150,6 +150,10 @@ pub struct HostConfig {
     pub auto_remove: bool,
     /// `--init`: the workload runs under husk-init, which reaps orphans and passes signals on.
     pub init: bool,
+    /// `--cold`: boot the VM's kernel instead of restoring the warm-start template
+    /// (vm isolation; see docs/warm-starts.md).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cold_boot: bool,
     /// `--cap-add`.
     pub cap_add: Vec<String>,
     /// `--cap-drop`.

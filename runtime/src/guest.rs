@@ -112,21 +112,29 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
 /// What a `husk vm` snapshot is tied to: the kernel and initramfs files (path, size and
 /// modification time; a rebuilt kernel or agent is another guest).
 pub fn snapshot_label(config: &VmConfig) -> String {
-    let id = |p: &std::path::Path| {
-        let meta = std::fs::metadata(p).ok();
-        let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
-        let mtime = meta
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        format!("{} {len} {mtime}", p.display())
-    };
+    let id = file_identity;
     let initrd = config.initrd.as_deref().map(id).unwrap_or_default();
     format!(
         "husk vm boot; kernel {}; initrd {initrd}; cmdline {}",
         id(&config.kernel),
         config.cmdline
     )
+}
+
+/// A file as snapshot labels name it: path, size and modification time.
+pub fn file_identity(p: &std::path::Path) -> String {
+    let meta = std::fs::metadata(p).ok();
+    let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+    let mtime = meta
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{} {len} {mtime}", p.display())
+}
+
+/// Builds (without running) the VM `req` describes.
+pub fn build(req: &BootRequest) -> Result<vmm::MicroVm, Error> {
+    Ok(vmm::MicroVm::build(&vm_config(req)?)?)
 }
 
 /// Boots and runs the guest to its end.

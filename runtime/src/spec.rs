@@ -185,6 +185,8 @@ pub struct RunFlags {
     pub auto_remove: bool,
     /// `--init`.
     pub init: bool,
+    /// `--cold`.
+    pub cold_boot: bool,
     /// `--label KEY[=VALUE]`, in order (added to the image's labels).
     pub labels: Vec<String>,
     /// `--stop-signal`.
@@ -292,6 +294,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         restart_policy,
         auto_remove: flags.auto_remove,
         init: flags.init,
+        cold_boot: flags.cold_boot,
         cap_add: flags.cap_add.clone(),
         cap_drop: flags.cap_drop.clone(),
         privileged: flags.privileged,

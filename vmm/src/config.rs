@@ -41,6 +41,21 @@ pub struct DiskConfig {
     pub read_only: bool,
 }
 
+impl DiskConfig {
+    /// What backs an empty slot.
+    pub const EMPTY_SLOT: &'static str = "/dev/null";
+
+    /// An empty disk slot: zero sectors, writable (backed by `/dev/null`). A VM restored
+    /// from a snapshot of one can have a real disk there: the guest learns its capacity
+    /// from a configuration-change interrupt (see `docs/snapshots.md`).
+    pub fn empty_slot() -> DiskConfig {
+        DiskConfig {
+            path: PathBuf::from(Self::EMPTY_SLOT),
+            read_only: false,
+        }
+    }
+}
+
 /// A microVM's configuration.
 #[derive(Debug, Clone)]
 pub struct VmConfig {

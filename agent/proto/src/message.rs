@@ -194,6 +194,23 @@ pub struct SandboxSpec {
     /// process isolation) made available in the container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<DeviceMount>,
+    /// What makes a VM guest itself rather than a twin of the snapshot it was restored
+    /// from, applied before anything else. Sent to VM agents only: a process sandbox
+    /// shares the host's kernel, clock and RNG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<GuestIdentity>,
+}
+
+/// A VM guest's own randomness and time (see [`SandboxSpec::guest`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestIdentity {
+    /// Bytes from the host's RNG that the agent mixes into the guest kernel's pool and
+    /// credits, then reseeds the kernel's generator with (`RNDADDENTROPY`,
+    /// `RNDRESEEDCRNG`): clones of one snapshot draw different numbers from then on.
+    pub entropy: Vec<u8>,
+    /// The host's wall-clock time when it sent the request, in nanoseconds since the
+    /// epoch: a restored guest's clock stands still at the snapshot's time otherwise.
+    pub wall_clock_ns: u64,
 }
 
 /// One `--device`.

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use agent_proto::SandboxSpec;
 
@@ -16,6 +17,7 @@ pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsE
     for (n, device) in spec.layers.iter().enumerate() {
         let target = base.join("layers").join(n.to_string());
         mkdir(&target)?;
+        wait_for_capacity(device)?;
         sys::mount(
             Some(device),
             &target,
@@ -38,6 +40,7 @@ pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsE
     }
     let scratch = base.join("scratch");
     mkdir(&scratch)?;
+    wait_for_capacity(&spec.scratch)?;
     sys::mount(Some(&spec.scratch), &scratch, Some("ext4"), 0, None).map_err(step(format!(
         "mount the scratch disk {} (ext4) on {}",
         spec.scratch,
@@ -65,6 +68,36 @@ pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsE
     )))?;
     keep_dirs(&upper, &lowers)?;
     Ok(rootfs)
+}
+
+/// How long a disk may take to show its capacity.
+const CAPACITY_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the block device `device` has a capacity. A VM restored from a snapshot
+/// had empty disk slots when the snapshot was taken; it learns their sizes from a
+/// configuration-change interrupt that the guest kernel handles in a workqueue, which
+/// may not have run yet when the host's setup arrives. Devices without a sysfs entry
+/// are left for `mount` to judge.
+fn wait_for_capacity(device: &str) -> Result<(), RootfsError> {
+    let Some(name) = Path::new(device).file_name() else {
+        return Ok(());
+    };
+    let size = Path::new("/sys/class/block").join(name).join("size");
+    let started = Instant::now();
+    loop {
+        match fs::read_to_string(&size) {
+            Err(_) => return Ok(()),
+            Ok(s) if s.trim() != "0" => return Ok(()),
+            Ok(_) if started.elapsed() > CAPACITY_WAIT => {
+                return Err(RootfsError::Device {
+                    what: "disk".into(),
+                    device: device.into(),
+                    problem: format!("still empty after {CAPACITY_WAIT:?}"),
+                });
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
 }
 
 /// Keeps handles on the upper and lower directories, which the archive tool reads after

@@ -56,6 +56,9 @@ pub enum RootfsError {
     /// The hostname could not be set.
     #[error("cannot set the hostname")]
     Hostname(#[source] crate::hostname::HostnameError),
+    /// The guest could not be made itself (entropy, clock).
+    #[error("cannot make the guest its own")]
+    Fresh(#[source] crate::fresh::FreshError),
     /// A step failed.
     #[error("cannot {0}")]
     Step(String, #[source] io::Error),
@@ -116,6 +119,9 @@ pub fn setup(spec: &SandboxSpec) -> Result<(), RootfsError> {
 }
 
 fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
+    if let Some(identity) = &spec.guest {
+        crate::fresh::apply(identity).map_err(RootfsError::Fresh)?;
+    }
     let base = Path::new(BASE);
     let rootfs = layers::mount_overlay(base, spec)?;
     inside::populate(base, &rootfs, spec)?;

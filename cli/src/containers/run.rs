@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// Run an init inside the container that forwards signals and reaps processes.
     #[arg(long)]
     init: bool,
+    /// Boot the VM's kernel instead of restoring the warm-start template (vm isolation).
+    #[arg(long)]
+    cold: bool,
     /// Command to run to check health (with /bin/sh -c).
     #[arg(long, value_name = "COMMAND")]
     health_cmd: Option<String>,
@@ -366,6 +369,7 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         attach: !a.detach,
         auto_remove: a.rm,
         init: a.init,
+        cold_boot: a.cold,
         labels: a.label.clone(),
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod loopdev;
 pub mod process;
 pub mod resolv;
+pub mod template;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -93,6 +94,8 @@ pub struct Params {
     pub memory: u64,
     /// CPU limit / vCPUs in 1e-9 CPUs (0 = default).
     pub nano_cpus: u64,
+    /// vm isolation: boot the kernel even where a warm-start template could be restored.
+    pub cold_boot: bool,
     /// What the container asks of its sandbox's setup (`read_only`, `shm_size`, `tmpfs`,
     /// `sysctls`, `pids_limit`); `connect` fills in the rest of the spec.
     pub setup: SandboxSpec,
@@ -223,6 +226,12 @@ impl Sandbox {
             // The host's cgroup limits a process sandbox; a VM's limit is the guest's job.
             pids_limit: match self.backend {
                 Backend::Vm(_) => self.setup.pids_limit,
+                Backend::Process(_) => None,
+            },
+            // Each VM, restored from a shared template or not, its own RNG state and the
+            // right time; a process sandbox shares the host's.
+            guest: match self.backend {
+                Backend::Vm(_) => Some(vm::guest_identity()?),
                 Backend::Process(_) => None,
             },
             ..self.setup.clone()

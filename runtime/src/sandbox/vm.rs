@@ -18,6 +18,10 @@ use crate::agent_client::Endpoint;
 /// host port P go to `vsock.sock_P` beside it).
 const VSOCK_SOCKET: &str = "vsock.sock";
 
+/// Most layers of a vm container's image: one disk each, plus the scratch disk and the
+/// vsock device, within the 19 virtio interrupt lines.
+pub const MAX_LAYERS: usize = 17;
+
 /// Default guest RAM when `--memory` is not given.
 pub const DEFAULT_MEM_MIB: u64 = 256;
 
@@ -30,8 +34,13 @@ pub enum VmError {
     /// The VMM child could not be started.
     #[error("cannot start the VMM process")]
     Spawn(#[source] std::io::Error),
+    /// The host's RNG could not be read.
+    #[error("cannot read entropy for the guest from /dev/urandom")]
+    Entropy(#[source] std::io::Error),
     /// Too many disks for the virtio-mmio IRQ budget.
-    #[error("the image has {0} layers: a microVM takes at most 18 (plus the scratch disk)")]
+    #[error(
+        "the image has {0} layers: a microVM takes at most {MAX_LAYERS} (plus the scratch disk)"
+    )]
     TooManyDisks(usize),
 }
 
@@ -51,6 +60,9 @@ pub struct VmmSpec {
     /// The VMM's vsock socket, relative to the container directory (the VMM child's
     /// working directory), so that deep state directories stay within `SUN_LEN`.
     pub vsock: PathBuf,
+    /// Where warm-start templates live; `None` boots cold (`--cold`).
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
 }
 
 /// A VM sandbox (its VMM child).
@@ -77,7 +89,7 @@ pub fn disk_name(n: usize) -> String {
 impl VmSandbox {
     /// Writes `vmm.json` and starts the VMM child.
     pub fn create(p: &Params) -> Result<Self, super::SandboxError> {
-        if p.layers.len() > 18 {
+        if p.layers.len() > MAX_LAYERS {
             return Err(VmError::TooManyDisks(p.layers.len()).into());
         }
         let mut disks: Vec<(PathBuf, bool)> = p.layers.iter().map(|l| (l.clone(), true)).collect();
@@ -97,6 +109,10 @@ impl VmSandbox {
             mem_mib,
             console: p.dir.join("console.log"),
             vsock: PathBuf::from(VSOCK_SOCKET),
+            templates: match p.cold_boot {
+                true => None,
+                false => super::template::templates_dir(),
+            },
         };
         let path = p.dir.join("vmm.json");
         let json =
@@ -159,6 +175,25 @@ impl VmSandbox {
     }
 }
 
+/// Bytes of host entropy each guest gets.
+const GUEST_ENTROPY: usize = 64;
+
+/// A guest's own randomness and the host's time, for its agent's setup.
+pub fn guest_identity() -> Result<agent_proto::GuestIdentity, VmError> {
+    use std::io::Read;
+    let mut entropy = vec![0u8; GUEST_ENTROPY];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut entropy))
+        .map_err(VmError::Entropy)?;
+    let wall_clock_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    Ok(agent_proto::GuestIdentity {
+        entropy,
+        wall_clock_ns,
+    })
+}
+
 /// The VMM child's body: boots `spec_path`'s VM to its end. Exit code 0 when the guest
 /// reset on purpose, 1 otherwise (the reason on stderr, i.e. `vmm.log`).
 pub fn run_vmm(spec_path: &Path) -> i32 {
@@ -190,7 +225,22 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
         snapshot: None,
         restore: None,
     };
-    match crate::guest::boot(&req) {
+    let vm = match &spec.templates {
+        Some(templates) => super::template::restore(&req, templates).or_else(|e| {
+            eprintln!(
+                "husk-vmm: no warm start ({}): booting cold",
+                agent_proto::error_chain(&e)
+            );
+            crate::guest::build(&req)
+        }),
+        None => crate::guest::build(&req),
+    };
+    let ran = vm.and_then(|vm| {
+        // `husk bench run`: VMM setup done; the vCPUs enter the guest right after.
+        crate::timing::mark("vmm.built");
+        Ok(vm.run()?)
+    });
+    match ran {
         Ok(report) => {
             eprintln!("{}", crate::guest::summary(&report));
             i32::from(!crate::guest::clean_exit(&report))

@@ -77,14 +77,7 @@ pub fn save(memory: &GuestMemoryMmap, path: &Path) -> Result<u64, Error> {
 /// Maps `path` copy-on-write as guest memory with the given `(start, len)` regions.
 pub fn map(path: &Path, regions: &[(u64, u64)], expected: u64) -> Result<GuestMemoryMmap, Error> {
     let file = File::open(path).map_err(|e| Error::Open(path.to_path_buf(), e))?;
-    let found = file
-        .metadata()
-        .map_err(|e| Error::Open(path.to_path_buf(), e))?
-        .len();
-    let total: u64 = regions.iter().map(|r| r.1).sum();
-    if found != expected || total != expected {
-        return Err(Error::Length { expected, found });
-    }
+    check_len(&file, path, regions, expected)?;
     let mut mapped = Vec::with_capacity(regions.len());
     let mut offset = 0u64;
     for &(start, len) in regions {
@@ -102,6 +95,24 @@ pub fn map(path: &Path, regions: &[(u64, u64)], expected: u64) -> Result<GuestMe
         offset += len;
     }
     GuestMemoryMmap::from_regions(mapped).map_err(|_| Error::Regions)
+}
+
+/// Checks that the memory file at `path` holds `expected` bytes, all of `regions`.
+pub fn check(path: &Path, regions: &[(u64, u64)], expected: u64) -> Result<(), Error> {
+    let file = File::open(path).map_err(|e| Error::Open(path.to_path_buf(), e))?;
+    check_len(&file, path, regions, expected)
+}
+
+fn check_len(file: &File, path: &Path, regions: &[(u64, u64)], expected: u64) -> Result<(), Error> {
+    let found = file
+        .metadata()
+        .map_err(|e| Error::Open(path.to_path_buf(), e))?
+        .len();
+    let total: u64 = regions.iter().map(|r| r.1).sum();
+    if found != expected || total != expected {
+        return Err(Error::Length { expected, found });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -79,13 +79,30 @@ impl MicroVm {
         Ok(dir)
     }
 
+    /// Whether the snapshot at `dir` is whole (state checksum, memory file length) and
+    /// fits the VM `config` describes with `label` (what [`MicroVm::restore`] checks
+    /// before anything else).
+    pub fn check_snapshot(
+        config: &VmConfig,
+        dir: &Path,
+        label: &str,
+    ) -> Result<VmState, snapshot::Error> {
+        let state = snapshot::load(dir)?;
+        state.check_shape(dir, &shape_of(config, label))?;
+        memory::check(
+            &dir.join(MEMORY_FILE),
+            &state.shape.memory,
+            state.memory_len,
+        )?;
+        Ok(state)
+    }
+
     /// Builds the VM `config` describes in the state saved at `dir`, which must have
     /// been taken of a VM of the same shape with the same `label`.
     pub fn restore(config: &VmConfig, dir: &Path, label: &str) -> Result<MicroVm, Error> {
         let started = Instant::now();
         let (kvm, _host) = check_kvm(config)?;
-        let state = snapshot::load(dir)?;
-        state.check_shape(dir, &shape_of(config, label))?;
+        let state = MicroVm::check_snapshot(config, dir, label)?;
         let memory = memory::map(
             &dir.join(MEMORY_FILE),
             &state.shape.memory,

@@ -189,7 +189,14 @@ pub struct TransportState {
     config_generation: u32,
     interrupt_status: u32,
     queues: Vec<SavedQueue>,
+    /// The device's configuration space as the driver last saw it (the first
+    /// [`CONFIG_SAVED_LEN`] bytes): a restore whose device differs (a disk slot given a
+    /// backing file) announces the change.
+    config: Vec<u8>,
 }
+
+/// How much of a device's configuration space a snapshot keeps for comparison.
+pub const CONFIG_SAVED_LEN: usize = 64;
 
 /// Why a saved transport state does not fit this transport.
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +323,14 @@ impl MmioTransport {
             config_generation: self.config_generation,
             interrupt_status: self.interrupt.status(),
             queues: queues.into_iter().map(SavedQueue::from).collect(),
+            config: self.config_bytes(),
         }
+    }
+
+    fn config_bytes(&self) -> Vec<u8> {
+        let mut config = vec![0u8; CONFIG_SAVED_LEN];
+        lock(&self.device).read_config(0, &mut config);
+        config
     }
 
     /// Puts a fresh transport into the saved state, re-activating the device with the
@@ -356,6 +370,9 @@ impl MmioTransport {
                 return Err(RestoreError::Activate(name));
             }
             lock(&self.device).restored();
+            if self.config_bytes() != state.config {
+                self.announce_config_change();
+            }
         }
         Ok(())
     }
@@ -563,6 +580,12 @@ impl MmioTransport {
     /// Puts the device into DEVICE_NEEDS_RESET and tells the driver.
     fn needs_reset(&mut self) {
         self.status |= status::DEVICE_NEEDS_RESET;
+        self.announce_config_change();
+    }
+
+    /// Tells the driver the configuration space changed (virtio 1.x, 4.2.2: a new
+    /// generation and a configuration-change interrupt).
+    fn announce_config_change(&mut self) {
         self.config_generation = self.config_generation.wrapping_add(1);
         if let Err(e) = self.interrupt.signal_config_change() {
             log::error!("virtio {}: cannot interrupt the guest: {e}", self.name());

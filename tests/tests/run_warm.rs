@@ -1,0 +1,276 @@
+//! Warm starts (docs/warm-starts.md): a vm container restored from a template made on
+//! first use behaves as a cold-booted one, two clones of one template draw different
+//! random numbers, have their own boot IDs, the right time and their own files, a
+//! refused template (corrupt state, truncated memory) is said so and made anew while the
+//! run goes on, a killed maker's leftovers are never used, and `--cold` boots the kernel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod run_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use run_common::{BUSYBOX, Ctx, GUARD, assert_kernel, backends, stdout};
+
+/// What makes a guest itself: boot ID, 16 random bytes, the time, the hostname, the
+/// kernel; then the workload's own file check.
+const IDENTITY: &str = "cat /proc/sys/kernel/random/boot_id; \
+    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; \
+    date +%s; hostname; cat /proc/version";
+
+/// A deterministic workload whose output must not depend on how the VM started.
+const SAME: &str = "echo $((6*7)); id; ls /; cat /etc/hostname | wc -c; \
+    grep -c ' / ' /proc/mounts; echo data > /f; cat /f; rm /f; \
+    cat /proc/sys/vm/overcommit_memory 2>/dev/null; ulimit -n";
+
+/// A private template directory for a test that takes templates apart.
+struct Templates(tempfile::TempDir);
+
+impl Templates {
+    fn new() -> Self {
+        Templates(
+            tempfile::Builder::new()
+                .prefix("husk-tpl")
+                .tempdir()
+                .unwrap(),
+        )
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// The one template in it.
+    fn only(&self) -> PathBuf {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(self.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "one template expected: {dirs:?}");
+        dirs.into_iter().next().unwrap()
+    }
+
+    /// `husk args` with this template directory.
+    fn run(&self, ctx: &Ctx, args: &[&str]) -> Output {
+        let mut c = ctx.cmd();
+        c.env(runtime::sandbox::template::DIR_ENV, self.path())
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        husk_e2e::output(c)
+    }
+
+    /// Runs a detached vm container `name` running `script`; its ID.
+    fn start(&self, ctx: &Ctx, name: &str, script: &str) -> String {
+        let o = self.run(
+            ctx,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--isolation",
+                "vm",
+                BUSYBOX,
+                "sh",
+                "-c",
+                script,
+            ],
+        );
+        assert!(o.status.success(), "{}", husk_e2e::stderr(&o));
+        stdout(&o)
+    }
+}
+
+/// The VMM's log of container `id`.
+fn vmm_log(ctx: &Ctx, id: &str) -> String {
+    std::fs::read_to_string(ctx.root().join("containers").join(id).join("vmm.log"))
+        .unwrap_or_default()
+}
+
+/// Waits for `name` to end and returns its output.
+fn finished(ctx: &Ctx, name: &str) -> String {
+    assert_eq!(ctx.ok(&["wait", name]).trim(), "0", "{name} failed");
+    ctx.ok(&["logs", name]).trim_end().to_owned()
+}
+
+/// The lines of `IDENTITY`'s output.
+struct Identity {
+    boot_id: String,
+    random: String,
+    time: u64,
+    hostname: String,
+}
+
+fn identity(ctx: &Ctx, name: &str, out: &str) -> Identity {
+    let l: Vec<&str> = out.lines().collect();
+    assert!(l.len() >= 5, "{name}: {out}");
+    assert_kernel("vm", l[4]);
+    Identity {
+        boot_id: l[0].into(),
+        random: l[1].into(),
+        time: l[2].parse().unwrap(),
+        hostname: l[3].into(),
+    }
+    .checked(ctx, name)
+}
+
+impl Identity {
+    fn checked(self, ctx: &Ctx, name: &str) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // The guest's clock is the host's, not the template's (made minutes earlier).
+        assert!(
+            self.time + GUARD.as_secs() >= now && self.time <= now + 5,
+            "{name}'s clock says {}, the host {now}",
+            self.time
+        );
+        let id = ctx
+            .ok(&["inspect", "-f", "{{.Id}}", name])
+            .trim()
+            .to_owned();
+        assert!(
+            id.starts_with(&self.hostname),
+            "{name}: hostname {}",
+            self.hostname
+        );
+        assert_eq!(self.random.len(), 32, "{name}: {}", self.random);
+        self
+    }
+}
+
+#[test]
+fn clones_of_one_template_are_not_twins() {
+    if !husk_e2e::linux_guests_available("clones_of_one_template_are_not_twins") {
+        return;
+    }
+    let ctx = Ctx::isolated("vm");
+    let t = Templates::new();
+    let keep = format!("{IDENTITY}; echo secret > /secret; sleep 1000");
+    let a = t.start(&ctx, "a", &keep);
+    assert!(
+        Ctx::eventually(GUARD, || ctx.ok(&["logs", "a"]).lines().count() >= 5),
+        "a never printed its identity"
+    );
+    let b = t.start(&ctx, "b", &format!("{IDENTITY}; sleep 1000"));
+    assert!(
+        Ctx::eventually(GUARD, || ctx.ok(&["logs", "b"]).lines().count() >= 5),
+        "b never printed its identity"
+    );
+    let (log_a, log_b) = (vmm_log(&ctx, &a), vmm_log(&ctx, &b));
+    assert!(log_a.contains("made for this run"), "a: {log_a}");
+    assert!(
+        log_b.contains("warm start from template") && !log_b.contains("made"),
+        "b: {log_b}"
+    );
+    let ia = identity(&ctx, "a", &ctx.ok(&["logs", "a"]));
+    let ib = identity(&ctx, "b", &ctx.ok(&["logs", "b"]));
+    assert_ne!(ia.boot_id, ib.boot_id, "one boot ID for two clones");
+    assert_ne!(
+        ia.random, ib.random,
+        "two clones drew the same random bytes"
+    );
+    assert_ne!(ia.hostname, ib.hostname);
+    // Each has its own disks: a's file is not b's.
+    assert_eq!(ctx.ok(&["exec", "a", "cat", "/secret"]).trim(), "secret");
+    let o = ctx.run(&["exec", "b", "cat", "/secret"]);
+    assert_eq!(o.status.code(), Some(1), "b sees a's file");
+    assert!(husk_e2e::stderr(&o).contains("can't open"));
+    ctx.ok(&["rm", "-f", "a", "b"]);
+    ctx.assert_clean();
+}
+
+#[test]
+fn a_refused_template_is_made_anew_and_the_run_goes_on() {
+    if !husk_e2e::linux_guests_available("a_refused_template_is_made_anew_and_the_run_goes_on") {
+        return;
+    }
+    let ctx = Ctx::isolated("vm");
+    let t = Templates::new();
+    let first = t.start(&ctx, "first", "echo one");
+    assert_eq!(finished(&ctx, "first"), "one");
+    assert!(vmm_log(&ctx, &first).contains("made for this run"));
+    let template = t.only();
+    let key = template.file_name().unwrap().to_string_lossy().into_owned();
+
+    // A flipped byte in the state: the checksum refuses it.
+    let state = template.join("state");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x20;
+    std::fs::write(&state, bytes).unwrap();
+    // A killed maker's temporary directory: never used, cleared by the next maker.
+    let leftover = t.path().join(format!(".{key}.tmp-999999"));
+    std::fs::create_dir(&leftover).unwrap();
+    std::fs::write(leftover.join("state"), b"half").unwrap();
+    let second = t.start(&ctx, "second", "echo two");
+    assert_eq!(finished(&ctx, "second"), "two");
+    let log = vmm_log(&ctx, &second);
+    assert!(
+        log.contains("refused") && log.contains("checksum") && log.contains("made for this run"),
+        "{log}"
+    );
+    assert!(!leftover.exists(), "a killed maker's leftovers stayed");
+
+    // Truncated memory: refused as well.
+    let memory = std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.only().join("memory"))
+        .unwrap();
+    memory.set_len(4096).unwrap();
+    drop(memory);
+    let third = t.start(&ctx, "third", "echo three");
+    assert_eq!(finished(&ctx, "third"), "three");
+    let log = vmm_log(&ctx, &third);
+    assert!(
+        log.contains("refused") && log.contains("made for this run"),
+        "{log}"
+    );
+
+    // The remade template serves the next run as is.
+    let fourth = t.start(&ctx, "fourth", "echo four");
+    assert_eq!(finished(&ctx, "fourth"), "four");
+    let log = vmm_log(&ctx, &fourth);
+    assert!(
+        log.contains("warm start from template") && !log.contains("made"),
+        "{log}"
+    );
+    ctx.ok(&["rm", "first", "second", "third", "fourth"]);
+    ctx.assert_clean();
+}
+
+#[test]
+fn cold_and_warm_runs_give_the_same_results() {
+    for iso in backends("cold_and_warm_runs_give_the_same_results") {
+        let ctx = Ctx::isolated(iso);
+        let mut outs = Vec::new();
+        for (name, extra) in [("warm", None), ("cold", Some("--cold"))] {
+            let mut args = vec!["run", "-d", "--name", name, "--isolation", iso];
+            args.extend(extra);
+            args.extend([BUSYBOX, "sh", "-c", SAME]);
+            let id = ctx.ok(&args).trim().to_owned();
+            outs.push(finished(&ctx, name));
+            let log = vmm_log(&ctx, &id);
+            match (iso, extra) {
+                ("vm", None) => assert!(log.contains("warm start from template"), "{log}"),
+                ("vm", Some(_)) => assert!(
+                    !log.contains("warm start") && log.contains("agent ready"),
+                    "{log}"
+                ),
+                _ => assert_eq!(log, "", "[{iso}] no VMM"),
+            }
+        }
+        assert_eq!(outs[0], outs[1], "[{iso}] warm and cold differ");
+        assert!(
+            outs[0].starts_with("42\nuid=0(root)"),
+            "[{iso}] {}",
+            outs[0]
+        );
+        ctx.ok(&["rm", "warm", "cold"]);
+        ctx.assert_clean();
+    }
+}
