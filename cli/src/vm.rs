@@ -124,10 +124,13 @@ pub struct BenchRunArgs {
     /// Cap of the density ramp: idle containers started until one fails (0 skips it).
     #[arg(long, default_value_t = 0)]
     max_containers: usize,
-    /// `husk run --rm --isolation vm ... true` runs end to end, each beside a process
-    /// run, with vm's phases (0 skips them; each boots a guest kernel).
+    /// `husk run --rm --isolation vm ... true` runs end to end, each cold, warm and beside
+    /// a process run, with vm's phases (0 skips them; a cold one boots a guest kernel).
     #[arg(long, default_value_t = 3)]
     vm_runs: usize,
+    /// Idle warm vm `sleep` containers for the memory measurement (0 skips it).
+    #[arg(long, default_value_t = 3)]
+    vm_idle: usize,
     /// Measure husk alone, without crun.
     #[arg(long)]
     no_crun: bool,
@@ -305,6 +308,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
         idle: a.idle,
         max_containers: a.max_containers,
         vm_runs: a.vm_runs,
+        vm_idle: a.vm_idle,
         work_dir: PathBuf::from(format!("/var/tmp/husk-bench-{}", std::process::id())),
     };
     println!("{}", runtime::bench::containers::run(&opts)?);

@@ -1,8 +1,9 @@
 //! vm isolation wiring on any host with /dev/kvm (an emulating KVM such as PVM included): a
 //! container's shim boots the real guest kernel in its VMM child with the container's layer
 //! disks and scratch disk attached, the kernel probes them, --cpus/--memory reach the
-//! guest, and the workload runs on husk's guest kernel and its exit code comes back. Needs
-//! the guest kernel (guest-kernel/build.sh) and the agent.
+//! guest, and the workload runs on husk's guest kernel and its exit code comes back; the
+//! same container restored from a warm-start template (made for its 2 vCPUs and 300 MiB)
+//! sees the same. Needs the guest kernel (guest-kernel/build.sh) and the agent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,6 +36,14 @@ fn vm_container_boots_the_kernel_with_its_disks() {
     unsafe {
         std::env::set_var("HUSK_AGENT", &static_agent);
     }
+    for cold_boot in [true, false] {
+        check_run(&root, cold_boot);
+    }
+}
+
+/// One container asking for 2 vCPUs and 300 MiB, booted cold (the console shows the
+/// kernel probing its disks and memory) or restored warm (the VMM log says so).
+fn check_run(root: &Root, cold_boot: bool) {
     let req = CreateRequest {
         name: None,
         image: "husk/busybox".into(),
@@ -54,6 +63,7 @@ fn vm_container_boots_the_kernel_with_its_disks() {
             // --cpus 1.5 --memory 300m: 2 vCPUs (rounded up) and 300 MiB of guest RAM.
             nano_cpus: 1_500_000_000,
             memory: 300 << 20,
+            cold_boot,
             ..HostConfig::default()
         },
     };
@@ -64,6 +74,28 @@ fn vm_container_boots_the_kernel_with_its_disks() {
     let console = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
     let vmm_log = std::fs::read_to_string(dir.join("vmm.log")).unwrap_or_default();
     let state = root.state(&config.id);
+    let state_text = format!("{state:?}");
+    assert!(
+        started.is_ok(),
+        "{started:?}\nconsole:\n{console}\n{state_text}"
+    );
+    assert_eq!(
+        code, 7,
+        "console:\n{console}\nvmm.log:\n{vmm_log}\n{state_text}"
+    );
+    assert!(
+        !state.last_exit.starts_with("sandbox: "),
+        "{}",
+        state.last_exit
+    );
+    assert_eq!(state.isolation, Isolation::Vm);
+    if !cold_boot {
+        assert!(
+            vmm_log.contains("warm start from template") && vmm_log.contains("-2x300m"),
+            "vmm.log:\n{vmm_log}"
+        );
+        return;
+    }
     assert!(
         console.contains("virtio_blk virtio0: [vda]"),
         "console:\n{console}\nvmm.log:\n{vmm_log}\nstate: {state:?}"
@@ -72,7 +104,6 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         console.contains("virtio_blk virtio1: [vdb]"),
         "console:\n{console}"
     );
-    assert_eq!(state.isolation, Isolation::Vm);
     // The guest really sees what --cpus and --memory asked for: our MP table's two CPUs
     // and our e820 map of 300 MiB, as the kernel itself reports them.
     assert!(
@@ -91,18 +122,4 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         );
         assert!(console.contains(&line), "missing {line:?}:\n{console}");
     }
-    let state_text = format!("{state:?}");
-    assert!(
-        started.is_ok(),
-        "{started:?}\nconsole:\n{console}\n{state_text}"
-    );
-    assert_eq!(
-        code, 7,
-        "console:\n{console}\nvmm.log:\n{vmm_log}\n{state_text}"
-    );
-    assert!(
-        !state.last_exit.starts_with("sandbox: "),
-        "{}",
-        state.last_exit
-    );
 }

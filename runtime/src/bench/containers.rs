@@ -9,9 +9,9 @@
 //!    `MemAvailable` per container, which also counts kernel memory (mounts, loop devices,
 //!    namespaces, page tables);
 //! 3. how many idle containers this host holds before a start fails (up to a cap);
-//! 4. `husk run --rm --isolation vm husk/busybox true` end to end in the same run, beside
-//!    the process and crun figures, with vm's phases (VMM setup, kernel boot to the agent,
-//!    agent setup, workload, teardown).
+//! 4. vm isolation (`vm.rs`): `husk run --rm --isolation vm husk/busybox true` cold
+//!    (`--cold`) and warm (restored from the template) beside process runs, with the
+//!    phases, and PSS per idle warm vm container.
 //!
 //! Everything lives in a private state directory under `work_dir`, removed at the end.
 
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use super::{Error, Stats, stats};
 use crate::container::Store as Containers;
 use crate::{procfs, timing};
+
+mod vm;
 
 /// The image every measurement uses (imported from the default-images cache).
 const IMAGE: &str = "husk/busybox";
@@ -39,8 +41,10 @@ pub struct RunOptions {
     pub idle: usize,
     /// Cap of the density ramp (0 skips it).
     pub max_containers: usize,
-    /// vm-isolation runs for the host-side phases (0 skips them).
+    /// vm-isolation runs, each cold, warm and a process run beside (0 skips them).
     pub vm_runs: usize,
+    /// Idle warm vm containers for the memory measurement (0 skips it).
+    pub vm_idle: usize,
     /// Scratch directory (a private husk root, the crun bundle); removed at the end.
     pub work_dir: PathBuf,
 }
@@ -69,36 +73,6 @@ const RUN_PHASES: &[(&str, &str, &str)] = &[
     ),
     (
         "sandbox teardown (agent, mounts)",
-        "workload.exited",
-        "sandbox.down",
-    ),
-    ("removal (--rm) to husk's exit", "sandbox.down", "exit"),
-];
-
-/// The phases of one vm-isolation `husk run`, in order.
-const VM_PHASES: &[(&str, &str, &str)] = &[
-    ("cli (exec, parse, image lookup)", "spawn", "create.start"),
-    (
-        "image prep (layer disks, scratch)",
-        "create.start",
-        "create.done",
-    ),
-    ("shim start", "create.done", "shim.start"),
-    ("VMM child start (disks, spec)", "shim.start", "vmm.start"),
-    ("VMM setup to first guest insn", "vmm.start", "vmm.built"),
-    (
-        "guest kernel boot to agent connected",
-        "vmm.built",
-        "agent.connected",
-    ),
-    ("rootfs assembled (Setup)", "agent.connected", "agent.ready"),
-    (
-        "workload exec (start to exit)",
-        "agent.ready",
-        "workload.exited",
-    ),
-    (
-        "sandbox teardown (agent, VM reset)",
         "workload.exited",
         "sandbox.down",
     ),
@@ -168,12 +142,20 @@ impl<'a> Bench<'a> {
         if self.o.vm_runs > 0 {
             self.vm_phases(&mut out)?;
         }
+        if self.o.vm_idle > 0 {
+            self.vm_idle_memory(&mut out)?;
+        }
         Ok(out.join("\n"))
     }
 
     fn husk(&self) -> Command {
         let mut c = Command::new(&self.o.husk);
         c.arg("--root").arg(&self.root);
+        // A template of its own: the first vm run makes it, in the measured run.
+        c.env(
+            crate::sandbox::template::DIR_ENV,
+            self.o.work_dir.join("templates"),
+        );
         c.stdin(Stdio::null()).stdout(Stdio::null());
         c
     }
@@ -186,14 +168,16 @@ impl<'a> Bench<'a> {
         Some(c)
     }
 
-    /// One `husk run --rm --isolation ISO ... true` with marks; its marks (with `spawn`
-    /// and `exit`).
-    fn husk_once(&self, isolation: &str, n: usize) -> Result<Marks, Error> {
+    /// One `husk run --rm --isolation ISO [EXTRA] ... true` with marks; its marks (with
+    /// `spawn` and `exit`).
+    fn husk_once(&self, isolation: &str, extra: &[&str], n: usize) -> Result<Marks, Error> {
         let file = self.o.work_dir.join(format!("marks-{isolation}-{n}"));
         let _ = std::fs::remove_file(&file);
         let mut c = self.husk();
         c.env(timing::ENV, &file)
-            .args(["run", "--rm", "--isolation", isolation, IMAGE, "true"]);
+            .args(["run", "--rm", "--isolation", isolation])
+            .args(extra)
+            .args([IMAGE, "true"]);
         let (spawn, exit) = timed("husk run", c)?;
         let mut marks = vec![("spawn".to_owned(), spawn)];
         marks.extend(timing::read(&file));
@@ -216,12 +200,12 @@ impl<'a> Bench<'a> {
     fn end_to_end(&self, out: &mut Vec<String>) -> Result<(), Error> {
         set_bundle_args(self.bundle.as_deref(), &["true"])?;
         // One warm-up each (page cache, first cgroup creation), not counted.
-        self.husk_once("process", usize::MAX)?;
+        self.husk_once("process", &[], usize::MAX)?;
         self.crun_once(usize::MAX)?;
         let (mut husk, mut crun, mut all_marks) = (Vec::new(), Vec::new(), Vec::new());
         for n in 0..self.o.runs {
             log::info!("end to end: run {}/{}", n + 1, self.o.runs);
-            let marks = self.husk_once("process", n)?;
+            let marks = self.husk_once("process", &[], n)?;
             husk.push(ms(span(&marks, "spawn", "exit").unwrap_or(0)));
             all_marks.push(marks);
             if let Some(ns) = self.crun_once(n)? {
@@ -340,8 +324,13 @@ impl<'a> Bench<'a> {
 
     /// `husk run -d --isolation process --name NAME husk/busybox sleep 3600`; its ID.
     fn husk_detached(&self, name: &str) -> Result<String, Error> {
+        self.husk_detached_in("process", name)
+    }
+
+    /// `husk run -d --isolation ISO --name NAME husk/busybox sleep 3600`; its ID.
+    fn husk_detached_in(&self, isolation: &str, name: &str) -> Result<String, Error> {
         let mut c = self.husk();
-        c.args(["run", "-d", "--isolation", "process", "--name", name])
+        c.args(["run", "-d", "--isolation", isolation, "--name", name])
             .args([IMAGE, "sleep", "3600"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -415,43 +404,6 @@ impl<'a> Bench<'a> {
             ));
         }
         self.remove_all(&ids);
-        Ok(())
-    }
-
-    fn vm_phases(&self, out: &mut Vec<String>) -> Result<(), Error> {
-        let (mut all, mut vm, mut process) = (Vec::new(), Vec::new(), Vec::new());
-        for n in 0..self.o.vm_runs {
-            log::info!("vm isolation end to end: run {}/{}", n + 1, self.o.vm_runs);
-            let marks = self.husk_once("vm", n)?;
-            vm.push(ms(span(&marks, "spawn", "exit").unwrap_or(0)));
-            all.push(marks);
-            // A process run between vm runs, so that both see the same machine.
-            let marks = self.husk_once("process", self.o.runs + n)?;
-            process.push(ms(span(&marks, "spawn", "exit").unwrap_or(0)));
-        }
-        out.push(String::new());
-        out.push(row("husk run --rm (vm) true", stats(&vm), "ms"));
-        out.push(row(
-            "husk run --rm (process) true, same runs",
-            stats(&process),
-            "ms",
-        ));
-        if let (Some(v), Some(p)) = (stats(&vm), stats(&process)) {
-            out.push(format!(
-                "ratio vm/process (medians): {:.1}x",
-                v.median / p.median
-            ));
-        }
-        if vmm::host::probe(Path::new("/dev/kvm")).is_ok_and(|h| h.guests_emulated()) {
-            out.push(
-                "  (this host's KVM emulates guest kernel code: the kernel boot and every \
-                 guest system call cost emulation; on hardware KVM the same boot takes \
-                 milliseconds)"
-                    .into(),
-            );
-        }
-        out.push("vm phases (median [min-max]):".into());
-        out.extend(phase_rows(&all, VM_PHASES));
         Ok(())
     }
 

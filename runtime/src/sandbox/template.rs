@@ -86,6 +86,7 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<MicroVm, TemplateE
     let key = key(&label, config.vcpus, config.mem_mib);
     let dir = templates.join(&key);
     let started = Instant::now();
+    crate::timing::mark("vmm.restore");
     match MicroVm::restore(&config, &dir, &label) {
         Ok(vm) => {
             say_restored(&key, started, false);
