@@ -211,13 +211,14 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
             (a.snapshot_on, plan)
         }),
         restore: a.restore,
+        profile: a.profile.config(),
     };
     if let Some(path) = &a.profile.profile {
         // Fail before a long boot, not after it.
         std::fs::File::create(path)
             .with_context(|| format!("cannot create the profile file {}", path.display()))?;
     }
-    let report = guest::boot_profiled(&req, a.profile.config())?;
+    let report = guest::boot(&req)?;
     eprintln!("{}", guest::summary(&report));
     if let (Some(path), Some(profile)) = (&a.profile.profile, &report.profile) {
         profile.write(path, a.profile.profile_top)?;

@@ -62,6 +62,8 @@ pub struct BootRequest {
     pub snapshot: Option<(String, vmm::config::SnapshotPlan)>,
     /// Start from this snapshot instead of booting.
     pub restore: Option<PathBuf>,
+    /// Sample the guest's vCPUs (docs/profiling.md).
+    pub profile: Option<vmm::ProfileConfig>,
 }
 
 /// The agent's initramfs, built (and cached) from the static agent binary, if there is one.
@@ -104,7 +106,7 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
         milestones,
         disks: req.disks.clone(),
         vsock: req.vsock.clone(),
-        profile: None,
+        profile: req.profile.clone(),
         snapshot_on_console: req.snapshot.clone(),
     })
 }
@@ -137,21 +139,10 @@ pub fn build(req: &BootRequest) -> Result<vmm::MicroVm, Error> {
     Ok(vmm::MicroVm::build(&vm_config(req)?)?)
 }
 
-/// Boots and runs the guest to its end.
+/// Boots (or restores) and runs the guest to its end, sampling its vCPUs when
+/// `req.profile` is set (the report's `profile` then holds the result).
 pub fn boot(req: &BootRequest) -> Result<RunReport, Error> {
-    boot_profiled(req, None)
-}
-
-/// Boots and runs the guest to its end, sampling its vCPUs when `profile` is set (the
-/// report's `profile` then holds the result).
-pub fn boot_profiled(
-    req: &BootRequest,
-    profile: Option<vmm::ProfileConfig>,
-) -> Result<RunReport, Error> {
-    let mut config = VmConfig {
-        profile,
-        ..vm_config(req)?
-    };
+    let mut config = vm_config(req)?;
     let label = snapshot_label(&config);
     if let Some((_, plan)) = &mut config.snapshot_on_console {
         plan.label = label.clone();
@@ -268,6 +259,7 @@ mod tests {
             vsock: Some(vmm::VsockConfig::new("/v.sock")),
             snapshot: None,
             restore: None,
+            profile: None,
         };
         let c = vm_config(&req).unwrap();
         assert_eq!(

@@ -75,6 +75,7 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<MicroVm, TemplateE
         ..req.clone()
     })?;
     config.disks.resize(SLOTS, DiskConfig::empty_slot());
+    config.profile = req.profile.clone();
     // The VMM binary too: its version number does not change with every build.
     let vmm_binary = std::env::current_exe()
         .map(|p| guest::file_identity(&p))
@@ -153,6 +154,7 @@ fn make(config: &VmConfig, templates: &Path, key: &str, label: &str) -> Result<(
     remove_leftovers(templates, key);
     let console = templates.join(format!("{key}.console.log"));
     let maker = VmConfig {
+        profile: None,
         disks: vec![DiskConfig::empty_slot(); SLOTS],
         vsock: Some(VsockConfig::new(MAKER_VSOCK)),
         console: vmm::Console::File(console.clone()),

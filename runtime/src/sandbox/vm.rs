@@ -175,6 +175,10 @@ impl VmSandbox {
     }
 }
 
+/// `HUSK_VMM_PROFILE=FILE`: the VMM samples its guest's vCPUs and writes the profile to
+/// FILE when the VM ends (docs/profiling.md), warm or cold.
+pub const PROFILE_ENV: &str = "HUSK_VMM_PROFILE";
+
 /// Bytes of host entropy each guest gets.
 const GUEST_ENTROPY: usize = 64;
 
@@ -224,6 +228,7 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
         vsock: Some(vmm::VsockConfig::new(spec.vsock)),
         snapshot: None,
         restore: None,
+        profile: std::env::var_os(PROFILE_ENV).map(|_| vmm::ProfileConfig::default()),
     };
     let vm = match &spec.templates {
         Some(templates) => super::template::restore(&req, templates).or_else(|e| {
@@ -242,6 +247,11 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
     });
     match ran {
         Ok(report) => {
+            if let (Some(path), Some(profile)) = (std::env::var_os(PROFILE_ENV), &report.profile)
+                && let Err(e) = profile.write(Path::new(&path), 40)
+            {
+                eprintln!("husk-vmm: cannot write the profile: {e}");
+            }
             eprintln!("{}", crate::guest::summary(&report));
             i32::from(!crate::guest::clean_exit(&report))
         }

@@ -18,6 +18,7 @@ use crate::control::SnapshotPlan;
 use crate::devices::Bus;
 use crate::devices::bus::lock;
 use crate::devices::virtio::device_id;
+use crate::profile::Profiler;
 use crate::snapshot::{self, MEMORY_FILE, Pending, Shape, VmState, cpu, machine, memory};
 
 /// The shape a VM built from `config` has, with `label`.
@@ -103,6 +104,11 @@ impl MicroVm {
         let started = Instant::now();
         let (kvm, _host) = check_kvm(config)?;
         let state = MicroVm::check_snapshot(config, dir, label)?;
+        let profiler = config
+            .profile
+            .as_ref()
+            .map(|p| Profiler::prepare(p, &config.kernel))
+            .transpose()?;
         let memory = memory::map(
             &dir.join(MEMORY_FILE),
             &state.shape.memory,
@@ -144,7 +150,7 @@ impl MicroVm {
                 virtio,
             },
             state.cmdline,
-            None,
+            profiler,
             started,
         ))
     }

@@ -193,6 +193,15 @@ pub struct TransportState {
     /// [`CONFIG_SAVED_LEN`] bytes): a restore whose device differs (a disk slot given a
     /// backing file) announces the change.
     config: Vec<u8>,
+    /// Whether the device had connections to the outside world (see
+    /// [`VirtioDevice::has_connections`]).
+    #[serde(default = "assume_connections")]
+    connections: bool,
+}
+
+/// A snapshot that does not say had connections, to be safe.
+fn assume_connections() -> bool {
+    true
 }
 
 /// How much of a device's configuration space a snapshot keeps for comparison.
@@ -324,6 +333,7 @@ impl MmioTransport {
             interrupt_status: self.interrupt.status(),
             queues: queues.into_iter().map(SavedQueue::from).collect(),
             config: self.config_bytes(),
+            connections: lock(&self.device).has_connections(),
         }
     }
 
@@ -369,7 +379,9 @@ impl MmioTransport {
             if self.status & status::DRIVER_OK == 0 {
                 return Err(RestoreError::Activate(name));
             }
-            lock(&self.device).restored();
+            if state.connections {
+                lock(&self.device).restored();
+            }
             if self.config_bytes() != state.config {
                 self.announce_config_change();
             }

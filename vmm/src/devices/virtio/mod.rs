@@ -144,7 +144,13 @@ pub trait VirtioDevice: Send {
     /// The state of the queues the device holds while active (none when inactive), for a
     /// snapshot taken while the vCPUs are stopped.
     fn queue_states(&self) -> Vec<virtio_queue::QueueState>;
-    /// Called once after a snapshot's transport state re-activated the device: whatever
-    /// linked the saved VM to the outside world (connections) is gone; tell the driver.
+    /// Whether the device links the VM to the outside world right now (open
+    /// connections). A snapshot records it; a restore calls [`VirtioDevice::restored`]
+    /// only for a device that had such links.
+    fn has_connections(&self) -> bool {
+        false
+    }
+    /// Called once after a snapshot's transport state re-activated the device, when the
+    /// saved device had connections: they are gone; tell the driver.
     fn restored(&mut self) {}
 }

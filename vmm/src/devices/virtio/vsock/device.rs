@@ -353,6 +353,10 @@ impl VirtioDevice for VsockDevice {
             .unwrap_or_default()
     }
 
+    fn has_connections(&self) -> bool {
+        self.muxer.connection_count() > 0
+    }
+
     fn restored(&mut self) {
         self.transport_reset_pending = true;
         if let Err(e) = self.state_evt.write(1) {
