@@ -2,7 +2,8 @@
 //! first use behaves as a cold-booted one, two clones of one template draw different
 //! random numbers, have their own boot IDs, the right time and their own files, a
 //! refused template (corrupt state, truncated memory) is said so and made anew while the
-//! run goes on, a killed maker's leftovers are never used, and `--cold` boots the kernel.
+//! run goes on, a maker killed while saving leaves nothing a later run would use, and
+//! `--cold` boots the kernel.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +12,7 @@ mod run_common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use run_common::{BUSYBOX, Ctx, GUARD, assert_kernel, backends, stdout};
+use run_common::{BUSYBOX, Ctx, GUARD, assert_kernel, backends, processes_under, stdout};
 
 /// What makes a guest itself: boot ID, 16 random bytes, the time, the hostname, the
 /// kernel; then the workload's own file check.
@@ -273,4 +274,85 @@ fn cold_and_warm_runs_give_the_same_results() {
         ctx.ok(&["rm", "warm", "cold"]);
         ctx.assert_clean();
     }
+}
+
+#[test]
+fn a_maker_killed_while_saving_leaves_nothing_a_later_run_would_use() {
+    if !husk_e2e::linux_guests_available(
+        "a_maker_killed_while_saving_leaves_nothing_a_later_run_would_use",
+    ) {
+        return;
+    }
+    let ctx = Ctx::isolated("vm");
+    let t = Templates::new();
+    let mut first = ctx.cmd();
+    first
+        .env(runtime::sandbox::template::DIR_ENV, t.path())
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "first",
+            "--isolation",
+            "vm",
+            BUSYBOX,
+            "true",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = first.spawn().unwrap();
+    // The save starts when the template guest's console says its agent is ready: kill
+    // the VMM then, in the middle of writing the snapshot (or just after it).
+    let ready = || {
+        std::fs::read_dir(t.path()).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".console.log")
+                    && std::fs::read_to_string(e.path())
+                        .is_ok_and(|c| c.contains("husk-agent: ready"))
+            })
+        })
+    };
+    assert!(
+        Ctx::eventually(GUARD, ready),
+        "the template guest never got ready"
+    );
+    let root = ctx.root().to_string_lossy().into_owned();
+    for p in processes_under(&root) {
+        if p.contains("--vmm") {
+            let pid: i32 = p.split(':').next().unwrap().parse().unwrap();
+            // SAFETY: kill takes no pointers; the pid is this test's VMM process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let _ = first.wait();
+    // Whatever is there now is either a whole template or none: a later run restores a
+    // whole one, or makes it (clearing the killed maker's temporary directory).
+    let second = t.start(&ctx, "second", "echo two");
+    assert_eq!(finished(&ctx, "second"), "two");
+    let log = vmm_log(&ctx, &second);
+    assert!(log.contains("warm start from template"), "{log}");
+    assert!(
+        !log.contains("refused"),
+        "a half-written template was found: {log}"
+    );
+    eprintln!(
+        "the kill landed {}",
+        match log.contains("made for this run") {
+            true => "before the snapshot was published: the next run made it",
+            false => "after the snapshot was published: the next run restored it",
+        }
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the killed maker's leftovers stayed: {leftovers:?}"
+    );
+    ctx.ok(&["rm", "-f", "first", "second"]);
+    ctx.assert_clean();
 }

@@ -60,9 +60,12 @@ pub struct VmmSpec {
     /// The VMM's vsock socket, relative to the container directory (the VMM child's
     /// working directory), so that deep state directories stay within `SUN_LEN`.
     pub vsock: PathBuf,
-    /// Where warm-start templates live; `None` boots cold (`--cold`).
+    /// Where warm-start templates live; `None` boots cold.
     #[serde(default)]
     pub templates: Option<PathBuf>,
+    /// `--cold`: the cold boot was asked for (otherwise a cold boot says why).
+    #[serde(default)]
+    pub cold: bool,
 }
 
 /// A VM sandbox (its VMM child).
@@ -113,6 +116,7 @@ impl VmSandbox {
                 true => None,
                 false => super::template::templates_dir(),
             },
+            cold: p.cold_boot,
         };
         let path = p.dir.join("vmm.json");
         let json =
@@ -238,7 +242,14 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             );
             crate::guest::build(&req)
         }),
-        None => crate::guest::build(&req),
+        None => {
+            if !spec.cold {
+                eprintln!(
+                    "husk-vmm: no warm start (no cache directory for templates): booting cold"
+                );
+            }
+            crate::guest::build(&req)
+        }
     };
     let ran = vm.and_then(|vm| {
         // `husk bench run`: VMM setup done; the vCPUs enter the guest right after.
