@@ -174,8 +174,32 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// On a failed test: the last lines of every container's guest console, VMM and
+    /// shim logs, before the state directory goes with the test.
+    fn print_container_logs(&self) {
+        for id in self.container_dirs() {
+            let dir = self.root().join("containers").join(&id);
+            for name in ["console.log", "vmm.log", "shim.log"] {
+                let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+                    continue;
+                };
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(25)..];
+                eprintln!("--- {id:.12} {name} (last {} lines)", tail.len());
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Ctx {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_container_logs();
+        }
         // Best effort: whatever a failed test left running goes.
         let ids = self.run(&["ps", "-aq", "--no-trunc"]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
