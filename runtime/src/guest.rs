@@ -114,11 +114,14 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
 /// What a `husk vm` snapshot is tied to: the kernel and initramfs files (path, size and
 /// modification time; a rebuilt kernel or agent is another guest).
 pub fn snapshot_label(config: &VmConfig) -> String {
-    let id = file_identity;
-    let initrd = config.initrd.as_deref().map(id).unwrap_or_default();
+    let initrd = config
+        .initrd
+        .as_deref()
+        .map(file_identity)
+        .unwrap_or_default();
     format!(
         "husk vm boot; kernel {}; initrd {initrd}; cmdline {}",
-        id(&config.kernel),
+        file_identity(&config.kernel),
         config.cmdline
     )
 }

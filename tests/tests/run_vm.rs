@@ -158,15 +158,21 @@ rm /var/tmp/f /usr/bin/yes && ! command -v yes && echo "deleted from the lower l
 exit 4
 "#;
 
+/// A context for `iso` with `husk/debian:bookworm` imported.
+fn debian_ctx(iso: &str) -> Ctx {
+    let ctx = Ctx::isolated(iso);
+    let store = rootfs::store::Store::open(ctx.root()).unwrap();
+    rootfs::defaults::DefaultImage::Debian
+        .import(&store)
+        .unwrap();
+    ctx
+}
+
 #[test]
 fn debian_user_space_is_the_same_under_vm_and_process() {
     let mut outputs = Vec::new();
     for iso in backends("debian_user_space_is_the_same_under_vm_and_process") {
-        let ctx = Ctx::isolated(iso);
-        let store = rootfs::store::Store::open(ctx.root()).unwrap();
-        rootfs::defaults::DefaultImage::Debian
-            .import(&store)
-            .unwrap();
+        let ctx = debian_ctx(iso);
         let o = ctx.run(&[
             "run",
             "--rm",
@@ -243,11 +249,7 @@ fn heap_churn_gives_the_same_sums_under_vm_and_process() {
         | sort -n --parallel=2 -S 1M | md5sum; done | sort | uniq -c";
     let mut outputs = Vec::new();
     for iso in backends("heap_churn_gives_the_same_sums_under_vm_and_process") {
-        let ctx = Ctx::isolated(iso);
-        let store = rootfs::store::Store::open(ctx.root()).unwrap();
-        rootfs::defaults::DefaultImage::Debian
-            .import(&store)
-            .unwrap();
+        let ctx = debian_ctx(iso);
         let out = ctx.ok(&[
             "run",
             "--rm",

@@ -216,6 +216,7 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             return 1;
         }
     };
+    let profile_path = std::env::var_os(PROFILE_ENV).map(PathBuf::from);
     let req = crate::guest::BootRequest {
         kernel: None,
         initrd: None,
@@ -232,7 +233,7 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
         vsock: Some(vmm::VsockConfig::new(spec.vsock)),
         snapshot: None,
         restore: None,
-        profile: std::env::var_os(PROFILE_ENV).map(|_| vmm::ProfileConfig::default()),
+        profile: profile_path.as_ref().map(|_| vmm::ProfileConfig::default()),
     };
     let vm = match &spec.templates {
         Some(templates) => super::template::restore(&req, templates).or_else(|e| {
@@ -258,8 +259,8 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
     });
     match ran {
         Ok(report) => {
-            if let (Some(path), Some(profile)) = (std::env::var_os(PROFILE_ENV), &report.profile)
-                && let Err(e) = profile.write(Path::new(&path), 40)
+            if let (Some(path), Some(profile)) = (&profile_path, &report.profile)
+                && let Err(e) = profile.write(path, 40)
             {
                 eprintln!("husk-vmm: cannot write the profile: {e}");
             }

@@ -166,16 +166,12 @@ impl MicroVm {
     pub fn build(config: &VmConfig) -> Result<MicroVm, Error> {
         let started = Instant::now();
         let (kvm, host) = check_kvm(config)?;
-        let profiler = config
-            .profile
-            .as_ref()
-            .map(|p| Profiler::prepare(p, &config.kernel))
-            .transpose()?;
+        // Before guest memory: a missing symbol map fails fast.
+        let (parts, sink) = Parts::new(config)?;
         let memory = create_guest_memory(config.mem_bytes())?;
         let vm = create_vm(&kvm, &memory)?;
         setup_irqchip(&vm)?;
         let vcpus = create_vcpus(&vm, config.vcpus)?;
-        let (parts, sink) = Parts::new(config)?;
         let serial = attach_serial(&vm, sink, None)?;
         let pio = attach_legacy_devices(serial.clone(), &parts.exit)?;
         let mut mmio = Bus::new("mmio");
@@ -222,7 +218,6 @@ impl MicroVm {
                 virtio,
             },
             cmdline,
-            profiler,
             started,
         ))
     }
@@ -234,7 +229,6 @@ impl MicroVm {
         parts: Parts,
         devices: Devices,
         cmdline: String,
-        profiler: Option<Profiler>,
         started: Instant,
     ) -> MicroVm {
         let (subscribers, transports) = devices.virtio.into_parts();
@@ -254,7 +248,7 @@ impl MicroVm {
             milestones: parts.milestones,
             subscribers,
             cmdline,
-            profiler,
+            profiler: parts.profiler,
             started,
         }
     }
@@ -363,18 +357,24 @@ struct Devices {
 }
 
 /// What a fresh VM is given besides KVM objects: the exit latch, the console's tail and
-/// milestone watch, and the control channel (which a console line may
-/// trigger).
+/// milestone watch, the control channel (which a console line may trigger) and the
+/// profiler when the config asks for one.
 struct Parts {
     exit: Arc<ExitLatch>,
     tail: Arc<Mutex<ConsoleTail>>,
     milestones: Arc<Mutex<Milestones>>,
     control: Arc<Control>,
+    profiler: Option<Profiler>,
 }
 
 impl Parts {
     /// The parts, and the console sink that goes to COM1.
     fn new(config: &VmConfig) -> Result<(Parts, ConsoleSink), Error> {
+        let profiler = config
+            .profile
+            .as_ref()
+            .map(|p| Profiler::prepare(p, &config.kernel))
+            .transpose()?;
         let exit = Arc::new(ExitLatch::new().map_err(Error::EventFd)?);
         let control = Control::new().map_err(Error::EventFd)?;
         let tail = Arc::new(Mutex::new(ConsoleTail::default()));
@@ -397,6 +397,7 @@ impl Parts {
             tail,
             milestones,
             control,
+            profiler,
         };
         Ok((parts, sink))
     }

@@ -18,7 +18,6 @@ use crate::control::SnapshotPlan;
 use crate::devices::Bus;
 use crate::devices::bus::lock;
 use crate::devices::virtio::device_id;
-use crate::profile::Profiler;
 use crate::snapshot::{self, MEMORY_FILE, Pending, Shape, VmState, cpu, machine, memory};
 
 /// The shape a VM built from `config` has, with `label`.
@@ -104,11 +103,6 @@ impl MicroVm {
         let started = Instant::now();
         let (kvm, _host) = check_kvm(config)?;
         let state = MicroVm::check_snapshot(config, dir, label)?;
-        let profiler = config
-            .profile
-            .as_ref()
-            .map(|p| Profiler::prepare(p, &config.kernel))
-            .transpose()?;
         let memory = memory::map(
             &dir.join(MEMORY_FILE),
             &state.shape.memory,
@@ -150,7 +144,6 @@ impl MicroVm {
                 virtio,
             },
             state.cmdline,
-            profiler,
             started,
         ))
     }
