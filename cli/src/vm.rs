@@ -198,6 +198,7 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
         kvm_device: kvm_device.to_path_buf(),
         disks: a.disks.iter().map(String::as_str).map(disk).collect(),
         vsock: a.vsock.map(vmm::VsockConfig::new),
+        nets: Vec::new(),
         snapshot: a.snapshot.map(|dir| {
             let plan = vmm::config::SnapshotPlan {
                 dir,

@@ -58,6 +58,8 @@ pub struct BootRequest {
     pub disks: Vec<vmm::DiskConfig>,
     /// The vsock device's host socket, if the guest gets one.
     pub vsock: Option<vmm::VsockConfig>,
+    /// NICs (`eth0`, ...).
+    pub nets: Vec<vmm::NetConfig>,
     /// Save a snapshot when the guest prints a console line containing the pattern.
     pub snapshot: Option<(String, vmm::config::SnapshotPlan)>,
     /// Start from this snapshot instead of booting.
@@ -106,6 +108,7 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
         milestones,
         disks: req.disks.clone(),
         vsock: req.vsock.clone(),
+        nets: req.nets.clone(),
         profile: req.profile.clone(),
         snapshot_on_console: req.snapshot.clone(),
     })
@@ -260,6 +263,7 @@ mod tests {
                 read_only: true,
             }],
             vsock: Some(vmm::VsockConfig::new("/v.sock")),
+            nets: Vec::new(),
             snapshot: None,
             restore: None,
             profile: None,

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 pub use crate::control::{AfterSnapshot, SnapshotPlan};
+pub use crate::devices::virtio::manager::MAX_DEVICES;
+pub use crate::devices::virtio::net::NetConfig;
 pub use crate::devices::virtio::vsock::VsockConfig;
 pub use crate::profile::ProfileConfig;
 
@@ -80,6 +82,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// The virtio-vsock device and its host unix socket, if any.
     pub vsock: Option<VsockConfig>,
+    /// NICs in guest order (`eth0`, `eth1`, ...).
+    pub nets: Vec<NetConfig>,
     /// Sample the vCPUs' instruction pointers while the VM runs (`None`: no profiler
     /// at all).
     pub profile: Option<ProfileConfig>,
@@ -101,6 +105,7 @@ impl VmConfig {
             milestones: Vec::new(),
             disks: Vec::new(),
             vsock: None,
+            nets: Vec::new(),
             profile: None,
             snapshot_on_console: None,
         }
@@ -110,6 +115,17 @@ impl VmConfig {
     pub fn mem_bytes(&self) -> u64 {
         self.mem_mib << 20
     }
+
+    /// How many virtio devices the VM gets: disks, vsock, NICs.
+    pub fn device_count(&self) -> usize {
+        self.disks.len() + usize::from(self.vsock.is_some()) + self.nets.len()
+    }
+}
+
+/// The device budget: how many disks fit beside `nets` NICs and (if `vsock`) a vsock
+/// device, every virtio device taking one of the VMM's [`MAX_DEVICES`] interrupt lines.
+pub const fn disk_budget(nets: usize, vsock: bool) -> usize {
+    MAX_DEVICES.saturating_sub(nets + vsock as usize)
 }
 
 /// A configuration husk refuses, before touching KVM.
@@ -129,6 +145,16 @@ pub enum Error {
     /// Less memory than a kernel needs.
     #[error("{0} MiB of memory is too small: a microVM needs at least {min} MiB", min = MIN_MEM_MIB)]
     MemoryTooSmall(u64),
+    /// More virtio devices than interrupt lines.
+    #[error("{disks} disks, {nets} NICs and {vsock} vsock device: a microVM has {max} interrupt lines for them", max = MAX_DEVICES)]
+    TooManyDevices {
+        /// Disks asked for.
+        disks: usize,
+        /// NICs asked for.
+        nets: usize,
+        /// 1 with a vsock device.
+        vsock: usize,
+    },
     /// More memory than the host has.
     #[error("{requested} MiB of memory is too large: this host has {host} MiB")]
     MemoryTooLarge {
@@ -150,6 +176,13 @@ impl VmConfig {
             return Err(Error::VcpusAboveKvmLimit {
                 requested: self.vcpus,
                 max: kvm_max_vcpus,
+            });
+        }
+        if self.device_count() > MAX_DEVICES {
+            return Err(Error::TooManyDevices {
+                disks: self.disks.len(),
+                nets: self.nets.len(),
+                vsock: usize::from(self.vsock.is_some()),
             });
         }
         if self.mem_mib < MIN_MEM_MIB {
@@ -175,6 +208,27 @@ mod tests {
             mem_mib,
             ..VmConfig::new("/k")
         }
+    }
+
+    #[test]
+    fn the_device_budget_is_the_interrupt_lines() {
+        assert_eq!(MAX_DEVICES, 19);
+        assert_eq!(disk_budget(1, true), 17);
+        assert_eq!(disk_budget(0, false), 19);
+        let mut c = cfg(1, 128);
+        c.vsock = Some(VsockConfig::new("/v"));
+        c.nets = vec![NetConfig {
+            tap: None,
+            mac: [2, 0, 0, 0, 0, 1],
+        }];
+        c.disks = vec![DiskConfig::empty_slot(); disk_budget(1, true)];
+        assert_eq!(c.validate(1024, 8), Ok(()));
+        c.disks.push(DiskConfig::empty_slot());
+        let e = c.validate(1024, 8).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "18 disks, 1 NICs and 1 vsock device: a microVM has 19 interrupt lines for them"
+        );
     }
 
     #[test]

@@ -17,11 +17,11 @@ use sha2::{Digest, Sha256};
 use vmm::config::{AfterSnapshot, SnapshotPlan};
 use vmm::{DiskConfig, MicroVm, VmConfig, VmExit, VsockConfig};
 
+use super::vm::NICS;
 use crate::guest::{self, BootRequest};
 
-/// Disk slots in a template: layers plus the scratch disk. With the vsock device this
-/// leaves two of the 19 virtio interrupt lines (one for the network device).
-pub const SLOTS: usize = 16;
+/// Disk slots in a template: layers plus the scratch disk, as many as a container has.
+pub const SLOTS: usize = super::vm::DISK_SLOTS;
 /// The template guest's command line: nothing container-specific (the hostname comes
 /// with the host's setup).
 const CMDLINE: &str = "husk.transport=vsock";
@@ -39,6 +39,9 @@ pub enum TemplateError {
     /// More disks than slots.
     #[error("{0} disks: a template has {SLOTS} disk slots")]
     TooManyDisks(usize),
+    /// The container's NICs do not match the template's.
+    #[error("{0} NICs: a template has {NICS}")]
+    Nics(usize),
     /// The VM config could not be made.
     #[error(transparent)]
     Config(#[from] guest::Error),
@@ -75,13 +78,16 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<MicroVm, TemplateE
         ..req.clone()
     })?;
     config.disks.resize(SLOTS, DiskConfig::empty_slot());
+    if config.nets.len() != NICS {
+        return Err(TemplateError::Nics(config.nets.len()));
+    }
     config.profile = req.profile.clone();
     // The VMM binary too: its version number does not change with every build.
     let vmm_binary = std::env::current_exe()
         .map(|p| guest::file_identity(&p))
         .unwrap_or_default();
     let label = format!(
-        "husk container template, {SLOTS} disk slots; vmm {vmm_binary}; {}",
+        "husk container template, {SLOTS} disk slots, {NICS} NICs; vmm {vmm_binary}; {}",
         guest::snapshot_label(&config)
     );
     let key = key(&label, config.vcpus, config.mem_mib);
@@ -157,6 +163,7 @@ fn make(config: &VmConfig, templates: &Path, key: &str, label: &str) -> Result<(
         profile: None,
         disks: vec![DiskConfig::empty_slot(); SLOTS],
         vsock: Some(VsockConfig::new(MAKER_VSOCK)),
+        nets: super::vm::unplugged_nics(),
         console: vmm::Console::File(console.clone()),
         snapshot_on_console: Some((
             READY.into(),

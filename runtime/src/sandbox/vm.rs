@@ -18,9 +18,29 @@ use crate::agent_client::Endpoint;
 /// host port P go to `vsock.sock_P` beside it).
 const VSOCK_SOCKET: &str = "vsock.sock";
 
-/// Most layers of a vm container's image: one disk each, plus the scratch disk and the
-/// vsock device, within the 19 virtio interrupt lines.
-pub const MAX_LAYERS: usize = 17;
+/// NICs every vm container has (unplugged when it has no network).
+pub const NICS: usize = 1;
+
+/// Disks of a vm container: what the VMM's device budget leaves beside the NICs and
+/// the vsock device.
+pub const DISK_SLOTS: usize = vmm::config::disk_budget(NICS, true);
+
+/// Most layers of a vm container's image: one disk each, plus the scratch disk.
+pub const MAX_LAYERS: usize = DISK_SLOTS - 1;
+
+/// The MAC address of a NIC nobody has plugged in (templates and `--network none`).
+pub const UNPLUGGED_MAC: [u8; 6] = [0x02, 0x68, 0x75, 0x73, 0x6b, 0x00];
+
+/// The NICs of a vm container without a network.
+pub fn unplugged_nics() -> Vec<vmm::NetConfig> {
+    vec![
+        vmm::NetConfig {
+            tap: None,
+            mac: UNPLUGGED_MAC,
+        };
+        NICS
+    ]
+}
 
 /// Default guest RAM when `--memory` is not given.
 pub const DEFAULT_MEM_MIB: u64 = 256;
@@ -231,6 +251,7 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             .map(|(path, read_only)| vmm::DiskConfig { path, read_only })
             .collect(),
         vsock: Some(vmm::VsockConfig::new(spec.vsock)),
+        nets: unplugged_nics(),
         snapshot: None,
         restore: None,
         profile: profile_path.as_ref().map(|_| vmm::ProfileConfig::default()),

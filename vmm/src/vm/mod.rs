@@ -27,7 +27,7 @@ use crate::config::{Console, VmConfig};
 use crate::control::{AfterSnapshot, Control, SnapshotRequest};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail, Milestones};
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::{block, manager, vsock};
+use crate::devices::virtio::{block, manager, net, vsock};
 use crate::devices::{Bus, bus, i8042, serial};
 use crate::exit::{ExitLatch, VmExit};
 use crate::profile::{Profile, Profiler, Ticker};
@@ -91,6 +91,9 @@ pub enum Error {
     /// The vsock device could not be created.
     #[error(transparent)]
     Vsock(#[from] vsock::Error),
+    /// A NIC could not be created.
+    #[error(transparent)]
+    Net(#[from] net::Error),
     /// A virtio device could not be placed.
     #[error(transparent)]
     Virtio(#[from] manager::Error),
@@ -535,7 +538,8 @@ fn attach_legacy_devices(
     Ok(pio)
 }
 
-/// The virtio-mmio devices, in a fixed order: disks (vda, vdb, ...) first.
+/// The virtio-mmio devices, in a fixed order: disks (vda, vdb, ...), vsock, NICs
+/// (eth0, eth1, ...).
 fn attach_virtio_devices(
     vm: &VmFd,
     memory: &GuestMemoryMmap,
@@ -549,6 +553,10 @@ fn attach_virtio_devices(
     }
     if let Some(v) = &config.vsock {
         let device = vsock::VsockDevice::new(v)?;
+        virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
+    }
+    for nic in &config.nets {
+        let device = net::Net::new(nic)?;
         virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
     }
     Ok(virtio)

@@ -26,6 +26,7 @@ pub fn shape_of(config: &VmConfig, label: &str) -> Shape {
     if config.vsock.is_some() {
         devices.push(device_id::VSOCK);
     }
+    devices.extend(config.nets.iter().map(|_| device_id::NET));
     Shape {
         vcpus: config.vcpus,
         memory: layout::ram_regions(config.mem_bytes()),

@@ -5,8 +5,10 @@
 //! (the `VirtioDevice` implementation); backends get their own files next to them.
 
 pub mod block;
+pub mod lifecycle;
 pub mod manager;
 pub mod mmio;
+pub mod net;
 pub mod vsock;
 
 use std::sync::Arc;

@@ -1,31 +1,16 @@
-//! The virtio-blk `VirtioDevice` and its event-loop side. The transport activates and
-//! resets it from a vCPU thread; both only store state and write the `control` eventfd.
-//! The event loop (a `MutEventSubscriber`) then registers or unregisters the queue's
-//! notification eventfd and does all request processing, off the vCPU threads.
+//! The virtio-blk `VirtioDevice` and its event-loop side: activation and queue
+//! notifications go through the shared scaffold (`lifecycle`), and the event loop does
+//! all request processing, off the vCPU threads.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
-use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::EventSet;
+use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::super::{
-    ActivateError, Activation, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice, device_id,
-};
+use super::super::lifecycle::Lifecycle;
+use super::super::{ActivateError, Activation, VIRTIO_F_VERSION_1, VirtioDevice, device_id};
 use super::{Disk, Error, QUEUE_SIZE, config_space, features, request};
-
-/// What the device holds between DRIVER_OK and reset.
-#[derive(Debug)]
-struct Active {
-    memory: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queue: Queue,
-    notify: EventFd,
-}
 
 /// A virtio-blk device over one disk image.
 #[derive(Debug)]
@@ -34,11 +19,7 @@ pub struct Block {
     config: [u8; 24],
     avail_features: u64,
     queue_sizes: [u16; 1],
-    /// Written on activation and reset so the event loop re-syncs its registrations.
-    control: EventFd,
-    active: Option<Active>,
-    /// Queue eventfds the event loop currently watches for this device.
-    registered: Vec<RawFd>,
+    life: Lifecycle,
 }
 
 impl Block {
@@ -54,9 +35,7 @@ impl Block {
             disk,
             avail_features,
             queue_sizes: [QUEUE_SIZE],
-            control: EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?,
-            active: None,
-            registered: Vec::new(),
+            life: Lifecycle::new("virtio-blk", 1).map_err(Error::EventFd)?,
         })
     }
 
@@ -72,52 +51,30 @@ impl Block {
 
     /// Whether the driver has activated the device.
     pub fn is_active(&self) -> bool {
-        self.active.is_some()
+        self.life.is_active()
     }
 
     /// Serves every request the driver has made available, then interrupts the guest
     /// once if any completed. Returns the number of requests completed.
     pub fn process_queue(&mut self) -> usize {
-        let Some(a) = self.active.as_mut() else {
+        let Some(r) = self.life.running() else {
             return 0;
         };
         let mut done = 0;
-        while let Some(chain) = a.queue.pop_descriptor_chain(&a.memory) {
+        while let Some(chain) = r.queues[0].pop_descriptor_chain(&r.memory) {
             let head = chain.head_index();
-            let len = request::handle(&self.disk, &a.memory, chain);
-            if let Err(e) = a.queue.add_used(&a.memory, head, len) {
+            let len = request::handle(&self.disk, &r.memory, chain);
+            if let Err(e) = r.queues[0].add_used(&r.memory, head, len) {
                 log::warn!("virtio-blk: cannot return descriptor {head}: {e}");
             }
             done += 1;
         }
         if done > 0
-            && let Err(e) = a.interrupt.signal_used_queue()
+            && let Err(e) = r.interrupt.signal_used_queue()
         {
             log::error!("virtio-blk: cannot interrupt the guest: {e}");
         }
         done
-    }
-
-    fn wake_event_loop(&self) {
-        if let Err(e) = self.control.write(1) {
-            log::error!("virtio-blk: cannot wake the event loop: {e}");
-        }
-    }
-
-    /// Makes the event loop watch exactly the active queue's eventfd (or none).
-    fn sync_registrations(&mut self, ops: &mut EventOps) {
-        for fd in self.registered.drain(..) {
-            // The transport keeps the eventfd open, so the number still names it.
-            if let Err(e) = ops.remove(Events::empty_raw(fd)) {
-                log::debug!("virtio-blk: unwatching fd {fd}: {e:?}");
-            }
-        }
-        if let Some(a) = &self.active {
-            match ops.add(Events::new(&a.notify, EventSet::IN)) {
-                Ok(()) => self.registered.push(a.notify.as_raw_fd()),
-                Err(e) => log::error!("virtio-blk: cannot watch the queue: {e:?}"),
-            }
-        }
     }
 }
 
@@ -157,61 +114,28 @@ impl VirtioDevice for Block {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let fail = |reason: &str| ActivateError {
-            device: "block",
-            reason: reason.to_string(),
-        };
-        if self.active.is_some() {
-            return Err(fail("already active"));
-        }
-        let mut queues = activation.queues.into_iter();
-        let (Some(q), None) = (queues.next(), queues.next()) else {
-            return Err(fail("expected exactly one queue"));
-        };
-        self.active = Some(Active {
-            memory: activation.memory,
-            interrupt: activation.interrupt,
-            queue: q.queue,
-            notify: q.notify,
-        });
-        self.wake_event_loop();
-        Ok(())
+        self.life.activate(activation)
     }
 
     fn reset(&mut self) -> Vec<EventFd> {
-        let Some(a) = self.active.take() else {
-            return Vec::new();
-        };
-        self.wake_event_loop();
-        vec![a.notify]
+        self.life.reset()
     }
 
     fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
-        self.active.iter().map(|a| a.queue.state()).collect()
+        self.life.queue_states()
     }
 }
 
 impl MutEventSubscriber for Block {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
-        let fd = events.fd();
-        if fd == self.control.as_raw_fd() {
-            let _ = self.control.read();
-            self.sync_registrations(ops);
-            return;
+        let change = self.life.apply(ops);
+        let queue = self.life.queue_event(events.data());
+        if change.started || queue.is_some() {
+            self.process_queue();
         }
-        let Some(a) = self.active.as_ref().filter(|a| a.notify.as_raw_fd() == fd) else {
-            // A queue eventfd left from before a reset: stop watching it.
-            let _ = ops.remove(events);
-            self.registered.retain(|r| *r != fd);
-            return;
-        };
-        let _ = a.notify.read();
-        self.process_queue();
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.control, EventSet::IN)) {
-            log::error!("virtio-blk: cannot watch the control eventfd: {e:?}");
-        }
+        self.life.init(ops);
     }
 }

@@ -1,57 +1,32 @@
 //! The vsock `VirtioDevice`: three queues (rx, tx, event), the guest CID in config space,
 //! and the event-loop side that moves packets between the queues and the muxer.
-//!
-//! The transport calls `activate`/`reset` from a vCPU thread; the event loop owns every fd
-//! registration. So both only record the change and kick `state_evt`; the event loop then
-//! registers (or unregisters) the queue notifiers and drops connections before it handles
-//! anything else. The notifiers it registers are duplicates of the transport's, so `reset`
-//! can hand the originals back at once.
-
-use std::sync::Arc;
+//! Activation goes through the shared scaffold (`lifecycle`); a reset drops every
+//! connection before the event loop handles anything else.
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::muxer::Muxer;
 use super::packet::{GuestBuffer, Header};
 use super::{EVQ, Error, HDR_SIZE, MAX_PAYLOAD, QUEUE_SIZE, RXQ, TXQ, VsockConfig};
+use crate::devices::virtio::lifecycle::{FIRST_DEVICE_TOKEN, Lifecycle};
 use crate::devices::virtio::{
-    ActivateError, Activation, Interrupt, VIRTIO_F_VERSION_1, VirtioDevice, device_id,
+    ActivateError, Activation, VIRTIO_F_VERSION_1, VirtioDevice, device_id,
 };
 
 /// The event id of a transport reset.
 const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: u32 = 0;
-/// Event token of `state_evt`.
-const TOKEN_STATE: u32 = 0;
-/// Event token of queue `i`'s notifier is `TOKEN_QUEUE + i`.
-const TOKEN_QUEUE: u32 = 1;
-
-/// What a running driver gave the device.
-#[derive(Debug)]
-struct Running {
-    memory: GuestMemoryMmap,
-    interrupt: Arc<Interrupt>,
-    queues: Vec<Queue>,
-    /// Duplicates of the transport's notifiers, registered in the event loop.
-    notify: Vec<EventFd>,
-}
-
 /// The virtio-vsock device with its host-side muxer.
 #[derive(Debug)]
 pub struct VsockDevice {
     guest_cid: u64,
     queue_sizes: [u16; 3],
-    state_evt: EventFd,
+    life: Lifecycle,
     muxer: Muxer,
-    starting: Option<Running>,
-    running: Option<Running>,
-    reset_requested: bool,
     /// A restored VM's driver must hear that every connection it had is gone.
     transport_reset_pending: bool,
-    transport_fds: Vec<EventFd>,
     payload: Vec<u8>,
     scratch: Vec<u8>,
 }
@@ -65,13 +40,9 @@ impl VsockDevice {
         Ok(VsockDevice {
             guest_cid: config.guest_cid,
             queue_sizes: [QUEUE_SIZE; 3],
-            state_evt: EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?,
+            life: Lifecycle::new("vsock", 3).map_err(Error::EventFd)?,
             muxer: Muxer::new(config)?,
-            starting: None,
-            running: None,
-            reset_requested: false,
             transport_reset_pending: false,
-            transport_fds: Vec::new(),
             payload: Vec::with_capacity(MAX_PAYLOAD),
             scratch: vec![0; MAX_PAYLOAD],
         })
@@ -84,7 +55,7 @@ impl VsockDevice {
 
     /// Whether a driver is running (activated and seen by the event loop).
     pub fn is_running(&self) -> bool {
-        self.running.is_some()
+        self.life.is_running()
     }
 
     /// Streams open now.
@@ -94,30 +65,15 @@ impl VsockDevice {
 
     /// Applies `activate`/`reset` calls made since the last event.
     fn apply_lifecycle(&mut self, ops: &mut EventOps) {
-        if self.reset_requested {
-            self.reset_requested = false;
-            if let Some(r) = self.running.take() {
-                for (i, fd) in r.notify.iter().enumerate() {
-                    let ev = Events::with_data(fd, TOKEN_QUEUE + i as u32, EventSet::IN);
-                    if let Err(e) = ops.remove(ev) {
-                        log::error!("vsock: cannot unwatch queue {i}: {e:?}");
-                    }
-                }
-            }
+        let change = self.life.apply(ops);
+        if change.stopped {
             self.muxer.drop_all(ops);
         }
-        if let Some(r) = self.starting.take() {
-            for (i, fd) in r.notify.iter().enumerate() {
-                let ev = Events::with_data(fd, TOKEN_QUEUE + i as u32, EventSet::IN);
-                if let Err(e) = ops.add(ev) {
-                    log::error!("vsock: cannot watch queue {i}: {e:?}");
-                }
-            }
-            self.running = Some(r);
+        if change.started {
             // The driver may have queued packets before the loop saw the activation.
             self.process_tx();
         }
-        if self.transport_reset_pending && self.running.is_some() {
+        if self.transport_reset_pending && self.life.is_running() {
             self.transport_reset_pending = false;
             self.send_transport_reset();
         }
@@ -126,7 +82,7 @@ impl VsockDevice {
     /// Puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (virtio 1.2, 5.10.6.5):
     /// the driver closes every connection and re-reads the guest CID.
     fn send_transport_reset(&mut self) {
-        let Some(r) = self.running.as_mut() else {
+        let Some(r) = self.life.running() else {
             return;
         };
         let q = &mut r.queues[EVQ];
@@ -155,7 +111,7 @@ impl VsockDevice {
 
     /// Hands every transmitted packet to the muxer.
     fn process_tx(&mut self) {
-        let Some(r) = self.running.as_mut() else {
+        let Some(r) = self.life.running() else {
             return;
         };
         let mut used = false;
@@ -171,13 +127,13 @@ impl VsockDevice {
             used = true;
         }
         if used {
-            notify_guest(r, TXQ);
+            r.notify_guest("vsock", TXQ);
         }
     }
 
     /// Fills receive buffers while the muxer has packets.
     fn process_rx(&mut self) {
-        let Some(r) = self.running.as_mut() else {
+        let Some(r) = self.life.running() else {
             return;
         };
         let mut used = false;
@@ -214,7 +170,7 @@ impl VsockDevice {
             used = true;
         }
         if used {
-            notify_guest(r, RXQ);
+            r.notify_guest("vsock", RXQ);
         }
     }
 }
@@ -253,18 +209,6 @@ fn write_rx(
     }
 }
 
-fn notify_guest(r: &mut Running, queue: usize) {
-    match r.queues[queue].needs_notification(&r.memory) {
-        Ok(true) => {
-            if let Err(e) = r.interrupt.signal_used_queue() {
-                log::error!("vsock: cannot interrupt the guest: {e}");
-            }
-        }
-        Ok(false) => {}
-        Err(e) => log::debug!("vsock: queue {queue}: {e}"),
-    }
-}
-
 impl VirtioDevice for VsockDevice {
     fn name(&self) -> &'static str {
         "vsock"
@@ -299,58 +243,15 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
-        let fail = |reason: String| ActivateError {
-            device: "vsock",
-            reason,
-        };
-        if activation.queues.len() != 3 {
-            return Err(fail(format!(
-                "{} queues instead of 3",
-                activation.queues.len()
-            )));
-        }
-        if self.starting.is_some() || (self.running.is_some() && !self.reset_requested) {
-            return Err(fail("already active".into()));
-        }
-        let mut queues = Vec::with_capacity(3);
-        let mut notify = Vec::with_capacity(3);
-        let mut originals = Vec::with_capacity(3);
-        for q in activation.queues {
-            let dup = q
-                .notify
-                .try_clone()
-                .map_err(|e| fail(format!("cannot duplicate a queue notifier: {e}")))?;
-            queues.push(q.queue);
-            notify.push(dup);
-            originals.push(q.notify);
-        }
-        self.starting = Some(Running {
-            memory: activation.memory,
-            interrupt: activation.interrupt,
-            queues,
-            notify,
-        });
-        self.transport_fds = originals;
-        self.state_evt
-            .write(1)
-            .map_err(|e| fail(format!("cannot wake the event loop: {e}")))
+        self.life.activate(activation)
     }
 
     fn reset(&mut self) -> Vec<EventFd> {
-        self.starting = None;
-        if self.running.is_some() {
-            self.reset_requested = true;
-        }
-        if let Err(e) = self.state_evt.write(1) {
-            log::error!("vsock: cannot wake the event loop for a reset: {e}");
-        }
-        std::mem::take(&mut self.transport_fds)
+        self.life.reset()
     }
 
     fn queue_states(&self) -> Vec<virtio_queue::QueueState> {
-        let live = self.starting.as_ref().or(self.running.as_ref());
-        live.map(|r| r.queues.iter().map(|q| q.state()).collect())
-            .unwrap_or_default()
+        self.life.queue_states()
     }
 
     fn has_connections(&self) -> bool {
@@ -359,7 +260,7 @@ impl VirtioDevice for VsockDevice {
 
     fn restored(&mut self) {
         self.transport_reset_pending = true;
-        if let Err(e) = self.state_evt.write(1) {
+        if let Err(e) = self.life.wake() {
             log::error!("vsock: cannot wake the event loop after a restore: {e}");
         }
     }
@@ -367,31 +268,19 @@ impl VirtioDevice for VsockDevice {
 
 impl MutEventSubscriber for VsockDevice {
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::with_data(
-            &self.state_evt,
-            TOKEN_STATE,
-            EventSet::IN,
-        )) {
-            log::error!("vsock: cannot watch the state event: {e:?}");
-        }
+        self.life.init(ops);
         self.muxer.init(ops);
     }
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         self.apply_lifecycle(ops);
         let token = events.data();
-        let queue = token.wrapping_sub(TOKEN_QUEUE) as usize;
-        if token == TOKEN_STATE {
-            let _ = self.state_evt.read();
-        } else if queue <= EVQ {
-            if let Some(r) = &self.running {
-                let _ = r.notify[queue].read();
-            }
-            if queue == TXQ {
+        if token < FIRST_DEVICE_TOKEN {
+            if self.life.queue_event(token) == Some(TXQ) {
                 self.process_tx();
             }
         } else {
-            let active = self.running.is_some();
+            let active = self.life.is_running();
             self.muxer
                 .handle_event(token, events.event_set(), ops, active);
         }

@@ -21,13 +21,14 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::connection::Connection;
 use super::packet::Header;
 use super::{Error, HOST_CID, MAX_CONNECTIONS, TYPE_STREAM, VsockConfig, op};
+use crate::devices::virtio::lifecycle::FIRST_DEVICE_TOKEN;
 
 /// Event token of the listener.
-pub(super) const TOKEN_LISTENER: u32 = 8;
+pub(super) const TOKEN_LISTENER: u32 = FIRST_DEVICE_TOKEN;
 /// Event token of the timeout timer.
-pub(super) const TOKEN_TIMER: u32 = 9;
+pub(super) const TOKEN_TIMER: u32 = FIRST_DEVICE_TOKEN + 1;
 /// First token handed to host sockets.
-const FIRST_DYNAMIC_TOKEN: u32 = 16;
+const FIRST_DYNAMIC_TOKEN: u32 = FIRST_DEVICE_TOKEN + 8;
 /// Longest `CONNECT <port>\n` line.
 const MAX_CONNECT_LINE: usize = 32;
 /// First host port given to host-initiated connections (as Firecracker does).

@@ -1,0 +1,71 @@
+//! virtio-net (virtio 1.x, 5.1): one receive and one transmit queue between the guest
+//! and a host TAP interface. This file holds the protocol constants, the configuration
+//! space, the configuration and the errors; `tap.rs` the host end, `device.rs` the
+//! `VirtioDevice` and its event-loop side.
+//!
+//! No offloads are offered: frames are at most an Ethernet MTU plus headers, checksums
+//! are computed by the guest. A device without a TAP (an *unplugged* NIC, kept in VM
+//! templates so restored guests can get one) drops what the guest sends.
+
+mod device;
+mod tap;
+
+pub use device::Net;
+pub use tap::Tap;
+
+/// Queue size offered to the driver.
+pub const QUEUE_SIZE: u16 = 256;
+/// Receive queue index.
+pub const RXQ: usize = 0;
+/// Transmit queue index.
+pub const TXQ: usize = 1;
+/// Length of `struct virtio_net_hdr_v1` (VERSION_1: `num_buffers` always present).
+pub const HDR_LEN: usize = 12;
+/// Largest frame the device moves: a 1500-byte MTU, the Ethernet and VLAN headers.
+pub const MAX_FRAME: usize = 1518;
+/// Largest buffer one frame takes with its header.
+pub const MAX_BUFFER: usize = HDR_LEN + MAX_FRAME;
+
+/// Feature bits (virtio 1.x, 5.1.3).
+pub mod features {
+    /// The device has a MAC address in its configuration space.
+    pub const MAC: u32 = 5;
+    /// The configuration space has a link status field.
+    pub const STATUS: u32 = 16;
+}
+
+/// Link status bit in the configuration space's `status`.
+pub const LINK_UP: u16 = 1;
+
+/// A NIC's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The host TAP interface (opened, or created, in the VMM's network namespace);
+    /// `None` is an unplugged NIC: link down, frames dropped.
+    pub tap: Option<String>,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+}
+
+/// Errors setting up a NIC.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The interface name cannot be a Linux interface name.
+    #[error("{0:?} is not a valid interface name (1 to 15 bytes, no NUL)")]
+    TapName(String),
+    /// The TAP could not be opened or configured.
+    #[error("cannot open TAP interface {0}")]
+    Tap(String, #[source] std::io::Error),
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd for a network device")]
+    EventFd(#[source] std::io::Error),
+}
+
+/// The configuration space (`struct virtio_net_config` up to `status`).
+fn config_space(mac: [u8; 6], link_up: bool) -> [u8; 8] {
+    let mut c = [0u8; 8];
+    c[..6].copy_from_slice(&mac);
+    let status = if link_up { LINK_UP } else { 0 };
+    c[6..8].copy_from_slice(&status.to_le_bytes());
+    c
+}
