@@ -1,0 +1,108 @@
+//! virtio-net device-model benchmark (ignored by default; numbers, not assertions): the
+//! simulated guest driver transmits full-size UDP frames through the real transport,
+//! device and event loop into a TAP (in a network namespace of the thread's own, where
+//! the host stack delivers them to a UDP socket), and receives frames a second thread
+//! sends it through the TAP. Reports GiB/s and the CPU time the device's thread used
+//! (getrusage, TAP write/read included), per GiB, to judge Firecracker's budget of
+//! 14.5 Gbps at no more than 80% of a core (about 2 GiB/s per core).
+//!
+//! Run: `cargo test --release -p vmm --test net_bench -- --ignored --nocapture`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
+#[path = "support/net_guest.rs"]
+mod net_guest;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use net_guest::{Guest, QSIZE, RX_AREA, TX_AREA, plugged, udp_frame};
+use vm_memory::{Bytes, GuestAddress};
+use vmm::devices::virtio::net::MAX_BUFFER;
+
+/// UDP payload of a full 1500-byte IP packet.
+const PAYLOAD: usize = 1472;
+const BATCH: u16 = 32;
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(rc, 0);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn report(what: &str, frames: u64, wall: Duration, cpu: Duration) {
+    let bytes = frames as f64 * PAYLOAD as f64;
+    let gib_s = bytes / GIB / wall.as_secs_f64();
+    let cpu_per_gib = cpu.as_secs_f64() / (bytes / GIB);
+    println!(
+        "virtio-net {what}: {frames} frames of {PAYLOAD} B in {:.2} s: {gib_s:.3} GiB/s, \
+         {:.0} kframes/s, CPU {:.2} s per GiB ({:.2} GiB/s per core)",
+        wall.as_secs_f64(),
+        frames as f64 / wall.as_secs_f64() / 1000.0,
+        cpu_per_gib,
+        1.0 / cpu_per_gib
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn transmit_and_receive_throughput() {
+    let (net, tap_mac) = plugged();
+    let mut g = Guest::new(net);
+    g.bring_up();
+    let sink = UdpSocket::bind("10.9.0.1:5000").unwrap();
+    sink.set_nonblocking(true).unwrap();
+
+    // Transmit: BATCH frames per notification, the host socket drained as we go.
+    let frame = udp_frame(tap_mac, 4000, 5000, &[0x5a; PAYLOAD]);
+    for slot in 0..u64::from(BATCH) {
+        g.mem
+            .write_slice(&frame, GuestAddress(TX_AREA + slot * 0x800))
+            .unwrap();
+    }
+    let total: u64 = 200_000;
+    let mut buf = [0u8; 2048];
+    let (t0, c0) = (Instant::now(), cpu_time());
+    let mut sent = 0;
+    while sent < total {
+        for slot in 0..u64::from(BATCH) {
+            g.add_chain(1, &[(TX_AREA + slot * 0x800, frame.len() as u32, false)]);
+        }
+        for _ in 0..BATCH {
+            g.wait_used(1);
+        }
+        sent += u64::from(BATCH);
+        while sink.recv(&mut buf).is_ok() {}
+    }
+    report("tx", sent, t0.elapsed(), cpu_time() - c0);
+
+    // Receive: a second thread (same namespace) sends; the device fills posted buffers.
+    let sender = std::thread::spawn(move || {
+        let s = UdpSocket::bind("10.9.0.1:5001").unwrap();
+        let payload = [0xa5u8; PAYLOAD];
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            let _ = s.send_to(&payload, "10.9.0.2:4000");
+        }
+    });
+    for slot in 0..u64::from(QSIZE) {
+        g.post_rx(slot, MAX_BUFFER as u32);
+    }
+    let (t0, c0) = (Instant::now(), cpu_time());
+    let mut got = 0u64;
+    while t0.elapsed() < Duration::from_secs(5) {
+        g.step(10);
+        while let Some((id, _)) = g.pop_used(0) {
+            got += 1;
+            g.post_rx(u64::from(id) % u64::from(QSIZE), MAX_BUFFER as u32);
+        }
+    }
+    report("rx", got, t0.elapsed(), cpu_time() - c0);
+    sender.join().unwrap();
+    let _ = RX_AREA;
+}
