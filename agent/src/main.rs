@@ -21,6 +21,7 @@ mod init;
 mod listen;
 mod loopback;
 mod mounts;
+mod network;
 mod oom;
 mod reaper;
 mod reset;

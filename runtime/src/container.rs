@@ -154,6 +154,9 @@ pub struct HostConfig {
     /// (vm isolation; see docs/warm-starts.md).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cold_boot: bool,
+    /// `--network` (docker's `NetworkMode`).
+    #[serde(default, with = "network_mode")]
+    pub network_mode: crate::network::Mode,
     /// `--cap-add`.
     pub cap_add: Vec<String>,
     /// `--cap-drop`.
@@ -881,5 +884,19 @@ mod tests {
         let c = ContainerConfig::new("ab", "n", "i", "r", run, HostConfig::default(), vec![]);
         assert_eq!(c.path, "/bin/sh");
         assert_eq!(c.args, ["-c", "echo hi"]);
+    }
+}
+
+/// `HostConfig.NetworkMode` as docker writes it (`none`, `bridge`).
+mod network_mode {
+    use crate::network::Mode;
+
+    pub fn serialize<S: serde::Serializer>(mode: &Mode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(mode.as_str())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Mode, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        Mode::parse(&text, false).map_err(serde::de::Error::custom)
     }
 }

@@ -107,6 +107,9 @@ pub enum SpecError {
     /// `--rm` with a restart policy.
     #[error("conflicting options: --restart and --rm")]
     RestartWithRm,
+    /// `--network` names nothing husk can wire.
+    #[error(transparent)]
+    Network(#[from] crate::network::ModeError),
     /// `--isolation` other than vm, process or auto.
     #[error("invalid isolation {0:?}: use vm, process or auto")]
     BadIsolation(String),
@@ -187,6 +190,8 @@ pub struct RunFlags {
     pub init: bool,
     /// `--cold`.
     pub cold_boot: bool,
+    /// `--network` (`None`: the default, `none` for now).
+    pub network: Option<String>,
     /// `--label KEY[=VALUE]`, in order (added to the image's labels).
     pub labels: Vec<String>,
     /// `--stop-signal`.
@@ -295,6 +300,10 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         auto_remove: flags.auto_remove,
         init: flags.init,
         cold_boot: flags.cold_boot,
+        network_mode: match &flags.network {
+            Some(n) => crate::network::Mode::parse(n, flags.isolation == Isolation::Vm)?,
+            None => crate::network::Mode::None,
+        },
         cap_add: flags.cap_add.clone(),
         cap_drop: flags.cap_drop.clone(),
         privileged: flags.privileged,

@@ -199,6 +199,28 @@ pub struct SandboxSpec {
     /// shares the host's kernel, clock and RNG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<GuestIdentity>,
+    /// Network interfaces to configure (none: only loopback, docker's `--network none`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceSpec>,
+}
+
+/// One network interface of the sandbox, as the host wired it: a virtio-net NIC in a VM,
+/// a veth end moved into the sandbox's namespace under process isolation. The agent finds
+/// it by name, sets its MAC and MTU, adds the addresses and the default route, and
+/// brings it up, through rtnetlink; there is no DHCP in a sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceSpec {
+    /// The interface's name in the sandbox (`eth0`).
+    pub name: String,
+    /// Its MAC address (a VM restored from a template has the template's until set).
+    pub mac: [u8; 6],
+    /// Its MTU.
+    pub mtu: u32,
+    /// Addresses with prefix lengths.
+    pub addresses: Vec<(std::net::IpAddr, u8)>,
+    /// The default IPv4 route's gateway, if the network has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<std::net::Ipv4Addr>,
 }
 
 /// A VM guest's own randomness and time (see [`SandboxSpec::guest`]).

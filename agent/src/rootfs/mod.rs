@@ -56,6 +56,9 @@ pub enum RootfsError {
     /// The hostname could not be set.
     #[error("cannot set the hostname")]
     Hostname(#[source] crate::hostname::HostnameError),
+    /// A network interface could not be configured.
+    #[error("cannot configure the network")]
+    Network(#[source] crate::network::NetworkError),
     /// The guest could not be made itself (entropy, clock).
     #[error("cannot make the guest its own")]
     Fresh(#[source] crate::fresh::FreshError),
@@ -133,6 +136,7 @@ fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
     }
     crate::hostname::set(&spec.hostname).map_err(RootfsError::Hostname)?;
     crate::loopback::up().map_err(step("bring the loopback interface up"))?;
+    crate::network::configure(&spec.interfaces).map_err(RootfsError::Network)?;
     if let Some(pids) = spec.pids_limit {
         crate::cgroup::setup(pids).map_err(step("create the container's cgroup"))?;
     }
@@ -178,6 +182,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
             spec.hostname
         ));
     }
+    crate::network::validate(&spec.interfaces).map_err(RootfsError::Network)?;
     if [&spec.hosts, &spec.resolv_conf]
         .iter()
         .any(|s| s.contains('\0'))

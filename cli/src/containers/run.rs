@@ -121,6 +121,10 @@ pub struct RunArgs {
     /// Boot the VM's kernel instead of restoring the warm-start template (vm isolation).
     #[arg(long)]
     cold: bool,
+    /// Connect the container to a network: bridge (the default bridge network) or none
+    /// [default: none].
+    #[arg(long = "network", visible_alias = "net", value_name = "NETWORK")]
+    network: Option<String>,
     /// Command to run to check health (with /bin/sh -c).
     #[arg(long, value_name = "COMMAND")]
     health_cmd: Option<String>,
@@ -370,6 +374,7 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         auto_remove: a.rm,
         init: a.init,
         cold_boot: a.cold,
+        network: a.network.clone(),
         labels: a.label.clone(),
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,

@@ -107,7 +107,9 @@ impl Session {
         }
         let config = store.config(&id)?;
         let self_cmd = crate::shim::shim_command()?;
-        let params = crate::shim::sandbox_params(&config, &store.dir(&id), &self_cmd);
+        let mut params = crate::shim::sandbox_params(&config, &store.dir(&id), &self_cmd);
+        // A stopped container's files need no network.
+        params.network = crate::network::Mode::None;
         let mut sandbox = Sandbox::create(config.host_config.isolation, &params)?;
         crate::timing::mark("sandbox.created");
         match sandbox.connect(&config.hostname()) {

@@ -75,6 +75,9 @@ pub enum SandboxError {
     /// vm-specific preparation failed.
     #[error(transparent)]
     Vm(#[from] vm::VmError),
+    /// The container could not be wired to its network.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
 
 /// What a sandbox is made for.
@@ -96,6 +99,8 @@ pub struct Params {
     pub nano_cpus: u64,
     /// vm isolation: boot the kernel even where a warm-start template could be restored.
     pub cold_boot: bool,
+    /// `--network`.
+    pub network: crate::network::Mode,
     /// What the container asks of its sandbox's setup (`read_only`, `shm_size`, `tmpfs`,
     /// `sysctls`, `pids_limit`); `connect` fills in the rest of the spec.
     pub setup: SandboxSpec,
@@ -120,31 +125,66 @@ pub struct Sandbox {
     setup: SandboxSpec,
     died: Receiver<String>,
     death: Option<String>,
+    /// The container's place on its network (none: loopback only).
+    endpoint: Option<crate::network::Endpoint>,
 }
 
 impl Sandbox {
     /// Makes a sandbox of kind `isolation` and starts its agent.
     pub fn create(isolation: Isolation, p: &Params) -> Result<Self, SandboxError> {
-        let (backend, pid) = match isolation {
+        let endpoint = match p.network {
+            crate::network::Mode::None => None,
+            crate::network::Mode::Bridge => {
+                Some(crate::network::attach(&state_root(&p.dir), &p.id)?)
+            }
+        };
+        match Self::create_backend(isolation, p, endpoint.as_ref()) {
+            Ok((backend, pid)) => Ok(Self {
+                backend,
+                pid,
+                dir: p.dir.clone(),
+                setup: p.setup.clone(),
+                died: watch(pid),
+                death: None,
+                endpoint,
+            }),
+            Err(e) => {
+                if let Some(ep) = &endpoint {
+                    crate::network::detach(ep);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn create_backend(
+        isolation: Isolation,
+        p: &Params,
+        endpoint: Option<&crate::network::Endpoint>,
+    ) -> Result<(Backend, i32), SandboxError> {
+        match isolation {
             Isolation::Vm => {
-                let vm = vm::VmSandbox::create(p)?;
+                if let Some(ep) = endpoint {
+                    crate::network::plug_tap(ep)?;
+                }
+                let vm = vm::VmSandbox::create(p, endpoint)?;
                 let pid = vm.pid();
-                (Backend::Vm(vm), pid)
+                Ok((Backend::Vm(vm), pid))
             }
             _ => {
                 let ps = process::ProcessSandbox::create(p)?;
                 let pid = ps.pid();
-                (Backend::Process(ps), pid)
+                if let Some(ep) = endpoint
+                    && let Err(e) = crate::network::plug_veth(ep, pid)
+                {
+                    // SAFETY: kill takes no pointers; `pid` is our unreaped child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    ps.teardown();
+                    return Err(e.into());
+                }
+                Ok((Backend::Process(ps), pid))
             }
-        };
-        Ok(Self {
-            backend,
-            pid,
-            dir: p.dir.clone(),
-            setup: p.setup.clone(),
-            died: watch(pid),
-            death: None,
-        })
+        }
     }
 
     /// The sandbox process's host pid (the agent, or the VMM).
@@ -234,8 +274,15 @@ impl Sandbox {
                 Backend::Vm(_) => Some(vm::guest_identity()?),
                 Backend::Process(_) => None,
             },
+            interfaces: self.endpoint.iter().map(|e| e.interface()).collect(),
             ..self.setup.clone()
         };
+        if let Some(ep) = &self.endpoint {
+            spec.hosts = format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
+                ep.ip
+            );
+        }
         if let Backend::Vm(_) = self.backend {
             // The guest is the container's memory: allocations succeed as they do under a
             // host's heuristic and a cgroup limit, and running out is an OOM kill.
@@ -293,7 +340,18 @@ impl Sandbox {
             Backend::Process(p) => p.teardown(),
             Backend::Vm(v) => v.teardown(),
         }
+        if let Some(ep) = &self.endpoint {
+            crate::network::detach(ep);
+        }
     }
+}
+
+/// The state root a container directory (`<root>/containers/<id>`) belongs to.
+fn state_root(container_dir: &std::path::Path) -> PathBuf {
+    container_dir
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map_or_else(|| container_dir.to_path_buf(), std::path::Path::to_path_buf)
 }
 
 /// Pauses and resumes a sandbox (docker's `pause`): under vm isolation the VMM process is

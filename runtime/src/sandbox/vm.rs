@@ -86,6 +86,9 @@ pub struct VmmSpec {
     /// `--cold`: the cold boot was asked for (otherwise a cold boot says why).
     #[serde(default)]
     pub cold: bool,
+    /// The NIC's TAP and MAC (no TAP: unplugged, `--network none`).
+    #[serde(default)]
+    pub nic: Option<(String, [u8; 6])>,
 }
 
 /// A VM sandbox (its VMM child).
@@ -111,7 +114,10 @@ pub fn disk_name(n: usize) -> String {
 
 impl VmSandbox {
     /// Writes `vmm.json` and starts the VMM child.
-    pub fn create(p: &Params) -> Result<Self, super::SandboxError> {
+    pub fn create(
+        p: &Params,
+        endpoint: Option<&crate::network::Endpoint>,
+    ) -> Result<Self, super::SandboxError> {
         if p.layers.len() > MAX_LAYERS {
             return Err(VmError::TooManyDisks(p.layers.len()).into());
         }
@@ -137,6 +143,7 @@ impl VmSandbox {
                 false => super::template::templates_dir(),
             },
             cold: p.cold_boot,
+            nic: endpoint.map(|e| (e.link.clone(), e.mac)),
         };
         let path = p.dir.join("vmm.json");
         let json =
@@ -251,7 +258,13 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             .map(|(path, read_only)| vmm::DiskConfig { path, read_only })
             .collect(),
         vsock: Some(vmm::VsockConfig::new(spec.vsock)),
-        nets: unplugged_nics(),
+        nets: match spec.nic {
+            Some((tap, mac)) => vec![vmm::NetConfig {
+                tap: Some(tap),
+                mac,
+            }],
+            None => unplugged_nics(),
+        },
         snapshot: None,
         restore: None,
         profile: profile_path.as_ref().map(|_| vmm::ProfileConfig::default()),
