@@ -20,8 +20,8 @@ packages=(
   debootstrap
   # loopback registry for pull tests and the pull benchmark (pushed to with skopeo)
   docker-registry skopeo apache2-utils
-  # binary checks, namespaces
-  binutils file util-linux
+  # binary checks, namespaces (nsenter), network namespaces in networking tests
+  binutils file util-linux iproute2
   # token-auth registry tests sign JWTs
   openssl
 )

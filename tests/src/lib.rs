@@ -24,9 +24,30 @@ pub fn husk_bin() -> PathBuf {
 /// A `husk` command with a private state directory and quiet logs.
 pub fn husk(root: &Path) -> Command {
     let mut c = Command::new(husk_bin());
+    husk_env(&mut c, root);
+    c
+}
+
+/// A `husk` command like [`husk`], run inside the network namespace at `netns`.
+pub fn husk_in_netns(root: &Path, netns: &Path) -> Command {
+    let mut c = in_netns(netns, husk_bin());
+    husk_env(&mut c, root);
+    c
+}
+
+fn husk_env(c: &mut Command, root: &Path) {
     c.env("HUSK_ROOT", root)
         .env_remove("HUSK_LOG")
         .env_remove("HUSK_KVM_DEVICE");
+}
+
+/// `program` run inside the network namespace at `netns` (`nsenter --net`: unlike
+/// `ip netns exec` it keeps the host's /sys, where the cgroup hierarchy is mounted).
+pub fn in_netns(netns: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", netns.display()))
+        .arg("--")
+        .arg(program);
     c
 }
 
@@ -103,4 +124,57 @@ pub fn guest_kernel(test: &str) -> Option<PathBuf> {
 /// stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A network namespace a test makes for itself (`ip netns add`), with loopback up, and
+/// removes when dropped: husk's networking in a test runs entirely inside one, so its
+/// bridges, TAPs, veths and packets never touch the host's own network.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// A fresh namespace `husk-t<pid>-<tag>` (one left by a killed run is replaced).
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("husk-t{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ns = NetNs { name };
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        let o = output({
+            let mut c = Command::new("ip");
+            c.args(args);
+            c
+        });
+        assert!(o.status.success(), "ip {args:?}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The namespace's file, for `nsenter --net=`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// `program` run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        in_netns(&self.path(), program)
+    }
+
+    /// `ip -o link` inside the namespace.
+    pub fn links(&self) -> String {
+        self.ip(&["-n", &self.name, "-o", "link"])
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
 }

@@ -29,6 +29,8 @@ pub const BUSYBOX: &str = "husk/busybox";
 pub struct Ctx {
     dir: tempfile::TempDir,
     isolation: Option<String>,
+    /// Every `husk` runs in this network namespace (see [`Ctx::in_netns`]).
+    netns: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -43,6 +45,7 @@ impl Ctx {
         Self {
             dir,
             isolation: None,
+            netns: None,
         }
     }
 
@@ -51,6 +54,13 @@ impl Ctx {
         let mut ctx = Self::new();
         ctx.isolation = Some(isolation.to_owned());
         ctx
+    }
+
+    /// Runs every `husk` of this context inside `ns` (declare `ns` before the context,
+    /// so that the context's checks run before the namespace goes).
+    pub fn in_netns(mut self, ns: &husk_e2e::NetNs) -> Self {
+        self.netns = Some(ns.path());
+        self
     }
 
     /// The phase marks of every `husk` this context ran.
@@ -87,7 +97,10 @@ impl Ctx {
 
     /// `husk` with this root.
     pub fn cmd(&self) -> Command {
-        let mut c = husk(self.root());
+        let mut c = match &self.netns {
+            Some(ns) => husk_e2e::husk_in_netns(self.root(), ns),
+            None => husk(self.root()),
+        };
         c.env(runtime::timing::ENV, self.marks_path());
         c
     }
