@@ -22,6 +22,8 @@ packages=(
   docker-registry skopeo apache2-utils
   # binary checks, namespaces (nsenter), network namespaces in networking tests
   binutils file util-linux iproute2
+  # published ports and masquerading: husk's own nftables table
+  nftables
   # token-auth registry tests sign JWTs
   openssl
 )

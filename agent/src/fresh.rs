@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use agent_proto::GuestIdentity;
 
 /// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])` (linux/random.h).
-const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+const RNDADDENTROPY: libc::Ioctl = 0x4008_5203;
 /// `RNDRESEEDCRNG`: `_IO('R', 0x07)`.
-const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+const RNDRESEEDCRNG: libc::Ioctl = 0x5207;
 /// The most entropy accepted per request (the kernel's pool is 256 bits; more only
 /// costs time).
 const MAX_ENTROPY: usize = 512;

@@ -64,6 +64,8 @@ pub enum ContainerCommand {
     Inspect(InspectArgs),
     /// Rename a container.
     Rename(RenameArgs),
+    /// List a container's published ports, or where one of its ports is published.
+    Port(PortArgs),
     /// Remove all stopped containers.
     Prune(PruneArgs),
     /// Pause every process of containers (vm: the VMM stops; process: the cgroup freezes).
@@ -168,6 +170,7 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
         ContainerCommand::Rm(a) => report(rm(a, root)),
         ContainerCommand::Inspect(a) => report(inspect(a, root)),
         ContainerCommand::Rename(a) => report(rename(a, root)),
+        ContainerCommand::Port(a) => report(port(a, root)),
         ContainerCommand::Prune(a) => report(prune(a, root)),
         ContainerCommand::Pause(a) => report(each(&a.containers, |c| {
             Ok(lifecycle::pause(root, c, true)?)
@@ -218,6 +221,43 @@ pub struct RenameArgs {
 /// `husk rename`.
 pub fn rename(a: RenameArgs, root: &Path) -> anyhow::Result<ExitCode> {
     lifecycle::rename(root, &a.container, &a.new_name)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `husk port`.
+#[derive(Args, Debug)]
+pub struct PortArgs {
+    /// Container (name, ID or ID prefix).
+    container: String,
+    /// One of its ports: PORT or PORT/PROTO.
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    port: Option<String>,
+}
+
+/// `husk port`: docker's lines, `80/tcp -> 0.0.0.0:8080`, or `0.0.0.0:8080` for one port.
+pub fn port(a: PortArgs, root: &Path) -> anyhow::Result<ExitCode> {
+    let (_, ports) = lifecycle::ports(root, &a.container)?;
+    let Some(want) = &a.port else {
+        for p in &ports {
+            println!("{}", p.describe());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (number, proto) = want.split_once('/').unwrap_or((want, "tcp"));
+    let matching: Vec<_> = ports
+        .iter()
+        .filter(|p| p.container_port.to_string() == number && p.proto.as_str() == proto)
+        .collect();
+    if matching.is_empty() {
+        anyhow::bail!(
+            "No public port '{number}/{proto}' published for {}",
+            a.container
+        );
+    }
+    for p in matching {
+        let ip = p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        println!("{ip}:{}", p.host_port);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -478,6 +518,7 @@ mod tests {
             ContainersArgs::augment_args(Command::new("wait")),
             InspectArgs::augment_args(Command::new("inspect")),
             RenameArgs::augment_args(Command::new("rename")),
+            PortArgs::augment_args(Command::new("port")),
             PruneArgs::augment_args(Command::new("prune")),
             RmArgs::augment_args(Command::new("rm")),
             files::CpArgs::augment_args(Command::new("cp")),

@@ -8,10 +8,11 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use crate::Error;
 
-/// `TUNSETIFF`: `_IOW('T', 202, int)`.
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `TUNSETIFF`: `_IOW('T', 202, int)` (`libc::Ioctl`: the request type differs between
+/// glibc and musl, and the agent is built for either).
+const TUNSETIFF: libc::Ioctl = 0x4004_54ca;
 /// `TUNSETPERSIST`: `_IOW('T', 203, int)`.
-const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const TUNSETPERSIST: libc::Ioctl = 0x4004_54cb;
 /// `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`: what the VMM opens it with.
 const FLAGS: libc::c_short = 0x0002 | 0x1000 | 0x4000;
 

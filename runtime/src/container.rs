@@ -157,6 +157,9 @@ pub struct HostConfig {
     /// `--network` (docker's `NetworkMode`).
     #[serde(default, with = "network_mode")]
     pub network_mode: crate::network::Mode,
+    /// `-p`/`-P` as asked (host port 0: ephemeral).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_bindings: Vec<crate::network::ports::PortBinding>,
     /// `--cap-add`.
     pub cap_add: Vec<String>,
     /// `--cap-drop`.

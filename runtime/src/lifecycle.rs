@@ -342,6 +342,19 @@ pub fn disk_usage(root: &Path, id: &str) -> u64 {
         .sum()
 }
 
+/// The ports container `query` publishes while it runs (none while it does not).
+pub fn ports(
+    root: &Path,
+    query: &str,
+) -> Result<(String, Vec<crate::network::ports::PortBinding>), LifecycleError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    let ports = crate::network::settings(&store.dir(&id))
+        .map(|s| s.ports)
+        .unwrap_or_default();
+    Ok((id, ports))
+}
+
 /// Renames a container (running or not).
 pub fn rename(root: &Path, query: &str, name: &str) -> Result<(), LifecycleError> {
     let store = Store::open(root)?;

@@ -110,6 +110,12 @@ pub enum SpecError {
     /// `--network` names nothing husk can wire.
     #[error(transparent)]
     Network(#[from] crate::network::ModeError),
+    /// A `-p` value husk cannot use.
+    #[error(transparent)]
+    Port(#[from] crate::network::ports::PortError),
+    /// Published ports with `--network none`.
+    #[error("published ports need a network: --network none has none")]
+    PortsWithoutNetwork,
     /// `--isolation` other than vm, process or auto.
     #[error("invalid isolation {0:?}: use vm, process or auto")]
     BadIsolation(String),
@@ -190,8 +196,12 @@ pub struct RunFlags {
     pub init: bool,
     /// `--cold`.
     pub cold_boot: bool,
-    /// `--network` (`None`: the default, `none` for now).
+    /// `--network` (`None`: the default: `bridge` with published ports, else `none`).
     pub network: Option<String>,
+    /// `-p`, in order.
+    pub publish: Vec<String>,
+    /// `-P`: publish every port the image exposes.
+    pub publish_all: bool,
     /// `--label KEY[=VALUE]`, in order (added to the image's labels).
     pub labels: Vec<String>,
     /// `--stop-signal`.
@@ -268,12 +278,44 @@ pub fn build(
         stop_timeout: flags.stop_timeout,
         healthcheck: crate::health::merge(defaults.healthcheck, &flags.health)?,
     };
+    let mut host = host_config(flags, host_cpus)?;
+    host.port_bindings = port_bindings(flags, &config)?;
+    if !host.port_bindings.is_empty() {
+        match (&flags.network, host.network_mode) {
+            (None, _) => host.network_mode = crate::network::Mode::Bridge,
+            (Some(_), crate::network::Mode::None) => return Err(SpecError::PortsWithoutNetwork),
+            _ => {}
+        }
+    }
     Ok(CreateRequest {
         name: flags.name.clone(),
         image: image_ref.to_owned(),
         config,
-        host: host_config(flags, host_cpus)?,
+        host,
     })
+}
+
+/// `-p` values in order, then (`-P`) every exposed port not already published.
+fn port_bindings(
+    flags: &RunFlags,
+    config: &RunConfig,
+) -> Result<Vec<crate::network::ports::PortBinding>, SpecError> {
+    use crate::network::ports;
+    let mut out = Vec::new();
+    for p in &flags.publish {
+        out.extend(ports::parse(p)?);
+    }
+    if flags.publish_all {
+        for b in ports::from_exposed(config.exposed_ports.keys()) {
+            if !out
+                .iter()
+                .any(|o| o.container_port == b.container_port && o.proto == b.proto)
+            {
+                out.push(b);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecError> {
@@ -304,6 +346,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
             Some(n) => crate::network::Mode::parse(n, flags.isolation == Isolation::Vm)?,
             None => crate::network::Mode::None,
         },
+        port_bindings: Vec::new(),
         cap_add: flags.cap_add.clone(),
         cap_drop: flags.cap_drop.clone(),
         privileged: flags.privileged,

@@ -165,6 +165,22 @@ impl NetNs {
         in_netns(&self.path(), program)
     }
 
+    /// Runs `f` on a thread that has joined the namespace (`setns`), for sockets a test
+    /// opens itself: the test's other threads stay where they are.
+    #[allow(clippy::expect_used)] // test harness: a failed step is a failed test
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = std::fs::File::open(self.path()).expect("open the namespace");
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns only changes the calling thread's network namespace.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("the thread in the namespace panicked")
+    }
+
     /// `ip -o link` inside the namespace.
     pub fn links(&self) -> String {
         self.ip(&["-n", &self.name, "-o", "link"])

@@ -121,3 +121,218 @@ fn none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly() {
         ctx.assert_clean();
     }
 }
+
+/// `GET /` over plain HTTP/1.0 to `addr`: the body, or the error.
+fn http_get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let to = std::time::Duration::from_secs(10);
+    let sa: std::net::SocketAddr = addr.parse().map_err(|e| format!("{e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sa, to).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(to)).map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
+}
+
+/// `addr` answers `GET /` with `page` (retried while the server starts: a hang guard).
+fn serves(ns: &NetNs, addr: String, page: String) -> bool {
+    ns.within(move || {
+        let mut last = String::new();
+        for _ in 0..30 {
+            match http_get(&addr) {
+                Ok(body) if body == page => return true,
+                Ok(body) => last = body,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        eprintln!("{addr}: {last}");
+        false
+    })
+}
+
+/// One UDP datagram to `addr`; the answer.
+fn udp_ask(ns: &NetNs, addr: &'static str) -> String {
+    ns.within(move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            s.send_to(b"ping\n", addr).unwrap();
+            if let Ok(n) = s.recv(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+            }
+        }
+        String::new()
+    })
+}
+
+const PUBLISHED: &str = "mkdir /www && echo published-page > /www/index.html \
+    && httpd -p 80 -h /www && exec httpd -f -p 81 -h /www";
+
+/// A UDP server answering every datagram (busybox has none: debian's perl).
+const UDP_PONG: &str = "my $s = IO::Socket::INET->new(LocalPort => 53, Proto => 'udp') \
+    or die $!; while ($s->recv(my $m, 64)) { $s->send(\"udp-pong\\n\") }";
+
+#[test]
+fn published_ports_answer_on_localhost_the_hosts_address_and_from_containers() {
+    for iso in backends("published_ports_answer_on_localhost_the_hosts_address_and_from_containers")
+    {
+        let ns = NetNs::new(&format!("pp{iso}"));
+        // The namespace's own address besides loopback.
+        for args in [
+            &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
+            &["addr", "add", "192.0.2.7/24", "dev", "v0"],
+            &["link", "set", "v0", "up"],
+            &["link", "set", "v1", "up"],
+        ] {
+            let mut ip = ns.command("ip");
+            ip.args(args);
+            assert!(output(ip).status.success(), "ip {args:?}");
+        }
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        let run = ["run", "--isolation", iso];
+        let ports = ["-p", "8080:80", "-p", "127.0.0.1::81"];
+        let id = ctx.ok(&[&run[..], &["-d"], &ports, &[BUSYBOX, "sh", "-c", PUBLISHED]].concat());
+        let id = id.trim();
+
+        let listed = ctx.ok(&["port", id]);
+        let lines: Vec<&str> = listed.lines().collect();
+        assert_eq!(lines[0], "80/tcp -> 0.0.0.0:8080", "[{iso}] {listed}");
+        assert!(
+            lines[1].starts_with("81/tcp -> 127.0.0.1:"),
+            "[{iso}] {listed}"
+        );
+        assert_eq!(lines.len(), 2, "[{iso}] {listed}");
+        let eph = ctx.ok(&["port", id, "81/tcp"]).trim().to_owned();
+        assert!(eph.starts_with("127.0.0.1:"), "[{iso}] {eph}");
+
+        let page = "published-page".to_string();
+        assert!(
+            serves(&ns, "127.0.0.1:8080".into(), page.clone()),
+            "[{iso}] localhost"
+        );
+        assert!(
+            serves(&ns, "192.0.2.7:8080".into(), page.clone()),
+            "[{iso}] own address"
+        );
+        assert!(
+            serves(&ns, eph.clone(), page.clone()),
+            "[{iso}] ephemeral port"
+        );
+        // From another container, through the host's address on the bridge.
+        let got = ctx.ok(&[
+            &run[..],
+            &[
+                "--rm",
+                "--network",
+                "bridge",
+                BUSYBOX,
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://10.88.0.1:8080/",
+            ],
+        ]
+        .concat());
+        assert_eq!(got.trim(), page, "[{iso}] from a container");
+
+        // A taken port: exit 125, one line, nothing new left behind.
+        let e = ctx.fails(
+            125,
+            &[&run[..], &["--rm", "-p", "8080:80", BUSYBOX, "true"]].concat(),
+        );
+        assert!(
+            e.starts_with("husk: Bind for 0.0.0.0:8080 failed: port is already allocated"),
+            "{e}"
+        );
+        let pool = ctx.root().join("networks/bridge");
+        assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 1, "[{iso}] pool");
+
+        ctx.ok(&["rm", "-f", id]);
+        let mut nft = ns.command("nft");
+        nft.args(["list", "tables"]);
+        let tables = output(nft);
+        assert_eq!(
+            String::from_utf8_lossy(&tables.stdout).trim(),
+            "",
+            "[{iso}] tables left"
+        );
+        let links = ns.links();
+        assert!(
+            !links.contains("husk0") && !links.contains(" hk"),
+            "[{iso}] {links}"
+        );
+        ctx.assert_clean();
+    }
+}
+
+#[test]
+fn bad_port_specifications_fail_before_anything_is_made() {
+    let ns = NetNs::new("pbad");
+    let ctx = Ctx::isolated("process").in_netns(&ns);
+    for (args, want) in [
+        (
+            &["-p", "70000"][..],
+            "husk: invalid port specification: \"70000\"",
+        ),
+        (&["-p", "80/sctp"], "husk: invalid proto: sctp"),
+        (
+            &["-p", "8000-8002:80-81"],
+            "husk: invalid ranges specified for container and host ports: \"8000-8002:80-81\"",
+        ),
+        (
+            &["--network", "none", "-p", "80"],
+            "husk: published ports need a network: --network none has none",
+        ),
+    ] {
+        let e = ctx.fails(
+            125,
+            &[
+                &["run", "--rm", "--isolation", "process"][..],
+                args,
+                &[BUSYBOX, "true"],
+            ]
+            .concat(),
+        );
+        assert_eq!(e, want);
+    }
+    assert_eq!(ns.links().lines().count(), 1, "{}", ns.links());
+    assert!(ctx.container_dirs().is_empty());
+}
+
+#[test]
+fn a_published_udp_port_answers() {
+    for iso in backends("a_published_udp_port_answers") {
+        let ns = NetNs::new(&format!("pu{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        ctx.import_debian();
+        let id = ctx.ok(&[
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "-p",
+            "5353:53/udp",
+            "husk/debian:bookworm",
+            "perl",
+            "-MIO::Socket::INET",
+            "-e",
+            UDP_PONG,
+        ]);
+        let id = id.trim();
+        assert_eq!(ctx.ok(&["port", id, "53/udp"]).trim(), "0.0.0.0:5353");
+        assert_eq!(udp_ask(&ns, "127.0.0.1:5353"), "udp-pong", "[{iso}]");
+        ctx.ok(&["rm", "-f", id]);
+        ctx.assert_clean();
+    }
+}

@@ -161,10 +161,7 @@ exit 4
 /// A context for `iso` with `husk/debian:bookworm` imported.
 fn debian_ctx(iso: &str) -> Ctx {
     let ctx = Ctx::isolated(iso);
-    let store = rootfs::store::Store::open(ctx.root()).unwrap();
-    rootfs::defaults::DefaultImage::Debian
-        .import(&store)
-        .unwrap();
+    ctx.import_debian();
     ctx
 }
 

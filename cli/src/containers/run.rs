@@ -125,6 +125,13 @@ pub struct RunArgs {
     /// [default: none].
     #[arg(long = "network", visible_alias = "net", value_name = "NETWORK")]
     network: Option<String>,
+    /// Publish a container's port on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges
+    /// as START-END (implies --network bridge).
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
+    /// Publish every port the image exposes on an ephemeral host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
     /// Command to run to check health (with /bin/sh -c).
     #[arg(long, value_name = "COMMAND")]
     health_cmd: Option<String>,
@@ -375,6 +382,8 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         init: a.init,
         cold_boot: a.cold,
         network: a.network.clone(),
+        publish: a.publish.clone(),
+        publish_all: a.publish_all,
         labels: a.label.clone(),
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,

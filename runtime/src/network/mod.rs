@@ -6,13 +6,22 @@
 //! MAC, address and default route (`agent_proto::InterfaceSpec`). `--network none`
 //! leaves only loopback (a vm guest's NIC stays unplugged).
 //!
+//! Published ports (`ports.rs`) are kernel DNAT in husk's own nftables table
+//! (`nat.rs`), which also masquerades the subnet's outbound traffic.
+//!
 //! Everything is made in the calling process's network namespace and removed with the
-//! container's sandbox; a link or address left by a killed husk is replaced on reuse.
+//! container's sandbox (the bridge and the table with the last container on it); a link,
+//! address or table left by a killed husk is replaced or reused.
 
 mod ipam;
+pub mod nat;
+pub mod ports;
 
+use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+
+use ports::{PortBinding, Reservation};
 
 use agent_proto::InterfaceSpec;
 use netconf::{LinkChange, Netlink};
@@ -56,6 +65,15 @@ pub enum NetworkError {
     /// Every address of the subnet is taken.
     #[error("no free address left in network {BRIDGE} (10.88.0.0/16)")]
     Exhausted,
+    /// A host port is taken.
+    #[error(transparent)]
+    PortTaken(#[from] ports::PortTaken),
+    /// husk's nftables table could not be made or changed.
+    #[error(transparent)]
+    Nat(#[from] nat::NatError),
+    /// A kernel setting of the namespace could not be written.
+    #[error("cannot set {0}")]
+    Sysctl(&'static str, #[source] std::io::Error),
 }
 
 /// What `--network` asks for.
@@ -99,6 +117,8 @@ pub struct Endpoint {
     pub ip: Ipv4Addr,
     /// The container's MAC (docker's shape: 02:42 and the address).
     pub mac: [u8; 6],
+    /// The published ports, host ports resolved.
+    pub ports: Vec<PortBinding>,
     /// Where the address is recorded (released at detach).
     pool: PathBuf,
 }
@@ -122,26 +142,79 @@ fn link_name(id: &str) -> String {
     format!("hk{}", &id[..id.len().min(11)])
 }
 
-/// Joins container `id` to the default bridge (made if missing): an address from the
-/// pool under `root`. The wire is plugged by [`plug_tap`] or [`plug_veth`].
-pub fn attach(root: &Path, id: &str) -> Result<Endpoint, NetworkError> {
-    let mut nl = Netlink::open().map_err(|e| NetworkError::Netlink("open netlink", e))?;
-    ensure_bridge(&mut nl)?;
-    let pool = root.join("networks").join(BRIDGE);
-    let ip = ipam::allocate(&pool, root, id)?;
+/// The default network's pool directory and the lock every change to the network
+/// (bridge, table, pool) is made under.
+fn pool_locked(root: &Path) -> Result<(PathBuf, File), NetworkError> {
+    let dir = root.join("networks");
+    let fail = |e| NetworkError::Pool(dir.clone(), e);
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let lock = File::create(dir.join(format!("{BRIDGE}.lock"))).map_err(fail)?;
+    lock.lock().map_err(fail)?;
+    Ok((dir.join(BRIDGE), lock))
+}
+
+/// Joins container `id` to the default bridge (bridge and nftables table made if
+/// missing): an address from the pool under `root`, and `ports` held on the host and
+/// published to it. The wire is plugged by [`plug_tap`] or [`plug_veth`]. On failure
+/// nothing is left (the bridge and table go again if no one else uses them).
+pub fn attach(
+    root: &Path,
+    id: &str,
+    ports: &[PortBinding],
+) -> Result<(Endpoint, Reservation), NetworkError> {
+    let (pool, _lock) = pool_locked(root)?;
+    let made = ensure_bridge().and_then(|()| Ok(nat::ensure()?));
+    let ip = made.and_then(|()| ipam::allocate(&pool, root, id));
+    let ip = match ip {
+        Ok(ip) => ip,
+        Err(e) => {
+            remove_if_unused(&pool);
+            return Err(e);
+        }
+    };
+    let published =
+        ports::reserve(ports)
+            .map_err(NetworkError::from)
+            .and_then(|(resolved, held)| {
+                nat::publish(&resolved, ip)?;
+                Ok((resolved, held))
+            });
+    let (resolved, held) = match published {
+        Ok(p) => p,
+        Err(e) => {
+            ipam::release(&pool, ip);
+            remove_if_unused(&pool);
+            return Err(e);
+        }
+    };
     let o = ip.octets();
-    Ok(Endpoint {
+    let ep = Endpoint {
         link: link_name(id),
         ip,
         mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
+        ports: resolved,
         pool,
-    })
+    };
+    Ok((ep, held))
 }
 
-/// The bridge with its address, up; made if missing (another husk making it at the same
-/// time is fine).
-fn ensure_bridge(nl: &mut Netlink) -> Result<(), NetworkError> {
+/// Deletes the bridge and the nftables table when no container holds an address.
+fn remove_if_unused(pool: &Path) {
+    let in_use = std::fs::read_dir(pool).map_or(0, |d| d.count());
+    if in_use > 0 {
+        return;
+    }
+    nat::remove();
+    if let Ok(mut nl) = Netlink::open() {
+        remove_stale(&mut nl, BRIDGE_IFACE);
+    }
+}
+
+/// The bridge with its address, up, forwarding on, and (for ports published on
+/// 127.0.0.1) routing of loopback-sourced packets allowed on it; made if missing.
+fn ensure_bridge() -> Result<(), NetworkError> {
     let fail = |op| move |e| NetworkError::Netlink(op, e);
+    let nl = &mut Netlink::open().map_err(fail("open netlink"))?;
     if netconf::link_index(BRIDGE_IFACE).is_none() {
         match nl.add_bridge(BRIDGE_IFACE) {
             Err(e) if e.errno() != Some(libc::EEXIST) => {
@@ -161,7 +234,18 @@ fn ensure_bridge(nl: &mut Netlink) -> Result<(), NetworkError> {
         up: Some(true),
         ..LinkChange::default()
     };
-    nl.set_link(br, &up).map_err(fail("bring bridge husk0 up"))
+    nl.set_link(br, &up)
+        .map_err(fail("bring bridge husk0 up"))?;
+    // Like docker: containers reach beyond the host only if it forwards. Both settings
+    // belong to the network namespace husk runs in.
+    let sysctl = |what: &'static str, path: &str| {
+        std::fs::write(path, "1").map_err(|e| NetworkError::Sysctl(what, e))
+    };
+    sysctl("net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward")?;
+    sysctl(
+        "route_localnet on husk0",
+        "/proc/sys/net/ipv4/conf/husk0/route_localnet",
+    )
 }
 
 /// Removes a link of that name left by a killed husk.
@@ -223,13 +307,74 @@ pub fn plug_veth(ep: &Endpoint, pid: i32) -> Result<(), NetworkError> {
     enslave(&mut nl, ep)
 }
 
-/// Removes `ep`'s host link (a veth takes its sandbox end along) and frees its address.
+/// What `port`, `ps` and `inspect` read: the running container's address and ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Settings {
+    /// The network's name.
+    pub network: String,
+    /// The container's address.
+    pub ip: Option<Ipv4Addr>,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The gateway.
+    pub gateway: Option<Ipv4Addr>,
+    /// The MAC address, `aa:bb:...`.
+    pub mac: String,
+    /// Published ports, host ports resolved.
+    pub ports: Vec<PortBinding>,
+}
+
+/// The file in a container's directory that holds its [`Settings`] while it runs.
+pub const SETTINGS_FILE: &str = "network.json";
+
+/// Writes `ep`'s settings into the container directory (best effort: only `port`, `ps`
+/// and `inspect` read it).
+pub fn record(dir: &Path, ep: &Endpoint) {
+    let s = Settings {
+        network: BRIDGE.into(),
+        ip: Some(ep.ip),
+        prefix: SUBNET.1,
+        gateway: Some(GATEWAY),
+        mac: ep
+            .mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        ports: ep.ports.clone(),
+    };
+    if let Ok(json) = serde_json::to_vec(&s) {
+        let tmp = dir.join(format!(".{SETTINGS_FILE}.tmp"));
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join(SETTINGS_FILE));
+        }
+    }
+}
+
+/// Removes the settings file (the container stopped).
+pub fn forget(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(SETTINGS_FILE));
+}
+
+/// The settings of the running container in `dir`, if it is on a network.
+pub fn settings(dir: &Path) -> Option<Settings> {
+    let bytes = std::fs::read(dir.join(SETTINGS_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Unpublishes `ep`'s ports, removes its host link (a veth takes its sandbox end along)
+/// and frees its address; the last container takes the bridge and the table along.
 /// Best effort: what is already gone is fine.
-pub fn detach(ep: &Endpoint) {
+pub fn detach(root: &Path, ep: &Endpoint) {
+    let lock = pool_locked(root);
+    nat::unpublish(&ep.ports);
     if let Ok(mut nl) = Netlink::open() {
         remove_stale(&mut nl, &ep.link);
     }
     ipam::release(&ep.pool, ep.ip);
+    if lock.is_ok() {
+        remove_if_unused(&ep.pool);
+    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ pub struct Params {
     pub cold_boot: bool,
     /// `--network`.
     pub network: crate::network::Mode,
+    /// `-p`/`-P`: ports to publish (needs a network).
+    pub ports: Vec<crate::network::ports::PortBinding>,
     /// What the container asks of its sandbox's setup (`read_only`, `shm_size`, `tmpfs`,
     /// `sysctls`, `pids_limit`); `connect` fills in the rest of the spec.
     pub setup: SandboxSpec,
@@ -127,30 +129,40 @@ pub struct Sandbox {
     death: Option<String>,
     /// The container's place on its network (none: loopback only).
     endpoint: Option<crate::network::Endpoint>,
+    /// The host ports it publishes, held while it runs.
+    _ports: crate::network::ports::Reservation,
 }
 
 impl Sandbox {
     /// Makes a sandbox of kind `isolation` and starts its agent.
     pub fn create(isolation: Isolation, p: &Params) -> Result<Self, SandboxError> {
-        let endpoint = match p.network {
-            crate::network::Mode::None => None,
+        let root = state_root(&p.dir);
+        let (endpoint, ports) = match p.network {
+            crate::network::Mode::None => (None, Default::default()),
             crate::network::Mode::Bridge => {
-                Some(crate::network::attach(&state_root(&p.dir), &p.id)?)
+                let (ep, held) = crate::network::attach(&root, &p.id, &p.ports)?;
+                (Some(ep), held)
             }
         };
         match Self::create_backend(isolation, p, endpoint.as_ref()) {
-            Ok((backend, pid)) => Ok(Self {
-                backend,
-                pid,
-                dir: p.dir.clone(),
-                setup: p.setup.clone(),
-                died: watch(pid),
-                death: None,
-                endpoint,
-            }),
+            Ok((backend, pid)) => {
+                if let Some(ep) = &endpoint {
+                    crate::network::record(&p.dir, ep);
+                }
+                Ok(Self {
+                    backend,
+                    pid,
+                    dir: p.dir.clone(),
+                    setup: p.setup.clone(),
+                    died: watch(pid),
+                    death: None,
+                    endpoint,
+                    _ports: ports,
+                })
+            }
             Err(e) => {
                 if let Some(ep) = &endpoint {
-                    crate::network::detach(ep);
+                    crate::network::detach(&root, ep);
                 }
                 Err(e)
             }
@@ -341,7 +353,8 @@ impl Sandbox {
             Backend::Vm(v) => v.teardown(),
         }
         if let Some(ep) = &self.endpoint {
-            crate::network::detach(ep);
+            crate::network::forget(&self.dir);
+            crate::network::detach(&state_root(&self.dir), ep);
         }
     }
 }

@@ -344,6 +344,7 @@ pub(crate) fn sandbox_params(
         nano_cpus: u64::try_from(c.host_config.nano_cpus).unwrap_or(0),
         cold_boot: c.host_config.cold_boot,
         network: c.host_config.network_mode,
+        ports: c.host_config.port_bindings.clone(),
         setup: SandboxSpec {
             read_only: c.host_config.readonly_rootfs,
             shm_size: u64::try_from(c.host_config.shm_size)

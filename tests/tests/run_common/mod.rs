@@ -63,6 +63,14 @@ impl Ctx {
         self
     }
 
+    /// Imports `husk/debian:bookworm` (the default debian image) into the root.
+    pub fn import_debian(&self) {
+        let store = Store::open(self.root()).unwrap();
+        rootfs::defaults::DefaultImage::Debian
+            .import(&store)
+            .unwrap();
+    }
+
     /// The phase marks of every `husk` this context ran.
     fn marks_path(&self) -> PathBuf {
         self.root().with_extension("marks")
