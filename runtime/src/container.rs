@@ -691,6 +691,81 @@ fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// docker's `HostConfig.PortBindings`: `{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}`
+/// as asked (empty strings: any address, an ephemeral port).
+fn port_bindings_json(bindings: &[crate::network::ports::PortBinding]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for b in bindings {
+        let key = format!("{}/{}", b.container_port, b.proto.as_str());
+        let entry = serde_json::json!({
+            "HostIp": b.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            "HostPort": if b.host_port == 0 { String::new() } else { b.host_port.to_string() },
+        });
+        if let Some(serde_json::Value::Array(list)) = map.get_mut(&key) {
+            list.push(entry);
+        } else {
+            map.insert(key, serde_json::json!([entry]));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+/// docker's `NetworkSettings`: the network the container is on, its address and the
+/// published ports while it runs (`Ports` lists exposed but unpublished ports as null).
+fn network_settings_json(
+    mode: crate::network::Mode,
+    exposed: &BTreeMap<String, serde_json::Value>,
+    live: Option<&crate::network::Settings>,
+) -> serde_json::Value {
+    let mut ports = serde_json::Map::new();
+    for key in exposed.keys() {
+        let key = if key.contains('/') {
+            key.clone()
+        } else {
+            format!("{key}/tcp")
+        };
+        ports.insert(key, serde_json::Value::Null);
+    }
+    for p in live.map(|s| s.ports.as_slice()).unwrap_or_default() {
+        let key = format!("{}/{}", p.container_port, p.proto.as_str());
+        let entry = serde_json::json!({
+            "HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+            "HostPort": p.host_port.to_string(),
+        });
+        match ports.get_mut(&key) {
+            Some(serde_json::Value::Array(list)) => list.push(entry),
+            _ => {
+                ports.insert(key, serde_json::json!([entry]));
+            }
+        }
+    }
+    let text = |v: Option<std::net::Ipv4Addr>| v.map(|a| a.to_string()).unwrap_or_default();
+    let (ip, prefix, gateway, mac) = match live {
+        Some(s) => (text(s.ip), s.prefix, text(s.gateway), s.mac.clone()),
+        None => (String::new(), 0, String::new(), String::new()),
+    };
+    serde_json::json!({
+        "Bridge": "",
+        "SandboxID": "",
+        "SandboxKey": "",
+        "Ports": ports,
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "Gateway": gateway,
+        "MacAddress": mac,
+        "Networks": {
+            mode.as_str(): {
+                "NetworkID": "",
+                "EndpointID": "",
+                "Gateway": gateway,
+                "IPAddress": ip,
+                "IPPrefixLen": prefix,
+                "MacAddress": mac,
+            },
+        },
+    })
+}
+
 /// docker's `inspect` shape for one container.
 pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> serde_json::Value {
     let state = state.observed();
@@ -770,7 +845,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             },
             "AutoRemove": h.auto_remove,
             "Init": h.init,
-            "NetworkMode": "none",
+            "NetworkMode": h.network_mode.as_str(),
             "Privileged": h.privileged,
             "ReadonlyRootfs": h.readonly_rootfs,
             "CapAdd": if h.cap_add.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.cap_add) },
@@ -781,28 +856,17 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "PidsLimit": if h.pids_limit > 0 { serde_json::json!(h.pids_limit) } else { serde_json::Value::Null },
             "Devices": h.devices,
             "Sysctls": if h.sysctls.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.sysctls) },
-            "PortBindings": {},
+            "PortBindings": port_bindings_json(&h.port_bindings),
             "Binds": null,
             "LogConfig": { "Type": "json-file", "Config": {} },
         },
         "Mounts": [],
         "Config": config_json,
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "SandboxKey": "",
-            "Ports": {},
-            "Networks": {
-                "none": {
-                    "NetworkID": "",
-                    "EndpointID": "",
-                    "Gateway": "",
-                    "IPAddress": "",
-                    "IPPrefixLen": 0,
-                    "MacAddress": "",
-                },
-            },
-        },
+        "NetworkSettings": network_settings_json(
+            h.network_mode,
+            &c.exposed_ports,
+            running.then(|| crate::network::settings(dir)).flatten().as_ref(),
+        ),
         "Isolation": state.isolation.as_str(),
     })
 }

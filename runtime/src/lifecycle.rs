@@ -134,6 +134,8 @@ pub struct Summary {
     pub config: ContainerConfig,
     /// state.json.
     pub state: ContainerState,
+    /// Its network settings while it runs on a network.
+    pub network: Option<crate::network::Settings>,
 }
 
 /// Creates a container (does not start it). `req.host.isolation` must already be resolved
@@ -429,7 +431,15 @@ pub fn list(root: &Path, all: bool) -> Result<Vec<Summary>, LifecycleError> {
             continue;
         };
         if all || state.running() {
-            rows.push(Summary { config, state });
+            let network = state
+                .running()
+                .then(|| crate::network::settings(&store.dir(&id)))
+                .flatten();
+            rows.push(Summary {
+                config,
+                state,
+                network,
+            });
         }
     }
     rows.sort_by(|a, b| b.config.created.cmp(&a.config.created));

@@ -155,6 +155,11 @@ impl NetNs {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// The namespace's name, for `ip -n`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The namespace's file, for `nsenter --net=`.
     pub fn path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.name)

@@ -9,6 +9,8 @@
 
 mod run_common;
 
+use std::process::Command;
+
 use husk_e2e::{NetNs, output};
 use run_common::{BUSYBOX, Ctx, backends};
 
@@ -214,6 +216,23 @@ fn published_ports_answer_on_localhost_the_hosts_address_and_from_containers() {
         assert_eq!(lines.len(), 2, "[{iso}] {listed}");
         let eph = ctx.ok(&["port", id, "81/tcp"]).trim().to_owned();
         assert!(eph.starts_with("127.0.0.1:"), "[{iso}] {eph}");
+        let ps = ctx.ok(&["ps", "--format", "{{.Ports}}"]);
+        assert!(
+            ps.starts_with("0.0.0.0:8080->80/tcp, 127.0.0.1:"),
+            "[{iso}] {ps}"
+        );
+        let json = ctx.ok(&["inspect", "--format", "{{json .NetworkSettings}}", id]);
+        let settings: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            settings["Ports"]["80/tcp"][0]["HostPort"], "8080",
+            "[{iso}] {json}"
+        );
+        assert_eq!(
+            settings["Networks"]["bridge"]["Gateway"], "10.88.0.1",
+            "[{iso}] {json}"
+        );
+        let ip = settings["IPAddress"].as_str().unwrap_or_default();
+        assert!(ip.starts_with("10.88."), "[{iso}] {json}");
 
         let page = "published-page".to_string();
         assert!(
@@ -333,6 +352,79 @@ fn a_published_udp_port_answers() {
         assert_eq!(ctx.ok(&["port", id, "53/udp"]).trim(), "0.0.0.0:5353");
         assert_eq!(udp_ask(&ns, "127.0.0.1:5353"), "udp-pong", "[{iso}]");
         ctx.ok(&["rm", "-f", id]);
+        ctx.assert_clean();
+    }
+}
+
+/// A child process killed when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn containers_reach_the_outside_through_masquerading() {
+    for iso in backends("containers_reach_the_outside_through_masquerading") {
+        // husk's host, and an outside host on a link of their own (192.0.2.0/24) that has
+        // no route to the containers' subnet: only masquerading brings replies back.
+        let host = NetNs::new(&format!("oh{iso}"));
+        let outside = NetNs::new(&format!("oo{iso}"));
+        let mut link = Command::new("ip");
+        link.args([
+            "link",
+            "add",
+            "v0",
+            "netns",
+            host.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v1",
+            "netns",
+            outside.name(),
+        ]);
+        assert!(output(link).status.success());
+        for (ns, dev, addr) in [
+            (&host, "v0", "192.0.2.1/24"),
+            (&outside, "v1", "192.0.2.2/24"),
+        ] {
+            for args in [
+                &["addr", "add", addr, "dev", dev][..],
+                &["link", "set", dev, "up"],
+            ] {
+                let mut ip = ns.command("ip");
+                ip.args(args);
+                assert!(output(ip).status.success(), "ip {args:?}");
+            }
+        }
+        let ctx = Ctx::isolated(iso).in_netns(&host);
+        let www = tempfile::tempdir().unwrap();
+        std::fs::write(www.path().join("index.html"), "outside-page\n").unwrap();
+        let mut httpd = outside.command("busybox");
+        httpd
+            .args(["httpd", "-f", "-p", "192.0.2.2:80", "-h"])
+            .arg(www.path());
+        let server = Server(httpd.spawn().unwrap());
+        let fetch = "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://192.0.2.2/ && break; sleep 1; done";
+        let got = ctx.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            "--network",
+            "bridge",
+            BUSYBOX,
+            "sh",
+            "-c",
+            fetch,
+        ]);
+        assert_eq!(got.trim(), "outside-page", "[{iso}]");
+        drop(server);
         ctx.assert_clean();
     }
 }

@@ -128,7 +128,7 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
             command(&r.config.path, &r.config.args, a.no_trunc),
             human::ago(Some(&r.config.created), now),
             status(&r.state, now),
-            String::new(),
+            ports(r),
             r.config.name.clone(),
         ]);
         if a.size
@@ -139,6 +139,20 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
     }
     print!("{}", human::table(&table));
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's PORTS column: `0.0.0.0:8080->80/tcp, 127.0.0.1:32768->81/tcp`.
+fn ports(r: &Summary) -> String {
+    r.network
+        .as_ref()
+        .map(|n| {
+            n.ports
+                .iter()
+                .map(|p| p.short())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 /// One container as `ps --format` sees it (docker's field names and wording).
@@ -156,13 +170,13 @@ fn row_json(r: &Summary, id: &str, no_trunc: bool, now: DateTime<Utc>) -> serde_
         "Command": command(&r.config.path, &r.config.args, no_trunc),
         "CreatedAt": created_at(&r.config.created),
         "RunningFor": human::ago(Some(&r.config.created), now),
-        "Ports": "",
+        "Ports": ports(r),
         "State": r.state.observed().status_word(),
         "Status": status(&r.state, now),
         "Names": r.config.name,
         "Labels": labels.join(","),
         "Mounts": "",
-        "Networks": "none",
+        "Networks": r.config.host_config.network_mode.as_str(),
         "LocalVolumes": "0",
         "Isolation": r.config.host_config.isolation.as_str(),
     })
