@@ -212,8 +212,13 @@ fn observer() -> Killed {
     let observer = Killed(child);
     let mountinfo = format!("/proc/{}/mountinfo", observer.0.id());
     let deadline = Instant::now() + TIMEOUT;
-    // Ready once unshare has exec'd sleep with the shared tree in place.
-    while !std::fs::read_to_string(&mountinfo).is_ok_and(|m| m.contains(" shared:")) {
+    // Ready once unshare has exec'd sleep with the shared tree in place: the root mount
+    // itself shared (other mounts, /run/netns for one, may be shared on the host already).
+    let root_shared = |m: &str| {
+        m.lines()
+            .any(|l| l.split(' ').nth(4) == Some("/") && l.contains(" shared:"))
+    };
+    while !std::fs::read_to_string(&mountinfo).is_ok_and(|m| root_shared(&m)) {
         assert!(
             Instant::now() < deadline,
             "observer namespace never came up"
@@ -227,10 +232,17 @@ fn mountinfo(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap()
 }
 
-/// Mount lines without their ids (which differ between reads only if something changed).
+/// Mount lines without their ids (which differ between reads only if something changed),
+/// leaving out network namespaces under /run/netns: tests running beside this one make
+/// and remove those, and they propagate into the observer.
 fn mount_points(info: &str) -> Vec<String> {
     let mut v: Vec<String> = info
         .lines()
+        .filter(|l| {
+            !l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m.starts_with("/run/netns/"))
+        })
         .map(|l| l.split(' ').skip(3).collect::<Vec<_>>().join(" "))
         .collect();
     v.sort();
