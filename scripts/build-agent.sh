@@ -38,10 +38,16 @@ esac
 strip_cfg='profile.release.package.agent.strip="symbols"'
 
 built=""
-if [ "$libc" != gnu ] && have_musl && cargo build --release -p agent --target "$musl" --config "$strip_cfg" >&2; then
+if [ "$libc" != gnu ] && have_musl; then
+  # The musl target is there: a failed build is a bug in the agent for musl, not a reason
+  # to ship a different libc silently (that once hid a musl-only compile error).
+  if ! cargo build --release -p agent --target "$musl" --config "$strip_cfg" >&2; then
+    log "error: the agent does not build for $musl"
+    exit 1
+  fi
   built="$target_dir/$musl/release/husk-agent"
 elif [ "$libc" = musl ]; then
-  log "error: musl build failed and HUSK_AGENT_LIBC=musl forbids the glibc fallback"
+  log "error: no $musl target and HUSK_AGENT_LIBC=musl forbids the glibc fallback"
   exit 1
 else
   log "building static glibc ($gnu, +crt-static) instead of musl"
