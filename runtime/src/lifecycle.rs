@@ -412,8 +412,9 @@ pub fn remove(root: &Path, query: &str, force: bool) -> Result<String, Lifecycle
     if state.shim_alive() {
         return Err(LifecycleError::Running(query.to_owned()));
     }
-    // A shim killed from outside could not clean up its sandbox's cgroup.
+    // A shim killed from outside could not clean up its sandbox's cgroup or network.
     crate::sandbox::cgroup::remove_leftovers(&id);
+    crate::network::remove_leftovers(root, &store.dir(&id), &id);
     let config = store.config(&id).ok();
     store.remove_dir(&id)?;
     if let Some(c) = config {

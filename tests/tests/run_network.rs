@@ -428,3 +428,71 @@ fn containers_reach_the_outside_through_masquerading() {
         ctx.assert_clean();
     }
 }
+
+#[test]
+fn a_killed_shims_network_is_repaired_and_its_port_published_again() {
+    for iso in backends("a_killed_shims_network_is_repaired_and_its_port_published_again") {
+        let ns = NetNs::new(&format!("ks{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        let run = [
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "-p",
+            "8080:80",
+            BUSYBOX,
+            "sh",
+            "-c",
+            SERVER,
+        ];
+        let first = ctx.ok(&run).trim().to_owned();
+        let page = |id: &str| format!("hello-from-{}", &id[..12]);
+        assert!(
+            serves(&ns, "127.0.0.1:8080".into(), page(&first)),
+            "[{iso}]"
+        );
+
+        // kill -9 of the shim: the sandbox dies with it, its network is not cleaned up.
+        let store = runtime::container::Store::open(ctx.root()).unwrap();
+        let shim = store.state(&first).unwrap().shim_pid;
+        // SAFETY: kill takes no pointers.
+        assert_eq!(unsafe { libc::kill(shim, libc::SIGKILL) }, 0);
+        assert!(
+            Ctx::eventually(run_common::GUARD, || !runtime::procfs::alive(shim)),
+            "[{iso}] the shim survived SIGKILL"
+        );
+
+        // Another container publishes the same port before the dead one is removed.
+        let second = ctx.ok(&run).trim().to_owned();
+        assert!(
+            serves(&ns, "127.0.0.1:8080".into(), page(&second)),
+            "[{iso}]"
+        );
+        // Removing the dead one repairs what it left and leaves the live one's port.
+        ctx.ok(&["rm", "-f", &first]);
+        assert!(
+            serves(&ns, "127.0.0.1:8080".into(), page(&second)),
+            "[{iso}] after rm"
+        );
+        ctx.ok(&["rm", "-f", &second]);
+
+        let mut nft = ns.command("nft");
+        nft.args(["list", "tables"]);
+        let tables = output(nft);
+        assert_eq!(
+            String::from_utf8_lossy(&tables.stdout).trim(),
+            "",
+            "[{iso}] tables left"
+        );
+        let links = ns.links();
+        assert_eq!(links.lines().count(), 1, "[{iso}] links left: {links}");
+        let pool = ctx.root().join("networks/bridge");
+        assert_eq!(
+            std::fs::read_dir(&pool).unwrap().count(),
+            0,
+            "[{iso}] addresses left"
+        );
+        ctx.assert_clean();
+    }
+}

@@ -42,9 +42,12 @@ fn is_stale(root: &Path, owner: &str) -> bool {
     owner.is_empty() || owner.contains('/') || !root.join("containers").join(owner).exists()
 }
 
-/// Frees `ip` (best effort).
-pub fn release(pool: &Path, ip: Ipv4Addr) {
-    let _ = fs::remove_file(pool.join(ip.to_string()));
+/// Frees `ip` if container `id` holds it (best effort).
+pub fn release(pool: &Path, ip: Ipv4Addr, id: &str) {
+    let path = pool.join(ip.to_string());
+    if fs::read_to_string(&path).is_ok_and(|owner| owner == id) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 #[cfg(test)]
@@ -55,18 +58,21 @@ mod tests {
     fn addresses_are_unique_reused_after_release_and_taken_back_from_the_dead() {
         let root = tempfile::tempdir().unwrap();
         let pool = root.path().join("networks/bridge");
-        for id in ["a", "b", "c"] {
+        for id in ["a", "b", "c", "d"] {
             fs::create_dir_all(root.path().join("containers").join(id)).unwrap();
         }
-        let a = allocate(&pool, root.path(), "a").unwrap();
-        let b = allocate(&pool, root.path(), "b").unwrap();
-        assert_eq!(a, Ipv4Addr::new(10, 88, 0, 2));
-        assert_eq!(b, Ipv4Addr::new(10, 88, 0, 3));
-        release(&pool, a);
-        assert_eq!(allocate(&pool, root.path(), "c").unwrap(), a);
+        let ip = |n: u8| Ipv4Addr::new(10, 88, 0, n);
+        assert_eq!(allocate(&pool, root.path(), "a").unwrap(), ip(2));
+        assert_eq!(allocate(&pool, root.path(), "b").unwrap(), ip(3));
+        // Only the holder releases an address.
+        release(&pool, ip(2), "b");
+        assert_eq!(allocate(&pool, root.path(), "c").unwrap(), ip(4));
+        release(&pool, ip(2), "a");
+        assert_eq!(allocate(&pool, root.path(), "a").unwrap(), ip(2));
         // "b" is removed without releasing (a killed husk): its address is taken back.
         fs::remove_dir(root.path().join("containers/b")).unwrap();
-        fs::create_dir_all(root.path().join("containers/d")).unwrap();
-        assert_eq!(allocate(&pool, root.path(), "d").unwrap(), b);
+        assert_eq!(allocate(&pool, root.path(), "d").unwrap(), ip(3));
+        // The holder asking again gets its own address.
+        assert_eq!(allocate(&pool, root.path(), "c").unwrap(), ip(4));
     }
 }

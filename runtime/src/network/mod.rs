@@ -121,6 +121,8 @@ pub struct Endpoint {
     pub ports: Vec<PortBinding>,
     /// Where the address is recorded (released at detach).
     pool: PathBuf,
+    /// The container's ID (the address's holder).
+    id: String,
 }
 
 impl Endpoint {
@@ -182,7 +184,7 @@ pub fn attach(
     let (resolved, held) = match published {
         Ok(p) => p,
         Err(e) => {
-            ipam::release(&pool, ip);
+            ipam::release(&pool, ip, id);
             remove_if_unused(&pool);
             return Err(e);
         }
@@ -194,6 +196,7 @@ pub fn attach(
         mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
         ports: resolved,
         pool,
+        id: id.to_string(),
     };
     Ok((ep, held))
 }
@@ -362,6 +365,34 @@ pub fn settings(dir: &Path) -> Option<Settings> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// Repairs what the sandbox of container `id` (directory `dir`) left of its network when
+/// its shim was killed: the settings file names the address and ports, the link is named
+/// after the ID. Called before the container starts again and when it is removed.
+pub fn remove_leftovers(root: &Path, dir: &Path, id: &str) {
+    let Some(s) = settings(dir) else {
+        return;
+    };
+    if let Some(ip) = s.ip {
+        // A port another container has published since is held by its sandbox: its
+        // element is that container's now and stays.
+        let ports = s
+            .ports
+            .into_iter()
+            .filter(|p| ports::reserve(std::slice::from_ref(p)).is_ok())
+            .collect();
+        let ep = Endpoint {
+            link: link_name(id),
+            ip,
+            mac: [0; 6],
+            ports,
+            pool: root.join("networks").join(BRIDGE),
+            id: id.to_string(),
+        };
+        detach(root, &ep);
+    }
+    forget(dir);
+}
+
 /// Unpublishes `ep`'s ports, removes its host link (a veth takes its sandbox end along)
 /// and frees its address; the last container takes the bridge and the table along.
 /// Best effort: what is already gone is fine.
@@ -371,7 +402,7 @@ pub fn detach(root: &Path, ep: &Endpoint) {
     if let Ok(mut nl) = Netlink::open() {
         remove_stale(&mut nl, &ep.link);
     }
-    ipam::release(&ep.pool, ep.ip);
+    ipam::release(&ep.pool, ep.ip, &ep.id);
     if lock.is_ok() {
         remove_if_unused(&ep.pool);
     }

@@ -151,11 +151,14 @@ fn key(b: &PortBinding) -> (String, String) {
     }
 }
 
-/// Publishes `ports` of the container at `target`, all in one transaction.
+/// Publishes `ports` of the container at `target`, all in one transaction. An element
+/// left for the same host port by a container whose shim was killed is replaced: the
+/// port's reservation (held by the caller) says no live container has it.
 pub fn publish(ports: &[PortBinding], target: Ipv4Addr) -> Result<(), NatError> {
     if ports.is_empty() {
         return Ok(());
     }
+    unpublish(ports);
     let script: String = ports
         .iter()
         .map(|b| {

@@ -137,6 +137,7 @@ impl Sandbox {
     /// Makes a sandbox of kind `isolation` and starts its agent.
     pub fn create(isolation: Isolation, p: &Params) -> Result<Self, SandboxError> {
         let root = state_root(&p.dir);
+        crate::network::remove_leftovers(&root, &p.dir, &p.id);
         let (endpoint, ports) = match p.network {
             crate::network::Mode::None => (None, Default::default()),
             crate::network::Mode::Bridge => {
