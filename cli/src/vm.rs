@@ -111,6 +111,23 @@ pub enum BenchCommand {
     /// Containers: `husk run --rm husk/busybox true` against `crun run`, phases, memory
     /// per idle container, density, and vm isolation's host-side phases.
     Run(BenchRunArgs),
+    /// Networking: TCP throughput and round trips between the host and a container on
+    /// the default bridge (directly and through a published port), process and vm,
+    /// against host loopback; in a network namespace of its own.
+    Net(BenchNetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchNetArgs {
+    /// MiB per throughput measurement.
+    #[arg(long, default_value_t = 256)]
+    mib: usize,
+    /// One-byte round trips per latency measurement.
+    #[arg(long, default_value_t = 2000)]
+    round_trips: usize,
+    /// Measure process isolation only.
+    #[arg(long)]
+    no_vm: bool,
 }
 
 #[derive(Args, Debug)]
@@ -247,6 +264,7 @@ pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCod
     let a = match cmd {
         BenchCommand::Vmm(a) => a,
         BenchCommand::Run(a) => return bench_run(a),
+        BenchCommand::Net(a) => return bench_net(a),
     };
     let host = vmm::host::probe(kvm_device)?;
     let qemu = if a.no_qemu {
@@ -292,6 +310,18 @@ pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCod
     let result = bench::run(&opts);
     let _ = std::fs::remove_dir_all(&work_dir);
     println!("{}", bench::render(&result?));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_net(a: BenchNetArgs) -> anyhow::Result<ExitCode> {
+    let opts = runtime::bench::net::NetOptions {
+        husk: std::env::current_exe().context("cannot find the husk binary")?,
+        mib: a.mib.max(1),
+        round_trips: a.round_trips.max(1),
+        vm: !a.no_vm,
+        work_dir: PathBuf::from(format!("/var/tmp/husk-bench-net-{}", std::process::id())),
+    };
+    println!("{}", runtime::bench::net::run(&opts)?);
     Ok(ExitCode::SUCCESS)
 }
 

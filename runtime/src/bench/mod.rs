@@ -5,9 +5,11 @@
 //! RSS; (b) the real guest kernel: process start to `Run /init as init process` on the
 //! console, and to the VM's end. Each measured N times; medians, spreads and ratios.
 //!
-//! `husk bench run` (containers against crun) lives in `containers`.
+//! `husk bench run` (containers against crun) lives in `containers`, `husk bench net`
+//! (host/container TCP against host loopback) in `net`.
 
 pub mod containers;
+pub mod net;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
