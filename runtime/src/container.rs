@@ -160,6 +160,12 @@ pub struct HostConfig {
     /// `-p`/`-P` as asked (host port 0: ephemeral).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_bindings: Vec<crate::network::ports::PortBinding>,
+    /// `--add-host`, as `NAME:IP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// `--dns`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
     /// `--cap-add`.
     pub cap_add: Vec<String>,
     /// `--cap-drop`.
@@ -857,6 +863,8 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "Devices": h.devices,
             "Sysctls": if h.sysctls.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.sysctls) },
             "PortBindings": port_bindings_json(&h.port_bindings),
+            "ExtraHosts": if h.extra_hosts.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.extra_hosts) },
+            "Dns": h.dns,
             "Binds": null,
             "LogConfig": { "Type": "json-file", "Config": {} },
         },

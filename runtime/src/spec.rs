@@ -113,6 +113,12 @@ pub enum SpecError {
     /// A `-p` value husk cannot use.
     #[error(transparent)]
     Port(#[from] crate::network::ports::PortError),
+    /// A bad `--add-host`.
+    #[error("invalid argument {0:?} for \"--add-host\" flag: use NAME:IP")]
+    AddHost(String),
+    /// A bad `--dns`.
+    #[error("invalid argument {0:?} for \"--dns\" flag: not an IP address")]
+    Dns(String),
     /// Published ports with `--network none`.
     #[error("published ports need a network: --network none has none")]
     PortsWithoutNetwork,
@@ -202,6 +208,10 @@ pub struct RunFlags {
     pub publish: Vec<String>,
     /// `-P`: publish every port the image exposes.
     pub publish_all: bool,
+    /// `--add-host NAME:IP`, in order.
+    pub add_hosts: Vec<String>,
+    /// `--dns IP`, in order.
+    pub dns: Vec<String>,
     /// `--label KEY[=VALUE]`, in order (added to the image's labels).
     pub labels: Vec<String>,
     /// `--stop-signal`.
@@ -280,6 +290,16 @@ pub fn build(
     };
     let mut host = host_config(flags, host_cpus)?;
     host.port_bindings = port_bindings(flags, &config)?;
+    host.extra_hosts = flags
+        .add_hosts
+        .iter()
+        .map(|h| extra_host(h))
+        .collect::<Result<_, _>>()?;
+    host.dns = flags
+        .dns
+        .iter()
+        .map(|d| d.parse().map_err(|_| SpecError::Dns(d.clone())))
+        .collect::<Result<_, _>>()?;
     if !host.port_bindings.is_empty() {
         match (&flags.network, host.network_mode) {
             (None, _) => host.network_mode = crate::network::Mode::Bridge,
@@ -293,6 +313,25 @@ pub fn build(
         config,
         host,
     })
+}
+
+/// `--add-host NAME:IP` (also `NAME=IP`; IPv6 addresses may be bracketed) as docker's
+/// `ExtraHosts` entry `NAME:IP`.
+fn extra_host(spec: &str) -> Result<String, SpecError> {
+    let bad = || SpecError::AddHost(spec.to_string());
+    let (name, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .ok_or_else(bad)?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    let valid_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !valid_name || ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad());
+    }
+    Ok(format!("{name}:{ip}"))
 }
 
 /// `-p` values in order, then (`-P`) every exposed port not already published.
@@ -347,6 +386,8 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
             None => crate::network::Mode::None,
         },
         port_bindings: Vec::new(),
+        extra_hosts: Vec::new(),
+        dns: Vec::new(),
         cap_add: flags.cap_add.clone(),
         cap_drop: flags.cap_drop.clone(),
         privileged: flags.privileged,

@@ -75,16 +75,51 @@ fn none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly() {
     for iso in backends("none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly") {
         let ns = NetNs::new(&format!("no{iso}"));
         let ctx = Ctx::isolated(iso).in_netns(&ns);
-        let show = "ip -4 -o addr | awk '{print $2, $4}'; ip route | grep -c . || true";
+        let show = "ip -4 -o addr | awk '{print $2, $4}'; ip route | grep -c . || true; \
+            grep -E 'db|cache' /etc/hosts; grep -c '^nameserver 192.0.2.53$' /etc/resolv.conf";
+        // --add-host and --dns need no network: /etc/hosts and /etc/resolv.conf.
+        let extra = [
+            "--add-host",
+            "db:10.1.2.3",
+            "--add-host",
+            "cache=fd00::5",
+            "--dns",
+            "192.0.2.53",
+        ];
         for flags in [&["--network", "none"][..], &[]] {
             let args = [
                 &["run", "--rm", "--isolation", iso][..],
                 flags,
+                &extra,
                 &[BUSYBOX, "sh", "-c", show],
             ]
             .concat();
             let out = ctx.ok(&args);
-            assert_eq!(out.trim(), "lo 127.0.0.1/8\n0", "[{iso}] {flags:?}: {out}");
+            assert_eq!(
+                out.trim(),
+                "lo 127.0.0.1/8\n0\n10.1.2.3\tdb\nfd00::5\tcache\n1",
+                "[{iso}] {flags:?}: {out}"
+            );
+        }
+        for (flag, bad) in [
+            ("--add-host", "nocolon"),
+            ("--add-host", "db:999.1.1.1"),
+            ("--dns", "x.y"),
+        ] {
+            let e = ctx.fails(
+                125,
+                &[
+                    "run",
+                    "--rm",
+                    "--isolation",
+                    iso,
+                    flag,
+                    bad,
+                    BUSYBOX,
+                    "true",
+                ],
+            );
+            assert!(e.contains(flag) && e.contains(bad), "[{iso}] {e}");
         }
         let e = ctx.fails(
             125,

@@ -132,6 +132,12 @@ pub struct RunArgs {
     /// Publish every port the image exposes on an ephemeral host port.
     #[arg(short = 'P', long = "publish-all")]
     publish_all: bool,
+    /// Add a line to /etc/hosts (NAME:IP).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// Use this DNS server (replaces the host's nameservers in /etc/resolv.conf).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
     /// Command to run to check health (with /bin/sh -c).
     #[arg(long, value_name = "COMMAND")]
     health_cmd: Option<String>,
@@ -384,6 +390,8 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         network: a.network.clone(),
         publish: a.publish.clone(),
         publish_all: a.publish_all,
+        add_hosts: a.add_host.clone(),
+        dns: a.dns.clone(),
         labels: a.label.clone(),
         stop_signal: a.stop_signal.clone(),
         stop_timeout: a.stop_timeout,

@@ -103,6 +103,10 @@ pub struct Params {
     pub network: crate::network::Mode,
     /// `-p`/`-P`: ports to publish (needs a network).
     pub ports: Vec<crate::network::ports::PortBinding>,
+    /// `--add-host` entries (`NAME:IP`) for `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
+    /// `--dns` servers for `/etc/resolv.conf`.
+    pub dns: Vec<std::net::IpAddr>,
     /// What the container asks of its sandbox's setup (`read_only`, `shm_size`, `tmpfs`,
     /// `sysctls`, `pids_limit`); `connect` fills in the rest of the spec.
     pub setup: SandboxSpec,
@@ -131,6 +135,9 @@ pub struct Sandbox {
     endpoint: Option<crate::network::Endpoint>,
     /// The host ports it publishes, held while it runs.
     _ports: crate::network::ports::Reservation,
+    /// `--add-host` entries and `--dns` servers.
+    extra_hosts: Vec<String>,
+    dns: Vec<std::net::IpAddr>,
 }
 
 impl Sandbox {
@@ -159,6 +166,8 @@ impl Sandbox {
                     death: None,
                     endpoint,
                     _ports: ports,
+                    extra_hosts: p.extra_hosts.clone(),
+                    dns: p.dns.clone(),
                 })
             }
             Err(e) => {
@@ -296,6 +305,12 @@ impl Sandbox {
                 ep.ip
             );
         }
+        for entry in &self.extra_hosts {
+            if let Some((name, ip)) = entry.split_once(':') {
+                spec.hosts.push_str(&format!("{ip}\t{name}\n"));
+            }
+        }
+        spec.resolv_conf = resolv::with_servers(&spec.resolv_conf, &self.dns);
         if let Backend::Vm(_) = self.backend {
             // The guest is the container's memory: allocations succeed as they do under a
             // host's heuristic and a cgroup limit, and running out is an OOM kill.

@@ -44,6 +44,26 @@ pub fn for_container(host: Option<&str>) -> String {
     out
 }
 
+/// The container's resolv.conf with `--dns` servers: they replace the host's
+/// nameservers; the host's `search` and `options` stay (docker's rule).
+pub fn with_servers(base: &str, servers: &[IpAddr]) -> String {
+    if servers.is_empty() {
+        return base.to_string();
+    }
+    let mut out: String = servers
+        .iter()
+        .map(|s| format!("nameserver {s}\n"))
+        .collect();
+    for line in base
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("nameserver"))
+    {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// [`for_container`] of this host's file.
 pub fn from_host() -> String {
     for_container(std::fs::read_to_string(HOST_RESOLV_CONF).ok().as_deref())
@@ -79,5 +99,19 @@ mod tests {
     fn scoped_ipv6_resolvers_stay() {
         let host = "nameserver fe80::1%eth0\n";
         assert_eq!(for_container(Some(host)), host);
+    }
+
+    #[test]
+    fn dns_servers_replace_the_nameservers_and_keep_search_and_options() {
+        let base = "nameserver 10.0.0.1\nsearch example.org\noptions ndots:2\n";
+        let ips: Vec<IpAddr> = vec![
+            "192.0.2.53".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        assert_eq!(
+            with_servers(base, &ips),
+            "nameserver 192.0.2.53\nnameserver 2001:db8::1\nsearch example.org\noptions ndots:2\n"
+        );
+        assert_eq!(with_servers(base, &[]), base);
     }
 }

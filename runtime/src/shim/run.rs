@@ -345,6 +345,8 @@ pub(crate) fn sandbox_params(
         cold_boot: c.host_config.cold_boot,
         network: c.host_config.network_mode,
         ports: c.host_config.port_bindings.clone(),
+        extra_hosts: c.host_config.extra_hosts.clone(),
+        dns: c.host_config.dns.clone(),
         setup: SandboxSpec {
             read_only: c.host_config.readonly_rootfs,
             shm_size: u64::try_from(c.host_config.shm_size)
