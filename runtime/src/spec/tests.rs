@@ -516,6 +516,10 @@ fn add_host_entries_are_name_and_address() {
     assert_eq!(extra_host("cache=fd00::5").unwrap(), "cache:fd00::5");
     assert_eq!(extra_host("v6:[fd00::6]").unwrap(), "v6:fd00::6");
     for bad in ["nocolon", "db:999.1.1.1", ":10.0.0.1", "a b:10.0.0.1"] {
-        assert_eq!(extra_host(bad), Err(SpecError::AddHost(bad.into())), "{bad}");
+        assert_eq!(
+            extra_host(bad),
+            Err(SpecError::AddHost(bad.into())),
+            "{bad}"
+        );
     }
 }
