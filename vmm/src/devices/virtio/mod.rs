@@ -35,6 +35,19 @@ pub const INT_VRING: u32 = 1;
 /// Interrupt status bit: the configuration space changed.
 pub const INT_CONFIG: u32 = 2;
 
+/// A device's `read_config` over its configuration space `config`: the bytes at
+/// `offset`, zeros past its end.
+pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
 /// How a device interrupts the guest: the transport's InterruptStatus register plus
 /// the VM's interrupt line (an irqfd registered with KVM).
 #[derive(Debug)]

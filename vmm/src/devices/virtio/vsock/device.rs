@@ -227,15 +227,7 @@ impl VirtioDevice for VsockDevice {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.guest_cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            let at = offset.saturating_add(i as u64);
-            *byte = usize::try_from(at)
-                .ok()
-                .and_then(|at| config.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        crate::devices::virtio::read_config_space(&self.guest_cid.to_le_bytes(), offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {
