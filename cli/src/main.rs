@@ -7,6 +7,7 @@ mod format;
 mod human;
 mod images;
 mod logger;
+mod networks;
 mod registry;
 mod system;
 mod vm;
@@ -84,6 +85,9 @@ enum Command {
     Login(registry::LoginArgs),
     /// Log out from a registry (forget husk's saved credentials for it).
     Logout(registry::LogoutArgs),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
     /// Manage containers.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -139,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Container(c) | Command::Containers(c) => {
             containers::dispatch(c, &root, &cli.kvm_device)
         }
+        Command::Network(c) => Ok(images::report(networks::run(c, &root))),
         Command::System(c) => Ok(images::report(system::run(c, &root))),
         Command::Events(a) => Ok(images::report(events::events(a, &root))),
         Command::Version => {

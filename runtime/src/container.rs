@@ -157,6 +157,12 @@ pub struct HostConfig {
     /// `--network` (docker's `NetworkMode`).
     #[serde(default, with = "network_mode")]
     pub network_mode: crate::network::Mode,
+    /// `--network-alias`es (docker keeps them in `NetworkingConfig`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_aliases: Vec<String>,
+    /// `--ip` (docker's `IPAMConfig.IPv4Address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<std::net::Ipv4Addr>,
     /// `-p`/`-P` as asked (host port 0: ephemeral).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_bindings: Vec<crate::network::ports::PortBinding>,
@@ -719,7 +725,7 @@ fn port_bindings_json(bindings: &[crate::network::ports::PortBinding]) -> serde_
 /// docker's `NetworkSettings`: the network the container is on, its address and the
 /// published ports while it runs (`Ports` lists exposed but unpublished ports as null).
 fn network_settings_json(
-    mode: crate::network::Mode,
+    h: &HostConfig,
     exposed: &BTreeMap<String, serde_json::Value>,
     live: Option<&crate::network::Settings>,
 ) -> serde_json::Value {
@@ -750,6 +756,17 @@ fn network_settings_json(
         Some(s) => (text(s.ip), s.prefix, text(s.gateway), s.mac.clone()),
         None => (String::new(), 0, String::new(), String::new()),
     };
+    let (network_id, dns_names) = match live {
+        Some(s) => (s.network_id.clone(), serde_json::json!(s.dns_names)),
+        None => (String::new(), serde_json::Value::Null),
+    };
+    let ipam = h
+        .ipv4_address
+        .map(|a| serde_json::json!({ "IPv4Address": a.to_string() }));
+    let aliases = match h.network_aliases.is_empty() {
+        true => serde_json::Value::Null,
+        false => serde_json::json!(h.network_aliases),
+    };
     serde_json::json!({
         "Bridge": "",
         "SandboxID": "",
@@ -760,8 +777,11 @@ fn network_settings_json(
         "Gateway": gateway,
         "MacAddress": mac,
         "Networks": {
-            mode.as_str(): {
-                "NetworkID": "",
+            h.network_mode.as_str(): {
+                "IPAMConfig": ipam,
+                "Aliases": aliases,
+                "DNSNames": dns_names,
+                "NetworkID": network_id,
                 "EndpointID": "",
                 "Gateway": gateway,
                 "IPAddress": ip,
@@ -871,7 +891,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
         "Mounts": [],
         "Config": config_json,
         "NetworkSettings": network_settings_json(
-            h.network_mode,
+            h,
             &c.exposed_ports,
             running.then(|| crate::network::settings(dir)).flatten().as_ref(),
         ),

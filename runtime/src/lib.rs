@@ -17,6 +17,7 @@ pub mod health;
 pub mod info;
 pub mod lifecycle;
 pub mod logs;
+pub mod netverbs;
 pub mod network;
 pub mod paths;
 pub mod procfs;

@@ -101,6 +101,9 @@ pub enum LifecycleError {
     /// Logs could not be read.
     #[error("cannot read the logs")]
     Logs(#[source] std::io::Error),
+    /// The network `--network` names does not exist (or cannot be read).
+    #[error(transparent)]
+    Network(#[from] crate::network::defs::DefError),
     /// The running container's agent could not be reached.
     #[error("cannot reach the container's agent")]
     Agent(#[source] crate::agent_client::ClientError),
@@ -141,9 +144,17 @@ pub struct Summary {
 /// Creates a container (does not start it). `req.host.isolation` must already be resolved
 /// (`auto` -> vm or process, see `spec::IsolationChoice`); vm is refused here where there is
 /// no usable KVM.
-pub fn create(root: &Path, req: CreateRequest) -> Result<ContainerConfig, LifecycleError> {
+pub fn create(root: &Path, mut req: CreateRequest) -> Result<ContainerConfig, LifecycleError> {
     if req.host.isolation == Isolation::Vm {
         check_vm_possible(Path::new("/dev/kvm"))?;
+    }
+    if let crate::network::Mode::User(query) = &req.host.network_mode {
+        // Kept by name, as docker does (an ID prefix becomes the name).
+        let net = crate::network::defs::find(root, query)?;
+        req.host.network_mode = match net.is_default() {
+            true => crate::network::Mode::Bridge,
+            false => crate::network::Mode::User(net.name),
+        };
     }
     crate::timing::mark("create.start");
     let store = Store::open(root)?;

@@ -119,6 +119,18 @@ pub enum SpecError {
     /// A bad `--dns`.
     #[error("invalid argument {0:?} for \"--dns\" flag: not an IP address")]
     Dns(String),
+    /// A bad `--ip`.
+    #[error("invalid argument {0:?} for \"--ip\" flag: not an IPv4 address")]
+    Ip(String),
+    /// `--ip` off a user network (docker's words).
+    #[error("user specified IP address is supported on user defined networks only")]
+    IpWithoutUserNetwork,
+    /// `--network-alias` off a user network (docker's words).
+    #[error("network-scoped alias is supported only for containers in user defined networks")]
+    AliasWithoutUserNetwork,
+    /// A `--network-alias` that is no DNS name.
+    #[error("invalid argument {0:?} for \"--network-alias\" flag: not a DNS name")]
+    Alias(String),
     /// Published ports with `--network none`.
     #[error("published ports need a network: --network none has none")]
     PortsWithoutNetwork,
@@ -204,6 +216,10 @@ pub struct RunFlags {
     pub cold_boot: bool,
     /// `--network` (`None`: the default: `bridge` with published ports, else `none`).
     pub network: Option<String>,
+    /// `--network-alias`, in order.
+    pub network_aliases: Vec<String>,
+    /// `--ip`.
+    pub ip: Option<String>,
     /// `-p`, in order.
     pub publish: Vec<String>,
     /// `-P`: publish every port the image exposes.
@@ -300,8 +316,9 @@ pub fn build(
         .iter()
         .map(|d| d.parse().map_err(|_| SpecError::Dns(d.clone())))
         .collect::<Result<_, _>>()?;
+    user_network_options(flags, &mut host)?;
     if !host.port_bindings.is_empty() {
-        match (&flags.network, host.network_mode) {
+        match (&flags.network, &host.network_mode) {
             (None, _) => host.network_mode = crate::network::Mode::Bridge,
             (Some(_), crate::network::Mode::None) => return Err(SpecError::PortsWithoutNetwork),
             _ => {}
@@ -313,6 +330,36 @@ pub fn build(
         config,
         host,
     })
+}
+
+/// `--ip` and `--network-alias`, which only user networks take.
+fn user_network_options(flags: &RunFlags, host: &mut HostConfig) -> Result<(), SpecError> {
+    let user = matches!(host.network_mode, crate::network::Mode::User(_));
+    if let Some(ip) = &flags.ip {
+        if !user {
+            return Err(SpecError::IpWithoutUserNetwork);
+        }
+        host.ipv4_address = Some(ip.parse().map_err(|_| SpecError::Ip(ip.clone()))?);
+    }
+    if !flags.network_aliases.is_empty() && !user {
+        return Err(SpecError::AliasWithoutUserNetwork);
+    }
+    for alias in &flags.network_aliases {
+        let valid = !alias.is_empty()
+            && alias.len() <= 253
+            && alias.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return Err(SpecError::Alias(alias.clone()));
+        }
+    }
+    host.network_aliases = flags.network_aliases.clone();
+    Ok(())
 }
 
 /// `--add-host NAME:IP` (also `NAME=IP`; IPv6 addresses may be bracketed) as docker's
@@ -386,6 +433,8 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
             None => crate::network::Mode::None,
         },
         port_bindings: Vec::new(),
+        network_aliases: Vec::new(),
+        ipv4_address: None,
         extra_hosts: Vec::new(),
         dns: Vec::new(),
         cap_add: flags.cap_add.clone(),

@@ -121,10 +121,20 @@ pub struct RunArgs {
     /// Boot the VM's kernel instead of restoring the warm-start template (vm isolation).
     #[arg(long)]
     cold: bool,
-    /// Connect the container to a network: bridge (the default bridge network) or none
-    /// [default: none].
+    /// Connect the container to a network: bridge (the default bridge network), none, or
+    /// a user network's name [default: none].
     #[arg(long = "network", visible_alias = "net", value_name = "NETWORK")]
     network: Option<String>,
+    /// A name the container's user network resolves to it (besides its own name).
+    #[arg(
+        long = "network-alias",
+        visible_alias = "net-alias",
+        value_name = "ALIAS"
+    )]
+    network_alias: Vec<String>,
+    /// The container's IPv4 address on its user network.
+    #[arg(long = "ip", value_name = "IP")]
+    ip: Option<String>,
     /// Publish a container's port on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges
     /// as START-END (implies --network bridge).
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
@@ -388,6 +398,8 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         init: a.init,
         cold_boot: a.cold,
         network: a.network.clone(),
+        network_aliases: a.network_alias.clone(),
+        ip: a.ip.clone(),
         publish: a.publish.clone(),
         publish_all: a.publish_all,
         add_hosts: a.add_host.clone(),

@@ -1,39 +1,42 @@
-//! Container networks. For now the default `bridge` network, the same for both
-//! isolations: a Linux bridge `husk0` with 10.88.0.1/16 in the network namespace husk
-//! runs in, one address per container from `ipam`, and the container's end of the wire:
-//! a TAP on the bridge that the VMM opens (vm) or a veth pair whose other end becomes
-//! `eth0` in the sandbox's namespace (process). The agent then gives the interface its
-//! MAC, address and default route (`agent_proto::InterfaceSpec`). `--network none`
-//! leaves only loopback (a vm guest's NIC stays unplugged).
+//! Container networks, the same for both isolations: the default `bridge` network and
+//! user networks (`defs`), each a Linux bridge with its gateway address in the network
+//! namespace husk runs in, one address per container from the network's pool (`ipam`),
+//! and the container's end of the wire: a TAP on the bridge that the VMM opens (vm) or a
+//! veth pair whose other end becomes `eth0` in the sandbox's namespace (process). The
+//! agent then gives the interface its MAC, address and default route
+//! (`agent_proto::InterfaceSpec`). `--network none` leaves only loopback (a vm guest's NIC
+//! stays unplugged). On user networks containers find each other by name (`dns`).
 //!
 //! Published ports (`ports.rs`) are kernel DNAT in husk's own nftables table
-//! (`nat.rs`), which also masquerades the subnet's outbound traffic.
+//! (`nat.rs`), which also masquerades outbound traffic and keeps networks apart.
 //!
-//! Everything is made in the calling process's network namespace and removed with the
-//! container's sandbox (the bridge and the table with the last container on it); a link,
-//! address or table left by a killed husk is replaced or reused.
+//! Everything is made in the calling process's network namespace when a network's first
+//! container joins it and removed with the last one; a link, address or table left by a
+//! killed husk is replaced or reused.
 
+pub mod defs;
+pub mod dns;
 mod ipam;
 pub mod nat;
 pub mod ports;
+mod settings;
+pub mod subnet;
+pub mod view;
+mod wire;
 
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use defs::Net;
 use ports::{PortBinding, Reservation};
 
 use agent_proto::InterfaceSpec;
 use netconf::{LinkChange, Netlink};
 
-/// The default network's name, as `--network` and `inspect` spell it.
-pub const BRIDGE: &str = "bridge";
-/// The default network's bridge interface.
-pub const BRIDGE_IFACE: &str = "husk0";
-/// The default network's subnet and gateway (the bridge's own address).
-pub const SUBNET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 88, 0, 0), 16);
-/// The gateway: the bridge's address.
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+pub use defs::BRIDGE;
+pub use settings::{SETTINGS_FILE, Settings, forget, record, remove_leftovers, settings};
+pub use wire::{plug_tap, plug_veth};
+
 /// MTU of every interface husk makes.
 pub const MTU: u32 = 1500;
 /// A container's interface name inside its sandbox.
@@ -42,15 +45,15 @@ pub const CONTAINER_IFACE: &str = "eth0";
 /// A `--network` husk cannot honour.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModeError {
-    /// `--network` names a network that does not exist.
-    #[error("network {0} not found")]
-    NotFound(String),
     /// `--network host` under vm isolation.
     #[error("--network host is not possible with vm isolation: a microVM has its own kernel")]
     HostWithVm,
     /// `--network host` is not built yet.
     #[error("--network host is not supported yet")]
     HostUnsupported,
+    /// `--network ""`.
+    #[error("invalid network name \"\"")]
+    Empty,
 }
 
 /// Errors wiring a container to a network.
@@ -63,8 +66,17 @@ pub enum NetworkError {
     #[error("cannot use the address pool in {0}")]
     Pool(PathBuf, #[source] std::io::Error),
     /// Every address of the subnet is taken.
-    #[error("no free address left in network {BRIDGE} (10.88.0.0/16)")]
-    Exhausted,
+    #[error("no free address left in network {0} ({1})")]
+    Exhausted(String, subnet::Subnet),
+    /// `--ip` names a taken address (docker's words).
+    #[error("Address already in use: {0}")]
+    AddressTaken(Ipv4Addr),
+    /// `--ip` outside the network's subnet (docker's words).
+    #[error("no configured subnet or ip-range contain the IP address {0} (network {1})")]
+    AddressOutside(Ipv4Addr, String),
+    /// The network is not defined, or its definitions cannot be read.
+    #[error(transparent)]
+    Def(#[from] defs::DefError),
     /// A host port is taken.
     #[error(transparent)]
     PortTaken(#[from] ports::PortTaken),
@@ -73,39 +85,64 @@ pub enum NetworkError {
     Nat(#[from] nat::NatError),
     /// A kernel setting of the namespace could not be written.
     #[error("cannot set {0}")]
-    Sysctl(&'static str, #[source] std::io::Error),
+    Sysctl(String, #[source] std::io::Error),
+    /// The network's DNS server could not start.
+    #[error(transparent)]
+    Dns(#[from] dns::DnsError),
 }
 
 /// What `--network` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Loopback only.
     #[default]
     None,
     /// The default bridge network.
     Bridge,
+    /// A user network, by name or ID (looked up when the container starts).
+    User(String),
 }
 
 impl Mode {
     /// Parses `--network` (docker's `NetworkMode`: `none`, `bridge`, `default`, `host`,
-    /// or a network's name).
+    /// or a network's name or ID).
     pub fn parse(s: &str, vm: bool) -> Result<Mode, ModeError> {
         match s {
             "none" => Ok(Mode::None),
             "bridge" | "default" => Ok(Mode::Bridge),
             "host" if vm => Err(ModeError::HostWithVm),
             "host" => Err(ModeError::HostUnsupported),
-            other => Err(ModeError::NotFound(other.to_string())),
+            "" => Err(ModeError::Empty),
+            other => Ok(Mode::User(other.to_string())),
         }
     }
 
     /// docker's `HostConfig.NetworkMode` for it.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Mode::None => "none",
             Mode::Bridge => BRIDGE,
+            Mode::User(name) => name,
         }
     }
+
+    /// Whether the container gets an interface.
+    pub fn is_none(&self) -> bool {
+        *self == Mode::None
+    }
+}
+
+/// What a container asks of its network besides an address.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Ports to publish.
+    pub ports: Vec<PortBinding>,
+    /// `--ip`.
+    pub ip: Option<Ipv4Addr>,
+    /// The names its network's DNS answers for it (user networks only).
+    pub names: Vec<String>,
+    /// Its `--dns` servers (where its other DNS questions go).
+    pub upstreams: Vec<Ipv4Addr>,
 }
 
 /// A container's place on a network: its address and the host end of its wire.
@@ -119,21 +156,21 @@ pub struct Endpoint {
     pub mac: [u8; 6],
     /// The published ports, host ports resolved.
     pub ports: Vec<PortBinding>,
-    /// Where the address is recorded (released at detach).
-    pool: PathBuf,
+    /// The network.
+    pub net: Net,
     /// The container's ID (the address's holder).
     id: String,
 }
 
 impl Endpoint {
-    /// What the agent configures for it.
+    /// What the agent configures for it (an internal network has no default route).
     pub fn interface(&self) -> InterfaceSpec {
         InterfaceSpec {
             name: CONTAINER_IFACE.into(),
             mac: self.mac,
             mtu: MTU,
-            addresses: vec![(IpAddr::V4(self.ip), SUBNET.1)],
-            gateway: Some(GATEWAY),
+            addresses: vec![(IpAddr::V4(self.ip), self.net.subnet.prefix)],
+            gateway: (!self.net.internal).then_some(self.net.gateway),
         }
     }
 }
@@ -144,48 +181,50 @@ fn link_name(id: &str) -> String {
     format!("hk{}", &id[..id.len().min(11)])
 }
 
-/// The default network's pool directory and the lock every change to the network
-/// (bridge, table, pool) is made under.
-fn pool_locked(root: &Path) -> Result<(PathBuf, File), NetworkError> {
-    let dir = root.join("networks");
-    let fail = |e| NetworkError::Pool(dir.clone(), e);
-    std::fs::create_dir_all(&dir).map_err(fail)?;
-    let lock = File::create(dir.join(format!("{BRIDGE}.lock"))).map_err(fail)?;
-    lock.lock().map_err(fail)?;
-    Ok((dir.join(BRIDGE), lock))
-}
-
-/// Joins container `id` to the default bridge (bridge and nftables table made if
-/// missing): an address from the pool under `root`, and `ports` held on the host and
-/// published to it. The wire is plugged by [`plug_tap`] or [`plug_veth`]. On failure
-/// nothing is left (the bridge and table go again if no one else uses them).
+/// Joins container `id` to network `network` (a name or ID; its bridge and husk's
+/// nftables rules made if missing): an address from the network's pool under `root`, and
+/// `req.ports` held on the host and published to it. The wire is plugged by [`plug_tap`]
+/// or [`plug_veth`]. On failure nothing is left (the bridge and rules go again if no one
+/// else uses them).
 pub fn attach(
     root: &Path,
+    network: &str,
     id: &str,
-    ports: &[PortBinding],
+    req: &Request,
 ) -> Result<(Endpoint, Reservation), NetworkError> {
-    let (pool, _lock) = pool_locked(root)?;
-    let made = ensure_bridge().and_then(|()| Ok(nat::ensure()?));
-    let ip = made.and_then(|()| ipam::allocate(&pool, root, id));
+    let _lock = defs::lock(root)?;
+    let net = defs::find(root, network)?;
+    let (names, upstreams): (&[String], &[Ipv4Addr]) = match net.is_default() {
+        true => (&[], &[]),
+        false => (&req.names, &req.upstreams),
+    };
+    let holder = ipam::Holder {
+        id,
+        names,
+        upstreams,
+        want: req.ip,
+    };
+    let ip = ensure_bridge(&net)
+        .and_then(|()| sync_rules(root))
+        .and_then(|()| ipam::allocate(&net, root, &holder));
     let ip = match ip {
         Ok(ip) => ip,
         Err(e) => {
-            remove_if_unused(&pool);
+            remove_if_unused(root, &net);
             return Err(e);
         }
     };
-    let published =
-        ports::reserve(ports)
-            .map_err(NetworkError::from)
-            .and_then(|(resolved, held)| {
-                nat::publish(&resolved, ip)?;
-                Ok((resolved, held))
-            });
+    let published = ports::reserve(&req.ports)
+        .map_err(NetworkError::from)
+        .and_then(|(resolved, held)| {
+            nat::publish(&resolved, ip)?;
+            Ok((resolved, held))
+        });
     let (resolved, held) = match published {
         Ok(p) => p,
         Err(e) => {
-            ipam::release(&pool, ip, id);
-            remove_if_unused(&pool);
+            ipam::release(&net.pool(root), ip, id);
+            remove_if_unused(root, &net);
             return Err(e);
         }
     };
@@ -195,41 +234,61 @@ pub fn attach(
         ip,
         mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
         ports: resolved,
-        pool,
+        net,
         id: id.to_string(),
     };
     Ok((ep, held))
 }
 
-/// Deletes the bridge and the nftables table when no container holds an address.
-fn remove_if_unused(pool: &Path) {
-    let in_use = std::fs::read_dir(pool).map_or(0, |d| d.count());
-    if in_use > 0 {
+/// Rewrites husk's per-network rules for the networks whose bridges exist (the table is
+/// made first, and deleted when no bridge is left).
+fn sync_rules(root: &Path) -> Result<(), NetworkError> {
+    let live: Vec<Net> = defs::list(root)?
+        .into_iter()
+        .filter(|n| netconf::link_index(&n.iface()).is_some())
+        .collect();
+    if live.is_empty() {
+        nat::remove();
+        return Ok(());
+    }
+    nat::ensure()?;
+    Ok(nat::sync(&live)?)
+}
+
+/// Deletes the network's bridge when no container holds an address on it, and its rules
+/// with it (the table with the last bridge).
+fn remove_if_unused(root: &Path, net: &Net) {
+    if !ipam::holders(&net.pool(root), root).is_empty() {
         return;
     }
-    nat::remove();
     if let Ok(mut nl) = Netlink::open() {
-        remove_stale(&mut nl, BRIDGE_IFACE);
+        remove_stale(&mut nl, &net.iface());
+    }
+    if let Err(e) = sync_rules(root) {
+        log::warn!("{e}");
     }
 }
 
-/// The bridge with its address, up, forwarding on, and (for ports published on
+/// The network's bridge with its address, up, forwarding on, and (for ports published on
 /// 127.0.0.1) routing of loopback-sourced packets allowed on it; made if missing.
-fn ensure_bridge() -> Result<(), NetworkError> {
+fn ensure_bridge(net: &Net) -> Result<(), NetworkError> {
     let fail = |op| move |e| NetworkError::Netlink(op, e);
+    let iface = net.iface();
     let nl = &mut Netlink::open().map_err(fail("open netlink"))?;
-    if netconf::link_index(BRIDGE_IFACE).is_none() {
-        match nl.add_bridge(BRIDGE_IFACE) {
+    if netconf::link_index(&iface).is_none() {
+        match nl.add_bridge(&iface) {
             Err(e) if e.errno() != Some(libc::EEXIST) => {
-                return Err(NetworkError::Netlink("create bridge husk0", e));
+                return Err(NetworkError::Netlink("create the network's bridge", e));
             }
             _ => {}
         }
     }
-    let br = nl.index(BRIDGE_IFACE).map_err(fail("find bridge husk0"))?;
-    match nl.add_address(br, IpAddr::V4(GATEWAY), SUBNET.1) {
+    let br = nl
+        .index(&iface)
+        .map_err(fail("find the network's bridge"))?;
+    match nl.add_address(br, IpAddr::V4(net.gateway), net.subnet.prefix) {
         Err(e) if e.errno() != Some(libc::EEXIST) => {
-            return Err(NetworkError::Netlink("address bridge husk0", e));
+            return Err(NetworkError::Netlink("address the network's bridge", e));
         }
         _ => {}
     }
@@ -238,174 +297,68 @@ fn ensure_bridge() -> Result<(), NetworkError> {
         ..LinkChange::default()
     };
     nl.set_link(br, &up)
-        .map_err(fail("bring bridge husk0 up"))?;
+        .map_err(fail("bring the network's bridge up"))?;
     // Like docker: containers reach beyond the host only if it forwards. Both settings
     // belong to the network namespace husk runs in.
-    let sysctl = |what: &'static str, path: &str| {
+    let sysctl = |what: String, path: String| {
         std::fs::write(path, "1").map_err(|e| NetworkError::Sysctl(what, e))
     };
-    sysctl("net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward")?;
     sysctl(
-        "route_localnet on husk0",
-        "/proc/sys/net/ipv4/conf/husk0/route_localnet",
+        "net.ipv4.ip_forward".into(),
+        "/proc/sys/net/ipv4/ip_forward".into(),
+    )?;
+    sysctl(
+        format!("route_localnet on {iface}"),
+        format!("/proc/sys/net/ipv4/conf/{iface}/route_localnet"),
     )
 }
 
 /// Removes a link of that name left by a killed husk.
-fn remove_stale(nl: &mut Netlink, name: &str) {
+pub(crate) fn remove_stale(nl: &mut Netlink, name: &str) {
     if let Some(index) = netconf::link_index(name) {
         let _ = nl.delete_link(index);
     }
 }
 
-/// Puts `ep`'s host link on the bridge and brings it up.
-fn enslave(nl: &mut Netlink, ep: &Endpoint) -> Result<(), NetworkError> {
-    let fail = |op| move |e| NetworkError::Netlink(op, e);
-    let br = nl.index(BRIDGE_IFACE).map_err(fail("find bridge husk0"))?;
-    let link = nl
-        .index(&ep.link)
-        .map_err(fail("find the container's link"))?;
-    let change = LinkChange {
-        up: Some(true),
-        mtu: Some(MTU),
-        controller: Some(br),
-        ..LinkChange::default()
-    };
-    nl.set_link(link, &change)
-        .map_err(fail("put the container's link on bridge husk0"))
-}
-
-/// vm: makes `ep`'s persistent TAP on the bridge, for the VMM to open by name.
-pub fn plug_tap(ep: &Endpoint) -> Result<(), NetworkError> {
-    let mut nl = Netlink::open().map_err(|e| NetworkError::Netlink("open netlink", e))?;
-    remove_stale(&mut nl, &ep.link);
-    netconf::tap::create_persistent(&ep.link)
-        .map_err(|e| NetworkError::Netlink("create the container's TAP", e))?;
-    enslave(&mut nl, ep)
-}
-
-/// process: a veth pair whose host end goes on the bridge and whose other end becomes
-/// `eth0` in the network namespace of process `pid` (the sandbox's agent).
-pub fn plug_veth(ep: &Endpoint, pid: i32) -> Result<(), NetworkError> {
-    let fail = |op| move |e| NetworkError::Netlink(op, e);
-    let mut nl = Netlink::open().map_err(fail("open netlink"))?;
-    let peer = format!("hp{}", &ep.link[2..]);
-    remove_stale(&mut nl, &ep.link);
-    remove_stale(&mut nl, &peer);
-    nl.add_veth(&ep.link, &peer)
-        .map_err(fail("create the container's veth pair"))?;
-    let ns_path = format!("/proc/{pid}/ns/net");
-    let ns = std::fs::File::open(&ns_path)
-        .map_err(|e| NetworkError::Pool(PathBuf::from(&ns_path), e))?;
-    let index = nl
-        .index(&peer)
-        .map_err(fail("find the veth's container end"))?;
-    let into_sandbox = LinkChange {
-        name: Some(CONTAINER_IFACE.into()),
-        netns_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&ns)),
-        ..LinkChange::default()
-    };
-    nl.set_link(index, &into_sandbox)
-        .map_err(fail("move the veth's end into the sandbox"))?;
-    enslave(&mut nl, ep)
-}
-
-/// What `port`, `ps` and `inspect` read: the running container's address and ports.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Settings {
-    /// The network's name.
-    pub network: String,
-    /// The container's address.
-    pub ip: Option<Ipv4Addr>,
-    /// Its prefix length.
-    pub prefix: u8,
-    /// The gateway.
-    pub gateway: Option<Ipv4Addr>,
-    /// The MAC address, `aa:bb:...`.
-    pub mac: String,
-    /// Published ports, host ports resolved.
-    pub ports: Vec<PortBinding>,
-}
-
-/// The file in a container's directory that holds its [`Settings`] while it runs.
-pub const SETTINGS_FILE: &str = "network.json";
-
-/// Writes `ep`'s settings into the container directory (best effort: only `port`, `ps`
-/// and `inspect` read it).
-pub fn record(dir: &Path, ep: &Endpoint) {
-    let s = Settings {
-        network: BRIDGE.into(),
-        ip: Some(ep.ip),
-        prefix: SUBNET.1,
-        gateway: Some(GATEWAY),
-        mac: ep
-            .mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-        ports: ep.ports.clone(),
-    };
-    if let Ok(json) = serde_json::to_vec(&s) {
-        let tmp = dir.join(format!(".{SETTINGS_FILE}.tmp"));
-        if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join(SETTINGS_FILE));
-        }
-    }
-}
-
-/// Removes the settings file (the container stopped).
-pub fn forget(dir: &Path) {
-    let _ = std::fs::remove_file(dir.join(SETTINGS_FILE));
-}
-
-/// The settings of the running container in `dir`, if it is on a network.
-pub fn settings(dir: &Path) -> Option<Settings> {
-    let bytes = std::fs::read(dir.join(SETTINGS_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Repairs what the sandbox of container `id` (directory `dir`) left of its network when
-/// its shim was killed: the settings file names the address and ports, the link is named
-/// after the ID. Called before the container starts again and when it is removed.
-pub fn remove_leftovers(root: &Path, dir: &Path, id: &str) {
-    let Some(s) = settings(dir) else {
-        return;
-    };
-    if let Some(ip) = s.ip {
-        // A port another container has published since is held by its sandbox: its
-        // element is that container's now and stays.
-        let ports = s
-            .ports
-            .into_iter()
-            .filter(|p| ports::reserve(std::slice::from_ref(p)).is_ok())
-            .collect();
-        let ep = Endpoint {
-            link: link_name(id),
-            ip,
-            mac: [0; 6],
-            ports,
-            pool: root.join("networks").join(BRIDGE),
-            id: id.to_string(),
-        };
-        detach(root, &ep);
-    }
-    forget(dir);
-}
-
 /// Unpublishes `ep`'s ports, removes its host link (a veth takes its sandbox end along)
-/// and frees its address; the last container takes the bridge and the table along.
-/// Best effort: what is already gone is fine.
+/// and frees its address; the network's last container takes the bridge and its rules
+/// along. Best effort: what is already gone is fine.
 pub fn detach(root: &Path, ep: &Endpoint) {
-    let lock = pool_locked(root);
+    let lock = defs::lock(root);
     nat::unpublish(&ep.ports);
     if let Ok(mut nl) = Netlink::open() {
         remove_stale(&mut nl, &ep.link);
     }
-    ipam::release(&ep.pool, ep.ip, &ep.id);
+    ipam::release(&ep.net.pool(root), ep.ip, &ep.id);
     if lock.is_ok() {
-        remove_if_unused(&ep.pool);
+        remove_if_unused(root, &ep.net);
     }
+}
+
+/// The running containers on `net`: (container ID, address).
+pub fn members(root: &Path, net: &Net) -> Vec<(String, Ipv4Addr)> {
+    ipam::holders(&net.pool(root), root)
+        .into_iter()
+        .map(|h| (h.id, h.ip))
+        .collect()
+}
+
+/// Removes user network `query` if no container runs on it (under the networks' lock, so
+/// no container joins it meanwhile).
+pub fn remove_network(root: &Path, query: &str) -> Result<Net, defs::DefError> {
+    let _lock = defs::lock(root)?;
+    let net = defs::find(root, query)?;
+    if net.is_default() {
+        return Err(defs::DefError::Predefined(net.name));
+    }
+    if let Some(h) = ipam::holders(&net.pool(root), root).first() {
+        return Err(defs::DefError::InUse {
+            name: net.name.clone(),
+            container: h.names.first().cloned().unwrap_or_else(|| h.id.clone()),
+        });
+    }
+    defs::remove(root, &net)?;
+    Ok(net)
 }
 
 #[cfg(test)]
@@ -422,9 +375,10 @@ mod tests {
             "--network host is not possible with vm isolation: a microVM has its own kernel"
         );
         assert_eq!(
-            Mode::parse("nope", false).unwrap_err().to_string(),
-            "network nope not found"
+            Mode::parse("mynet", false).unwrap(),
+            Mode::User("mynet".into())
         );
+        assert!(Mode::parse("", false).is_err());
     }
 
     #[test]

@@ -1,22 +1,24 @@
-//! husk's own nftables table, `ip husk`, in the network namespace husk runs in: outbound
-//! masquerading for the bridge's subnet and kernel DNAT for published ports. Nothing
-//! else in the host's ruleset is read or touched. The table is made whole in one `nft`
-//! transaction when the first container joins the bridge (under the pool's lock, so two
-//! husks never make it twice) and deleted with the last one; published ports are elements
-//! of four maps (TCP and UDP, any address or one address), added and deleted per
-//! container, so no rule ever has to be found again to be removed.
+//! husk's own nftables table, `ip husk`, in the network namespace husk runs in: kernel
+//! DNAT for published ports, outbound masquerading for each live network's subnet, and
+//! the isolation of networks from each other. Nothing else in the host's ruleset is read
+//! or touched. The table is made whole in one `nft` transaction when the first container
+//! joins a network (under the networks' lock, so two husks never make it twice) and
+//! deleted with the last one; published ports are elements of four maps (TCP and UDP,
+//! any address or one address), added and deleted per container, so no rule ever has to
+//! be found again to be removed. The per-network rules (`postrouting` and `forward`) are
+//! rewritten whole by [`sync`] whenever a network's bridge comes or goes.
 //!
-//! The rules are nft's own language, fed to `nft -f -`: the ruleset is small and fixed,
-//! and the text is exactly what an operator reads back with `nft list table ip husk`.
+//! The rules are nft's own language, fed to `nft -f -`: the ruleset is small, and the
+//! text is exactly what an operator reads back with `nft list table ip husk`.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
+use super::defs::Net;
 use super::ports::PortBinding;
 #[cfg(test)]
 use super::ports::Proto;
-use super::{BRIDGE_IFACE, SUBNET};
 
 /// The table's name (family `ip`).
 pub const TABLE: &str = "husk";
@@ -37,11 +39,9 @@ pub enum NatError {
     },
 }
 
-/// The whole table. `fib daddr type local` limits DNAT to the host's own addresses (any
-/// interface, 127.0.0.1 included); traffic DNATed from localhost or from a container back
-/// to a container is masqueraded, so replies return through the host.
+/// The whole table, with no network's rules yet (see [`sync`]). `fib daddr type local`
+/// limits DNAT to the host's own addresses (any interface, 127.0.0.1 included).
 fn ruleset() -> String {
-    let (net, prefix) = SUBNET;
     format!(
         "table ip {TABLE} {{
   map tcp_any {{ type inet_service : ipv4_addr . inet_service; }}
@@ -64,12 +64,63 @@ fn ruleset() -> String {
   }}
   chain postrouting {{
     type nat hook postrouting priority 100; policy accept;
-    ip saddr {net}/{prefix} oifname != \"{BRIDGE_IFACE}\" masquerade
-    oifname \"{BRIDGE_IFACE}\" ct status dnat ip saddr {{ 127.0.0.0/8, {net}/{prefix} }} masquerade
+  }}
+  chain forward {{
+    type filter hook forward priority 0; policy accept;
   }}
 }}
 "
     )
+}
+
+/// The per-network rules for the networks whose bridges exist. Outbound traffic of a
+/// non-internal network is masqueraded; traffic DNATed from localhost or from the network
+/// itself back into it is masqueraded too, so replies return through the host. Between
+/// networks nothing passes but published ports (DNATed connections and their replies);
+/// an internal network talks to nothing beyond its bridge.
+fn network_rules(nets: &[Net]) -> String {
+    let mut out = format!("flush chain ip {TABLE} postrouting\nflush chain ip {TABLE} forward\n");
+    let rule = |chain: &str, text: String| format!("add rule ip {TABLE} {chain} {text}\n");
+    if !nets.is_empty() {
+        out += &rule("forward", "ct status dnat accept".into());
+    }
+    let all: Vec<String> = nets.iter().map(|n| format!("\"{}\"", n.iface())).collect();
+    let all = format!("{{ {} }}", all.join(", "));
+    for n in nets {
+        let (iface, subnet) = (n.iface(), n.subnet);
+        if n.internal {
+            out += &rule(
+                "forward",
+                format!("iifname \"{iface}\" oifname != \"{iface}\" drop"),
+            );
+            out += &rule(
+                "forward",
+                format!("oifname \"{iface}\" iifname != \"{iface}\" drop"),
+            );
+        } else {
+            out += &rule(
+                "postrouting",
+                format!("ip saddr {subnet} oifname != \"{iface}\" masquerade"),
+            );
+            out += &rule(
+                "forward",
+                format!("iifname \"{iface}\" oifname != \"{iface}\" oifname {all} drop"),
+            );
+        }
+        out += &rule(
+            "postrouting",
+            format!(
+                "oifname \"{iface}\" ct status dnat ip saddr {{ 127.0.0.0/8, {subnet} }} masquerade"
+            ),
+        );
+    }
+    out
+}
+
+/// Rewrites the per-network rules for `nets` (the networks whose bridges exist), in one
+/// transaction.
+pub fn sync(nets: &[Net]) -> Result<(), NatError> {
+    nft("write the networks' rules", &network_rules(nets))
 }
 
 /// Runs `nft -f -` with `script`.
@@ -210,6 +261,16 @@ mod tests {
             )
         );
         assert_eq!(key(&lo), ("udp_addr".into(), "127.0.0.1 . 8080".into()));
-        assert!(ruleset().contains("oifname != \"husk0\" masquerade"));
+        let mut user = Net::default_bridge();
+        user.id = "ab".repeat(32);
+        user.name = "u".into();
+        user.internal = true;
+        let rules = network_rules(&[Net::default_bridge(), user]);
+        assert!(rules.contains("ip saddr 10.88.0.0/16 oifname != \"husk0\" masquerade"));
+        assert!(rules.contains(
+            "iifname \"husk0\" oifname != \"husk0\" oifname { \"husk0\", \"hb-abababababab\" } drop"
+        ));
+        assert!(rules.contains("oifname \"hb-abababababab\" iifname != \"hb-abababababab\" drop"));
+        assert!(!rules.contains("oifname != \"hb-abababababab\" masquerade"));
     }
 }

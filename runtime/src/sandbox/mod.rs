@@ -93,6 +93,12 @@ pub struct Params {
     pub scratch: PathBuf,
     /// Hostname.
     pub hostname: String,
+    /// The container's name (a DNS name on user networks).
+    pub name: String,
+    /// `--network-alias`es (more DNS names on user networks).
+    pub aliases: Vec<String>,
+    /// `--ip`.
+    pub ip: Option<std::net::Ipv4Addr>,
     /// Memory limit / guest RAM in bytes (0 = default).
     pub memory: u64,
     /// CPU limit / vCPUs in 1e-9 CPUs (0 = default).
@@ -138,6 +144,8 @@ pub struct Sandbox {
     /// `--add-host` entries and `--dns` servers.
     extra_hosts: Vec<String>,
     dns: Vec<std::net::IpAddr>,
+    /// A user network's DNS server, while the container is on it.
+    _dns_server: Option<crate::network::dns::Responder>,
 }
 
 impl Sandbox {
@@ -147,15 +155,26 @@ impl Sandbox {
         crate::network::remove_leftovers(&root, &p.dir, &p.id);
         let (endpoint, ports) = match p.network {
             crate::network::Mode::None => (None, Default::default()),
-            crate::network::Mode::Bridge => {
-                let (ep, held) = crate::network::attach(&root, &p.id, &p.ports)?;
+            ref mode => {
+                let (ep, held) =
+                    crate::network::attach(&root, mode.as_str(), &p.id, &network_request(p))?;
                 (Some(ep), held)
             }
+        };
+        let dns_server = match endpoint.as_ref().map(|ep| start_dns(&root, ep)) {
+            Some(Err(e)) => {
+                if let Some(ep) = &endpoint {
+                    crate::network::detach(&root, ep);
+                }
+                return Err(e.into());
+            }
+            Some(Ok(server)) => server,
+            None => None,
         };
         match Self::create_backend(isolation, p, endpoint.as_ref()) {
             Ok((backend, pid)) => {
                 if let Some(ep) = &endpoint {
-                    crate::network::record(&p.dir, ep);
+                    crate::network::record(&p.dir, ep, &network_request(p).names);
                 }
                 Ok(Self {
                     backend,
@@ -168,6 +187,7 @@ impl Sandbox {
                     _ports: ports,
                     extra_hosts: p.extra_hosts.clone(),
                     dns: p.dns.clone(),
+                    _dns_server: dns_server,
                 })
             }
             Err(e) => {
@@ -310,7 +330,13 @@ impl Sandbox {
                 spec.hosts.push_str(&format!("{ip}\t{name}\n"));
             }
         }
-        spec.resolv_conf = resolv::with_servers(&spec.resolv_conf, &self.dns);
+        spec.resolv_conf = match &self.endpoint {
+            // The network's own DNS server, which forwards to `--dns`.
+            Some(ep) if !ep.net.is_default() => {
+                resolv::with_servers(&spec.resolv_conf, &[std::net::IpAddr::V4(ep.net.gateway)])
+            }
+            _ => resolv::with_servers(&spec.resolv_conf, &self.dns),
+        };
         if let Backend::Vm(_) = self.backend {
             // The guest is the container's memory: allocations succeed as they do under a
             // host's heuristic and a cgroup limit, and running out is an OOM kill.
@@ -373,6 +399,48 @@ impl Sandbox {
             crate::network::detach(&state_root(&self.dir), ep);
         }
     }
+}
+
+/// What the container asks of its network: ports, `--ip`, its DNS names (name, aliases,
+/// short ID) and its `--dns` servers.
+fn network_request(p: &Params) -> crate::network::Request {
+    let mut names = vec![p.name.clone()];
+    for n in p
+        .aliases
+        .iter()
+        .chain(std::iter::once(&p.id[..p.id.len().min(12)].to_string()))
+    {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    crate::network::Request {
+        ports: p.ports.clone(),
+        ip: p.ip,
+        names,
+        upstreams: p
+            .dns
+            .iter()
+            .filter_map(|d| match d {
+                std::net::IpAddr::V4(v4) => Some(*v4),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect(),
+    }
+}
+
+/// A user network's DNS server in this shim (the default network has none: docker's rule).
+fn start_dns(
+    root: &std::path::Path,
+    ep: &crate::network::Endpoint,
+) -> Result<Option<crate::network::dns::Responder>, crate::network::NetworkError> {
+    if ep.net.is_default() {
+        return Ok(None);
+    }
+    let host = resolv::host_resolvers();
+    Ok(Some(crate::network::dns::Responder::start(
+        root, &ep.net, host,
+    )?))
 }
 
 /// The state root a container directory (`<root>/containers/<id>`) belongs to.

@@ -64,6 +64,18 @@ pub fn with_servers(base: &str, servers: &[IpAddr]) -> String {
     out
 }
 
+/// The host's IPv4 resolvers, loopback ones included (for the embedded DNS server of user
+/// networks, which runs on the host side).
+pub fn host_resolvers() -> Vec<std::net::Ipv4Addr> {
+    let text = std::fs::read_to_string(HOST_RESOLV_CONF).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()?.parse().ok())?
+        })
+        .collect()
+}
+
 /// [`for_container`] of this host's file.
 pub fn from_host() -> String {
     for_container(std::fs::read_to_string(HOST_RESOLV_CONF).ok().as_deref())
