@@ -263,7 +263,12 @@ impl ContainerConfig {
 
     /// The hostname the sandbox gets.
     pub fn hostname(&self) -> String {
+        let host_network = self.host_config.network_mode == crate::network::Mode::Host;
         match self.config.hostname.is_empty() {
+            // docker's rule: a container on the host's network has the host's name.
+            true if host_network => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| short_id(&self.id).to_owned()),
             true => short_id(&self.id).to_owned(),
             false => self.config.hostname.clone(),
         }

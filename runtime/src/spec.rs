@@ -131,6 +131,9 @@ pub enum SpecError {
     /// A `--network-alias` that is no DNS name.
     #[error("invalid argument {0:?} for \"--network-alias\" flag: not a DNS name")]
     Alias(String),
+    /// A `net.*` sysctl with `--network host` (docker's words).
+    #[error("sysctl {0:?} not allowed in host network namespace")]
+    SysctlHostNetwork(String),
     /// Published ports with `--network none`.
     #[error("published ports need a network: --network none has none")]
     PortsWithoutNetwork,
@@ -317,6 +320,16 @@ pub fn build(
         .map(|d| d.parse().map_err(|_| SpecError::Dns(d.clone())))
         .collect::<Result<_, _>>()?;
     user_network_options(flags, &mut host)?;
+    if host.network_mode == crate::network::Mode::Host {
+        if let Some((key, _)) = host.sysctls.iter().find(|(k, _)| k.starts_with("net.")) {
+            return Err(SpecError::SysctlHostNetwork(key.clone()));
+        }
+        if !host.port_bindings.is_empty() {
+            // docker's behaviour: the container's ports are the host's already.
+            log::warn!("published ports are discarded when using host network mode");
+            host.port_bindings.clear();
+        }
+    }
     if !host.port_bindings.is_empty() {
         match (&flags.network, &host.network_mode) {
             (None, _) => host.network_mode = crate::network::Mode::Bridge,

@@ -141,22 +141,64 @@ fn none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly() {
                 "run",
                 "--rm",
                 "--isolation",
-                iso,
+                "vm",
                 "--network",
                 "host",
                 BUSYBOX,
                 "true",
             ],
         );
-        match iso {
-            "vm" => assert!(e.contains("not possible with vm isolation"), "{e}"),
-            _ => assert!(e.contains("not supported yet"), "{e}"),
-        }
+        assert!(e.contains("not possible with vm isolation"), "{e}");
         // Nothing was made in the namespace: no bridge, no links.
         let links = ns.links();
         assert_eq!(links.lines().count(), 1, "[{iso}] {links}");
         ctx.assert_clean();
     }
+}
+
+#[test]
+fn host_network_shares_the_namespace_husk_runs_in() {
+    let ns = NetNs::new("host");
+    let ctx = Ctx::isolated("process").in_netns(&ns);
+    let mut dummy = ns.command("ip");
+    dummy.args([
+        "link",
+        "add",
+        "hostprobe",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "probepeer",
+    ]);
+    assert!(output(dummy).status.success());
+    let show = "ip -o link | grep -c ': hostprobe@'; hostname";
+    let args = [
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--isolation",
+        "process",
+        BUSYBOX,
+        "sh",
+        "-c",
+        show,
+    ];
+    let out = ctx.ok(&args);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(out, format!("1\n{}\n", host.trim()));
+    // Its sysctls would be the host's: refused, as docker does.
+    let e = ctx.fails(
+        125,
+        &[
+            &args[..6],
+            &["--sysctl", "net.ipv4.ip_forward=1", BUSYBOX, "true"],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("not allowed in host network namespace"), "{e}");
+    ctx.assert_clean();
 }
 
 /// `GET /` over plain HTTP/1.0 to `addr`: the body, or the error.

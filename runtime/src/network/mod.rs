@@ -48,9 +48,6 @@ pub enum ModeError {
     /// `--network host` under vm isolation.
     #[error("--network host is not possible with vm isolation: a microVM has its own kernel")]
     HostWithVm,
-    /// `--network host` is not built yet.
-    #[error("--network host is not supported yet")]
-    HostUnsupported,
     /// `--network ""`.
     #[error("invalid network name \"\"")]
     Empty,
@@ -99,6 +96,8 @@ pub enum Mode {
     None,
     /// The default bridge network.
     Bridge,
+    /// The network namespace husk runs in (process isolation only).
+    Host,
     /// A user network, by name or ID (looked up when the container starts).
     User(String),
 }
@@ -111,7 +110,7 @@ impl Mode {
             "none" => Ok(Mode::None),
             "bridge" | "default" => Ok(Mode::Bridge),
             "host" if vm => Err(ModeError::HostWithVm),
-            "host" => Err(ModeError::HostUnsupported),
+            "host" => Ok(Mode::Host),
             "" => Err(ModeError::Empty),
             other => Ok(Mode::User(other.to_string())),
         }
@@ -122,13 +121,14 @@ impl Mode {
         match self {
             Mode::None => "none",
             Mode::Bridge => BRIDGE,
+            Mode::Host => "host",
             Mode::User(name) => name,
         }
     }
 
-    /// Whether the container gets an interface.
-    pub fn is_none(&self) -> bool {
-        *self == Mode::None
+    /// Whether the container joins a bridge (default or user network).
+    pub fn is_bridged(&self) -> bool {
+        matches!(self, Mode::Bridge | Mode::User(_))
     }
 }
 

@@ -146,6 +146,8 @@ pub struct Sandbox {
     dns: Vec<std::net::IpAddr>,
     /// A user network's DNS server, while the container is on it.
     _dns_server: Option<crate::network::dns::Responder>,
+    /// `--network host`.
+    host_network: bool,
 }
 
 impl Sandbox {
@@ -154,7 +156,7 @@ impl Sandbox {
         let root = state_root(&p.dir);
         crate::network::remove_leftovers(&root, &p.dir, &p.id);
         let (endpoint, ports) = match p.network {
-            crate::network::Mode::None => (None, Default::default()),
+            ref mode if !mode.is_bridged() => (None, Default::default()),
             ref mode => {
                 let (ep, held) =
                     crate::network::attach(&root, mode.as_str(), &p.id, &network_request(p))?;
@@ -188,6 +190,7 @@ impl Sandbox {
                     extra_hosts: p.extra_hosts.clone(),
                     dns: p.dns.clone(),
                     _dns_server: dns_server,
+                    host_network: p.network == crate::network::Mode::Host,
                 })
             }
             Err(e) => {
@@ -319,6 +322,13 @@ impl Sandbox {
             interfaces: self.endpoint.iter().map(|e| e.interface()).collect(),
             ..self.setup.clone()
         };
+        if self.host_network {
+            // docker's rule: the host's own files, as they are (its loopback resolvers
+            // answer here: the container shares the host's network).
+            spec.hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(spec.hosts);
+            spec.resolv_conf =
+                std::fs::read_to_string(resolv::HOST_RESOLV_CONF).unwrap_or(spec.resolv_conf);
+        }
         if let Some(ep) = &self.endpoint {
             spec.hosts = format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",

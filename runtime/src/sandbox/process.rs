@@ -46,6 +46,8 @@ struct ChildPlan {
     listener: UnixListener,
     /// `--pids-limit`: the workload group's `cgroup.procs`, for the agent's children.
     workload_procs: Option<File>,
+    /// `--network host`: the agent stays in husk's network namespace.
+    host_network: bool,
 }
 
 /// The descriptor the agent finds its listening socket on.
@@ -183,6 +185,7 @@ fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
         null,
         listener: bind_agent_socket(&p.dir)?,
         workload_procs,
+        host_network: p.network == crate::network::Mode::Host,
     })
 }
 
@@ -212,7 +215,11 @@ fn spawn(plan: &ChildPlan) -> std::io::Result<i32> {
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET
+        | if plan.host_network {
+            0
+        } else {
+            libc::CLONE_NEWNET
+        }
         | libc::SIGCHLD;
     // SAFETY: a fork-like clone (no new stack: the child gets a copy-on-write copy of this
     // address space). The child only makes async-signal-safe system calls on data prepared
