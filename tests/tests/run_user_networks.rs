@@ -2,7 +2,8 @@
 //! of its own: containers on one network find each other by name and alias through the
 //! network's DNS (which forwards other names to the asker's `--dns` server, here a tiny
 //! server on the namespace's loopback), cannot reach a container on another network,
-//! `--ip` and `network connect` place containers, a network in use cannot be removed, and
+//! `--ip` and `network connect` place containers, an internal network gives no route out,
+//! a network in use cannot be removed, and
 //! after the last container everything husk made (bridges, links, its nftables table) is
 //! gone. The `network` verbs' bad input fails with one line and leaves nothing.
 
@@ -127,15 +128,25 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
             "[{iso}]"
         );
 
-        // connect: a stopped container joins `front` at its next start, by name and alias.
-        let show = "ip -4 -o addr show eth0 | awk '{print $4}'; nslookup late2 | grep -A1 '^Name:' | grep -c 10.90.0.";
+        // connect: a stopped container joins an internal network at its next start: found
+        // by its alias there, and no route beyond the network.
+        ctx.ok(&[
+            "network",
+            "create",
+            "--internal",
+            "--subnet",
+            "10.92.0.0/24",
+            "inside",
+        ]);
+        let show = "ip -4 -o addr show eth0 | awk '{print $4}'; \
+            nslookup late2 | grep -A1 '^Name:' | grep -c 10.92.0.; ip route | grep -c default || true";
         let mut create = run.to_vec();
         create[0] = "create";
         ctx.ok(&[&create[..], &["--name", "late", BUSYBOX, "sh", "-c", show]].concat());
-        ctx.ok(&["network", "connect", "--alias", "late2", "front", "late"]);
+        ctx.ok(&["network", "connect", "--alias", "late2", "inside", "late"]);
         let out = ctx.ok(&["start", "-a", "late"]);
         assert!(
-            out.starts_with("10.90.0.") && out.trim().ends_with("/24\n1"),
+            out.starts_with("10.92.0.") && out.ends_with("/24\n1\n0\n"),
             "[{iso}] {out}"
         );
         let inspect: serde_json::Value =
@@ -147,10 +158,11 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
             .map(|c| c["Name"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["web"], "[{iso}] {inspect}");
-        ctx.ok(&["network", "disconnect", "front", "late"]);
+        ctx.ok(&["network", "disconnect", "inside", "late"]);
 
         ctx.ok(&["rm", "-f", "web", "other", "late"]);
-        assert_eq!(ctx.ok(&["network", "rm", "front", "back"]), "front\nback\n");
+        let rm = ctx.ok(&["network", "rm", "front", "back", "inside"]);
+        assert_eq!(rm, "front\nback\ninside\n");
         assert_nothing_left(&ns, iso);
         ctx.assert_clean();
     }
