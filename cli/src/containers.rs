@@ -462,37 +462,22 @@ pub fn rm(a: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
 /// `husk inspect`: a JSON array, one object per container (or `-f`'s lines). As docker: the containers found are printed, then one `Error: No such object: X` line
 /// per name that is not one, with exit code 1.
 pub fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let format = a
-        .format
-        .as_deref()
-        .map(crate::format::Format::parse)
-        .transpose()?;
+    // A bad template fails before anything is looked up.
+    if let Some(f) = &a.format {
+        crate::format::Format::parse(f)?;
+    }
     let mut all = Vec::new();
     let mut missing = Vec::new();
     for c in &a.containers {
         match lifecycle::inspect_json(root, c) {
             Ok(v) => all.push(v),
             Err(LifecycleError::Container(ContainerError::NoSuchContainer(_))) => {
-                missing.push(c.as_str());
+                missing.push(format!("No such object: {c}"));
             }
             Err(e) => return Err(e.into()),
         }
     }
-    match &format {
-        Some(f) => {
-            for v in &all {
-                println!("{}", f.render(v)?);
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&all)?),
-    }
-    for name in &missing {
-        eprintln!("Error: No such object: {name}");
-    }
-    Ok(match missing.is_empty() {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::from(1),
-    })
+    crate::format::print_inspected(&all, &missing, a.format.as_deref())
 }
 
 /// A signal by name (`KILL`, `SIGKILL`, `kill`) or number.

@@ -82,6 +82,31 @@ impl Format {
     }
 }
 
+/// What every `inspect` prints, as docker does: the objects found (a JSON array, or one
+/// `format` line each), then one `Error: ...` line per query that found nothing; exit 1
+/// if there was one.
+pub fn print_inspected(
+    found: &[serde_json::Value],
+    errors: &[String],
+    format: Option<&str>,
+) -> anyhow::Result<std::process::ExitCode> {
+    match format.map(Format::parse).transpose()? {
+        Some(f) => {
+            for v in found {
+                println!("{}", f.render(v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(found)?),
+    }
+    for e in errors {
+        eprintln!("Error: {e}");
+    }
+    Ok(match errors.is_empty() {
+        true => std::process::ExitCode::SUCCESS,
+        false => std::process::ExitCode::from(1),
+    })
+}
+
 /// JSON as template data: objects are Go structs (an unknown field is an error, as in
 /// docker), arrays slices, null nil.
 fn to_template(value: &serde_json::Value) -> Value {

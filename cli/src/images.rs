@@ -539,22 +539,7 @@ pub fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    match a.format.as_deref().map(Format::parse).transpose()? {
-        Some(f) => {
-            for v in &found {
-                println!("{}", f.render(v)?);
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&found)?),
-    }
-    for e in &errors {
-        eprintln!("Error: {e}");
-    }
-    Ok(if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    crate::format::print_inspected(&found, &errors, a.format.as_deref())
 }
 
 fn familiar(names: &[String]) -> Vec<String> {

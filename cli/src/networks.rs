@@ -220,21 +220,7 @@ fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    match a.format.as_deref().map(Format::parse).transpose()? {
-        Some(f) => {
-            for v in &found {
-                println!("{}", f.render(v)?);
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&found)?),
-    }
-    for e in &errors {
-        eprintln!("Error: {e}");
-    }
-    Ok(match errors.is_empty() {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::from(1),
-    })
+    crate::format::print_inspected(&found, &errors, a.format.as_deref())
 }
 
 fn rm(a: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
