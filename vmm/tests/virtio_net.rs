@@ -2,7 +2,9 @@
 //! against a real TAP in a network namespace this test makes for its own thread
 //! (`unshare(CLONE_NEWNET)`: the TAP, its address and every packet stay in it and vanish
 //! with the thread). Frames go both ways between the guest's queues and a host UDP
-//! socket; hostile chains cost one frame and the device goes on; an unplugged NIC drops
+//! socket; a 20000-byte TCP segment with a partial checksum (checksum and segmentation
+//! offloads) reaches a host socket whole; hostile chains cost one frame and the device
+//! goes on; an unplugged NIC drops
 //! what the guest sends. Needs root (CAP_NET_ADMIN) and /dev/net/tun.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
@@ -10,11 +12,15 @@
 #[path = "support/net_guest.rs"]
 mod net_guest;
 
-use std::net::UdpSocket;
+use std::io::Read;
+use std::net::{TcpListener, UdpSocket};
 
-use net_guest::{GUEST_MAC, Guest, MEM_SIZE, RX_AREA, TX_AREA, plugged, udp_frame};
+use net_guest::{
+    ACK, GUEST_MAC, Guest, MEM_SIZE, PSH, RX_AREA, TX_AREA, handshake, plugged, tcp_frame,
+    udp_frame,
+};
 use vm_memory::{Bytes, GuestAddress};
-use vmm::devices::virtio::net::{HDR_LEN, MAX_BUFFER, Net, NetConfig};
+use vmm::devices::virtio::net::{HDR_LEN, MAX_BUFFER, Net, NetConfig, features};
 
 fn host_socket() -> UdpSocket {
     let s = UdpSocket::bind("10.9.0.1:5000").unwrap();
@@ -79,6 +85,35 @@ fn frames_cross_between_the_guest_queues_and_a_tap_both_ways() {
 }
 
 #[test]
+fn offloaded_tcp_segments_reach_a_host_socket_whole() {
+    let (net, tap_mac) = plugged();
+    let mut g = Guest::new(net);
+    g.bring_up_with((1 << features::CSUM) | (1 << features::HOST_TSO4));
+    let listener = TcpListener::bind("10.9.0.1:5002").unwrap();
+    let (seq, ack) = handshake(&mut g, tap_mac, (4000, 5002));
+    // One 20000-byte segment with a partial checksum: the host segments it by 1448.
+    let data: Vec<u8> = (0..20000u32).map(|i| (i % 251) as u8).collect();
+    let frame = tcp_frame(
+        tap_mac,
+        (4000, 5002),
+        (seq, ack),
+        ACK | PSH,
+        &data,
+        Some(1448),
+    );
+    assert!(frame.len() > 20000);
+    g.transmit(&frame);
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut got = vec![0u8; data.len()];
+    conn.read_exact(&mut got).unwrap();
+    assert!(got == data, "the host read other bytes");
+    let stats = g.device.lock().unwrap().stats();
+    assert_eq!((stats.tx_frames, stats.tx_dropped), (2, 0), "{stats:?}");
+}
+
+#[test]
 fn hostile_chains_cost_one_frame_and_the_device_goes_on() {
     let (net, tap_mac) = plugged();
     let mut g = Guest::new(net);
@@ -93,7 +128,7 @@ fn hostile_chains_cost_one_frame_and_the_device_goes_on() {
     g.wait_used(1);
     g.add_chain(1, &[(TX_AREA, 4, false)]);
     g.wait_used(1);
-    g.add_chain(1, &[(TX_AREA, 0x10000, false)]);
+    g.add_chain(1, &[(TX_AREA, MAX_BUFFER as u32 + 1, false)]);
     g.wait_used(1);
     g.add_chain(1, &[(MEM_SIZE as u64 - 8, 64, false)]);
     g.wait_used(1);

@@ -1,6 +1,6 @@
 //! A simulated virtio-net guest driver through the real virtio-mmio registers (two
 //! queues), a TAP in a network namespace of the calling thread's own, and hand-built
-//! UDP frames: shared by the virtio-net tests and its benchmark.
+//! UDP and TCP frames: shared by the virtio-net tests and its benchmark.
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -105,11 +105,16 @@ impl Guest {
 
     /// The whole bring-up with VERSION_1 + MAC + STATUS.
     pub fn bring_up(&mut self) {
+        self.bring_up_with(0);
+    }
+
+    /// The whole bring-up with VERSION_1 + MAC + STATUS and the `extra` feature bits.
+    pub fn bring_up_with(&mut self, extra: u64) {
         assert_eq!(self.read_reg(reg::DEVICE_ID), device_id::NET);
         self.write_reg(reg::STATUS, status::ACKNOWLEDGE);
         self.write_reg(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
         let features =
-            (1u64 << VIRTIO_F_VERSION_1) | (1 << features::MAC) | (1 << features::STATUS);
+            extra | (1u64 << VIRTIO_F_VERSION_1) | (1 << features::MAC) | (1 << features::STATUS);
         for sel in 0..2u32 {
             self.write_reg(reg::DRIVER_FEATURES_SEL, sel);
             self.write_reg(reg::DRIVER_FEATURES, (features >> (32 * sel)) as u32);
@@ -293,4 +298,94 @@ pub fn udp_frame(dst_mac: [u8; 6], sport: u16, dport: u16, payload: &[u8]) -> Ve
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(payload);
     f
+}
+
+/// TCP flags.
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const PSH: u8 = 0x08;
+
+/// A TCP segment from the guest (10.9.0.2:`sport`) to the host (10.9.0.1:`dport`) with a
+/// partial checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`: the host finishes it), segmented by
+/// the host into `mss`-byte segments when `mss` is given (`GSO_TCPV4`). A SYN carries the
+/// MSS and window-scale options.
+pub fn tcp_frame(
+    dst_mac: [u8; 6],
+    (sport, dport): (u16, u16),
+    (seq, ack): (u32, u32),
+    flags: u8,
+    payload: &[u8],
+    mss: Option<u16>,
+) -> Vec<u8> {
+    let options: &[u8] = if flags & SYN != 0 {
+        &[2, 4, 0x05, 0xb4, 1, 3, 3, 7]
+    } else {
+        &[]
+    };
+    let tcp_len = 20 + options.len() + payload.len();
+    let mut f = vec![0u8; HDR_LEN];
+    f[0] = 1; // NEEDS_CSUM
+    f[1] = u8::from(mss.is_some()); // GSO_TCPV4
+    f[2..4].copy_from_slice(&((14 + 20 + 20 + options.len()) as u16).to_le_bytes());
+    f[4..6].copy_from_slice(&mss.unwrap_or(0).to_le_bytes());
+    f[6..8].copy_from_slice(&34u16.to_le_bytes()); // checksum from the TCP header on
+    f[8..10].copy_from_slice(&16u16.to_le_bytes()); // into TCP's checksum field
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&GUEST_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut iph = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0];
+    iph[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+    iph.extend_from_slice(&GUEST_IP);
+    iph.extend_from_slice(&HOST_IP);
+    let c = checksum(&iph);
+    iph[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&iph);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&GUEST_IP);
+    pseudo.extend_from_slice(&HOST_IP);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.push((((20 + options.len()) / 4) as u8) << 4);
+    f.push(flags);
+    f.extend_from_slice(&0xffffu16.to_be_bytes());
+    // The pseudo-header's sum, not complemented: what a partial checksum starts from.
+    f.extend_from_slice(&(!checksum(&pseudo)).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(options);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The (flags, sequence number) of a TCP frame from `port` in a received buffer.
+pub fn tcp_from(frame: &[u8], port: u16) -> Option<(u8, u32)> {
+    let ip = frame.get(HDR_LEN + 14..)?;
+    if frame.get(HDR_LEN + 12..HDR_LEN + 14)? != [0x08, 0x00] || *ip.get(9)? != 6 {
+        return None;
+    }
+    let tcp = ip.get(usize::from(ip[0] & 0x0f) * 4..)?;
+    (u16::from_be_bytes([tcp[0], tcp[1]]) == port).then(|| {
+        let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        (tcp[13], seq)
+    })
+}
+
+/// Opens a TCP connection from the guest to the host's `dport` (a listener there):
+/// SYN, the host's SYN-ACK (read one receive buffer at a time), then the caller's first
+/// segment completes it. Returns the guest's next sequence number and the host's.
+pub fn handshake(g: &mut Guest, tap_mac: [u8; 6], ports: (u16, u16)) -> (u32, u32) {
+    g.transmit(&tcp_frame(tap_mac, ports, (1000, 0), SYN, &[], None));
+    for _ in 0..20 {
+        let rx = g.post_rx(0, 2048);
+        let (_, len) = g.wait_used(0);
+        if let Some((flags, seq)) = tcp_from(&g.read(rx, len), ports.1)
+            && flags & (SYN | ACK) == SYN | ACK
+        {
+            return (1001, seq.wrapping_add(1));
+        }
+    }
+    panic!("no SYN-ACK from the host");
 }

@@ -193,6 +193,23 @@ fn scatter(
     (done == frame.len()).then_some(done as u32)
 }
 
+/// The TAP offloads matching what the driver takes (TSO only with checksum offload, as
+/// the specification ties them).
+fn tap_offload(acked: u64) -> libc::c_uint {
+    let has = |bit: u32| acked & (1 << bit) != 0;
+    if !has(features::GUEST_CSUM) {
+        return 0;
+    }
+    let mut flags = super::tap::TUN_F_CSUM;
+    if has(features::GUEST_TSO4) {
+        flags |= super::tap::TUN_F_TSO4;
+    }
+    if has(features::GUEST_TSO6) {
+        flags |= super::tap::TUN_F_TSO6;
+    }
+    flags
+}
+
 impl VirtioDevice for Net {
     fn name(&self) -> &'static str {
         "net"
@@ -207,7 +224,18 @@ impl VirtioDevice for Net {
     }
 
     fn avail_features(&self) -> u64 {
-        (1u64 << VIRTIO_F_VERSION_1) | (1 << features::MAC) | (1 << features::STATUS)
+        [
+            features::MAC,
+            features::STATUS,
+            features::CSUM,
+            features::GUEST_CSUM,
+            features::GUEST_TSO4,
+            features::GUEST_TSO6,
+            features::HOST_TSO4,
+            features::HOST_TSO6,
+        ]
+        .iter()
+        .fold(1u64 << VIRTIO_F_VERSION_1, |f, bit| f | (1 << bit))
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -222,6 +250,13 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        if let Some(tap) = &self.tap {
+            let offload = tap_offload(activation.acked_features);
+            tap.set_offload(offload).map_err(|e| ActivateError {
+                device: "virtio-net",
+                reason: format!("the TAP refused offloads {offload:#x}: {e}"),
+            })?;
+        }
         self.life.activate(activation)
     }
 

@@ -3,9 +3,13 @@
 //! space, the configuration and the errors; `tap.rs` the host end, `device.rs` the
 //! `VirtioDevice` and its event-loop side.
 //!
-//! No offloads are offered: frames are at most an Ethernet MTU plus headers, checksums
-//! are computed by the guest. A device without a TAP (an *unplugged* NIC, kept in VM
-//! templates so restored guests can get one) drops what the guest sends.
+//! Checksum and TCP segmentation offloads are offered both ways (`features`): the guest
+//! may hand over frames of up to 64 KiB with a partial checksum and the TAP (the host
+//! kernel) segments and checksums them; with the guest's consent the TAP hands the guest
+//! such frames too (`TUNSETOFFLOAD`). Every frame is one buffer (no mergeable receive
+//! buffers), so a guest that takes large frames posts 64 KiB receive chains, as Linux
+//! does. A device without a TAP (an *unplugged* NIC, kept in VM templates so restored
+//! guests can get one) drops what the guest sends.
 
 mod device;
 mod tap;
@@ -21,13 +25,26 @@ pub const RXQ: usize = 0;
 pub const TXQ: usize = 1;
 /// Length of `struct virtio_net_hdr_v1` (VERSION_1: `num_buffers` always present).
 pub const HDR_LEN: usize = 12;
-/// Largest frame the device moves: a 1500-byte MTU, the Ethernet and VLAN headers.
-pub const MAX_FRAME: usize = 1518;
+/// Largest frame the device moves: a 64 KiB segmentation-offloaded packet with its
+/// Ethernet and VLAN headers (virtio's 65562-byte buffer less the header).
+pub const MAX_FRAME: usize = 65550;
 /// Largest buffer one frame takes with its header.
 pub const MAX_BUFFER: usize = HDR_LEN + MAX_FRAME;
 
 /// Feature bits (virtio 1.x, 5.1.3).
 pub mod features {
+    /// The device takes frames with a partial checksum.
+    pub const CSUM: u32 = 0;
+    /// The driver takes frames with a partial checksum.
+    pub const GUEST_CSUM: u32 = 1;
+    /// The driver takes TCPv4 segmentation-offloaded frames.
+    pub const GUEST_TSO4: u32 = 7;
+    /// The driver takes TCPv6 segmentation-offloaded frames.
+    pub const GUEST_TSO6: u32 = 8;
+    /// The device takes TCPv4 segmentation-offloaded frames.
+    pub const HOST_TSO4: u32 = 11;
+    /// The device takes TCPv6 segmentation-offloaded frames.
+    pub const HOST_TSO6: u32 = 12;
     /// The device has a MAC address in its configuration space.
     pub const MAC: u32 = 5;
     /// The configuration space has a link status field.

@@ -13,6 +13,14 @@ use super::{Error, HDR_LEN};
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 /// `TUNSETVNETHDRSZ`: `_IOW('T', 216, int)`.
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+/// `TUNSETOFFLOAD`: `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// `TUN_F_CSUM`: the reader takes frames with a partial checksum.
+pub const TUN_F_CSUM: libc::c_uint = 0x01;
+/// `TUN_F_TSO4`: the reader takes TCPv4 segmentation-offloaded frames.
+pub const TUN_F_TSO4: libc::c_uint = 0x02;
+/// `TUN_F_TSO6`: the reader takes TCPv6 segmentation-offloaded frames.
+pub const TUN_F_TSO6: libc::c_uint = 0x04;
 /// `IFF_TAP`: Ethernet frames.
 const IFF_TAP: libc::c_short = 0x0002;
 /// `IFF_NO_PI`: no packet-information prefix.
@@ -77,6 +85,17 @@ impl Tap {
     /// The interface's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Which offloaded frames the TAP may hand us (`TUN_F_*`; 0: plain frames only).
+    pub fn set_offload(&self, flags: libc::c_uint) -> std::io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value; the fd is our TAP.
+        let rc =
+            unsafe { libc::ioctl(self.file.as_raw_fd(), TUNSETOFFLOAD, flags as libc::c_ulong) };
+        match rc {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
     }
 
     /// Reads one frame (header included) into `buf`; `WouldBlock` when none is queued.
