@@ -215,6 +215,11 @@ impl Guest {
         addr
     }
 
+    /// Posts a receive buffer of `len` bytes at `addr`.
+    pub fn post_rx_at(&mut self, addr: u64, len: u32) {
+        self.add_chain(0, &[(addr, len, true)]);
+    }
+
     pub fn read(&self, addr: u64, len: u32) -> Vec<u8> {
         let mut v = vec![0u8; len as usize];
         self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
@@ -362,14 +367,20 @@ pub fn tcp_frame(
 
 /// The (flags, sequence number) of a TCP frame from `port` in a received buffer.
 pub fn tcp_from(frame: &[u8], port: u16) -> Option<(u8, u32)> {
+    tcp_segment(frame, port).map(|(flags, seq, _)| (flags, seq))
+}
+
+/// The (flags, sequence number, payload length) of a TCP frame from `port`.
+pub fn tcp_segment(frame: &[u8], port: u16) -> Option<(u8, u32, usize)> {
     let ip = frame.get(HDR_LEN + 14..)?;
     if frame.get(HDR_LEN + 12..HDR_LEN + 14)? != [0x08, 0x00] || *ip.get(9)? != 6 {
         return None;
     }
     let tcp = ip.get(usize::from(ip[0] & 0x0f) * 4..)?;
+    let payload = tcp.len().checked_sub(usize::from(*tcp.get(12)? >> 4) * 4)?;
     (u16::from_be_bytes([tcp[0], tcp[1]]) == port).then(|| {
         let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-        (tcp[13], seq)
+        (tcp[13], seq, payload)
     })
 }
 
