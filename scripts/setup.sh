@@ -33,14 +33,14 @@ if ! $husk image inspect husk/busybox:latest >/dev/null 2>&1; then
 fi
 start=$(date +%s.%N)
 run_status=0
-$husk run --rm husk/busybox echo hello || run_status=$?
+$husk run --rm --network none husk/busybox echo hello || run_status=$?
 end=$(date +%s.%N)
 echo "husk run (isolation vm, the default) exited with $run_status after $(echo "$end - $start" | bc) s"
 echo "(the first vm run on a machine also makes the warm-start template: one kernel boot;"
 echo " every later one restores it instead of booting, docs/warm-starts.md)"
 if [ "$run_status" -eq 0 ]; then
   start=$(date +%s.%N)
-  version=$($husk run --rm husk/busybox cat /proc/version)
+  version=$($husk run --rm --network none husk/busybox cat /proc/version)
   end=$(date +%s.%N)
   echo "the container's kernel: $version"
   echo "the host's kernel:      $(cat /proc/version)"

@@ -217,7 +217,7 @@ pub struct RunFlags {
     pub init: bool,
     /// `--cold`.
     pub cold_boot: bool,
-    /// `--network` (`None`: the default: `bridge` with published ports, else `none`).
+    /// `--network` (`None`: the default, the `bridge` network).
     pub network: Option<String>,
     /// `--network-alias`, in order.
     pub network_aliases: Vec<String>,
@@ -330,12 +330,8 @@ pub fn build(
             host.port_bindings.clear();
         }
     }
-    if !host.port_bindings.is_empty() {
-        match (&flags.network, &host.network_mode) {
-            (None, _) => host.network_mode = crate::network::Mode::Bridge,
-            (Some(_), crate::network::Mode::None) => return Err(SpecError::PortsWithoutNetwork),
-            _ => {}
-        }
+    if !host.port_bindings.is_empty() && host.network_mode == crate::network::Mode::None {
+        return Err(SpecError::PortsWithoutNetwork);
     }
     Ok(CreateRequest {
         name: flags.name.clone(),
@@ -443,7 +439,8 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         cold_boot: flags.cold_boot,
         network_mode: match &flags.network {
             Some(n) => crate::network::Mode::parse(n, flags.isolation == Isolation::Vm)?,
-            None => crate::network::Mode::None,
+            // docker's default: the bridge network.
+            None => crate::network::Mode::Bridge,
         },
         port_bindings: Vec::new(),
         network_aliases: Vec::new(),

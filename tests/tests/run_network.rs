@@ -1,9 +1,9 @@
 //! Container networking, end to end, under both isolations, each test inside a network
 //! namespace of its own (`husk_e2e::NetNs`): the default bridge network (containers reach
 //! the gateway and each other by address, the namespace reaches them, `/etc/hosts` has
-//! the container's address, and everything husk made is gone after `rm`), `--network
-//! none` and the default (loopback only), and bad `--network` values (exit 125, one line,
-//! nothing made).
+//! the container's address, and everything husk made is gone after `rm`), the default
+//! (the bridge), `--network none` (loopback only), `--network host` (process), and bad
+//! `--network` values (exit 125, one line, nothing made).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -71,8 +71,10 @@ fn bridge_network_containers_reach_the_gateway_each_other_and_the_host() {
 }
 
 #[test]
-fn none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly() {
-    for iso in backends("none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly") {
+fn none_is_loopback_only_the_default_is_the_bridge_and_bad_networks_fail_cleanly() {
+    for iso in
+        backends("none_is_loopback_only_the_default_is_the_bridge_and_bad_networks_fail_cleanly")
+    {
         let ns = NetNs::new(&format!("no{iso}"));
         let ctx = Ctx::isolated(iso).in_netns(&ns);
         let show = "ip -4 -o addr | awk '{print $2, $4}'; ip route | grep -c . || true; \
@@ -86,7 +88,19 @@ fn none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly() {
             "--dns",
             "192.0.2.53",
         ];
-        for flags in [&["--network", "none"][..], &[]] {
+        let hosts_and_dns = "10.1.2.3\tdb\nfd00::5\tcache\n1";
+        for (flags, want) in [
+            (
+                &["--network", "none"][..],
+                format!("lo 127.0.0.1/8\n0\n{hosts_and_dns}"),
+            ),
+            // The default, as in docker: the bridge network (an address, a subnet route
+            // and the default route).
+            (
+                &[],
+                format!("lo 127.0.0.1/8\neth0 10.88.0.2/16\n2\n{hosts_and_dns}"),
+            ),
+        ] {
             let args = [
                 &["run", "--rm", "--isolation", iso][..],
                 flags,
@@ -95,11 +109,7 @@ fn none_and_the_default_leave_loopback_only_and_bad_networks_fail_cleanly() {
             ]
             .concat();
             let out = ctx.ok(&args);
-            assert_eq!(
-                out.trim(),
-                "lo 127.0.0.1/8\n0\n10.1.2.3\tdb\nfd00::5\tcache\n1",
-                "[{iso}] {flags:?}: {out}"
-            );
+            assert_eq!(out.trim(), want, "[{iso}] {flags:?}: {out}");
         }
         for (flag, bad) in [
             ("--add-host", "nocolon"),

@@ -40,11 +40,14 @@ fn run_pulls_a_missing_image_like_docker() {
     let reg = Registry::start();
     let image = push_busybox(&reg);
     for iso in backends("run_pulls_a_missing_image_like_docker") {
-        let ctx = Ctx::isolated(iso);
+        // The registry listens on the host's loopback.
+        let ctx = Ctx::isolated(iso).on_host_network();
         let run = |pull: &str| {
             ctx.run(&[
                 "run",
                 "--rm",
+                "--network",
+                "none",
                 "--pull",
                 pull,
                 "--isolation",

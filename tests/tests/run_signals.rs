@@ -183,7 +183,7 @@ fn interactive_tty_under_tmux() {
         // Detach with docker's keys, then attach again and end the shell from there.
         let husk = format!("{} --root {}", husk.display(), ctx.root().display());
         let command = format!(
-            "{husk} run -it --name tty --isolation {iso} {BUSYBOX} sh; echo husk-exited-$?; \
+            "{husk} run -it --name tty --network none --isolation {iso} {BUSYBOX} sh; echo husk-exited-$?; \
              {husk} attach tty; echo attach-exited-$?; sleep 30"
         );
         tmux.run(&[

@@ -142,7 +142,17 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
             nslookup late2 | grep -A1 '^Name:' | grep -c 10.92.0.; ip route | grep -c default || true";
         let mut create = run.to_vec();
         create[0] = "create";
-        ctx.ok(&[&create[..], &["--name", "late", BUSYBOX, "sh", "-c", show]].concat());
+        let late = [
+            "--name",
+            "late",
+            "--network",
+            "none",
+            BUSYBOX,
+            "sh",
+            "-c",
+            show,
+        ];
+        ctx.ok(&[&create[..], &late].concat());
         ctx.ok(&["network", "connect", "--alias", "late2", "inside", "late"]);
         let out = ctx.ok(&["start", "-a", "late"]);
         assert!(

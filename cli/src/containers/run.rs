@@ -121,8 +121,8 @@ pub struct RunArgs {
     /// Boot the VM's kernel instead of restoring the warm-start template (vm isolation).
     #[arg(long)]
     cold: bool,
-    /// Connect the container to a network: bridge (the default bridge network), none, or
-    /// a user network's name [default: none].
+    /// Connect the container to a network: bridge (the default bridge network), none,
+    /// host (process isolation), or a user network's name [default: bridge].
     #[arg(long = "network", visible_alias = "net", value_name = "NETWORK")]
     network: Option<String>,
     /// A name the container's user network resolves to it (besides its own name).
@@ -136,7 +136,7 @@ pub struct RunArgs {
     #[arg(long = "ip", value_name = "IP")]
     ip: Option<String>,
     /// Publish a container's port on the host: [IP:][HOSTPORT:]PORT[/tcp|udp], ranges
-    /// as START-END (implies --network bridge).
+    /// as START-END.
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<String>,
     /// Publish every port the image exposes on an ephemeral host port.

@@ -168,14 +168,15 @@ impl<'a> Bench<'a> {
         Some(c)
     }
 
-    /// One `husk run --rm --isolation ISO [EXTRA] ... true` with marks; its marks (with
-    /// `spawn` and `exit`).
+    /// One `husk run --rm --network none --isolation ISO [EXTRA] ... true` with marks; its
+    /// marks (with `spawn` and `exit`). No network: crun's containers have loopback only,
+    /// and the benchmark must not make a bridge in the host's namespace.
     fn husk_once(&self, isolation: &str, extra: &[&str], n: usize) -> Result<Marks, Error> {
         let file = self.o.work_dir.join(format!("marks-{isolation}-{n}"));
         let _ = std::fs::remove_file(&file);
         let mut c = self.husk();
         c.env(timing::ENV, &file)
-            .args(["run", "--rm", "--isolation", isolation])
+            .args(["run", "--rm", "--network", "none", "--isolation", isolation])
             .args(extra)
             .args([IMAGE, "true"]);
         let (spawn, exit) = timed("husk run", c)?;
@@ -327,10 +328,12 @@ impl<'a> Bench<'a> {
         self.husk_detached_in("process", name)
     }
 
-    /// `husk run -d --isolation ISO --name NAME husk/busybox sleep 3600`; its ID.
+    /// `husk run -d --network none --isolation ISO --name NAME husk/busybox sleep 3600`;
+    /// its ID.
     fn husk_detached_in(&self, isolation: &str, name: &str) -> Result<String, Error> {
         let mut c = self.husk();
-        c.args(["run", "-d", "--isolation", isolation, "--name", name])
+        c.args(["run", "-d", "--network", "none", "--isolation", isolation])
+            .args(["--name", name])
             .args([IMAGE, "sleep", "3600"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

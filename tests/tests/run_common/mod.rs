@@ -20,7 +20,10 @@ pub const GUARD: Duration = Duration::from_secs(180);
 /// The busybox default image's name.
 pub const BUSYBOX: &str = "husk/busybox";
 
-/// A test's private husk state directory with the busybox image imported.
+/// A test's private husk state directory with the busybox image imported, and a network
+/// namespace of its own that every `husk` it runs is in: containers join the default
+/// bridge network unless told otherwise, and its bridge, links and rules must never be
+/// made in the host's own namespace.
 ///
 /// Every `husk` it runs leaves its phase marks (`HUSK_TIMINGS`) in a file beside the root.
 /// A context made for one isolation ([`Ctx::isolated`]) checks them when it is dropped:
@@ -31,6 +34,8 @@ pub struct Ctx {
     isolation: Option<String>,
     /// Every `husk` runs in this network namespace (see [`Ctx::in_netns`]).
     netns: Option<PathBuf>,
+    /// The namespace made for this context (removed after its containers are).
+    own_netns: Option<husk_e2e::NetNs>,
 }
 
 impl Ctx {
@@ -42,11 +47,24 @@ impl Ctx {
             .unwrap();
         let store = Store::open(dir.path()).unwrap();
         DefaultImage::Busybox.import(&store).unwrap();
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ns = husk_e2e::NetNs::new(&format!("ctx{n}"));
         Self {
             dir,
             isolation: None,
-            netns: None,
+            netns: Some(ns.path()),
+            own_netns: Some(ns),
         }
+    }
+
+    /// Runs every `husk` in the host's own network namespace, for a test that must reach
+    /// a server on the host's loopback (a registry); its containers must then say
+    /// `--network none`.
+    pub fn on_host_network(mut self) -> Self {
+        self.netns = None;
+        self.own_netns = None;
+        self
     }
 
     /// A fresh root whose containers all run under `isolation` (`vm` or `process`).
@@ -60,6 +78,7 @@ impl Ctx {
     /// so that the context's checks run before the namespace goes).
     pub fn in_netns(mut self, ns: &husk_e2e::NetNs) -> Self {
         self.netns = Some(ns.path());
+        self.own_netns = None;
         self
     }
 
