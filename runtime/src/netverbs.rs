@@ -49,6 +49,12 @@ pub enum NetVerbError {
         /// The network.
         network: String,
     },
+    /// A `--alias` that is no DNS name.
+    #[error("invalid argument {0:?} for \"--alias\" flag: not a DNS name")]
+    Alias(String),
+    /// A `--ip` that is no host address of the network (docker's words).
+    #[error("no configured subnet or ip-range contain the IP address {0} (network {1})")]
+    AddressOutside(Ipv4Addr, String),
     /// `--ip` or `--alias` on the default network (docker's words).
     #[error("user specified IP address and aliases are supported on user defined networks only")]
     UserOnly,
@@ -80,6 +86,14 @@ pub fn connect(
     let net = defs::find(root, network)?;
     if net.is_default() && (o.ip.is_some() || !o.aliases.is_empty()) {
         return Err(NetVerbError::UserOnly);
+    }
+    if let Some(alias) = o.aliases.iter().find(|a| !crate::network::valid_alias(a)) {
+        return Err(NetVerbError::Alias(alias.clone()));
+    }
+    if let Some(ip) = o.ip
+        && (!net.subnet.has_host(ip) || ip == net.gateway)
+    {
+        return Err(NetVerbError::AddressOutside(ip, net.name));
     }
     let store = Store::open(root)?;
     let id = store.resolve(query)?;

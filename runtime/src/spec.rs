@@ -353,19 +353,12 @@ fn user_network_options(flags: &RunFlags, host: &mut HostConfig) -> Result<(), S
     if !flags.network_aliases.is_empty() && !user {
         return Err(SpecError::AliasWithoutUserNetwork);
     }
-    for alias in &flags.network_aliases {
-        let valid = !alias.is_empty()
-            && alias.len() <= 253
-            && alias.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            });
-        if !valid {
-            return Err(SpecError::Alias(alias.clone()));
-        }
+    if let Some(alias) = flags
+        .network_aliases
+        .iter()
+        .find(|a| !crate::network::valid_alias(a))
+    {
+        return Err(SpecError::Alias(alias.clone()));
     }
     host.network_aliases = flags.network_aliases.clone();
     Ok(())

@@ -109,6 +109,7 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
             for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://web/ && break; sleep 1; done; \
             wget -q -O - http://www/; \
             nslookup other > /dev/null 2>&1 && echo other-resolved || echo other-unknown; \
+            nslookup other 10.89.0.1 > /dev/null 2>&1 && echo cross-dns || echo no-cross-dns; \
             wget -q -T 3 -O - http://10.89.0.50/ 2>/dev/null || echo other-unreachable; \
             nslookup outside.test | grep -A1 '^Name:' | grep -c 192.0.2.7";
         let out = ctx.ok(&[
@@ -117,8 +118,9 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
             &[BUSYBOX, "sh", "-c", client],
         ]
         .concat());
-        let want =
-            format!("nameserver 10.90.0.1\n{page}\n{page}\nother-unknown\nother-unreachable\n1");
+        let want = format!(
+            "nameserver 10.90.0.1\n{page}\n{page}\nother-unknown\nno-cross-dns\nother-unreachable\n1"
+        );
         assert_eq!(out.trim(), want, "[{iso}]");
         // The namespace husk runs in reaches `back`'s container at its --ip.
         let mut wget = ns.command("busybox");
@@ -139,14 +141,18 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
             "inside",
         ]);
         let show = "ip -4 -o addr show eth0 | awk '{print $4}'; \
-            nslookup late2 | grep -A1 '^Name:' | grep -c 10.92.0.; ip route | grep -c default || true";
+            nslookup late2 | grep -A1 '^Name:' | grep -c 10.92.0.; ip route | grep -c default; \
+            nslookup outside.test > /dev/null 2>&1 && echo leaked || echo contained";
         let mut create = run.to_vec();
         create[0] = "create";
+        // Its --dns server answers outside.test, but nothing leaves an internal network.
         let late = [
             "--name",
             "late",
             "--network",
             "none",
+            "--dns",
+            "127.0.0.1",
             BUSYBOX,
             "sh",
             "-c",
@@ -156,7 +162,7 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
         ctx.ok(&["network", "connect", "--alias", "late2", "inside", "late"]);
         let out = ctx.ok(&["start", "-a", "late"]);
         assert!(
-            out.starts_with("10.92.0.") && out.ends_with("/24\n1\n0\n"),
+            out.starts_with("10.92.0.") && out.ends_with("/24\n1\n0\ncontained\n"),
             "[{iso}] {out}"
         );
         let inspect: serde_json::Value =

@@ -52,22 +52,39 @@ impl Holder<'_> {
     }
 }
 
-/// An address of `net` for `holder` (the lowest free one, or the one it wants).
+/// An address of `net` for `holder` (the lowest free one, or the one it wants). Any
+/// other address the holder kept from a start that never recorded it (a shim killed
+/// early) is given back: a container holds one address per network.
 pub fn allocate(net: &Net, root: &Path, holder: &Holder) -> Result<Ipv4Addr, NetworkError> {
     let pool = net.pool(root);
-    let fail = |e| NetworkError::Pool(pool.clone(), e);
-    fs::create_dir_all(&pool).map_err(fail)?;
+    let ip = take_one(net, root, &pool, holder)?;
+    for held in holders(&pool, root) {
+        if held.id == holder.id && held.ip != ip {
+            release(&pool, held.ip, holder.id);
+        }
+    }
+    Ok(ip)
+}
+
+fn take_one(
+    net: &Net,
+    root: &Path,
+    pool: &Path,
+    holder: &Holder,
+) -> Result<Ipv4Addr, NetworkError> {
+    let fail = |e| NetworkError::Pool(pool.to_path_buf(), e);
+    fs::create_dir_all(pool).map_err(fail)?;
     if let Some(ip) = holder.want {
         if !net.subnet.has_host(ip) || ip == net.gateway {
             return Err(NetworkError::AddressOutside(ip, net.name.clone()));
         }
-        return match take(&pool, root, ip, holder).map_err(fail)? {
+        return match take(pool, root, ip, holder).map_err(fail)? {
             true => Ok(ip),
             false => Err(NetworkError::AddressTaken(ip)),
         };
     }
     for ip in net.subnet.hosts().filter(|ip| *ip != net.gateway) {
-        if take(&pool, root, ip, holder).map_err(fail)? {
+        if take(pool, root, ip, holder).map_err(fail)? {
             return Ok(ip);
         }
     }
@@ -209,6 +226,14 @@ mod tests {
         );
         let held = holders(&pool, root.path());
         assert_eq!(held.len(), 4);
+        // A holder that kept an address from an unrecorded start gets one address again.
+        fs::write(pool.join("10.88.0.20"), "e\nweb").unwrap();
+        assert_eq!(allocate(&net, root.path(), &h("e")).unwrap(), ip(5));
+        let e: Vec<_> = holders(&pool, root.path())
+            .into_iter()
+            .filter(|h| h.id == "e")
+            .collect();
+        assert_eq!(e.len(), 1, "{e:?}");
         assert_eq!(
             held[0],
             Holding {

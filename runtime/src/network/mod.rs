@@ -132,6 +132,19 @@ impl Mode {
     }
 }
 
+/// Whether `alias` can be a DNS name on a network (`--network-alias`, `connect --alias`).
+pub fn valid_alias(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias.len() <= 253
+        && alias.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// What a container asks of its network besides an address.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -358,6 +371,14 @@ pub fn remove_network(root: &Path, query: &str) -> Result<Net, defs::DefError> {
         });
     }
     defs::remove(root, &net)?;
+    // A bridge its killed containers left goes with it (its subnet may be handed out
+    // again), and the rules follow the bridges that are left.
+    if let Ok(mut nl) = Netlink::open() {
+        remove_stale(&mut nl, &net.iface());
+    }
+    if let Err(e) = sync_rules(root) {
+        log::warn!("{e}");
+    }
     Ok(net)
 }
 

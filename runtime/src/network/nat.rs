@@ -77,10 +77,30 @@ fn ruleset() -> String {
 /// non-internal network is masqueraded; traffic DNATed from localhost or from the network
 /// itself back into it is masqueraded too, so replies return through the host. Between
 /// networks nothing passes but published ports (DNATed connections and their replies);
-/// an internal network talks to nothing beyond its bridge.
+/// an internal network talks to nothing beyond its bridge, published ports included.
 fn network_rules(nets: &[Net]) -> String {
-    let mut out = format!("flush chain ip {TABLE} postrouting\nflush chain ip {TABLE} forward\n");
+    // The chains are added first (a no-op when they exist), so a table an older husk made
+    // without one is mended rather than refused.
+    let mut out = format!(
+        "add chain ip {TABLE} postrouting {{ type nat hook postrouting priority 100; policy accept; }}
+add chain ip {TABLE} forward {{ type filter hook forward priority 0; policy accept; }}
+flush chain ip {TABLE} postrouting
+flush chain ip {TABLE} forward
+"
+    );
     let rule = |chain: &str, text: String| format!("add rule ip {TABLE} {chain} {text}\n");
+    // An internal network first: not even a published port crosses its bridge.
+    for n in nets.iter().filter(|n| n.internal) {
+        let iface = n.iface();
+        out += &rule(
+            "forward",
+            format!("iifname \"{iface}\" oifname != \"{iface}\" drop"),
+        );
+        out += &rule(
+            "forward",
+            format!("oifname \"{iface}\" iifname != \"{iface}\" drop"),
+        );
+    }
     if !nets.is_empty() {
         out += &rule("forward", "ct status dnat accept".into());
     }
@@ -88,16 +108,7 @@ fn network_rules(nets: &[Net]) -> String {
     let all = format!("{{ {} }}", all.join(", "));
     for n in nets {
         let (iface, subnet) = (n.iface(), n.subnet);
-        if n.internal {
-            out += &rule(
-                "forward",
-                format!("iifname \"{iface}\" oifname != \"{iface}\" drop"),
-            );
-            out += &rule(
-                "forward",
-                format!("oifname \"{iface}\" iifname != \"{iface}\" drop"),
-            );
-        } else {
+        if !n.internal {
             out += &rule(
                 "postrouting",
                 format!("ip saddr {subnet} oifname != \"{iface}\" masquerade"),
@@ -270,7 +281,9 @@ mod tests {
         assert!(rules.contains(
             "iifname \"husk0\" oifname != \"husk0\" oifname { \"husk0\", \"hb-abababababab\" } drop"
         ));
-        assert!(rules.contains("oifname \"hb-abababababab\" iifname != \"hb-abababababab\" drop"));
+        let internal_drop = "oifname \"hb-abababababab\" iifname != \"hb-abababababab\" drop";
+        let dnat = rules.find("ct status dnat accept").unwrap();
+        assert!(rules.find(internal_drop).unwrap() < dnat, "{rules}");
         assert!(!rules.contains("oifname != \"hb-abababababab\" masquerade"));
     }
 }

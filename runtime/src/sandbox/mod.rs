@@ -163,9 +163,15 @@ impl Sandbox {
                 (Some(ep), held)
             }
         };
+        // Recorded at once, so a shim killed from here on leaves what `remove_leftovers`
+        // needs to give the address and ports back.
+        if let Some(ep) = &endpoint {
+            crate::network::record(&p.dir, ep, &network_request(p).names);
+        }
         let dns_server = match endpoint.as_ref().map(|ep| start_dns(&root, ep)) {
             Some(Err(e)) => {
                 if let Some(ep) = &endpoint {
+                    crate::network::forget(&p.dir);
                     crate::network::detach(&root, ep);
                 }
                 return Err(e.into());
@@ -174,27 +180,23 @@ impl Sandbox {
             None => None,
         };
         match Self::create_backend(isolation, p, endpoint.as_ref()) {
-            Ok((backend, pid)) => {
-                if let Some(ep) = &endpoint {
-                    crate::network::record(&p.dir, ep, &network_request(p).names);
-                }
-                Ok(Self {
-                    backend,
-                    pid,
-                    dir: p.dir.clone(),
-                    setup: p.setup.clone(),
-                    died: watch(pid),
-                    death: None,
-                    endpoint,
-                    _ports: ports,
-                    extra_hosts: p.extra_hosts.clone(),
-                    dns: p.dns.clone(),
-                    _dns_server: dns_server,
-                    host_network: p.network == crate::network::Mode::Host,
-                })
-            }
+            Ok((backend, pid)) => Ok(Self {
+                backend,
+                pid,
+                dir: p.dir.clone(),
+                setup: p.setup.clone(),
+                died: watch(pid),
+                death: None,
+                endpoint,
+                _ports: ports,
+                extra_hosts: p.extra_hosts.clone(),
+                dns: p.dns.clone(),
+                _dns_server: dns_server,
+                host_network: p.network == crate::network::Mode::Host,
+            }),
             Err(e) => {
                 if let Some(ep) = &endpoint {
+                    crate::network::forget(&p.dir);
                     crate::network::detach(&root, ep);
                 }
                 Err(e)

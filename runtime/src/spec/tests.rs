@@ -74,7 +74,12 @@ fn image_defaults_apply_without_flags() {
     assert!(!s.tty && !s.open_stdin && !s.attach_stdout);
     assert_eq!(r.image, "husk/test");
     assert_eq!(r.name, None);
-    assert_eq!(r.host, HostConfig::default());
+    // docker's default network; everything else as a HostConfig starts.
+    let expected = HostConfig {
+        network_mode: crate::network::Mode::Bridge,
+        ..HostConfig::default()
+    };
+    assert_eq!(r.host, expected);
 }
 
 #[test]
