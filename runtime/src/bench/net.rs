@@ -78,19 +78,28 @@ pub fn run(o: &NetOptions) -> Result<String, Error> {
         "path", "direct MiB/s", "x loop", "via 127.0.0.1 MiB/s", "x direct", "RTT us"
     ));
     for (name, f) in &rows {
-        let published = f.published.map_or("-".into(), |p| format!("{p:.0}"));
+        let published = f.published.map_or("-".into(), mib_s);
         let ratio = f
             .published
             .map_or("-".into(), |p| format!("{:.2}", p / f.direct));
         out.push(format!(
-            "{name:<18} {:>14.0} {:>8.2} {published:>22} {ratio:>8} {:>12.0}",
-            f.direct,
+            "{name:<18} {:>14} {:>8.3} {published:>22} {ratio:>8} {:>12.0}",
+            mib_s(f.direct),
             f.direct / loopback.direct,
             f.rtt_us
         ));
     }
     let _ = std::fs::remove_dir_all(&o.work_dir);
     Ok(out.join("\n"))
+}
+
+/// A throughput as the table shows it: whole MiB/s, or three significant digits below 10
+/// (a vm container on an emulating KVM moves a fraction of a MiB/s).
+fn mib_s(v: f64) -> String {
+    match v >= 10.0 {
+        true => format!("{v:.0}"),
+        false => format!("{v:.3}"),
+    }
 }
 
 /// Moves this process into a fresh network namespace with loopback up.
