@@ -151,10 +151,7 @@ pub fn create(root: &Path, mut req: CreateRequest) -> Result<ContainerConfig, Li
     if let crate::network::Mode::User(query) = &req.host.network_mode {
         // Kept by name, as docker does (an ID prefix becomes the name).
         let net = crate::network::defs::find(root, query)?;
-        req.host.network_mode = match net.is_default() {
-            true => crate::network::Mode::Bridge,
-            false => crate::network::Mode::User(net.name),
-        };
+        req.host.network_mode = crate::network::Mode::of(&net);
     }
     crate::timing::mark("create.start");
     let store = Store::open(root)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::container::{ContainerError, Store};
 use crate::network::Mode;
-use crate::network::defs::{self, DefError, Net};
+use crate::network::defs::{self, DefError};
 
 /// Errors of `connect`, `disconnect` and `prune`.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +69,6 @@ pub struct ConnectOptions {
     pub ip: Option<Ipv4Addr>,
 }
 
-fn mode_of(net: &Net) -> Mode {
-    match net.is_default() {
-        true => Mode::Bridge,
-        false => Mode::User(net.name.clone()),
-    }
-}
-
 /// Puts stopped container `query` on network `network` (from its next start).
 pub fn connect(
     root: &Path,
@@ -103,7 +96,7 @@ pub fn connect(
     }
     match &config.host_config.network_mode {
         Mode::None => {}
-        m if *m == mode_of(&net) => {
+        m if *m == Mode::of(&net) => {
             return Err(NetVerbError::AlreadyOn {
                 container: config.name,
                 network: net.name,
@@ -117,7 +110,7 @@ pub fn connect(
         }
     }
     store.update_config(&id, |c| {
-        c.host_config.network_mode = mode_of(&net);
+        c.host_config.network_mode = Mode::of(&net);
         c.host_config.network_aliases = o.aliases.clone();
         c.host_config.ipv4_address = o.ip;
     })?;
@@ -131,7 +124,7 @@ pub fn disconnect(root: &Path, network: &str, query: &str) -> Result<(), NetVerb
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     let config = store.config(&id)?;
-    if config.host_config.network_mode != mode_of(&net) {
+    if config.host_config.network_mode != Mode::of(&net) {
         return Err(NetVerbError::NotOn {
             container: config.name,
             network: net.name,

@@ -118,6 +118,19 @@ fn transmit_and_receive_throughput() {
     let _ = RX_AREA;
 }
 
+/// One line for a TCP stream benchmark: `bytes` moved in `wall`, the thread's `cpu`.
+fn report_stream(what: &str, how: &str, bytes: f64, wall: Duration, cpu: Duration) {
+    println!(
+        "virtio-net {what}: {:.0} MiB {how} in {:.2} s: {:.3} GiB/s, CPU {:.2} s per GiB \
+         ({:.2} GiB/s per core)",
+        bytes / (1 << 20) as f64,
+        wall.as_secs_f64(),
+        bytes / GIB / wall.as_secs_f64(),
+        cpu.as_secs_f64() / (bytes / GIB),
+        (bytes / GIB) / cpu.as_secs_f64()
+    );
+}
+
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn offloaded_tcp_transmit_throughput() {
@@ -198,15 +211,7 @@ fn offloaded_tcp_transmit_throughput() {
     }
     let (wall, cpu) = (t0.elapsed(), cpu_time() - c0);
     let bytes = delivered.load(Ordering::Relaxed) as f64;
-    println!(
-        "virtio-net tso-tx: {:.0} MiB delivered in {:.2} s: {:.3} GiB/s, CPU {:.2} s per GiB \
-         ({:.2} GiB/s per core)",
-        bytes / (1 << 20) as f64,
-        wall.as_secs_f64(),
-        bytes / GIB / wall.as_secs_f64(),
-        cpu.as_secs_f64() / (bytes / GIB),
-        (bytes / GIB) / cpu.as_secs_f64()
-    );
+    report_stream("tso-tx", "delivered", bytes, wall, cpu);
     drop(g);
     let _ = reader;
 }
@@ -226,14 +231,8 @@ fn offloaded_tcp_receive_throughput() {
     g.bring_up_with(offloads.iter().fold(0, |f, b| f | (1 << b)));
     let listener = TcpListener::bind("10.9.0.1:5004").unwrap();
     let (seq, mut ack) = handshake(&mut g, tap_mac, (4002, 5004));
-    g.transmit(&tcp_frame(
-        tap_mac,
-        (4002, 5004),
-        (seq, ack),
-        ACK,
-        &[],
-        None,
-    ));
+    let ack_frame = |ack| tcp_frame(tap_mac, (4002, 5004), (seq, ack), ACK, &[], None);
+    g.transmit(&ack_frame(ack));
     let writer = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
         let buf = vec![0xa5u8; 1 << 20];
@@ -271,25 +270,16 @@ fn offloaded_tcp_receive_throughput() {
             posted.push_back(at);
         }
         if acked {
-            g.transmit(&tcp_frame(
-                tap_mac,
-                (4002, 5004),
-                (seq, ack),
-                ACK,
-                &[],
-                None,
-            ));
+            g.transmit(&ack_frame(ack));
         }
     }
     let (wall, cpu) = (t0.elapsed(), cpu_time() - c0);
-    println!(
-        "virtio-net tso-rx: {:.0} MiB in {frames} frames in {:.2} s: {:.3} GiB/s, \
-         CPU {:.2} s per GiB ({:.2} GiB/s per core)",
-        bytes as f64 / (1 << 20) as f64,
-        wall.as_secs_f64(),
-        bytes as f64 / GIB / wall.as_secs_f64(),
-        cpu.as_secs_f64() / (bytes as f64 / GIB),
-        (bytes as f64 / GIB) / cpu.as_secs_f64()
+    report_stream(
+        "tso-rx",
+        &format!("in {frames} frames"),
+        bytes as f64,
+        wall,
+        cpu,
     );
     drop(g);
     let _ = writer;

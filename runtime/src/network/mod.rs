@@ -116,6 +116,14 @@ impl Mode {
         }
     }
 
+    /// The mode that puts a container on `net` (kept by name, as docker does).
+    pub fn of(net: &Net) -> Mode {
+        match net.is_default() {
+            true => Mode::Bridge,
+            false => Mode::User(net.name.clone()),
+        }
+    }
+
     /// docker's `HostConfig.NetworkMode` for it.
     pub fn as_str(&self) -> &str {
         match self {
@@ -271,9 +279,14 @@ fn sync_rules(root: &Path) -> Result<(), NetworkError> {
 /// Deletes the network's bridge when no container holds an address on it, and its rules
 /// with it (the table with the last bridge).
 fn remove_if_unused(root: &Path, net: &Net) {
-    if !ipam::holders(&net.pool(root), root).is_empty() {
-        return;
+    if ipam::holders(&net.pool(root), root).is_empty() {
+        remove_bridge(root, net);
     }
+}
+
+/// Deletes the network's bridge (if there is one) and rewrites the rules for the bridges
+/// left (best effort).
+fn remove_bridge(root: &Path, net: &Net) {
     if let Ok(mut nl) = Netlink::open() {
         remove_stale(&mut nl, &net.iface());
     }
@@ -348,6 +361,12 @@ pub fn detach(root: &Path, ep: &Endpoint) {
     }
 }
 
+/// A sandbox leaves its network: its settings file goes, then [`detach`].
+pub fn leave(root: &Path, dir: &Path, ep: &Endpoint) {
+    forget(dir);
+    detach(root, ep);
+}
+
 /// The running containers on `net`: (container ID, address).
 pub fn members(root: &Path, net: &Net) -> Vec<(String, Ipv4Addr)> {
     ipam::holders(&net.pool(root), root)
@@ -372,13 +391,8 @@ pub fn remove_network(root: &Path, query: &str) -> Result<Net, defs::DefError> {
     }
     defs::remove(root, &net)?;
     // A bridge its killed containers left goes with it (its subnet may be handed out
-    // again), and the rules follow the bridges that are left.
-    if let Ok(mut nl) = Netlink::open() {
-        remove_stale(&mut nl, &net.iface());
-    }
-    if let Err(e) = sync_rules(root) {
-        log::warn!("{e}");
-    }
+    // again).
+    remove_bridge(root, &net);
     Ok(net)
 }
 

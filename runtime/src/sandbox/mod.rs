@@ -158,22 +158,22 @@ impl Sandbox {
         let (endpoint, ports) = match p.network {
             ref mode if !mode.is_bridged() => (None, Default::default()),
             ref mode => {
-                let (ep, held) =
-                    crate::network::attach(&root, mode.as_str(), &p.id, &network_request(p))?;
+                let request = network_request(p);
+                let (ep, held) = crate::network::attach(&root, mode.as_str(), &p.id, &request)?;
+                // Recorded at once, so a shim killed from here on leaves what
+                // `remove_leftovers` needs to give the address and ports back.
+                crate::network::record(&p.dir, &ep, &request.names);
                 (Some(ep), held)
             }
         };
-        // Recorded at once, so a shim killed from here on leaves what `remove_leftovers`
-        // needs to give the address and ports back.
-        if let Some(ep) = &endpoint {
-            crate::network::record(&p.dir, ep, &network_request(p).names);
-        }
+        let leave = |endpoint: &Option<crate::network::Endpoint>| {
+            if let Some(ep) = endpoint {
+                crate::network::leave(&root, &p.dir, ep);
+            }
+        };
         let dns_server = match endpoint.as_ref().map(|ep| start_dns(&root, ep)) {
             Some(Err(e)) => {
-                if let Some(ep) = &endpoint {
-                    crate::network::forget(&p.dir);
-                    crate::network::detach(&root, ep);
-                }
+                leave(&endpoint);
                 return Err(e.into());
             }
             Some(Ok(server)) => server,
@@ -195,10 +195,7 @@ impl Sandbox {
                 host_network: p.network == crate::network::Mode::Host,
             }),
             Err(e) => {
-                if let Some(ep) = &endpoint {
-                    crate::network::forget(&p.dir);
-                    crate::network::detach(&root, ep);
-                }
+                leave(&endpoint);
                 Err(e)
             }
         }
@@ -407,8 +404,7 @@ impl Sandbox {
             Backend::Vm(v) => v.teardown(),
         }
         if let Some(ep) = &self.endpoint {
-            crate::network::forget(&self.dir);
-            crate::network::detach(&state_root(&self.dir), ep);
+            crate::network::leave(&state_root(&self.dir), &self.dir, ep);
         }
     }
 }
