@@ -62,6 +62,9 @@ pub enum NetworkError {
     /// The address pool's state could not be read or written.
     #[error("cannot use the address pool in {0}")]
     Pool(PathBuf, #[source] std::io::Error),
+    /// The sandbox's network namespace could not be opened.
+    #[error("cannot open the sandbox's network namespace {0}")]
+    Sandbox(PathBuf, #[source] std::io::Error),
     /// Every address of the subnet is taken.
     #[error("no free address left in network {0} ({1})")]
     Exhausted(String, subnet::Subnet),

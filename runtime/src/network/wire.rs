@@ -47,7 +47,7 @@ pub fn plug_veth(ep: &Endpoint, pid: i32) -> Result<(), NetworkError> {
         .map_err(fail("create the container's veth pair"))?;
     let ns_path = format!("/proc/{pid}/ns/net");
     let ns = std::fs::File::open(&ns_path)
-        .map_err(|e| NetworkError::Pool(PathBuf::from(&ns_path), e))?;
+        .map_err(|e| NetworkError::Sandbox(PathBuf::from(&ns_path), e))?;
     let index = nl
         .index(&peer)
         .map_err(fail("find the veth's container end"))?;

@@ -221,10 +221,19 @@ impl Sandbox {
                 if let Some(ep) = endpoint
                     && let Err(e) = crate::network::plug_veth(ep, pid)
                 {
-                    // SAFETY: kill takes no pointers; `pid` is our unreaped child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // An agent that died by itself (its namespace gone before the veth
+                    // could move in) is the cause to report, not the wiring.
+                    let died = exited_already(pid);
+                    if died.is_none() {
+                        // SAFETY: kill takes no pointers; `pid` is our child and was not
+                        // reaped (`exited_already` found it running), so it is still ours.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
                     ps.teardown();
-                    return Err(e.into());
+                    return Err(match died {
+                        Some(why) => SandboxError::Died(why),
+                        None => e.into(),
+                    });
                 }
                 Ok((Backend::Process(ps), pid))
             }
@@ -517,6 +526,14 @@ fn watch(pid: i32) -> Receiver<String> {
 }
 
 /// "exited with 1" / "killed by signal 9".
+/// Reaps `pid` if it has already exited (before the watcher exists) and says how.
+fn exited_already(pid: i32) -> Option<String> {
+    let mut status = 0;
+    // SAFETY: waitpid writes only to `status`, a live local.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (reaped == pid).then(|| describe(status))
+}
+
 fn describe(status: i32) -> String {
     if libc::WIFEXITED(status) {
         format!("exited with {}", libc::WEXITSTATUS(status))
