@@ -337,8 +337,7 @@ pub struct RmArgs {
     /// Kill and remove running containers.
     #[arg(short, long)]
     force: bool,
-    /// Remove the container's anonymous volumes (husk creates none yet: accepted for
-    /// docker's scripts).
+    /// Remove the container's anonymous volumes (those no other container uses).
     #[arg(short, long)]
     volumes: bool,
     /// Containers.
@@ -452,9 +451,8 @@ pub fn wait(a: ContainersArgs, root: &Path) -> anyhow::Result<ExitCode> {
 
 /// `husk rm`.
 pub fn rm(a: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let _no_volumes_yet = a.volumes;
     each(&a.containers, |c| {
-        lifecycle::remove(root, c, a.force)?;
+        lifecycle::remove_with(root, c, a.force, a.volumes)?;
         Ok(())
     })
 }

@@ -11,6 +11,7 @@ mod networks;
 mod registry;
 mod system;
 mod vm;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,9 @@ enum Command {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// Manage containers.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -144,6 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             containers::dispatch(c, &root, &cli.kvm_device)
         }
         Command::Network(c) => Ok(images::report(networks::run(c, &root))),
+        Command::Volume(c) => Ok(images::report(volumes::run(c, &root))),
         Command::System(c) => Ok(images::report(system::run(c, &root))),
         Command::Events(a) => Ok(images::report(events::events(a, &root))),
         Command::Version => {

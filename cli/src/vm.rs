@@ -51,6 +51,10 @@ pub struct BootArgs {
     /// port P reach a listener at SOCKET_PATH_P.
     #[arg(long, value_name = "SOCKET_PATH")]
     vsock: Option<PathBuf>,
+    /// Share a directory as virtio-fs through a vhost-user daemon (virtiofsd) listening on
+    /// SOCKET_PATH; the guest mounts it with `mount -t virtiofs TAG DIR`. Repeatable.
+    #[arg(long = "fs", value_name = "SOCKET_PATH:TAG")]
+    fs: Vec<String>,
     /// Save a snapshot of the running guest to DIR (docs/snapshots.md) when its console
     /// prints a line containing --snapshot-on, then stop it (or go on with
     /// --snapshot-resume).
@@ -181,6 +185,15 @@ fn memory_mib(text: &str) -> anyhow::Result<u64> {
 }
 
 /// `PATH[:ro]` as a disk.
+/// `--fs SOCKET_PATH:TAG` (the tag is what follows the last colon).
+fn fs_share(arg: &str) -> anyhow::Result<vmm::FsConfig> {
+    let (socket, tag) = arg
+        .rsplit_once(':')
+        .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+        .with_context(|| format!("invalid --fs {arg:?}: use SOCKET_PATH:TAG"))?;
+    Ok(vmm::FsConfig::new(socket, tag)?)
+}
+
 fn disk(arg: &str) -> vmm::DiskConfig {
     match arg.strip_suffix(":ro") {
         Some(path) => vmm::DiskConfig {
@@ -216,6 +229,11 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
         disks: a.disks.iter().map(String::as_str).map(disk).collect(),
         vsock: a.vsock.map(vmm::VsockConfig::new),
         nets: Vec::new(),
+        fs: a
+            .fs
+            .iter()
+            .map(|f| fs_share(f))
+            .collect::<anyhow::Result<_>>()?,
         snapshot: a.snapshot.map(|dir| {
             let plan = vmm::config::SnapshotPlan {
                 dir,

@@ -193,6 +193,9 @@ pub struct HostConfig {
     /// `--device`s (process isolation only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<crate::device::DeviceMapping>,
+    /// Volumes and bind mounts, resolved at creation, in mount order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::volumes::Mount>,
 }
 
 impl HostConfig {
@@ -797,6 +800,26 @@ fn network_settings_json(
     })
 }
 
+/// docker's `HostConfig.Binds`: the bind and named-volume mounts as `SOURCE:TARGET[:ro]`.
+fn binds_json(mounts: &[crate::volumes::Mount]) -> serde_json::Value {
+    let binds: Vec<String> = mounts
+        .iter()
+        .filter(|m| !m.anonymous)
+        .map(|m| {
+            format!(
+                "{}:{}{}",
+                m.source,
+                m.target,
+                if m.read_only { ":ro" } else { "" }
+            )
+        })
+        .collect();
+    match binds.is_empty() {
+        true => serde_json::Value::Null,
+        false => serde_json::json!(binds),
+    }
+}
+
 /// docker's `inspect` shape for one container.
 pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> serde_json::Value {
     let state = state.observed();
@@ -811,6 +834,8 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
         true => serde_json::Value::Null,
         false => serde_json::json!(v),
     };
+    let volumes = crate::volumes::VolumeStore::at(&crate::sandbox::state_root(dir));
+    let mounts: Vec<serde_json::Value> = h.mounts.iter().map(|m| m.inspect(&volumes)).collect();
     let mut config_json = serde_json::json!({
         "Hostname": config.hostname(),
         "User": c.user,
@@ -890,10 +915,10 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "PortBindings": port_bindings_json(&h.port_bindings),
             "ExtraHosts": if h.extra_hosts.is_empty() { serde_json::Value::Null } else { serde_json::json!(h.extra_hosts) },
             "Dns": h.dns,
-            "Binds": null,
+            "Binds": binds_json(&h.mounts),
             "LogConfig": { "Type": "json-file", "Config": {} },
         },
-        "Mounts": [],
+        "Mounts": mounts,
         "Config": config_json,
         "NetworkSettings": network_settings_json(
             h,

@@ -60,6 +60,8 @@ pub struct BootRequest {
     pub vsock: Option<vmm::VsockConfig>,
     /// NICs (`eth0`, ...).
     pub nets: Vec<vmm::NetConfig>,
+    /// Shared directories (virtio-fs).
+    pub fs: Vec<vmm::FsConfig>,
     /// Save a snapshot when the guest prints a console line containing the pattern.
     pub snapshot: Option<(String, vmm::config::SnapshotPlan)>,
     /// Start from this snapshot instead of booting.
@@ -109,6 +111,7 @@ pub fn vm_config(req: &BootRequest) -> Result<VmConfig, Error> {
         disks: req.disks.clone(),
         vsock: req.vsock.clone(),
         nets: req.nets.clone(),
+        fs: req.fs.clone(),
         profile: req.profile.clone(),
         snapshot_on_console: req.snapshot.clone(),
     })
@@ -264,6 +267,7 @@ mod tests {
             }],
             vsock: Some(vmm::VsockConfig::new("/v.sock")),
             nets: Vec::new(),
+            fs: Vec::new(),
             snapshot: None,
             restore: None,
             profile: None,

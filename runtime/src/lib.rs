@@ -33,3 +33,5 @@ pub mod tools;
 pub mod ulimit;
 pub mod units;
 pub mod update;
+pub mod volumes;
+pub mod volverbs;

@@ -107,6 +107,9 @@ pub enum LifecycleError {
     /// The running container's agent could not be reached.
     #[error("cannot reach the container's agent")]
     Agent(#[source] crate::agent_client::ClientError),
+    /// A volume or bind mount could not be set up.
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
 }
 
 /// What `create` needs; `runtime::spec::build` fills it from the image and the flags.
@@ -121,6 +124,10 @@ pub struct CreateRequest {
     pub config: RunConfig,
     /// Resources, restart policy, isolation (resolved), auto-remove.
     pub host: HostConfig,
+    /// `-v` and `--mount` volumes and binds, resolved into `host.mounts` at creation.
+    pub mounts: Vec<crate::volumes::MountRequest>,
+    /// `--volumes-from` containers with their forced mode (`Some(true)`: `:ro`).
+    pub volumes_from: Vec<(String, Option<bool>)>,
 }
 
 /// Options of [`attach`].
@@ -164,11 +171,26 @@ pub fn create(root: &Path, mut req: CreateRequest) -> Result<ContainerConfig, Li
         rootfs::layer::ensure_layer_disks(root, &images, &image).map_err(LifecycleError::Layers)?;
     let layers = disks.into_iter().map(|d| d.path).collect();
     let image_id = image.id.to_string();
-    let config = store.create(req.name.as_deref(), |id, name| {
+    // Held until config.json names the volumes, so a concurrent `volume rm` sees them.
+    let volumes = crate::volumes::VolumeStore::open(root)?;
+    let volumes_lock = volumes.lock()?;
+    let borrowed = crate::volverbs::borrowed(root, &req.volumes_from)?;
+    let image_volumes: Vec<String> = req.config.volumes.keys().cloned().collect();
+    req.host.mounts = crate::volumes::resolve(&volumes, &req.mounts, borrowed, &image_volumes)?;
+    let mounts = req.host.mounts.clone();
+    let undo_volumes = || crate::volumes::release_anonymous(&volumes, &mounts, &[]);
+    let config = match store.create(req.name.as_deref(), |id, name| {
         ContainerConfig::new(
             id, name, &image_id, &req.image, req.config, req.host, layers,
         )
-    })?;
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            undo_volumes();
+            return Err(e.into());
+        }
+    };
+    drop(volumes_lock);
     let scratch = store.dir(&config.id).join(SCRATCH_FILE);
     if let Err(e) = rootfs::layer::create_scratch_from_template(
         &rootfs::layer::layers_dir(root),
@@ -176,6 +198,7 @@ pub fn create(root: &Path, mut req: CreateRequest) -> Result<ContainerConfig, Li
         DEFAULT_SCRATCH_BYTES,
     ) {
         let _ = store.remove_dir(&config.id);
+        crate::volverbs::release_anonymous(root, &config);
         return Err(LifecycleError::Scratch(e));
     }
     crate::timing::mark("create.done");
@@ -405,6 +428,17 @@ pub fn wait(root: &Path, query: &str) -> Result<i32, LifecycleError> {
 
 /// Removes a container (killing it first with `force`).
 pub fn remove(root: &Path, query: &str, force: bool) -> Result<String, LifecycleError> {
+    remove_with(root, query, force, false)
+}
+
+/// Removes a container (killing it first with `force`) and, with `volumes` (docker's
+/// `rm -v`), its anonymous volumes that no other container uses.
+pub fn remove_with(
+    root: &Path,
+    query: &str,
+    force: bool,
+    volumes: bool,
+) -> Result<String, LifecycleError> {
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     if let Ok(client) = ShimClient::connect(&store.dir(&id)) {
@@ -426,6 +460,9 @@ pub fn remove(root: &Path, query: &str, force: bool) -> Result<String, Lifecycle
     let config = store.config(&id).ok();
     store.remove_dir(&id)?;
     if let Some(c) = config {
+        if volumes {
+            crate::volverbs::release_anonymous(root, &c);
+        }
         store.event("destroy", &c, &[]);
     }
     Ok(id)

@@ -1,6 +1,6 @@
 //! Where husk keeps things: the state directory (`--root`, `HUSK_ROOT`, default
 //! `/var/lib/husk`), the cache (`HUSK_CACHE_DIR`, default `~/.cache/husk`), the default
-//! guest kernel built by `guest-kernel/build.sh`, and the static agent binary.
+//! guest kernel built by `guest-kernel/build.sh`, the static agent binary and virtiofsd.
 
 use std::path::{Path, PathBuf};
 
@@ -40,4 +40,19 @@ pub fn agent_binary() -> Option<PathBuf> {
     [dir.join("..").join("husk-agent"), dir.join("husk-agent")]
         .into_iter()
         .find(|p| p.is_file())
+}
+
+/// The virtio-fs daemon that serves vm containers' volumes: `HUSK_VIRTIOFSD`, else
+/// `<cache>/tools/virtiofsd` (where `scripts/prepare.sh` installs it from crates.io),
+/// else `virtiofsd` on `PATH`.
+pub fn virtiofsd() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HUSK_VIRTIOFSD") {
+        return Some(PathBuf::from(p));
+    }
+    let cached = cache_dir().map(|c| c.join("tools").join("virtiofsd"));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("virtiofsd"));
+    cached.into_iter().chain(on_path).find(|p| p.is_file())
 }

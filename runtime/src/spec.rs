@@ -40,6 +40,9 @@ pub enum SpecError {
     /// A `--device` is wrong.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    /// A `-v`, `--mount` or `--volumes-from` is wrong.
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::ParseError),
     /// The health flags are wrong.
     #[error(transparent)]
     Health(#[from] crate::health::HealthError),
@@ -251,6 +254,12 @@ pub struct RunFlags {
     pub ulimits: Vec<String>,
     /// `--tmpfs PATH[:OPTIONS]`.
     pub tmpfs: Vec<String>,
+    /// `-v [SOURCE:]TARGET[:MODES]`, in order.
+    pub volumes: Vec<String>,
+    /// `--mount type=...,...`, in order.
+    pub mounts: Vec<String>,
+    /// `--volumes-from CONTAINER[:ro|rw]`, in order.
+    pub volumes_from: Vec<String>,
     /// `--sysctl KEY=VALUE`.
     pub sysctls: Vec<String>,
     /// `--pids-limit` (0 or negative: none of the user's).
@@ -333,12 +342,46 @@ pub fn build(
     if !host.port_bindings.is_empty() && host.network_mode == crate::network::Mode::None {
         return Err(SpecError::PortsWithoutNetwork);
     }
+    let mounts = mount_requests(flags, &mut host)?;
+    let volumes_from = flags
+        .volumes_from
+        .iter()
+        .map(|v| crate::volumes::parse_volumes_from(v))
+        .collect::<Result<_, _>>()?;
     Ok(CreateRequest {
         name: flags.name.clone(),
         image: image_ref.to_owned(),
         config,
         host,
+        mounts,
+        volumes_from,
     })
+}
+
+/// `-v` and `--mount` in order; a `--mount type=tmpfs` joins the `--tmpfs` mounts.
+fn mount_requests(
+    flags: &RunFlags,
+    host: &mut HostConfig,
+) -> Result<Vec<crate::volumes::MountRequest>, SpecError> {
+    use crate::volumes::{MountFlag, parse_mount, parse_volume};
+    let mut out = Vec::new();
+    for v in &flags.volumes {
+        out.push(parse_volume(v)?);
+    }
+    for m in &flags.mounts {
+        match parse_mount(m)? {
+            MountFlag::Mount(r) => out.push(r),
+            MountFlag::Tmpfs(target, options) => {
+                let (path, options) = tmpfs(
+                    &format!("{target}:{options}"),
+                    flags.isolation,
+                    flags.privileged,
+                )?;
+                host.tmpfs.insert(path, options);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `--ip` and `--network-alias`, which only user networks take.
@@ -469,6 +512,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
             .iter()
             .map(|d| crate::device::parse(d, flags.isolation))
             .collect::<Result<_, _>>()?,
+        mounts: Vec::new(),
     })
     .and_then(|h| {
         crate::caps::bounding_set(h.privileged, &h.cap_add, &h.cap_drop)?;

@@ -66,6 +66,7 @@ fn check_run(root: &Root, cold_boot: bool) {
             cold_boot,
             ..HostConfig::default()
         },
+        ..CreateRequest::default()
     };
     let config = lifecycle::create(root.path(), req).unwrap();
     let started = lifecycle::start(root.path(), &config.id);

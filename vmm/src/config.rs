@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 pub use crate::control::{AfterSnapshot, SnapshotPlan};
+pub use crate::devices::virtio::fs::FsConfig;
 pub use crate::devices::virtio::manager::MAX_DEVICES;
 pub use crate::devices::virtio::net::NetConfig;
 pub use crate::devices::virtio::vsock::VsockConfig;
@@ -84,6 +85,9 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// NICs in guest order (`eth0`, `eth1`, ...).
     pub nets: Vec<NetConfig>,
+    /// Shared directories (virtio-fs, served by a vhost-user daemon). Any of them puts
+    /// guest RAM in a shareable memfd, which the daemon maps.
+    pub fs: Vec<FsConfig>,
     /// Sample the vCPUs' instruction pointers while the VM runs (`None`: no profiler
     /// at all).
     pub profile: Option<ProfileConfig>,
@@ -106,6 +110,7 @@ impl VmConfig {
             disks: Vec::new(),
             vsock: None,
             nets: Vec::new(),
+            fs: Vec::new(),
             profile: None,
             snapshot_on_console: None,
         }
@@ -116,16 +121,22 @@ impl VmConfig {
         self.mem_mib << 20
     }
 
-    /// How many virtio devices the VM gets: disks, vsock, NICs.
+    /// How many virtio devices the VM gets: disks, vsock, NICs, shared directories.
     pub fn device_count(&self) -> usize {
-        self.disks.len() + usize::from(self.vsock.is_some()) + self.nets.len()
+        self.disks.len() + usize::from(self.vsock.is_some()) + self.nets.len() + self.fs.len()
+    }
+
+    /// Whether guest RAM must be a shareable memfd (a vhost-user daemon maps it).
+    pub fn shared_memory(&self) -> bool {
+        !self.fs.is_empty()
     }
 }
 
-/// The device budget: how many disks fit beside `nets` NICs and (if `vsock`) a vsock
-/// device, every virtio device taking one of the VMM's [`MAX_DEVICES`] interrupt lines.
-pub const fn disk_budget(nets: usize, vsock: bool) -> usize {
-    MAX_DEVICES.saturating_sub(nets + vsock as usize)
+/// The device budget: how many disks fit beside `others` other devices (NICs, vsock,
+/// shared directories), every virtio device taking one of the VMM's [`MAX_DEVICES`]
+/// interrupt lines.
+pub const fn disk_budget(others: usize) -> usize {
+    MAX_DEVICES.saturating_sub(others)
 }
 
 /// A configuration husk refuses, before touching KVM.
@@ -146,7 +157,7 @@ pub enum Error {
     #[error("{0} MiB of memory is too small: a microVM needs at least {min} MiB", min = MIN_MEM_MIB)]
     MemoryTooSmall(u64),
     /// More virtio devices than interrupt lines.
-    #[error("{disks} disks, {nets} NICs and {vsock} vsock device: a microVM has {max} interrupt lines for them", max = MAX_DEVICES)]
+    #[error("{disks} disks, {nets} NICs, {vsock} vsock device and {fs} shared directories: a microVM has {max} interrupt lines for them", max = MAX_DEVICES)]
     TooManyDevices {
         /// Disks asked for.
         disks: usize,
@@ -154,6 +165,8 @@ pub enum Error {
         nets: usize,
         /// 1 with a vsock device.
         vsock: usize,
+        /// Shared directories asked for.
+        fs: usize,
     },
     /// More memory than the host has.
     #[error("{requested} MiB of memory is too large: this host has {host} MiB")]
@@ -183,6 +196,7 @@ impl VmConfig {
                 disks: self.disks.len(),
                 nets: self.nets.len(),
                 vsock: usize::from(self.vsock.is_some()),
+                fs: self.fs.len(),
             });
         }
         if self.mem_mib < MIN_MEM_MIB {
@@ -213,21 +227,21 @@ mod tests {
     #[test]
     fn the_device_budget_is_the_interrupt_lines() {
         assert_eq!(MAX_DEVICES, 19);
-        assert_eq!(disk_budget(1, true), 17);
-        assert_eq!(disk_budget(0, false), 19);
+        assert_eq!(disk_budget(2), 17);
+        assert_eq!(disk_budget(0), 19);
         let mut c = cfg(1, 128);
         c.vsock = Some(VsockConfig::new("/v"));
         c.nets = vec![NetConfig {
             tap: None,
             mac: [2, 0, 0, 0, 0, 1],
         }];
-        c.disks = vec![DiskConfig::empty_slot(); disk_budget(1, true)];
+        c.disks = vec![DiskConfig::empty_slot(); disk_budget(2)];
         assert_eq!(c.validate(1024, 8), Ok(()));
         c.disks.push(DiskConfig::empty_slot());
         let e = c.validate(1024, 8).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "18 disks, 1 NICs and 1 vsock device: a microVM has 19 interrupt lines for them"
+            "18 disks, 1 NICs, 1 vsock device and 0 shared directories: a microVM has 19 interrupt lines for them"
         );
     }
 

@@ -17,7 +17,7 @@ pub mod tiny_elf;
 pub mod vcpu;
 pub mod vm;
 
-pub use config::{Console, DiskConfig, NetConfig, ProfileConfig, VmConfig, VsockConfig};
+pub use config::{Console, DiskConfig, FsConfig, NetConfig, ProfileConfig, VmConfig, VsockConfig};
 pub use exit::{VcpuError, VmExit};
 pub use host::{Backend, HostKvm};
 pub use vm::{Error, MicroVm, RunReport, boot};

@@ -15,7 +15,8 @@ pub mod message;
 pub use frame::{Data, Frame, FrameError, FrameReader, FrameWriter, MAX_DATA, MAX_FRAME, StreamId};
 pub use message::{
     DeviceMount, Envelope, ErrorKind, GuestIdentity, InterfaceSpec, MessageError, ProcessSpec,
-    Reply, Request, Rlimit, SandboxSpec, TermSize, TmpfsMount, Tool, Top, User, decode, encode,
+    Reply, Request, Rlimit, SandboxSpec, TermSize, TmpfsMount, Tool, Top, User, VolumeMount,
+    decode, encode,
 };
 
 /// `err: cause: cause...`: an error with its whole `source()` chain on one line, the form of

@@ -202,6 +202,34 @@ pub struct SandboxSpec {
     /// Network interfaces to configure (none: only loopback, docker's `--network none`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<InterfaceSpec>,
+    /// The virtio-fs tag of the container's shared directory (vm isolation), mounted in
+    /// the agent's own tree before the volumes, whose sources are relative to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+    /// Volumes and bind mounts, in mount order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// One volume or bind mount (docker's `-v`, `--mount type=volume|bind`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// What to mount: a path relative to the shared directory ([`SandboxSpec::share`]),
+    /// or (with `fd`) the host's path, for messages.
+    pub source: String,
+    /// Process isolation: the source is a detached mount (`open_tree` on the host)
+    /// inherited as this descriptor, which the agent moves into place and then closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// Absolute path inside the container.
+    pub target: String,
+    /// Mounted read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// A new volume: if it is empty, first copy into it what the image has at `target`
+    /// (docker's copy-up of image content into a fresh volume).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fill: bool,
 }
 
 /// One network interface of the sandbox, as the host wired it: a virtio-net NIC in a VM,

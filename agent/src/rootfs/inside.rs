@@ -45,6 +45,7 @@ pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), Ro
     dev(root, spec.shm_size, &spec.devices)?;
     tmp(root)?;
     etc_files(base, root, spec)?;
+    super::volumes::mount_all(base, root, spec)?;
     for t in &spec.tmpfs {
         tmpfs(root, t)?;
     }

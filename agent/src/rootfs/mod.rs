@@ -14,6 +14,7 @@
 mod inside;
 mod layers;
 mod sys;
+mod volumes;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -201,6 +202,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
             ));
         }
     }
+    volumes::validate(spec).map_err(RootfsError::Invalid)?;
     for d in &spec.devices {
         for path in [&d.source, &d.target] {
             let clean = path.starts_with('/')

@@ -88,6 +88,17 @@ pub struct RunArgs {
     /// Mount a fresh tmpfs: PATH[:OPTIONS] (rw, ro, exec, size=64m, mode=1777, ...).
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     tmpfs: Vec<String>,
+    /// Mount a volume or host path: [NAME|/HOST/PATH:]/PATH[:ro|rw|nocopy] (a bare /PATH
+    /// is a new anonymous volume).
+    #[arg(short = 'v', long = "volume", value_name = "[SOURCE:]PATH[:MODES]")]
+    volume: Vec<String>,
+    /// Mount a volume, host path or tmpfs: type=volume|bind|tmpfs,source=...,target=...[,readonly]
+    /// [,volume-nocopy][,tmpfs-size=...][,tmpfs-mode=...].
+    #[arg(long, value_name = "SPEC")]
+    mount: Vec<String>,
+    /// Mount every volume of another container: CONTAINER[:ro|rw].
+    #[arg(long, value_name = "CONTAINER[:ro|rw]")]
+    volumes_from: Vec<String>,
     /// Set a namespaced kernel parameter: KEY=VALUE (net.*, fs.mqueue.*, kernel.shm*, ...).
     #[arg(long, value_name = "KEY=VALUE")]
     sysctl: Vec<String>,
@@ -414,6 +425,9 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         shm_size: a.shm_size.clone(),
         ulimits: a.ulimit.clone(),
         tmpfs: a.tmpfs.clone(),
+        volumes: a.volume.clone(),
+        mounts: a.mount.clone(),
+        volumes_from: a.volumes_from.clone(),
         sysctls: a.sysctl.clone(),
         pids_limit: a.pids_limit,
         devices: a.device.clone(),

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod loopdev;
 pub mod process;
 pub mod resolv;
+pub mod share;
 pub mod template;
 pub mod vm;
 
@@ -78,6 +79,25 @@ pub enum SandboxError {
     /// The container could not be wired to its network.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    /// More volumes than a process sandbox passes on.
+    #[error("too many volumes: a process sandbox takes at most {0}")]
+    TooManyVolumes(usize),
+    /// The vm's shared directory (volumes) could not be served.
+    #[error(transparent)]
+    Share(#[from] share::ShareError),
+}
+
+/// One volume or bind mount as the host has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMount {
+    /// The host directory or file.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// A volume to fill from the image if it is empty.
+    pub fill: bool,
 }
 
 /// What a sandbox is made for.
@@ -118,6 +138,8 @@ pub struct Params {
     pub setup: SandboxSpec,
     /// The command that re-enters the shim (for the VMM child): program and leading args.
     pub self_cmd: (PathBuf, Vec<OsString>),
+    /// Volumes and bind mounts, in mount order.
+    pub mounts: Vec<HostMount>,
 }
 
 #[derive(Debug)]
@@ -148,6 +170,10 @@ pub struct Sandbox {
     _dns_server: Option<crate::network::dns::Responder>,
     /// `--network host`.
     host_network: bool,
+    /// Volumes and bind mounts.
+    mounts: Vec<HostMount>,
+    /// vm: the daemon serving them.
+    share: Option<share::Share>,
 }
 
 impl Sandbox {
@@ -180,7 +206,7 @@ impl Sandbox {
             None => None,
         };
         match Self::create_backend(isolation, p, endpoint.as_ref()) {
-            Ok((backend, pid)) => Ok(Self {
+            Ok((backend, pid, share)) => Ok(Self {
                 backend,
                 pid,
                 dir: p.dir.clone(),
@@ -193,6 +219,8 @@ impl Sandbox {
                 dns: p.dns.clone(),
                 _dns_server: dns_server,
                 host_network: p.network == crate::network::Mode::Host,
+                mounts: p.mounts.clone(),
+                share,
             }),
             Err(e) => {
                 leave(&endpoint);
@@ -205,15 +233,28 @@ impl Sandbox {
         isolation: Isolation,
         p: &Params,
         endpoint: Option<&crate::network::Endpoint>,
-    ) -> Result<(Backend, i32), SandboxError> {
+    ) -> Result<(Backend, i32, Option<share::Share>), SandboxError> {
         match isolation {
             Isolation::Vm => {
                 if let Some(ep) = endpoint {
                     crate::network::plug_tap(ep)?;
                 }
-                let vm = vm::VmSandbox::create(p, endpoint)?;
-                let pid = vm.pid();
-                Ok((Backend::Vm(vm), pid))
+                let share = match p.mounts.is_empty() {
+                    true => None,
+                    false => Some(share::Share::start(&p.dir, &p.mounts)?),
+                };
+                match vm::VmSandbox::create(p, endpoint, share.is_some()) {
+                    Ok(vm) => {
+                        let pid = vm.pid();
+                        Ok((Backend::Vm(vm), pid, share))
+                    }
+                    Err(e) => {
+                        if let Some(share) = share {
+                            share.stop();
+                        }
+                        Err(e)
+                    }
+                }
             }
             _ => {
                 let ps = process::ProcessSandbox::create(p)?;
@@ -235,9 +276,31 @@ impl Sandbox {
                         None => e.into(),
                     });
                 }
-                Ok((Backend::Process(ps), pid))
+                Ok((Backend::Process(ps), pid, None))
             }
         }
+    }
+
+    /// The volumes as the agent finds them: host paths (process), or entries of the
+    /// shared directory (vm).
+    fn volume_mounts(&self) -> Vec<agent_proto::VolumeMount> {
+        self.mounts
+            .iter()
+            .enumerate()
+            .map(|(n, m)| agent_proto::VolumeMount {
+                source: match self.backend {
+                    Backend::Vm(_) => n.to_string(),
+                    Backend::Process(_) => m.source.display().to_string(),
+                },
+                fd: match self.backend {
+                    Backend::Vm(_) => None,
+                    Backend::Process(_) => Some(process::VOLUME_FD + n as i32),
+                },
+                target: m.target.clone(),
+                read_only: m.read_only,
+                fill: m.fill,
+            })
+            .collect()
     }
 
     /// The sandbox process's host pid (the agent, or the VMM).
@@ -328,6 +391,8 @@ impl Sandbox {
                 Backend::Process(_) => None,
             },
             interfaces: self.endpoint.iter().map(|e| e.interface()).collect(),
+            share: self.share.as_ref().map(|_| share::TAG.to_owned()),
+            volumes: self.volume_mounts(),
             ..self.setup.clone()
         };
         if self.host_network {
@@ -412,6 +477,9 @@ impl Sandbox {
             Backend::Process(p) => p.teardown(),
             Backend::Vm(v) => v.teardown(),
         }
+        if let Some(share) = self.share {
+            share.stop();
+        }
         if let Some(ep) = &self.endpoint {
             crate::network::leave(&state_root(&self.dir), &self.dir, ep);
         }
@@ -461,7 +529,7 @@ fn start_dns(
 }
 
 /// The state root a container directory (`<root>/containers/<id>`) belongs to.
-fn state_root(container_dir: &std::path::Path) -> PathBuf {
+pub fn state_root(container_dir: &std::path::Path) -> PathBuf {
     container_dir
         .parent()
         .and_then(std::path::Path::parent)

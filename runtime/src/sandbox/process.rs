@@ -8,7 +8,7 @@
 //! the host can connect the moment the agent exists, without polling for the socket, the
 //! agent's early mounts (tmpfs on /tmp and /run) cannot hide it wherever the state
 //! directory lives, and the shim's copy is closed once the agent runs, so a dead agent
-//! resets queued connections.
+//! resets queued connections. Volume sources come the same way, as descriptors from 5 on.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -48,12 +48,23 @@ struct ChildPlan {
     workload_procs: Option<File>,
     /// `--network host`: the agent stays in husk's network namespace.
     host_network: bool,
+    /// The volumes' host directories and files as detached mounts, passed on as
+    /// descriptors from [`VOLUME_FD`] on: the agent's own tmpfs mounts on /tmp and /run
+    /// could hide their paths, and a mount of the host's namespace cannot be bound into
+    /// the sandbox's.
+    volumes: Vec<File>,
 }
 
 /// The descriptor the agent finds its listening socket on.
 const AGENT_FD: i32 = 3;
 /// The descriptor the agent finds the workload group's `cgroup.procs` on (`--pids-limit`).
 const CGROUP_FD: i32 = 4;
+/// The descriptor of the first volume's source; the others follow.
+pub const VOLUME_FD: i32 = 5;
+/// Most volumes of a process sandbox (their descriptors must stay below [`HIGH_FD`]).
+const MAX_VOLUMES: usize = 256;
+/// Where descriptors are parked while the numbered ones are placed.
+const HIGH_FD: i32 = 512;
 
 impl ProcessSandbox {
     /// Makes the sandbox and starts its agent.
@@ -186,7 +197,36 @@ fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
         listener: bind_agent_socket(&p.dir)?,
         workload_procs,
         host_network: p.network == crate::network::Mode::Host,
+        volumes: volume_sources(p)?,
     })
+}
+
+/// Each volume's host source as a detached copy of its mount tree (`open_tree` with
+/// `OPEN_TREE_CLONE`, recursive), which the agent can attach in its own namespace.
+fn volume_sources(p: &Params) -> Result<Vec<File>, SandboxError> {
+    if p.mounts.len() > MAX_VOLUMES {
+        return Err(SandboxError::TooManyVolumes(MAX_VOLUMES));
+    }
+    p.mounts
+        .iter()
+        .map(|m| detached_tree(&m.source).map_err(|e| SandboxError::Io(m.source.clone(), e)))
+        .collect()
+}
+
+fn detached_tree(path: &Path) -> std::io::Result<File> {
+    use std::os::fd::FromRawFd;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let flags =
+        OPEN_TREE_CLONE | libc::AT_RECURSIVE as libc::c_uint | libc::O_CLOEXEC as libc::c_uint;
+    // SAFETY: open_tree reads a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: open_tree just returned this descriptor and nothing else owns it.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 /// Makes every mount of the caller's mount namespace private, so that nothing mounted in it
@@ -275,9 +315,13 @@ unsafe fn child(
         // The listening socket as descriptor 3 and the workload group (`--pids-limit`) as 4,
         // without close-on-exec (dup2 clears it). Both are first moved above 9, so that
         // neither can be overwritten by placing the other.
-        let high = |fd: i32| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        let high = |fd: i32| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD);
         let listener = high(plan.listener.as_raw_fd());
         let workload = plan.workload_procs.as_ref().map(|f| high(f.as_raw_fd()));
+        let mut volumes = [0i32; MAX_VOLUMES];
+        for (slot, f) in volumes.iter_mut().zip(&plan.volumes) {
+            *slot = high(f.as_raw_fd());
+        }
         if listener < 0 || libc::dup2(listener, AGENT_FD) != AGENT_FD {
             libc::_exit(123);
         }
@@ -285,6 +329,12 @@ unsafe fn child(
             && (fd < 0 || libc::dup2(fd, CGROUP_FD) != CGROUP_FD)
         {
             libc::_exit(124);
+        }
+        for (n, &fd) in volumes.iter().take(plan.volumes.len()).enumerate() {
+            let at = VOLUME_FD + n as i32;
+            if fd < 0 || libc::dup2(fd, at) != at {
+                libc::_exit(125);
+            }
         }
         libc::execve(plan.agent.as_ptr(), argv, envp);
         libc::_exit(127)

@@ -164,6 +164,7 @@ fn make(config: &VmConfig, templates: &Path, key: &str, label: &str) -> Result<(
         disks: vec![DiskConfig::empty_slot(); SLOTS],
         vsock: Some(VsockConfig::new(MAKER_VSOCK)),
         nets: super::vm::unplugged_nics(),
+        fs: Vec::new(),
         console: vmm::Console::File(console.clone()),
         snapshot_on_console: Some((
             READY.into(),

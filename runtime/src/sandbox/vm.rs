@@ -23,7 +23,7 @@ pub const NICS: usize = 1;
 
 /// Disks of a vm container: what the VMM's device budget leaves beside the NICs and
 /// the vsock device.
-pub const DISK_SLOTS: usize = vmm::config::disk_budget(NICS, true);
+pub const DISK_SLOTS: usize = vmm::config::disk_budget(NICS + 1);
 
 /// Most layers of a vm container's image: one disk each, plus the scratch disk.
 pub const MAX_LAYERS: usize = DISK_SLOTS - 1;
@@ -89,6 +89,10 @@ pub struct VmmSpec {
     /// The NIC's TAP and MAC (no TAP: unplugged, `--network none`).
     #[serde(default)]
     pub nic: Option<(String, [u8; 6])>,
+    /// The container's volumes are shared through virtio-fs (`share`): the daemon's
+    /// socket is `share::SOCKET` in the working directory.
+    #[serde(default)]
+    pub shared_dir: bool,
 }
 
 /// A VM sandbox (its VMM child).
@@ -117,8 +121,10 @@ impl VmSandbox {
     pub fn create(
         p: &Params,
         endpoint: Option<&crate::network::Endpoint>,
+        shared_dir: bool,
     ) -> Result<Self, super::SandboxError> {
-        if p.layers.len() > MAX_LAYERS {
+        // The shared directory's device takes one disk's interrupt line.
+        if p.layers.len() > MAX_LAYERS - usize::from(shared_dir) {
             return Err(VmError::TooManyDisks(p.layers.len()).into());
         }
         let mut disks: Vec<(PathBuf, bool)> = p.layers.iter().map(|l| (l.clone(), true)).collect();
@@ -138,12 +144,13 @@ impl VmSandbox {
             mem_mib,
             console: p.dir.join("console.log"),
             vsock: PathBuf::from(VSOCK_SOCKET),
-            templates: match p.cold_boot {
+            templates: match p.cold_boot || shared_dir {
                 true => None,
                 false => super::template::templates_dir(),
             },
             cold: p.cold_boot,
             nic: endpoint.map(|e| (e.link.clone(), e.mac)),
+            shared_dir,
         };
         let path = p.dir.join("vmm.json");
         let json =
@@ -265,6 +272,16 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             }],
             None => unplugged_nics(),
         },
+        fs: match spec.shared_dir {
+            true => match vmm::FsConfig::new(super::share::SOCKET, super::share::TAG) {
+                Ok(fs) => vec![fs],
+                Err(e) => {
+                    eprintln!("husk-vmm: {e}");
+                    return 1;
+                }
+            },
+            false => Vec::new(),
+        },
         snapshot: None,
         restore: None,
         profile: profile_path.as_ref().map(|_| vmm::ProfileConfig::default()),
@@ -278,7 +295,11 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             crate::guest::build(&req)
         }),
         None => {
-            if !spec.cold {
+            if spec.shared_dir && !spec.cold {
+                eprintln!(
+                    "husk-vmm: no warm start (volumes need guest memory shared with virtiofsd): booting cold"
+                );
+            } else if !spec.cold {
                 eprintln!(
                     "husk-vmm: no warm start (no cache directory for templates): booting cold"
                 );

@@ -372,7 +372,23 @@ pub(crate) fn sandbox_params(
             ..SandboxSpec::default()
         },
         self_cmd: self_cmd.clone(),
+        mounts: host_mounts(c, dir),
     }
+}
+
+/// The container's volumes and binds as host paths.
+fn host_mounts(c: &ContainerConfig, dir: &Path) -> Vec<crate::sandbox::HostMount> {
+    let store = crate::volumes::VolumeStore::at(&crate::sandbox::state_root(dir));
+    c.host_config
+        .mounts
+        .iter()
+        .map(|m| crate::sandbox::HostMount {
+            source: m.host_path(&store),
+            target: m.target.clone(),
+            read_only: m.read_only,
+            fill: m.kind == crate::volumes::Kind::Volume && !m.no_copy,
+        })
+        .collect()
 }
 
 fn process_spec(c: &ContainerConfig, size: Option<(u16, u16)>) -> ProcessSpec {
@@ -546,6 +562,11 @@ fn remove_if_auto(shared: &Shared) {
         && let Ok(_lock) = shared.store.lock(&shared.id)
     {
         let _ = shared.store.remove_dir(&shared.id);
+        // docker's `--rm` takes the container's anonymous volumes with it.
+        crate::volverbs::release_anonymous(
+            &crate::sandbox::state_root(&shared.dir),
+            &shared.config,
+        );
         shared.store.event("destroy", &shared.config, &[]);
     }
 }

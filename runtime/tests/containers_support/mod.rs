@@ -66,6 +66,7 @@ impl Root {
                 isolation: Isolation::Process,
                 ..host
             },
+            ..CreateRequest::default()
         };
         let config = lifecycle::create(self.path(), req).unwrap();
         // A workload that cannot start (not found, ...) still leaves its container.

@@ -4,6 +4,7 @@
 //! event loop until the guest resets, shuts down or fails, stopping the vCPUs for a
 //! snapshot when one is requested ([`snapshot`] saves and restores).
 
+mod ram;
 mod snapshot;
 
 use std::fs::File;
@@ -27,7 +28,7 @@ use crate::config::{Console, VmConfig};
 use crate::control::{AfterSnapshot, Control, SnapshotRequest};
 use crate::devices::serial::{COM1_BASE, COM1_IRQ, COM1_LEN, ConsoleSink, ConsoleTail, Milestones};
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::{block, manager, net, vsock};
+use crate::devices::virtio::{block, fs, manager, net, vsock};
 use crate::devices::{Bus, bus, i8042, serial};
 use crate::exit::{ExitLatch, VmExit};
 use crate::profile::{Profile, Profiler, Ticker};
@@ -44,8 +45,8 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] config::Error),
     /// Guest memory could not be mapped.
-    #[error("cannot allocate {0} MiB of guest memory")]
-    Memory(u64, #[source] vm_memory::mmap::FromRangesError),
+    #[error(transparent)]
+    Memory(#[from] ram::RamError),
     /// A KVM VM-level call failed.
     #[error("KVM refused to {0}")]
     Kvm(&'static str, #[source] kvm_ioctls::Error),
@@ -94,6 +95,9 @@ pub enum Error {
     /// A NIC could not be created.
     #[error(transparent)]
     Net(#[from] net::Error),
+    /// A shared directory could not be attached.
+    #[error(transparent)]
+    Fs(#[from] fs::Error),
     /// A virtio device could not be placed.
     #[error(transparent)]
     Virtio(#[from] manager::Error),
@@ -171,7 +175,7 @@ impl MicroVm {
         let (kvm, host) = check_kvm(config)?;
         // Before guest memory: a missing symbol map fails fast.
         let (parts, sink) = Parts::new(config)?;
-        let memory = create_guest_memory(config.mem_bytes())?;
+        let memory = ram::create(config.mem_bytes(), config.shared_memory())?;
         let vm = create_vm(&kvm, &memory)?;
         setup_irqchip(&vm)?;
         let vcpus = create_vcpus(&vm, config.vcpus)?;
@@ -446,15 +450,6 @@ fn check_kvm(config: &VmConfig) -> Result<(Kvm, host::HostKvm), Error> {
     Ok((kvm, host))
 }
 
-fn create_guest_memory(bytes: u64) -> Result<GuestMemoryMmap, Error> {
-    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(bytes)
-        .into_iter()
-        .map(|(start, len)| (GuestAddress(start), len as usize))
-        .collect();
-    // Anonymous, MAP_NORESERVE: host pages are only used once the guest touches them.
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::Memory(bytes >> 20, e))
-}
-
 fn create_vm(kvm: &Kvm, memory: &GuestMemoryMmap) -> Result<VmFd, Error> {
     let vm = kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?;
     for (slot, region) in memory.iter().enumerate() {
@@ -539,7 +534,7 @@ fn attach_legacy_devices(
 }
 
 /// The virtio-mmio devices, in a fixed order: disks (vda, vdb, ...), vsock, NICs
-/// (eth0, eth1, ...).
+/// (eth0, eth1, ...), shared directories.
 fn attach_virtio_devices(
     vm: &VmFd,
     memory: &GuestMemoryMmap,
@@ -557,6 +552,10 @@ fn attach_virtio_devices(
     }
     for nic in &config.nets {
         let device = net::Net::new(nic)?;
+        virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
+    }
+    for share in &config.fs {
+        let device = fs::Fs::new(share)?;
         virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
     }
     Ok(virtio)

@@ -5,6 +5,7 @@
 //! (the `VirtioDevice` implementation); backends get their own files next to them.
 
 pub mod block;
+pub mod fs;
 pub mod lifecycle;
 pub mod manager;
 pub mod mmio;
@@ -12,7 +13,7 @@ pub mod net;
 pub mod vsock;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -25,6 +26,8 @@ pub mod device_id {
     pub const BLOCK: u32 = 2;
     /// Socket device.
     pub const VSOCK: u32 = 19;
+    /// File system device (virtio-fs).
+    pub const FS: u32 = 26;
 }
 
 /// Feature bit every modern (virtio 1.x) device offers.
@@ -50,10 +53,16 @@ pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
 
 /// How a device interrupts the guest: the transport's InterruptStatus register plus
 /// the VM's interrupt line (an irqfd registered with KVM).
+///
+/// A vhost-user backend raises the line itself (it writes the irqfd) and cannot set the
+/// status register, so for such a device the register always reports a used-ring
+/// update ([`Interrupt::raised_by_backend`], Firecracker's way): the guest then looks at
+/// every queue, which costs nothing for queues with no new used entries.
 #[derive(Debug)]
 pub struct Interrupt {
     status: AtomicU32,
     irqfd: EventFd,
+    by_backend: AtomicBool,
 }
 
 impl Interrupt {
@@ -62,7 +71,13 @@ impl Interrupt {
         Interrupt {
             status: AtomicU32::new(0),
             irqfd,
+            by_backend: AtomicBool::new(false),
         }
+    }
+
+    /// From now on a backend outside the VMM raises this interrupt (see the type's doc).
+    pub fn raised_by_backend(&self) {
+        self.by_backend.store(true, Ordering::SeqCst);
     }
 
     /// Tells the guest a used ring changed.
@@ -82,7 +97,11 @@ impl Interrupt {
 
     /// The InterruptStatus register.
     pub fn status(&self) -> u32 {
-        self.status.load(Ordering::SeqCst)
+        let bits = self.status.load(Ordering::SeqCst);
+        match self.by_backend.load(Ordering::SeqCst) {
+            true => bits | INT_VRING,
+            false => bits,
+        }
     }
 
     /// Sets the InterruptStatus register as a snapshot recorded it.
