@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and builds everything husk needs on a fresh Debian machine, idempotently and
 # cheaply on reruns: Debian packages (apt-get update first, only when something is
-# missing), the guest kernel (cached by content hash under ~/.cache/husk), the static
-# agent, and husk itself (PROFILE=release|debug, default debug).
+# missing), the guest kernel (cached by content hash under ~/.cache/husk), virtiofsd
+# (from crates.io, cached by version), the static agent, and husk itself
+# (PROFILE=release|debug, default debug).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -26,6 +27,8 @@ packages=(
   nftables
   # token-auth registry tests sign JWTs
   openssl
+  # virtiofsd (vm volumes), built from crates.io: its C libraries
+  libseccomp-dev libcap-ng-dev pkg-config
 )
 
 missing=()
@@ -54,6 +57,17 @@ guest-kernel/build.sh >&2
 
 log "default images: busybox, debian bookworm (cached by content hash; HUSK_SKIP_DEBIAN=1 skips debian)"
 scripts/images.sh >&2
+
+log "virtiofsd for vm volumes (crates.io, cached by version)"
+virtiofsd_version=1.14.0
+tools="${HUSK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/husk}/tools"
+if [ ! -x "$tools/virtiofsd-$virtiofsd_version/bin/virtiofsd" ]; then
+  rm -rf "$tools/virtiofsd-$virtiofsd_version.partial"
+  cargo install --locked --quiet --version "$virtiofsd_version" \
+    --root "$tools/virtiofsd-$virtiofsd_version.partial" virtiofsd >&2
+  mv -T "$tools/virtiofsd-$virtiofsd_version.partial" "$tools/virtiofsd-$virtiofsd_version"
+fi
+ln -sfn "virtiofsd-$virtiofsd_version/bin/virtiofsd" "$tools/virtiofsd"
 
 log "static agent"
 scripts/build-agent.sh >&2

@@ -44,8 +44,9 @@ pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), Ro
     mount_in(root, "sys", "sysfs", SECURE | MS_RDONLY, None)?;
     dev(root, spec.shm_size, &spec.devices)?;
     tmp(root)?;
-    etc_files(base, root, spec)?;
+    // Volumes before the /etc files, so a volume on /etc still gets them.
     super::volumes::mount_all(base, root, spec)?;
+    etc_files(base, root, spec)?;
     for t in &spec.tmpfs {
         tmpfs(root, t)?;
     }
