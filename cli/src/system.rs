@@ -1,4 +1,4 @@
-//! `husk system ...`: `df` (what images and containers take on disk, and what a prune
+//! `husk system ...`: `df` (what images, containers and volumes take on disk, and what a prune
 //! would free), `prune` (stopped containers, then dangling or unused images), `info`.
 
 use std::collections::HashSet;
@@ -88,15 +88,35 @@ fn df(root: &Path) -> anyhow::Result<ExitCode> {
             human::size(ctr_total),
             pct(ctr_free, ctr_total),
         ],
-        ["Local Volumes", "0", "0", "0B", "0B"]
-            .map(String::from)
-            .to_vec(),
+        volumes_row(root, pct)?,
         ["Build Cache", "0", "0", "0B", "0B"]
             .map(String::from)
             .to_vec(),
     ];
     print!("{}", human::table(&rows));
     Ok(ExitCode::SUCCESS)
+}
+
+/// docker's `Local Volumes` row: every volume, those containers use, their sizes, and
+/// what unused ones take.
+fn volumes_row(root: &Path, pct: impl Fn(u64, u64) -> String) -> anyhow::Result<Vec<String>> {
+    let volumes = runtime::volverbs::list(root)?;
+    let (mut total, mut free, mut active) = (0, 0, 0);
+    for v in &volumes {
+        let size = runtime::volverbs::size(root, &v.volume.name);
+        total += size;
+        match v.users {
+            0 => free += size,
+            _ => active += 1,
+        }
+    }
+    Ok(vec![
+        "Local Volumes".into(),
+        volumes.len().to_string(),
+        active.to_string(),
+        human::size(total),
+        pct(free, total),
+    ])
 }
 
 /// `husk system prune`: docker's warning, then its sections.

@@ -145,24 +145,21 @@ fn volumes_outlive_containers_are_shared_and_keep_owners_modes_and_boundaries() 
             "[{iso}]"
         );
 
-        // A second container shares the running first one's volume: it sees its data,
-        // writes and renames, and the first sees that at once.
+        // A second container shares the running first one's volumes (`--volumes-from`,
+        // read-only ones staying so): it sees its data, writes and renames, and the first
+        // sees that at once.
+        let script = "cat /data/a; echo two > /data/b.tmp && mv /data/b.tmp /data/b; \
+            ls /data; touch /ro/y 2>/dev/null || echo still-ro; cat /f";
         let second = ctx.ok(&[
             &run[..],
-            &[
-                "--rm",
-                "-v",
-                "vol:/data",
-                "-v",
-                "/scratch",
-                BUSYBOX,
-                "sh",
-                "-c",
-            ],
-            &["cat /data/a; echo two > /data/b.tmp && mv /data/b.tmp /data/b && ls /data"],
+            &["--rm", "--volumes-from", "first", "-v", "/scratch"],
+            &[BUSYBOX, "sh", "-c", script],
         ]
         .concat());
-        assert_eq!(second, "one\na\nb\ndurable\n", "[{iso}]");
+        assert_eq!(
+            second, "one\na\nb\ndurable\nstill-ro\na host file\n",
+            "[{iso}]"
+        );
         let seen = ctx.ok(&[
             "exec",
             "first",
@@ -251,6 +248,39 @@ fn anonymous_volumes_go_with_rm_v_and_rm_and_volume_verbs_follow_docker() {
     // `--rm` takes anonymous volumes too, named ones stay.
     ctx.ok(&[&run[..], &["--rm", "-v", "keep:/k", "husk/seeded", "true"]].concat());
     assert_eq!(ctx.ok(&["volume", "ls", "-q"]), "keep\n");
+
+    // `--mount` of each type, `--volumes-from` in a forced mode, and `system df`.
+    let out = ctx.ok(&[
+        &run[..],
+        &[
+            "--name",
+            "lender",
+            "--mount",
+            "type=volume,src=lent,dst=/lent",
+        ],
+        &[
+            "--mount",
+            "type=tmpfs,dst=/t,tmpfs-size=1m",
+            BUSYBOX,
+            "sh",
+            "-c",
+        ],
+        &["echo lent > /lent/f; grep ' /t ' /proc/mounts | grep -c size=1024k"],
+    ]
+    .concat());
+    assert_eq!(out, "1\n");
+    let out = ctx.ok(&[
+        &run[..],
+        &["--rm", "--volumes-from", "lender:ro", BUSYBOX, "sh", "-c"],
+        &["cat /lent/f; touch /lent/g 2>/dev/null || echo refused"],
+    ]
+    .concat());
+    assert_eq!(out, "lent\nrefused\n");
+    let df = ctx.ok(&["system", "df"]);
+    let row = df.lines().find(|l| l.starts_with("Local Volumes")).unwrap();
+    assert_eq!(row.split_whitespace().nth(2), Some("2"), "{df}");
+    ctx.ok(&["rm", "-v", "lender"]);
+    ctx.ok(&["volume", "rm", "lent"]);
 
     // The verbs.
     assert_eq!(
