@@ -64,12 +64,61 @@ const FIRST: &str = "stat -c '%A %u %g %n' /seed/hello /seed/link /seed/sub; \
     echo done > /h/ready; \
     exec sleep 1000";
 
+/// What the third container does: read, exchange extended attributes with the host
+/// (perl's raw `setxattr`/`getxattr`, 188 and 191 on x86_64), and find a held lock held.
+const THIRD: &str = "cat /data/b; perl -e '\
+    my ($p, $k, $v, $h) = (\"/data/b\", \"user.from\", \"guest\", \"user.host\"); \
+    syscall(188, $p, $k, $v, length($v), 0) == 0 or die \"setxattr: $!\"; \
+    my $b = \"\\0\" x 64; my $n = syscall(191, $p, $h, $b, 64); \
+    $n >= 0 or die \"getxattr: $!\"; print substr($b, 0, $n), \"\\n\"'; \
+    flock /data/lock -c 'flock -n /data/lock true && echo free || echo held'";
+
+fn set_xattr(path: &Path, name: &str, value: &str) {
+    let (p, n) = (cstring(path.to_str().unwrap()), cstring(name));
+    // SAFETY: setxattr reads two NUL-terminated strings and `value`'s bytes, all alive.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+fn get_xattr(path: &Path, name: &str) -> String {
+    let (p, n) = (cstring(path.to_str().unwrap()), cstring(name));
+    let mut buf = [0u8; 64];
+    // SAFETY: getxattr writes at most `buf.len()` bytes into `buf`.
+    let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(
+        len >= 0,
+        "getxattr {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    String::from_utf8_lossy(&buf[..len as usize]).into_owned()
+}
+
+fn cstring(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).unwrap()
+}
+
 #[test]
 fn volumes_outlive_containers_are_shared_and_keep_owners_modes_and_boundaries() {
     for iso in
         backends("volumes_outlive_containers_are_shared_and_keep_owners_modes_and_boundaries")
     {
         let ctx = Ctx::isolated(iso);
+        ctx.import_debian();
         seeded_image(&ctx);
         let host = ctx.root().join("bind");
         std::fs::create_dir(&host).unwrap();
@@ -184,12 +233,25 @@ fn volumes_outlive_containers_are_shared_and_keep_owners_modes_and_boundaries() 
         // ones (`-v /anon` here, `-v /scratch` of the `--rm` one) go.
         let names = ctx.ok(&["volume", "ls", "-q"]);
         assert_eq!(names, "seedvol\nvol\n", "[{iso}]");
+        // A third container (Debian: perl and flock) reads it, and extended attributes
+        // go both ways; a lock taken on the volume holds (inside one container: virtiofsd
+        // keeps no locks across VMs, docs/volumes.md).
+        set_xattr(&data.join("b"), "user.host", "from-host");
         let third = ctx.ok(&[
             &run[..],
-            &["--rm", "-v", "vol:/data", BUSYBOX, "cat", "/data/b"],
+            &[
+                "--rm",
+                "-v",
+                "vol:/data",
+                "husk/debian:bookworm",
+                "sh",
+                "-c",
+                THIRD,
+            ],
         ]
         .concat());
-        assert_eq!(third, "two\n", "[{iso}]");
+        assert_eq!(third, "two\nfrom-host\nheld\n", "[{iso}]");
+        assert_eq!(get_xattr(&data.join("b"), "user.from"), "guest", "[{iso}]");
         ctx.ok(&["volume", "rm", "vol", "seedvol"]);
         ctx.assert_clean();
     }
