@@ -184,7 +184,6 @@ fn memory_mib(text: &str) -> anyhow::Result<u64> {
     Ok(bytes >> 20)
 }
 
-/// `PATH[:ro]` as a disk.
 /// `--fs SOCKET_PATH:TAG` (the tag is what follows the last colon).
 fn fs_share(arg: &str) -> anyhow::Result<vmm::FsConfig> {
     let (socket, tag) = arg
@@ -194,6 +193,7 @@ fn fs_share(arg: &str) -> anyhow::Result<vmm::FsConfig> {
     Ok(vmm::FsConfig::new(socket, tag)?)
 }
 
+/// `PATH[:ro]` as a disk.
 fn disk(arg: &str) -> vmm::DiskConfig {
     match arg.strip_suffix(":ro") {
         Some(path) => vmm::DiskConfig {

@@ -123,6 +123,11 @@ fn ls(a: LsArgs, root: &Path) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let spec = a
+        .format
+        .unwrap_or_else(|| "table {{.Driver}}\t{{.Name}}".into());
+    // Sizes walk every volume's files: only when asked for.
+    let sized = spec.contains(".Size");
     let rows: Vec<serde_json::Value> = all
         .iter()
         .map(|l| {
@@ -139,13 +144,13 @@ fn ls(a: LsArgs, root: &Path) -> anyhow::Result<ExitCode> {
                 "Labels": labels.join(","),
                 "Mountpoint": runtime::volumes::VolumeStore::at(root).data_dir(&l.volume.name).display().to_string(),
                 "Links": l.users.to_string(),
-                "Size": human::size(volverbs::size(root, &l.volume.name)),
+                "Size": match sized {
+                    true => human::size(volverbs::size(root, &l.volume.name)),
+                    false => String::new(),
+                },
             })
         })
         .collect();
-    let spec = a
-        .format
-        .unwrap_or_else(|| "table {{.Driver}}\t{{.Name}}".into());
     let headers = [
         ("Driver", "DRIVER"),
         ("Name", "VOLUME NAME"),

@@ -110,6 +110,9 @@ pub enum LifecycleError {
     /// A volume or bind mount could not be set up.
     #[error(transparent)]
     Volume(#[from] crate::volumes::VolumeError),
+    /// The mounts of `--volumes-from` could not be read.
+    #[error(transparent)]
+    Volumes(#[from] crate::volverbs::Error),
 }
 
 /// What `create` needs; `runtime::spec::build` fills it from the image and the flags.
@@ -176,9 +179,8 @@ pub fn create(root: &Path, mut req: CreateRequest) -> Result<ContainerConfig, Li
     let volumes_lock = volumes.lock()?;
     let borrowed = crate::volverbs::borrowed(root, &req.volumes_from)?;
     let image_volumes: Vec<String> = req.config.volumes.keys().cloned().collect();
-    req.host.mounts = crate::volumes::resolve(&volumes, &req.mounts, borrowed, &image_volumes)?;
-    let mounts = req.host.mounts.clone();
-    let undo_volumes = || crate::volumes::release_anonymous(&volumes, &mounts, &[]);
+    let (mounts, made) = crate::volumes::resolve(&volumes, &req.mounts, borrowed, &image_volumes)?;
+    req.host.mounts = mounts;
     let config = match store.create(req.name.as_deref(), |id, name| {
         ContainerConfig::new(
             id, name, &image_id, &req.image, req.config, req.host, layers,
@@ -186,7 +188,7 @@ pub fn create(root: &Path, mut req: CreateRequest) -> Result<ContainerConfig, Li
     }) {
         Ok(c) => c,
         Err(e) => {
-            undo_volumes();
+            crate::volumes::undo(&volumes, &made);
             return Err(e.into());
         }
     };

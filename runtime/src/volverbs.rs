@@ -7,34 +7,52 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::container::{ContainerConfig, Store};
+use crate::container::{ContainerConfig, ContainerError, Store};
 use crate::volumes::{Kind, Volume, VolumeError, VolumeStore};
 
-/// Names (docker: IDs) of the containers whose mounts use volume `name`.
-fn users(configs: &[ContainerConfig], name: &str) -> Vec<String> {
-    configs
+/// Errors of the volume verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A volume could not be made, found or removed.
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+    /// The containers could not be listed, so no one can say a volume is unused.
+    #[error("cannot list the containers that may use volumes")]
+    Containers(#[from] ContainerError),
+}
+
+/// A container as far as volumes care: its ID and its config (`None`: unreadable, so
+/// it counts as using every volume, and nothing it might use is removed).
+type Holder = (String, Option<ContainerConfig>);
+
+/// IDs of the containers whose mounts (may) use volume `name`.
+fn users(holders: &[Holder], name: &str) -> Vec<String> {
+    holders
         .iter()
-        .filter(|c| {
-            c.host_config
-                .mounts
-                .iter()
-                .any(|m| m.kind == Kind::Volume && m.source == name)
+        .filter(|(_, c)| {
+            c.as_ref().is_none_or(|c| {
+                c.host_config
+                    .mounts
+                    .iter()
+                    .any(|m| m.kind == Kind::Volume && m.source == name)
+            })
         })
-        .map(|c| c.id.clone())
+        .map(|(id, _)| id.clone())
         .collect()
 }
 
-/// Every container's config (unreadable ones skipped).
-fn all_configs(root: &Path) -> Vec<ContainerConfig> {
-    let Ok(store) = Store::open(root) else {
-        return Vec::new();
-    };
-    store
-        .ids()
-        .unwrap_or_default()
+/// Every container with its config. An error if the containers cannot be listed: then
+/// no one can say a volume is unused.
+fn holders(root: &Path) -> Result<Vec<Holder>, Error> {
+    let store = Store::open(root)?;
+    Ok(store
+        .ids()?
         .into_iter()
-        .filter_map(|id| store.config(&id).ok())
-        .collect()
+        .map(|id| {
+            let config = store.config(&id).ok();
+            (id, config)
+        })
+        .collect())
 }
 
 /// `volume create`.
@@ -42,23 +60,23 @@ pub fn create(
     root: &Path,
     name: Option<&str>,
     labels: BTreeMap<String, String>,
-) -> Result<Volume, VolumeError> {
+) -> Result<Volume, Error> {
     let store = VolumeStore::open(root)?;
     let _lock = store.lock()?;
     Ok(store.create(name, labels)?.0)
 }
 
 /// `volume rm`: refused for a volume in use; `force` ignores missing ones.
-pub fn remove(root: &Path, name: &str, force: bool) -> Result<(), VolumeError> {
+pub fn remove(root: &Path, name: &str, force: bool) -> Result<(), Error> {
     let store = VolumeStore::open(root)?;
     let _lock = store.lock()?;
-    let using = users(&all_configs(root), name);
+    let using = users(&holders(root)?, name);
     if !using.is_empty() {
-        return Err(VolumeError::InUse(name.to_owned(), using));
+        return Err(VolumeError::InUse(name.to_owned(), using).into());
     }
     match store.remove(name) {
         Err(VolumeError::NotFound(_)) if force => Ok(()),
-        other => other,
+        other => Ok(other?),
     }
 }
 
@@ -72,21 +90,21 @@ pub struct Listed {
 }
 
 /// `volume ls`.
-pub fn list(root: &Path) -> Result<Vec<Listed>, VolumeError> {
+pub fn list(root: &Path) -> Result<Vec<Listed>, Error> {
     let store = VolumeStore::open(root)?;
-    let configs = all_configs(root);
+    let holders = holders(root)?;
     Ok(store
         .list()?
         .into_iter()
         .map(|v| Listed {
-            users: users(&configs, &v.name).len(),
+            users: users(&holders, &v.name).len(),
             volume: v,
         })
         .collect())
 }
 
 /// `volume inspect`'s object for `name`.
-pub fn inspect(root: &Path, name: &str) -> Result<serde_json::Value, VolumeError> {
+pub fn inspect(root: &Path, name: &str) -> Result<serde_json::Value, Error> {
     let store = VolumeStore::open(root)?;
     let v = store.get(name)?;
     Ok(store.inspect(&v))
@@ -94,14 +112,14 @@ pub fn inspect(root: &Path, name: &str) -> Result<serde_json::Value, VolumeError
 
 /// `volume prune`: removes unused volumes (anonymous ones only unless `all`); returns
 /// their names and the bytes freed.
-pub fn prune(root: &Path, all: bool) -> Result<(Vec<String>, u64), VolumeError> {
+pub fn prune(root: &Path, all: bool) -> Result<(Vec<String>, u64), Error> {
     let store = VolumeStore::open(root)?;
     let _lock = store.lock()?;
-    let configs = all_configs(root);
+    let holders = holders(root)?;
     let mut removed = Vec::new();
     let mut freed = 0;
     for v in store.list()? {
-        if (all || v.anonymous) && users(&configs, &v.name).is_empty() {
+        if (all || v.anonymous) && users(&holders, &v.name).is_empty() {
             let size = store.size(&v.name);
             if store.remove(&v.name).is_ok() {
                 removed.push(v.name);
@@ -129,15 +147,19 @@ pub fn release_anonymous(root: &Path, gone: &ContainerConfig) {
     let Ok(_lock) = store.lock() else {
         return;
     };
-    let configs: Vec<ContainerConfig> = all_configs(root)
-        .into_iter()
-        .filter(|c| c.id != gone.id)
-        .collect();
+    let Ok(all) = holders(root) else {
+        log::warn!(
+            "cannot tell who uses container {}'s anonymous volumes: kept",
+            gone.id
+        );
+        return;
+    };
+    let others: Vec<Holder> = all.into_iter().filter(|(id, _)| *id != gone.id).collect();
     let still_used: Vec<String> = gone
         .host_config
         .mounts
         .iter()
-        .filter(|m| !users(&configs, &m.source).is_empty())
+        .filter(|m| !users(&others, &m.source).is_empty())
         .map(|m| m.source.clone())
         .collect();
     crate::volumes::release_anonymous(&store, &gone.host_config.mounts, &still_used);
@@ -147,14 +169,17 @@ pub fn release_anonymous(root: &Path, gone: &ContainerConfig) {
 pub fn borrowed(
     root: &Path,
     from: &[(String, Option<bool>)],
-) -> Result<Vec<crate::volumes::Mount>, VolumeError> {
-    let store = Store::open(root).map_err(|_| VolumeError::NoContainer(String::new()))?;
+) -> Result<Vec<crate::volumes::Mount>, Error> {
+    if from.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = Store::open(root)?;
     let mut out = Vec::new();
     for (query, read_only) in from {
         let config = store
             .resolve(query)
             .and_then(|id| store.config(&id))
-            .map_err(|_| VolumeError::NoContainer(query.clone()))?;
+            .map_err(|_| Error::Volume(VolumeError::NoContainer(query.clone())))?;
         for mut m in config.host_config.mounts {
             if let Some(ro) = read_only {
                 m.read_only = *ro;

@@ -85,8 +85,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// NICs in guest order (`eth0`, `eth1`, ...).
     pub nets: Vec<NetConfig>,
-    /// Shared directories (virtio-fs, served by a vhost-user daemon). Any of them puts
-    /// guest RAM in a shareable memfd, which the daemon maps.
+    /// Shared directories (virtio-fs, served by a vhost-user daemon). Any with a daemon
+    /// puts guest RAM in a shareable memfd, which the daemon maps.
     pub fs: Vec<FsConfig>,
     /// Sample the vCPUs' instruction pointers while the VM runs (`None`: no profiler
     /// at all).
@@ -128,7 +128,7 @@ impl VmConfig {
 
     /// Whether guest RAM must be a shareable memfd (a vhost-user daemon maps it).
     pub fn shared_memory(&self) -> bool {
-        !self.fs.is_empty()
+        self.fs.iter().any(|f| f.socket.is_some())
     }
 }
 

@@ -11,6 +11,7 @@
 //! /run/husk/rootfs       overlay lowerdir=<top>:...:<0>,upperdir=scratch/upper,workdir=scratch/work
 //! ```
 
+mod copyup;
 mod inside;
 mod layers;
 mod sys;
@@ -202,7 +203,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
             ));
         }
     }
-    volumes::validate(spec).map_err(RootfsError::Invalid)?;
+    volumes::validate(spec)?;
     for d in &spec.devices {
         for path in [&d.source, &d.target] {
             let clean = path.starts_with('/')

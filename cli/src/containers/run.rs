@@ -236,7 +236,7 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         }
         Err(e) => {
             if a.rm {
-                let _ = lifecycle::remove(root, &id, true);
+                let _ = lifecycle::remove_with(root, &id, true, true);
             }
             return Err(e.into());
         }

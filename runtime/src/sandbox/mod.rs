@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod loopdev;
+mod mountattr;
 pub mod process;
 pub mod resolv;
 pub mod share;

@@ -61,10 +61,8 @@ const AGENT_FD: i32 = 3;
 const CGROUP_FD: i32 = 4;
 /// The descriptor of the first volume's source; the others follow.
 pub const VOLUME_FD: i32 = 5;
-/// Most volumes of a process sandbox (their descriptors must stay below [`HIGH_FD`]).
+/// Most volumes of a process sandbox.
 const MAX_VOLUMES: usize = 256;
-/// Where descriptors are parked while the numbered ones are placed.
-const HIGH_FD: i32 = 512;
 
 impl ProcessSandbox {
     /// Makes the sandbox and starts its agent.
@@ -209,11 +207,15 @@ fn volume_sources(p: &Params) -> Result<Vec<File>, SandboxError> {
     }
     p.mounts
         .iter()
-        .map(|m| detached_tree(&m.source).map_err(|e| SandboxError::Io(m.source.clone(), e)))
+        .map(|m| {
+            detached_tree(&m.source, m.read_only).map_err(|e| SandboxError::Io(m.source.clone(), e))
+        })
         .collect()
 }
 
-fn detached_tree(path: &Path) -> std::io::Result<File> {
+/// A detached copy of the mount tree at `path`: private (mounts made on it later do not
+/// propagate back to the host), `nodev`, and read-only throughout with `read_only`.
+fn detached_tree(path: &Path, read_only: bool) -> std::io::Result<File> {
     use std::os::fd::FromRawFd;
     const OPEN_TREE_CLONE: libc::c_uint = 1;
     let path = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
@@ -226,7 +228,14 @@ fn detached_tree(path: &Path) -> std::io::Result<File> {
     }
     let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
     // SAFETY: open_tree just returned this descriptor and nothing else owns it.
-    Ok(unsafe { File::from_raw_fd(fd) })
+    let tree = unsafe { File::from_raw_fd(fd) };
+    super::mountattr::restrict(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        read_only,
+    )?;
+    Ok(tree)
 }
 
 /// Makes every mount of the caller's mount namespace private, so that nothing mounted in it
@@ -312,10 +321,12 @@ unsafe fn child(
         libc::dup2(plan.null.as_raw_fd(), 0);
         libc::dup2(plan.log.as_raw_fd(), 1);
         libc::dup2(plan.log.as_raw_fd(), 2);
-        // The listening socket as descriptor 3 and the workload group (`--pids-limit`) as 4,
-        // without close-on-exec (dup2 clears it). Both are first moved above 9, so that
-        // neither can be overwritten by placing the other.
-        let high = |fd: i32| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, HIGH_FD);
+        // The listening socket as descriptor 3, the workload group (`--pids-limit`) as 4
+        // and the volumes from 5 on, without close-on-exec (dup2 clears it). All are first
+        // moved above the last of those numbers, so that placing one cannot overwrite
+        // another.
+        let floor = VOLUME_FD + plan.volumes.len() as i32;
+        let high = |fd: i32| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, floor);
         let listener = high(plan.listener.as_raw_fd());
         let workload = plan.workload_procs.as_ref().map(|f| high(f.as_raw_fd()));
         let mut volumes = [0i32; MAX_VOLUMES];

@@ -1,8 +1,9 @@
 //! vm isolation's volumes: one virtiofsd per container serving `<ctr>/share`, in which
 //! volume `n`'s host directory (or file) is bind-mounted as `<ctr>/share/<n>`. The binds
 //! are made in a mount namespace of the daemon's own, between fork and exec: the host's
-//! mount table never shows them and they go with the daemon. A read-only volume is a
-//! read-only bind there, so the guest cannot write through it whatever it sends. The
+//! mount table never shows them and they go with the daemon. Each bind is made `nodev`
+//! and, for a read-only volume, read-only throughout (`mount_setattr`), so the guest
+//! cannot write through it whatever it sends; the daemon runs without `CAP_MKNOD`. The
 //! daemon's socket is relative to the container directory (`fs.sock`), which is the
 //! working directory of both the daemon and the VMM, so deep state directories stay
 //! within `SUN_LEN`. virtiofsd jails itself in the shared directory (its `namespace`
@@ -69,6 +70,8 @@ impl Share {
         cmd.arg("--shared-dir")
             .arg(&shared)
             .args(["--socket-path", SOCKET, "--sandbox", "namespace", "--xattr"])
+            // The guest makes no device nodes on the host, whatever it asks.
+            .arg("--modcaps=-mknod")
             .args(["--cache", "auto", "--log-level", "warn"])
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -155,16 +158,10 @@ fn enter_own_namespace(binds: &[Bind]) -> std::io::Result<()> {
                 libc::MS_BIND | libc::MS_REC,
                 std::ptr::null(),
             ))?;
-            if b.read_only {
-                check(libc::mount(
-                    std::ptr::null(),
-                    b.target.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-                    std::ptr::null(),
-                ))?;
-            }
         }
+    }
+    for b in binds {
+        super::mountattr::restrict(libc::AT_FDCWD, &b.target, 0, b.read_only)?;
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Warm starts (docs/warm-starts.md): a vm container's VM restored from a template, a
-//! snapshot of a guest booted with the container layout ([`SLOTS`] empty disk slots and
-//! a vsock device) whose agent is up and waiting for the host. The container's disks go
+//! snapshot of a guest booted with the container layout ([`SLOTS`] empty disk slots, a
+//! vsock device, an unplugged NIC and an unplugged shared-directory slot) whose agent is
+//! up and waiting for the host. A container with volumes gets virtiofsd behind the slot
+//! at restore, and its guest memory is then a shared copy of the template's. The container's disks go
 //! into the slots at restore; the guest learns their sizes from a configuration-change
 //! interrupt. Templates live under `<cache>/vm-templates/<key>`, keyed by everything the
 //! snapshot depends on (kernel, agent initramfs, command line, vCPUs, RAM, layout, VMM
@@ -42,6 +44,12 @@ pub enum TemplateError {
     /// The container's NICs do not match the template's.
     #[error("{0} NICs: a template has {NICS}")]
     Nics(usize),
+    /// The container's shared-directory slots do not match the template's.
+    #[error("{0} shared-directory slots: a template has 1")]
+    FsSlots(usize),
+    /// The template's shared-directory slot could not be described.
+    #[error(transparent)]
+    FsSlot(vmm::devices::virtio::fs::Error),
     /// The VM config could not be made.
     #[error(transparent)]
     Config(#[from] guest::Error),
@@ -81,13 +89,16 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<MicroVm, TemplateE
     if config.nets.len() != NICS {
         return Err(TemplateError::Nics(config.nets.len()));
     }
+    if config.fs.len() != 1 {
+        return Err(TemplateError::FsSlots(config.fs.len()));
+    }
     config.profile = req.profile.clone();
     // The VMM binary too: its version number does not change with every build.
     let vmm_binary = std::env::current_exe()
         .map(|p| guest::file_identity(&p))
         .unwrap_or_default();
     let label = format!(
-        "husk container template, {SLOTS} disk slots, {NICS} NICs; vmm {vmm_binary}; {}",
+        "husk container template, {SLOTS} disk slots, {NICS} NICs, 1 shared-directory slot; vmm {vmm_binary}; {}",
         guest::snapshot_label(&config)
     );
     let key = key(&label, config.vcpus, config.mem_mib);
@@ -164,7 +175,7 @@ fn make(config: &VmConfig, templates: &Path, key: &str, label: &str) -> Result<(
         disks: vec![DiskConfig::empty_slot(); SLOTS],
         vsock: Some(VsockConfig::new(MAKER_VSOCK)),
         nets: super::vm::unplugged_nics(),
-        fs: Vec::new(),
+        fs: vec![super::vm::fs_slot(false).map_err(TemplateError::FsSlot)?],
         console: vmm::Console::File(console.clone()),
         snapshot_on_console: Some((
             READY.into(),

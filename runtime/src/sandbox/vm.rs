@@ -21,9 +21,18 @@ const VSOCK_SOCKET: &str = "vsock.sock";
 /// NICs every vm container has (unplugged when it has no network).
 pub const NICS: usize = 1;
 
-/// Disks of a vm container: what the VMM's device budget leaves beside the NICs and
-/// the vsock device.
-pub const DISK_SLOTS: usize = vmm::config::disk_budget(NICS + 1);
+/// Disks of a vm container: what the VMM's device budget leaves beside the NICs, the
+/// vsock device and the shared-directory slot (volumes).
+pub const DISK_SLOTS: usize = vmm::config::disk_budget(NICS + 2);
+
+/// The shared-directory slot every vm container has (unplugged without volumes, so
+/// every VM, template or not, has the same devices).
+pub fn fs_slot(shared_dir: bool) -> Result<vmm::FsConfig, vmm::devices::virtio::fs::Error> {
+    match shared_dir {
+        true => vmm::FsConfig::new(super::share::SOCKET, super::share::TAG),
+        false => vmm::FsConfig::unplugged(super::share::TAG),
+    }
+}
 
 /// Most layers of a vm container's image: one disk each, plus the scratch disk.
 pub const MAX_LAYERS: usize = DISK_SLOTS - 1;
@@ -123,8 +132,7 @@ impl VmSandbox {
         endpoint: Option<&crate::network::Endpoint>,
         shared_dir: bool,
     ) -> Result<Self, super::SandboxError> {
-        // The shared directory's device takes one disk's interrupt line.
-        if p.layers.len() > MAX_LAYERS - usize::from(shared_dir) {
+        if p.layers.len() > MAX_LAYERS {
             return Err(VmError::TooManyDisks(p.layers.len()).into());
         }
         let mut disks: Vec<(PathBuf, bool)> = p.layers.iter().map(|l| (l.clone(), true)).collect();
@@ -144,7 +152,7 @@ impl VmSandbox {
             mem_mib,
             console: p.dir.join("console.log"),
             vsock: PathBuf::from(VSOCK_SOCKET),
-            templates: match p.cold_boot || shared_dir {
+            templates: match p.cold_boot {
                 true => None,
                 false => super::template::templates_dir(),
             },
@@ -272,15 +280,12 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             }],
             None => unplugged_nics(),
         },
-        fs: match spec.shared_dir {
-            true => match vmm::FsConfig::new(super::share::SOCKET, super::share::TAG) {
-                Ok(fs) => vec![fs],
-                Err(e) => {
-                    eprintln!("husk-vmm: {e}");
-                    return 1;
-                }
-            },
-            false => Vec::new(),
+        fs: match fs_slot(spec.shared_dir) {
+            Ok(fs) => vec![fs],
+            Err(e) => {
+                eprintln!("husk-vmm: {e}");
+                return 1;
+            }
         },
         snapshot: None,
         restore: None,
@@ -295,11 +300,7 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             crate::guest::build(&req)
         }),
         None => {
-            if spec.shared_dir && !spec.cold {
-                eprintln!(
-                    "husk-vmm: no warm start (volumes need guest memory shared with virtiofsd): booting cold"
-                );
-            } else if !spec.cold {
+            if !spec.cold {
                 eprintln!(
                     "husk-vmm: no warm start (no cache directory for templates): booting cold"
                 );

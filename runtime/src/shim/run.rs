@@ -561,12 +561,11 @@ fn remove_if_auto(shared: &Shared) {
     if shared.config.host_config.auto_remove
         && let Ok(_lock) = shared.store.lock(&shared.id)
     {
-        let _ = shared.store.remove_dir(&shared.id);
         // docker's `--rm` takes the container's anonymous volumes with it.
-        crate::volverbs::release_anonymous(
-            &crate::sandbox::state_root(&shared.dir),
-            &shared.config,
-        );
+        if shared.store.remove_dir(&shared.id).is_ok() {
+            let root = crate::sandbox::state_root(&shared.dir);
+            crate::volverbs::release_anonymous(&root, &shared.config);
+        }
         shared.store.event("destroy", &shared.config, &[]);
     }
 }

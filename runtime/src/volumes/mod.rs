@@ -14,9 +14,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use parse::{MountFlag, parse_mount, parse_volume, parse_volumes_from};
+pub use parse::{MountFlag, ParseError, parse_mount, parse_volume, parse_volumes_from};
 pub use resolve::Source;
-pub use resolve::{MountRequest, release_anonymous, resolve};
+pub use resolve::{MountRequest, release_anonymous, resolve, undo};
 pub use store::{Volume, VolumeStore};
 
 /// What a mount's source is.
@@ -86,30 +86,6 @@ impl Mount {
         }
         m
     }
-}
-
-/// Errors in mount flags, in docker's words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// `-v` or `--mount` is malformed.
-    #[error("invalid volume specification: {0:?}")]
-    Spec(String),
-    /// A container path is not absolute.
-    #[error(
-        "invalid mount config for type \"{0}\": invalid mount path: {1:?} mount path must be absolute"
-    )]
-    Relative(&'static str, String),
-    /// An unknown `-v` mode.
-    #[error("invalid mode: {0}")]
-    Mode(String),
-    /// An unknown or malformed `--mount` field.
-    #[error("invalid field {0:?} in --mount: {1}")]
-    Field(String, &'static str),
-    /// A volume name that is not one (a relative path, say).
-    #[error(
-        "{0:?} includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
-    )]
-    Name(String),
 }
 
 /// Errors resolving or storing volumes, in docker's words where it has them.

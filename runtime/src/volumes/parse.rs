@@ -2,9 +2,32 @@
 //! type=volume|bind|tmpfs,...` and `--volumes-from CONTAINER[:ro|rw]`, parsed into
 //! requests that `resolve` turns into mounts when the container is created.
 
-use super::ParseError;
 use super::resolve::{MountRequest, Source};
 use super::store::valid_name;
+
+/// Errors in mount flags, in docker's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// `-v` or `--mount` is malformed.
+    #[error("invalid volume specification: {0:?}")]
+    Spec(String),
+    /// A container path is not absolute.
+    #[error(
+        "invalid mount config for type \"{0}\": invalid mount path: {1:?} mount path must be absolute"
+    )]
+    Relative(&'static str, String),
+    /// An unknown `-v` mode.
+    #[error("invalid mode: {0}")]
+    Mode(String),
+    /// An unknown or malformed `--mount` field.
+    #[error("invalid field {0:?} in --mount: {1}")]
+    Field(String, &'static str),
+    /// A volume name that is not one (a relative path, say).
+    #[error(
+        "{0:?} includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+    )]
+    Name(String),
+}
 
 /// What one `--mount` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,23 +34,33 @@ pub struct MountRequest {
 }
 
 /// The mounts of a new container from its requests, the mounts it borrows
-/// (`--volumes-from`, already in their final mode) and the image's `VOLUME` paths.
-/// Volumes made here are removed again if a later one fails. Call with the store's
-/// lock held, and keep it until the container's config is written.
+/// (`--volumes-from`, already in their final mode) and the image's `VOLUME` paths, with
+/// the names of the volumes made for it (for [`undo`] if the container is not made
+/// after all). Volumes made here are removed again if a later one fails. Call with the
+/// store's lock held, and keep it until the container's config is written.
 pub fn resolve(
     store: &VolumeStore,
     requests: &[MountRequest],
     borrowed: Vec<Mount>,
     image_volumes: &[String],
-) -> Result<Vec<Mount>, VolumeError> {
+) -> Result<(Vec<Mount>, Vec<String>), VolumeError> {
     let mut made: Vec<String> = Vec::new();
-    let result = resolve_all(store, requests, borrowed, image_volumes, &mut made);
-    if result.is_err() {
-        for name in made {
-            let _ = store.remove(&name);
+    match resolve_all(store, requests, borrowed, image_volumes, &mut made) {
+        Ok(mounts) => Ok((mounts, made)),
+        Err(e) => {
+            undo(store, &made);
+            Err(e)
         }
     }
-    result
+}
+
+/// Removes the volumes `resolve` made (their container was not made after all).
+pub fn undo(store: &VolumeStore, made: &[String]) {
+    for name in made {
+        if let Err(e) = store.remove(name) {
+            log::warn!("cannot remove volume {name}: {e}");
+        }
+    }
 }
 
 fn resolve_all(
@@ -174,13 +184,14 @@ mod tests {
             req(Source::Named("db".into()), "/data"),
             req(Source::Bind(host.display().to_string()), "/data/host"),
         ];
-        let mounts = resolve(
+        let (mounts, made) = resolve(
             &store,
             &requests,
             borrowed,
             &["/data".into(), "/cache".into()],
         )
         .unwrap();
+        assert_eq!(made.len(), 2, "db and the anonymous /cache");
         let targets: Vec<&str> = mounts.iter().map(|m| m.target.as_str()).collect();
         assert_eq!(targets, ["/b", "/cache", "/data", "/data/host"]);
         assert!(mounts[1].anonymous && mounts[1].kind == Kind::Volume);

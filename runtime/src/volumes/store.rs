@@ -1,6 +1,7 @@
 //! The volume store: `<root>/volumes/<name>/_data` holds a volume's content and
 //! `<root>/volumes/<name>/volume.json` its record (written atomically after the data
-//! directory exists, so a half-made volume has no record and is not listed). One lock,
+//! directory exists, so a half-made volume has no record and is not listed; `volumes/`
+//! is root's alone). One lock,
 //! `<root>/volumes/.lock`, orders creation and removal against containers taking volumes
 //! (callers hold it while they check who uses a volume). Removal renames the directory
 //! away first, so a volume is either whole or gone.
@@ -73,8 +74,15 @@ impl VolumeStore {
 
     /// The store under `root` (its directory made if missing).
     pub fn open(root: &Path) -> Result<VolumeStore, VolumeError> {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = root.join("volumes");
-        fs::create_dir_all(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        // Root's alone (docker's 0700 too): what containers put in volumes (set-id
+        // programs, say) is not for the host's other users.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(format!("cannot create {}", dir.display())))?;
         Ok(VolumeStore { dir })
     }
 
@@ -119,13 +127,15 @@ impl VolumeStore {
             Some(n) => (n.to_owned(), false),
             None => (random_name()?, true),
         };
-        if let Ok(v) = self.get(&name) {
-            return Ok((v, false));
+        match self.get(&name) {
+            Ok(v) => return Ok((v, false)),
+            Err(VolumeError::NotFound(_)) => {}
+            Err(e) => return Err(e),
         }
         let dir = self.dir.join(&name);
-        // A directory without a record is a creation that died half-way: start over.
-        let _ = fs::remove_dir_all(&dir);
         let data = dir.join(DATA);
+        // A directory without a record is a creation that died half-way: its data, if
+        // any, is kept and the record written now.
         fs::create_dir_all(&data).map_err(io_err(format!("cannot create {}", data.display())))?;
         let volume = Volume {
             name,

@@ -4,7 +4,7 @@
 //! event loop until the guest resets, shuts down or fails, stopping the vCPUs for a
 //! snapshot when one is requested ([`snapshot`] saves and restores).
 
-mod ram;
+pub(crate) mod ram;
 mod snapshot;
 
 use std::fs::File;

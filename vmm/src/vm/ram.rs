@@ -30,7 +30,13 @@ pub enum RamError {
 
 /// `bytes` of guest RAM laid out as the architecture wants; `shared` puts it in a memfd.
 pub fn create(bytes: u64, shared: bool) -> Result<GuestMemoryMmap, RamError> {
-    let ranges = layout::ram_regions(bytes);
+    create_regions(&layout::ram_regions(bytes), shared)
+}
+
+/// Guest RAM of the `(start, len)` regions; `shared` puts it in one memfd.
+pub fn create_regions(ranges: &[(u64, u64)], shared: bool) -> Result<GuestMemoryMmap, RamError> {
+    let bytes: u64 = ranges.iter().map(|r| r.1).sum();
+    let ranges = ranges.to_vec();
     if !shared {
         let ranges: Vec<(GuestAddress, usize)> = ranges
             .into_iter()

@@ -27,6 +27,7 @@ pub fn shape_of(config: &VmConfig, label: &str) -> Shape {
         devices.push(device_id::VSOCK);
     }
     devices.extend(config.nets.iter().map(|_| device_id::NET));
+    devices.extend(config.fs.iter().map(|_| device_id::FS));
     Shape {
         vcpus: config.vcpus,
         memory: layout::ram_regions(config.mem_bytes()),
@@ -104,12 +105,20 @@ impl MicroVm {
         let started = Instant::now();
         let (kvm, _host) = check_kvm(config)?;
         let state = MicroVm::check_snapshot(config, dir, label)?;
-        let memory = memory::map(
-            &dir.join(MEMORY_FILE),
-            &state.shape.memory,
-            state.memory_len,
-        )
-        .map_err(snapshot::Error::from)?;
+        let memory_file = dir.join(MEMORY_FILE);
+        let memory = match config.shared_memory() {
+            // A daemon maps guest memory too: a private copy-on-write mapping of the
+            // file would not be the pages it sees, so the saved pages are copied into
+            // shared memory.
+            true => {
+                let shared = super::ram::create(config.mem_bytes(), true)?;
+                memory::copy_into(&shared, &memory_file, state.memory_len)
+                    .map_err(snapshot::Error::from)?;
+                shared
+            }
+            false => memory::map(&memory_file, &state.shape.memory, state.memory_len)
+                .map_err(snapshot::Error::from)?,
+        };
         let vm = create_vm(&kvm, &memory)?;
         setup_irqchip(&vm)?;
         let mut vcpus = create_vcpus(&vm, config.vcpus)?;

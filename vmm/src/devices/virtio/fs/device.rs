@@ -11,21 +11,21 @@ use super::super::{ActivateError, Activation, VirtioDevice, device_id, read_conf
 use super::frontend::{Backend, Ring};
 use super::{Error, FsConfig, QUEUE_SIZE, QUEUES, TAG_MAX, config_space};
 
-/// A virtio-fs device whose daemon is connected.
+/// A virtio-fs device, its daemon connected (or none: an unplugged slot).
 #[derive(Debug)]
 pub struct Fs {
     config: [u8; TAG_MAX + 4],
-    backend: Backend,
+    backend: Option<Backend>,
     queue_sizes: [u16; QUEUES],
     kicks: Vec<EventFd>,
 }
 
 impl Fs {
-    /// Connects to the daemon of `config` and agrees on features.
+    /// Connects to the daemon of `config` (if it has one) and agrees on features.
     pub fn new(config: &FsConfig) -> Result<Fs, Error> {
         Ok(Fs {
             config: config_space(&config.tag),
-            backend: Backend::connect(&config.socket)?,
+            backend: config.socket.as_deref().map(Backend::connect).transpose()?,
             queue_sizes: [QUEUE_SIZE; QUEUES],
             kicks: Vec::new(),
         })
@@ -46,7 +46,9 @@ impl VirtioDevice for Fs {
     }
 
     fn avail_features(&self) -> u64 {
-        self.backend.guest_features()
+        self.backend
+            .as_ref()
+            .map_or(super::frontend::GUEST_BITS, Backend::guest_features)
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -56,6 +58,11 @@ impl VirtioDevice for Fs {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, a: Activation) -> Result<(), ActivateError> {
+        let Some(backend) = self.backend.as_mut() else {
+            // Unplugged: the queues wait for a VM restored with a daemon.
+            self.kicks = a.queues.into_iter().map(|q| q.notify).collect();
+            return Ok(());
+        };
         a.interrupt.raised_by_backend();
         let rings: Vec<Ring<'_>> = a
             .queues
@@ -68,9 +75,7 @@ impl VirtioDevice for Fs {
                 kick: &q.notify,
             })
             .collect();
-        let started = self
-            .backend
-            .start(a.acked_features, &a.memory, &rings, a.interrupt.irqfd());
+        let started = backend.start(a.acked_features, &a.memory, &rings, a.interrupt.irqfd());
         self.kicks = a.queues.into_iter().map(|q| q.notify).collect();
         started.map_err(|e| ActivateError {
             device: "fs",
@@ -79,7 +84,9 @@ impl VirtioDevice for Fs {
     }
 
     fn reset(&mut self) -> Vec<EventFd> {
-        self.backend.stop();
+        if let Some(backend) = self.backend.as_mut() {
+            backend.stop();
+        }
         std::mem::take(&mut self.kicks)
     }
 

@@ -24,8 +24,9 @@ use crate::devices::virtio::VIRTIO_F_VERSION_1;
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
 
 /// Transport feature bits passed between the guest and the daemon: VERSION_1,
-/// INDIRECT_DESC and EVENT_IDX (never the vhost-user bits 26 and 30).
-const GUEST_BITS: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << 28) | (1 << 29);
+/// INDIRECT_DESC and EVENT_IDX (never the vhost-user bits 26 and 30); also what a slot
+/// without a daemon offers.
+pub const GUEST_BITS: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << 28) | (1 << 29);
 
 /// Protocol features husk uses: several queues, acknowledged requests, device reset.
 fn wanted_protocol() -> VhostUserProtocolFeatures {
@@ -66,16 +67,26 @@ fn step(what: &'static str) -> impl FnOnce(vhost::Error) -> Error {
     move |e| Error::Backend(what, e)
 }
 
+/// Connects to `socket`, retrying while it does not exist or does not listen yet (the
+/// daemon may be starting), for up to [`SOCKET_WAIT`].
+fn connect_when_listening(socket: &Path) -> Result<Frontend, Error> {
+    let start = Instant::now();
+    loop {
+        match Frontend::connect(socket, QUEUES as u64) {
+            Ok(fe) => return Ok(fe),
+            Err(_) if start.elapsed() < SOCKET_WAIT => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(Error::Connect(socket.to_path_buf(), e)),
+        }
+    }
+}
+
 impl Backend {
     /// Connects to the daemon at `socket` (waiting for it to appear) and agrees on
     /// features.
     pub fn connect(socket: &Path) -> Result<Backend, Error> {
-        let start = Instant::now();
-        while !socket.exists() && start.elapsed() < SOCKET_WAIT {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut fe = Frontend::connect(socket, QUEUES as u64)
-            .map_err(|e| Error::Connect(socket.to_path_buf(), e))?;
+        let mut fe = connect_when_listening(socket)?;
         fe.set_owner().map_err(step("take ownership"))?;
         let features = fe.get_features().map_err(step("report its features"))?;
         let protocol_bit = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();

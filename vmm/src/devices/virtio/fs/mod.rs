@@ -3,7 +3,10 @@
 //! VMM only negotiates features, hands the daemon the guest RAM (a shared memfd, see
 //! `vm::ram`) and each queue's addresses, kick eventfd (the transport's ioeventfd) and
 //! call eventfd (the device's irqfd), and answers the configuration space: the mount tag
-//! and one request queue. This file holds the configuration and the errors;
+//! and one request queue. A slot without a daemon (VM templates) lets the driver set
+//! its queues up and serves nothing; a VM restored from such a template with a daemon
+//! hands the daemon the queues as the driver left them. This file holds the
+//! configuration and the errors;
 //! `device.rs` the `VirtioDevice`, `frontend.rs` the vhost-user conversation.
 
 mod device;
@@ -24,8 +27,10 @@ pub const QUEUE_SIZE: u16 = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsConfig {
     /// The daemon's vhost-user socket (listening already, or about to: the device
-    /// waits a moment for it).
-    pub socket: PathBuf,
+    /// waits a moment for it); `None` is an *unplugged* slot: the guest's driver finds
+    /// the device and sets up its queues, nothing serves them (VM templates keep one, so
+    /// a VM restored from them can be given a daemon).
+    pub socket: Option<PathBuf>,
     /// The mount tag the guest names (`mount -t virtiofs TAG DIR`).
     pub tag: String,
 }
@@ -33,11 +38,19 @@ pub struct FsConfig {
 impl FsConfig {
     /// A shared directory behind `socket`, mounted in the guest by `tag`.
     pub fn new(socket: impl Into<PathBuf>, tag: &str) -> Result<FsConfig, Error> {
+        Ok(FsConfig {
+            socket: Some(socket.into()),
+            ..FsConfig::unplugged(tag)?
+        })
+    }
+
+    /// A slot with tag `tag` and no daemon.
+    pub fn unplugged(tag: &str) -> Result<FsConfig, Error> {
         if tag.is_empty() || tag.len() > TAG_MAX || tag.contains('\0') {
             return Err(Error::Tag(tag.to_owned()));
         }
         Ok(FsConfig {
-            socket: socket.into(),
+            socket: None,
             tag: tag.to_owned(),
         })
     }
