@@ -184,8 +184,8 @@ pub fn borrowed(
             if let Some(ro) = read_only {
                 m.read_only = *ro;
             }
-            // Borrowed, not owned: the lender's `rm -v` decides about it.
-            m.anonymous = false;
+            // An anonymous volume stays anonymous when borrowed: whichever of lender and
+            // borrowers is removed last with `-v` takes it (no one else uses it then).
             out.push(m);
         }
     }

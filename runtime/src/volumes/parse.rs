@@ -9,11 +9,11 @@ use super::store::valid_name;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// `-v` or `--mount` is malformed.
-    #[error("invalid volume specification: {0:?}")]
+    #[error("invalid volume specification: '{0}'")]
     Spec(String),
     /// A container path is not absolute.
     #[error(
-        "invalid mount config for type \"{0}\": invalid mount path: {1:?} mount path must be absolute"
+        "invalid mount config for type \"{0}\": invalid mount path: '{1}' mount path must be absolute"
     )]
     Relative(&'static str, String),
     /// An unknown `-v` mode.
@@ -24,7 +24,7 @@ pub enum ParseError {
     Field(String, &'static str),
     /// A volume name that is not one (a relative path, say).
     #[error(
-        "{0:?} includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
+        "create {0}: {0:?} includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host directory, use absolute path"
     )]
     Name(String),
 }
