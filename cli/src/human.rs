@@ -179,6 +179,28 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc
     Ok(now - chrono::Duration::seconds(total))
 }
 
+/// docker's `network rm` / `volume rm` output: each name removed is printed, each
+/// failure said on stderr as `Error: ...`; exit 1 if any failed, after trying them all.
+pub fn remove_each<E: std::fmt::Display>(
+    names: &[String],
+    mut remove: impl FnMut(&str) -> Result<(), E>,
+) -> std::process::ExitCode {
+    let mut failed = false;
+    for name in names {
+        match remove(name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    match failed {
+        true => std::process::ExitCode::from(1),
+        false => std::process::ExitCode::SUCCESS,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,14 +153,7 @@ fn create(a: CreateArgs, root: &Path) -> anyhow::Result<ExitCode> {
             a.driver
         );
     }
-    let labels: BTreeMap<String, String> = a
-        .label
-        .iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (l.clone(), String::new()),
-        })
-        .collect();
+    let labels = runtime::spec::labels(BTreeMap::new(), &a.label);
     let o = defs::CreateOptions {
         name: a.name,
         subnet: a.subnet,
@@ -224,20 +217,9 @@ fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn rm(a: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for q in &a.networks {
-        match network::remove_network(root, q) {
-            Ok(_) => println!("{q}"),
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(match failed {
-        true => ExitCode::from(1),
-        false => ExitCode::SUCCESS,
-    })
+    Ok(human::remove_each(&a.networks, |q| {
+        network::remove_network(root, q).map(drop)
+    }))
 }
 
 fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {

@@ -102,14 +102,7 @@ fn create(a: CreateArgs, root: &Path) -> anyhow::Result<ExitCode> {
             a.driver
         );
     }
-    let labels: BTreeMap<String, String> = a
-        .label
-        .iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (l.clone(), String::new()),
-        })
-        .collect();
+    let labels = runtime::spec::labels(BTreeMap::new(), &a.label);
     let v = volverbs::create(root, a.name.as_deref(), labels)?;
     println!("{}", v.name);
     Ok(ExitCode::SUCCESS)
@@ -177,20 +170,9 @@ fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn rm(a: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for name in &a.volumes {
-        match volverbs::remove(root, name, a.force) {
-            Ok(()) => println!("{name}"),
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(match failed {
-        true => ExitCode::from(1),
-        false => ExitCode::SUCCESS,
-    })
+    Ok(human::remove_each(&a.volumes, |name| {
+        volverbs::remove(root, name, a.force)
+    }))
 }
 
 fn prune(a: PruneArgs, root: &Path) -> anyhow::Result<ExitCode> {

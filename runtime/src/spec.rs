@@ -610,7 +610,8 @@ fn stop_signal(signal: Option<&String>) -> Result<String, SpecError> {
 }
 
 /// The image's labels with `--label`s added or replacing them (`KEY` alone: empty value).
-fn labels(
+/// `--label KEY[=VALUE]` flags over `image`'s labels (a bare key has an empty value).
+pub fn labels(
     mut image: std::collections::BTreeMap<String, String>,
     flags: &[String],
 ) -> std::collections::BTreeMap<String, String> {
