@@ -1,7 +1,8 @@
 //! The sandbox's network interfaces, as the host wired them ([`InterfaceSpec`]): each is
 //! found by name, given its MAC and MTU, its addresses and (for the first with a gateway)
 //! the default route, then brought up, through rtnetlink (`netconf`). Runs during setup,
-//! after loopback is up and before the workload exists.
+//! after loopback is up and before the workload exists, and again when the host connects
+//! or disconnects a network while the container runs ([`change`]).
 
 use agent_proto::InterfaceSpec;
 use netconf::{LinkChange, Netlink};
@@ -49,16 +50,57 @@ pub fn validate(interfaces: &[InterfaceSpec]) -> Result<(), NetworkError> {
     Ok(())
 }
 
+fn fail(name: &str) -> impl Fn(netconf::Error) -> NetworkError + use<> {
+    let name = name.to_string();
+    move |e| NetworkError::Netlink(name.clone(), e)
+}
+
 /// Configures every interface; the first gateway becomes the default route.
 pub fn configure(interfaces: &[InterfaceSpec]) -> Result<(), NetworkError> {
     if interfaces.is_empty() {
         return Ok(());
     }
-    let fail = |name: &str| {
-        let name = name.to_string();
-        move |e| NetworkError::Netlink(name.clone(), e)
-    };
     let mut nl = Netlink::open().map_err(fail("(netlink)"))?;
+    bring_up(&mut nl, interfaces, false)
+}
+
+/// A running sandbox's change: `remove`'s interfaces lose their addresses and go down
+/// (their routes go with them), then `add`'s are configured; a new gateway becomes the
+/// default route only where there is none.
+pub fn change(add: &[InterfaceSpec], remove: &[InterfaceSpec]) -> Result<(), NetworkError> {
+    validate(add)?;
+    validate(remove)?;
+    let mut nl = Netlink::open().map_err(fail("(netlink)"))?;
+    for i in remove {
+        // A veth the host deleted took the interface along: nothing is left to do.
+        let Some(index) = netconf::link_index(&i.name) else {
+            continue;
+        };
+        for (addr, prefix) in &i.addresses {
+            match nl.delete_address(index, *addr, *prefix) {
+                Err(e) if e.errno() != Some(libc::EADDRNOTAVAIL) => {
+                    return Err(fail(&i.name)(e));
+                }
+                _ => {}
+            }
+        }
+        let down = LinkChange {
+            up: Some(false),
+            ..LinkChange::default()
+        };
+        nl.set_link(index, &down).map_err(fail(&i.name))?;
+        crate::say!("network: {} down", i.name);
+    }
+    bring_up(&mut nl, add, true)
+}
+
+/// Configures `interfaces`; the first gateway becomes the default route, unless `keep`
+/// and there is one already.
+fn bring_up(
+    nl: &mut Netlink,
+    interfaces: &[InterfaceSpec],
+    keep: bool,
+) -> Result<(), NetworkError> {
     let mut routed = false;
     for i in interfaces {
         let index = nl.index(&i.name).map_err(fail(&i.name))?;
@@ -69,8 +111,12 @@ pub fn configure(interfaces: &[InterfaceSpec]) -> Result<(), NetworkError> {
         };
         nl.set_link(index, &change).map_err(fail(&i.name))?;
         for (addr, prefix) in &i.addresses {
-            nl.add_address(index, *addr, *prefix)
-                .map_err(fail(&i.name))?;
+            match nl.add_address(index, *addr, *prefix) {
+                Err(e) if !(keep && e.errno() == Some(libc::EEXIST)) => {
+                    return Err(fail(&i.name)(e));
+                }
+                _ => {}
+            }
         }
         let up = LinkChange {
             up: Some(true),
@@ -78,8 +124,12 @@ pub fn configure(interfaces: &[InterfaceSpec]) -> Result<(), NetworkError> {
         };
         nl.set_link(index, &up).map_err(fail(&i.name))?;
         if let (Some(gw), false) = (i.gateway, routed) {
-            nl.add_default_route(gw).map_err(fail(&i.name))?;
-            routed = true;
+            match nl.add_default_route(gw) {
+                Err(e) if !(keep && e.errno() == Some(libc::EEXIST)) => {
+                    return Err(fail(&i.name)(e));
+                }
+                _ => routed = true,
+            }
         }
         crate::say!(
             "network: {} up ({} address(es){})",

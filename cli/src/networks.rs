@@ -26,9 +26,9 @@ pub enum NetworkCommand {
     Rm(RmArgs),
     /// Remove every user network no container runs on.
     Prune(PruneArgs),
-    /// Connect a stopped container to a network (from its next start).
+    /// Connect a container to a network (a running one at once).
     Connect(ConnectArgs),
-    /// Disconnect a stopped container from its network.
+    /// Disconnect a container from a network (a running one at once).
     Disconnect(DisconnectArgs),
 }
 
@@ -113,7 +113,7 @@ pub struct ConnectArgs {
 /// `husk network disconnect`.
 #[derive(Args, Debug)]
 pub struct DisconnectArgs {
-    /// Accepted for docker's sake (a stopped container has nothing to force).
+    /// Accepted for docker's sake (the container is always taken off the network).
     #[arg(short, long)]
     force: bool,
     /// The network.

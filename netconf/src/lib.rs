@@ -202,6 +202,16 @@ impl Netlink {
         )
     }
 
+    /// Removes `addr/prefix` from the link with index `index`.
+    pub fn delete_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<(), Error> {
+        let mut msg = AddressMessage::default();
+        msg.header.index = index;
+        msg.header.prefix_len = prefix;
+        msg.header.family = family(addr);
+        msg.attributes = vec![AddressAttribute::Local(addr)];
+        self.request("remove an address", RouteNetlinkMessage::DelAddress(msg), 0)
+    }
+
     /// Adds the default IPv4 route through `gateway`.
     pub fn add_default_route(&mut self, gateway: Ipv4Addr) -> Result<(), Error> {
         let mut msg = RouteMessage::default();

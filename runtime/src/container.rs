@@ -163,6 +163,10 @@ pub struct HostConfig {
     /// `--ip` (docker's `IPAMConfig.IPv4Address`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4_address: Option<std::net::Ipv4Addr>,
+    /// Networks joined with `network connect` besides `NetworkMode`, in the order of the
+    /// container's interfaces after `eth0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_networks: Vec<crate::network::Attachment>,
     /// `-p`/`-P` as asked (host port 0: ephemeral).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_bindings: Vec<crate::network::ports::PortBinding>,
@@ -199,6 +203,23 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The networks the container is on, `eth0`'s first: `NetworkMode` if it is a bridge
+    /// network, then those joined with `network connect`.
+    pub fn networks(&self) -> Vec<crate::network::Attachment> {
+        let primary = self
+            .network_mode
+            .is_bridged()
+            .then(|| crate::network::Attachment {
+                network: self.network_mode.as_str().to_string(),
+                aliases: self.network_aliases.clone(),
+                ipv4_address: self.ipv4_address,
+            });
+        primary
+            .into_iter()
+            .chain(self.extra_networks.iter().cloned())
+            .collect()
+    }
+
     /// The capability bounding set of the container's processes (checked when created).
     pub fn capabilities(&self) -> u64 {
         crate::caps::bounding_set(self.privileged, &self.cap_add, &self.cap_drop)
@@ -730,12 +751,13 @@ fn port_bindings_json(bindings: &[crate::network::ports::PortBinding]) -> serde_
     serde_json::Value::Object(map)
 }
 
-/// docker's `NetworkSettings`: the network the container is on, its address and the
+/// docker's `NetworkSettings`: the networks the container is on, its addresses and the
 /// published ports while it runs (`Ports` lists exposed but unpublished ports as null).
+/// The top-level address fields are `eth0`'s, as docker's are the first network's.
 fn network_settings_json(
     h: &HostConfig,
     exposed: &BTreeMap<String, serde_json::Value>,
-    live: Option<&crate::network::Settings>,
+    live: &[crate::network::Settings],
 ) -> serde_json::Value {
     let mut ports = serde_json::Map::new();
     for key in exposed.keys() {
@@ -746,7 +768,7 @@ fn network_settings_json(
         };
         ports.insert(key, serde_json::Value::Null);
     }
-    for p in live.map(|s| s.ports.as_slice()).unwrap_or_default() {
+    for p in live.iter().flat_map(|s| s.ports.iter()) {
         let key = format!("{}/{}", p.container_port, p.proto.as_str());
         let entry = serde_json::json!({
             "HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
@@ -759,6 +781,41 @@ fn network_settings_json(
             }
         }
     }
+    let mut networks = serde_json::Map::new();
+    let attachments = match h.network_mode.is_bridged() {
+        true => h.networks(),
+        // `none` and `host` are listed under their own names.
+        false => vec![crate::network::Attachment {
+            network: h.network_mode.as_str().to_string(),
+            ..Default::default()
+        }],
+    };
+    for a in &attachments {
+        let s = live
+            .iter()
+            .find(|s| s.network == a.network || s.network_id == a.network);
+        networks.insert(a.network.clone(), endpoint_json(a, s));
+    }
+    let first = endpoint_json(&Default::default(), live.first());
+    serde_json::json!({
+        "Bridge": "",
+        "SandboxID": "",
+        "SandboxKey": "",
+        "Ports": ports,
+        "IPAddress": first["IPAddress"],
+        "IPPrefixLen": first["IPPrefixLen"],
+        "Gateway": first["Gateway"],
+        "MacAddress": first["MacAddress"],
+        "Networks": networks,
+    })
+}
+
+/// One entry of docker's `NetworkSettings.Networks`: what the container asked of the
+/// network, and its address there while it runs (`live`).
+fn endpoint_json(
+    a: &crate::network::Attachment,
+    live: Option<&crate::network::Settings>,
+) -> serde_json::Value {
     let text = |v: Option<std::net::Ipv4Addr>| v.map(|a| a.to_string()).unwrap_or_default();
     let (ip, prefix, gateway, mac) = match live {
         Some(s) => (text(s.ip), s.prefix, text(s.gateway), s.mac.clone()),
@@ -768,35 +825,23 @@ fn network_settings_json(
         Some(s) => (s.network_id.clone(), serde_json::json!(s.dns_names)),
         None => (String::new(), serde_json::Value::Null),
     };
-    let ipam = h
+    let ipam = a
         .ipv4_address
         .map(|a| serde_json::json!({ "IPv4Address": a.to_string() }));
-    let aliases = match h.network_aliases.is_empty() {
+    let aliases = match a.aliases.is_empty() {
         true => serde_json::Value::Null,
-        false => serde_json::json!(h.network_aliases),
+        false => serde_json::json!(a.aliases),
     };
     serde_json::json!({
-        "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
-        "Ports": ports,
+        "IPAMConfig": ipam,
+        "Aliases": aliases,
+        "DNSNames": dns_names,
+        "NetworkID": network_id,
+        "EndpointID": "",
+        "Gateway": gateway,
         "IPAddress": ip,
         "IPPrefixLen": prefix,
-        "Gateway": gateway,
         "MacAddress": mac,
-        "Networks": {
-            h.network_mode.as_str(): {
-                "IPAMConfig": ipam,
-                "Aliases": aliases,
-                "DNSNames": dns_names,
-                "NetworkID": network_id,
-                "EndpointID": "",
-                "Gateway": gateway,
-                "IPAddress": ip,
-                "IPPrefixLen": prefix,
-                "MacAddress": mac,
-            },
-        },
     })
 }
 
@@ -923,7 +968,10 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
         "NetworkSettings": network_settings_json(
             h,
             &c.exposed_ports,
-            running.then(|| crate::network::settings(dir)).flatten().as_ref(),
+            &match running {
+                true => crate::network::settings(dir),
+                false => Vec::new(),
+            },
         ),
         "Isolation": state.isolation.as_str(),
     })

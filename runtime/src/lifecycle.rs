@@ -147,8 +147,8 @@ pub struct Summary {
     pub config: ContainerConfig,
     /// state.json.
     pub state: ContainerState,
-    /// Its network settings while it runs on a network.
-    pub network: Option<crate::network::Settings>,
+    /// Its network settings while it runs, one per network (`eth0`'s first).
+    pub networks: Vec<crate::network::Settings>,
 }
 
 /// Creates a container (does not start it). `req.host.isolation` must already be resolved
@@ -385,8 +385,9 @@ pub fn ports(
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     let ports = crate::network::settings(&store.dir(&id))
-        .map(|s| s.ports)
-        .unwrap_or_default();
+        .into_iter()
+        .flat_map(|s| s.ports)
+        .collect();
     Ok((id, ports))
 }
 
@@ -479,14 +480,14 @@ pub fn list(root: &Path, all: bool) -> Result<Vec<Summary>, LifecycleError> {
             continue;
         };
         if all || state.running() {
-            let network = state
-                .running()
-                .then(|| crate::network::settings(&store.dir(&id)))
-                .flatten();
+            let networks = match state.running() {
+                true => crate::network::settings(&store.dir(&id)),
+                false => Vec::new(),
+            };
             rows.push(Summary {
                 config,
                 state,
-                network,
+                networks,
             });
         }
     }

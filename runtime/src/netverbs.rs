@@ -1,13 +1,14 @@
-//! The `network` verbs that touch containers: `connect` and `disconnect` (a stopped
-//! container's network, for its next start: husk gives a container one network, and a
-//! running one keeps the one it started with), and `prune`.
+//! The `network` verbs that touch containers: `connect` and `disconnect` (of a running
+//! container through its shim, which rewires the sandbox at once; the configuration keeps
+//! the change for every later start), and `prune`.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::container::{ContainerError, Store};
-use crate::network::Mode;
 use crate::network::defs::{self, DefError};
+use crate::network::{Attachment, Mode};
+use crate::shim::client::ShimClient;
 
 /// Errors of `connect`, `disconnect` and `prune`.
 #[derive(Debug, thiserror::Error)]
@@ -18,27 +19,21 @@ pub enum NetVerbError {
     /// The container is not there (or its state cannot be read).
     #[error(transparent)]
     Container(#[from] ContainerError),
-    /// `connect`/`disconnect` of a running container.
-    #[error(
-        "container {0} is running: husk changes a container's network only while it is stopped"
-    )]
-    Running(String),
+    /// The running container's shim could not make the change.
+    #[error(transparent)]
+    Shim(#[from] crate::shim::ShimError),
+    /// `connect`/`disconnect` of a container on the host's network (docker's words).
+    #[error("container cannot be disconnected from host network or connected to host network")]
+    HostNetwork,
+    /// More networks than a vm container's NICs.
+    #[error("container {0} is on {1} networks: a vm container can be on at most {1}")]
+    Full(String, usize),
     /// `connect` to the network it is on (docker's words).
     #[error("endpoint with name {container} already exists in network {network}")]
     AlreadyOn {
         /// The container.
         container: String,
         /// The network.
-        network: String,
-    },
-    /// `connect` while on another network.
-    #[error(
-        "container {container} is on network {network}: a husk container has one network, disconnect it first"
-    )]
-    OnAnother {
-        /// The container.
-        container: String,
-        /// Its network.
         network: String,
     },
     /// `disconnect` from a network it is not on (docker's words).
@@ -69,7 +64,8 @@ pub struct ConnectOptions {
     pub ip: Option<Ipv4Addr>,
 }
 
-/// Puts stopped container `query` on network `network` (from its next start).
+/// Puts container `query` on network `network`: a running one at once (its next free
+/// interface), and from its next start on.
 pub fn connect(
     root: &Path,
     network: &str,
@@ -91,52 +87,88 @@ pub fn connect(
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     let config = store.config(&id)?;
-    if store.state(&id)?.observed().running() {
-        return Err(NetVerbError::Running(config.name));
+    let h = &config.host_config;
+    if h.network_mode == Mode::Host {
+        return Err(NetVerbError::HostNetwork);
     }
-    match &config.host_config.network_mode {
-        Mode::None => {}
-        m if *m == Mode::of(&net) => {
-            return Err(NetVerbError::AlreadyOn {
-                container: config.name,
-                network: net.name,
-            });
-        }
-        m => {
-            return Err(NetVerbError::OnAnother {
-                container: config.name,
-                network: m.as_str().to_string(),
-            });
-        }
+    let on = h.networks();
+    if on.iter().any(|a| names(root, &a.network, &net)) {
+        return Err(NetVerbError::AlreadyOn {
+            container: config.name,
+            network: net.name,
+        });
+    }
+    if h.isolation == crate::container::Isolation::Vm && on.len() >= crate::sandbox::vm::NICS {
+        return Err(NetVerbError::Full(config.name, crate::sandbox::vm::NICS));
+    }
+    let attachment = Attachment {
+        network: net.name.clone(),
+        aliases: o.aliases.clone(),
+        ipv4_address: o.ip,
+    };
+    if store.state(&id)?.observed().running() {
+        ShimClient::connect(&store.dir(&id))?.connect_network(&attachment)?;
     }
     store.update_config(&id, |c| {
-        c.host_config.network_mode = Mode::of(&net);
-        c.host_config.network_aliases = o.aliases.clone();
-        c.host_config.ipv4_address = o.ip;
+        let h = &mut c.host_config;
+        match h.network_mode.is_bridged() {
+            true => h.extra_networks.push(attachment),
+            false => {
+                h.network_mode = Mode::of(&net);
+                h.network_aliases = attachment.aliases;
+                h.ipv4_address = attachment.ipv4_address;
+            }
+        }
     })?;
     store.event_for("connect", &id, &[("network", net.name)]);
     Ok(())
 }
 
-/// Takes stopped container `query` off network `network` (it keeps loopback only).
+/// Whether the network a container's configuration names as `name` is `net`.
+fn names(root: &Path, name: &str, net: &defs::Net) -> bool {
+    name == net.name || name == net.id || defs::find(root, name).is_ok_and(|n| n.id == net.id)
+}
+
+/// Takes container `query` off network `network`: a running one at once, and for every
+/// later start. Its next network, if any, takes the first place (`eth0`, the ports).
 pub fn disconnect(root: &Path, network: &str, query: &str) -> Result<(), NetVerbError> {
     let net = defs::find(root, network)?;
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     let config = store.config(&id)?;
-    if config.host_config.network_mode != Mode::of(&net) {
+    let on = config.host_config.networks();
+    let Some(at) = on.iter().position(|a| names(root, &a.network, &net)) else {
         return Err(NetVerbError::NotOn {
             container: config.name,
             network: net.name,
         });
-    }
+    };
     if store.state(&id)?.observed().running() {
-        return Err(NetVerbError::Running(config.name));
+        ShimClient::connect(&store.dir(&id))?.disconnect_network(&net.id)?;
     }
     store.update_config(&id, |c| {
-        c.host_config.network_mode = Mode::None;
-        c.host_config.network_aliases.clear();
-        c.host_config.ipv4_address = None;
+        let mut rest = c.host_config.networks();
+        if at < rest.len() {
+            rest.remove(at);
+        }
+        let h = &mut c.host_config;
+        let mut rest = rest.into_iter();
+        match rest.next() {
+            Some(first) => {
+                h.network_mode = match first.network.as_str() {
+                    crate::network::BRIDGE => Mode::Bridge,
+                    other => Mode::User(other.to_string()),
+                };
+                h.network_aliases = first.aliases;
+                h.ipv4_address = first.ipv4_address;
+            }
+            None => {
+                h.network_mode = Mode::None;
+                h.network_aliases.clear();
+                h.ipv4_address = None;
+            }
+        }
+        h.extra_networks = rest.collect();
     })?;
     store.event_for("disconnect", &id, &[("network", net.name)]);
     Ok(())
@@ -153,4 +185,79 @@ pub fn prune(root: &Path) -> Result<Vec<String>, NetVerbError> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{ContainerConfig, HostConfig, RunConfig};
+
+    fn net(root: &Path, name: &str) {
+        let o = defs::CreateOptions {
+            name: name.into(),
+            ..defs::CreateOptions::default()
+        };
+        defs::create(root, &o).unwrap();
+    }
+
+    fn on(root: &Path) -> (Mode, Vec<String>) {
+        let store = Store::open(root).unwrap();
+        let id = store.resolve("c").unwrap();
+        let h = store.config(&id).unwrap().host_config;
+        let names = h.networks().into_iter().map(|a| a.network).collect();
+        (h.network_mode, names)
+    }
+
+    #[test]
+    fn a_stopped_container_joins_several_networks_and_the_next_takes_the_first_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        net(root, "a");
+        net(root, "b");
+        let store = Store::open(root).unwrap();
+        let host = HostConfig {
+            network_mode: Mode::User("a".into()),
+            network_aliases: vec!["x".into()],
+            ..HostConfig::default()
+        };
+        store
+            .create(Some("c"), |id, name| {
+                let c = RunConfig::default();
+                ContainerConfig::new(id, name, "sha256:00", "busybox", c, host, vec![])
+            })
+            .unwrap();
+        let alias = ConnectOptions {
+            aliases: vec!["y".into()],
+            ip: None,
+        };
+        connect(root, "b", "c", &alias).unwrap();
+        connect(root, "bridge", "c", &ConnectOptions::default()).unwrap();
+        assert_eq!(
+            on(root).1,
+            ["a", "b", "bridge"],
+            "in interface order, eth0 first"
+        );
+        let e = connect(root, "b", "c", &ConnectOptions::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "endpoint with name c already exists in network b"
+        );
+
+        disconnect(root, "a", "c").unwrap();
+        let (mode, names) = on(root);
+        assert_eq!(mode, Mode::User("b".into()));
+        assert_eq!(names, ["b", "bridge"]);
+        let store = Store::open(root).unwrap();
+        let id = store.resolve("c").unwrap();
+        let h = store.config(&id).unwrap().host_config;
+        assert_eq!(h.network_aliases, ["y"], "b's aliases came along");
+        disconnect(root, "bridge", "c").unwrap();
+        disconnect(root, "b", "c").unwrap();
+        assert_eq!(on(root), (Mode::None, vec![]));
+        let e = disconnect(root, "b", "c").unwrap_err();
+        assert_eq!(e.to_string(), "container c is not connected to network b");
+        // From none, the next network is the first.
+        connect(root, "a", "c", &ConnectOptions::default()).unwrap();
+        assert_eq!(on(root), (Mode::User("a".into()), vec!["a".to_string()]));
+    }
 }

@@ -481,6 +481,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         port_bindings: Vec::new(),
         network_aliases: Vec::new(),
         ipv4_address: None,
+        extra_networks: Vec::new(),
         extra_hosts: Vec::new(),
         dns: Vec::new(),
         cap_add: flags.cap_add.clone(),

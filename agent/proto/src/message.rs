@@ -154,6 +154,18 @@ pub enum Request {
         /// What to assemble.
         spec: SandboxSpec,
     },
+    /// Changes the sandbox's interfaces while it runs (`network connect`/`disconnect`):
+    /// each of `remove` loses the listed addresses and goes down, then each of `add` is
+    /// configured as in setup (it gets the default route if there is none). Replied with
+    /// [`Reply::Ok`], or an error (kind [`ErrorKind::Network`]).
+    Network {
+        /// Interfaces to configure.
+        #[serde(default)]
+        add: Vec<InterfaceSpec>,
+        /// Interfaces to take down, with the addresses the host gave them.
+        #[serde(default)]
+        remove: Vec<InterfaceSpec>,
+    },
 }
 
 /// The container's root filesystem and identity files, for [`Request::Setup`].
@@ -476,6 +488,8 @@ pub enum ErrorKind {
     Internal,
     /// [`Request::Setup`] failed (a device is missing, a mount failed) or was already done.
     Setup,
+    /// [`Request::Network`] failed (no such interface, the kernel refused a change).
+    Network,
     /// A kind this side does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,

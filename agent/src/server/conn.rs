@@ -173,6 +173,9 @@ impl Session {
             Request::Setup { spec } => crate::rootfs::setup(&spec)
                 .map(|()| Reply::Ok)
                 .map_err(|e| refuse(ErrorKind::Setup, crate::chain(&e))),
+            Request::Network { add, remove } => crate::network::change(&add, &remove)
+                .map(|()| Reply::Ok)
+                .map_err(|e| refuse(ErrorKind::Network, crate::chain(&e))),
             Request::Shutdown => {
                 self.shared.table.kill_all();
                 self.reply(Some(id), Ok(Reply::Ok));

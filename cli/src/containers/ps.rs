@@ -141,18 +141,22 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// docker's NETWORKS column: the networks' names, comma-separated.
+fn networks(h: &runtime::container::HostConfig) -> String {
+    let names: Vec<String> = h.networks().into_iter().map(|a| a.network).collect();
+    match names.is_empty() {
+        true => h.network_mode.as_str().to_string(),
+        false => names.join(","),
+    }
+}
+
 /// docker's PORTS column: `0.0.0.0:8080->80/tcp, 127.0.0.1:32768->81/tcp`.
 fn ports(r: &Summary) -> String {
-    r.network
-        .as_ref()
-        .map(|n| {
-            n.ports
-                .iter()
-                .map(|p| p.short())
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+    r.networks
+        .iter()
+        .flat_map(|n| n.ports.iter().map(|p| p.short()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One container as `ps --format` sees it (docker's field names and wording).
@@ -176,7 +180,7 @@ fn row_json(r: &Summary, id: &str, no_trunc: bool, now: DateTime<Utc>) -> serde_
         "Names": r.config.name,
         "Labels": labels.join(","),
         "Mounts": "",
-        "Networks": r.config.host_config.network_mode.as_str(),
+        "Networks": networks(&r.config.host_config),
         "LocalVolumes": "0",
         "Isolation": r.config.host_config.isolation.as_str(),
     })

@@ -255,6 +255,22 @@ impl AgentClient {
         }
     }
 
+    /// Changes the running sandbox's interfaces (`network connect`/`disconnect`).
+    pub fn network(
+        &self,
+        add: Vec<agent_proto::InterfaceSpec>,
+        remove: Vec<agent_proto::InterfaceSpec>,
+    ) -> Result<(), ClientError> {
+        match request(
+            &self.shared,
+            &Request::Network { add, remove },
+            Some(self.timeout),
+        )? {
+            Reply::Ok => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Asks the agent to kill everything and end the sandbox (a VM resets, a host-process
     /// agent exits).
     pub fn shutdown(self) -> Result<(), ClientError> {

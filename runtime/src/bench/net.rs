@@ -204,6 +204,7 @@ fn container(o: &NetOptions, root: &std::path::Path, iso: &str) -> Result<Figure
 fn measure_container(o: &NetOptions, root: &std::path::Path, id: &str) -> Result<Figures, String> {
     let dir = root.join("containers").join(id);
     let ip = crate::network::settings(&dir)
+        .first()
         .and_then(|s| s.ip)
         .ok_or("the container has no address")?;
     let direct = SocketAddr::from((ip, SINK));

@@ -34,13 +34,19 @@ use agent_proto::InterfaceSpec;
 use netconf::{LinkChange, Netlink};
 
 pub use defs::BRIDGE;
-pub use settings::{SETTINGS_FILE, Settings, forget, record, remove_leftovers, settings};
+pub use settings::{SETTINGS_FILE, Settings, record, remove_leftovers, settings};
 pub use wire::{plug_tap, plug_veth};
 
 /// MTU of every interface husk makes.
 pub const MTU: u32 = 1500;
-/// A container's interface name inside its sandbox.
-pub const CONTAINER_IFACE: &str = "eth0";
+/// Most networks a process container can be on at once (its interfaces `eth0` to
+/// `eth9`); a vm container is on at most as many as its VM has NICs.
+pub const MAX_NETWORKS: usize = 10;
+
+/// The container's interface name for its endpoint in slot `slot` (`eth0`, `eth1`, ...).
+pub fn container_iface(slot: usize) -> String {
+    format!("eth{slot}")
+}
 
 /// A `--network` husk cannot honour.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -143,6 +149,22 @@ impl Mode {
     }
 }
 
+/// One network a container is on, as its configuration keeps it: `NetworkMode` with
+/// `--network-alias` and `--ip`, or one joined with `network connect` (docker's
+/// `EndpointsConfig` entries).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Attachment {
+    /// The network's name (or ID).
+    pub network: String,
+    /// Its DNS aliases for the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// The address asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<Ipv4Addr>,
+}
+
 /// Whether `alias` can be a DNS name on a network (`--network-alias`, `connect --alias`).
 pub fn valid_alias(alias: &str) -> bool {
     !alias.is_empty()
@@ -182,6 +204,8 @@ pub struct Endpoint {
     pub ports: Vec<PortBinding>,
     /// The network.
     pub net: Net,
+    /// Which of the container's interfaces it is (`eth<slot>`; a vm's NIC index).
+    pub slot: usize,
     /// The container's ID (the address's holder).
     id: String,
 }
@@ -190,7 +214,7 @@ impl Endpoint {
     /// What the agent configures for it (an internal network has no default route).
     pub fn interface(&self) -> InterfaceSpec {
         InterfaceSpec {
-            name: CONTAINER_IFACE.into(),
+            name: container_iface(self.slot),
             mac: self.mac,
             mtu: MTU,
             addresses: vec![(IpAddr::V4(self.ip), self.net.subnet.prefix)],
@@ -199,21 +223,26 @@ impl Endpoint {
     }
 }
 
-/// The host-side name of container `id`'s link (`hk` + 11 hex digits: 13 bytes, within
-/// the 15 an interface name may have).
-fn link_name(id: &str) -> String {
-    format!("hk{}", &id[..id.len().min(11)])
+/// The host-side name of container `id`'s link in slot `slot` (`hk` or `h<slot>`, then
+/// 11 hex digits of the ID: 13 bytes, within the 15 an interface name may have).
+fn link_name(id: &str, slot: usize) -> String {
+    let short = &id[..id.len().min(11)];
+    match slot {
+        0 => format!("hk{short}"),
+        n => format!("h{n}{short}"),
+    }
 }
 
 /// Joins container `id` to network `network` (a name or ID; its bridge and husk's
-/// nftables rules made if missing): an address from the network's pool under `root`, and
-/// `req.ports` held on the host and published to it. The wire is plugged by [`plug_tap`]
+/// nftables rules made if missing) as its interface `slot`: an address from the network's
+/// pool under `root`, and `req.ports` held on the host and published to it. The wire is plugged by [`plug_tap`]
 /// or [`plug_veth`]. On failure nothing is left (the bridge and rules go again if no one
 /// else uses them).
 pub fn attach(
     root: &Path,
     network: &str,
     id: &str,
+    slot: usize,
     req: &Request,
 ) -> Result<(Endpoint, Reservation), NetworkError> {
     let _lock = defs::lock(root)?;
@@ -254,11 +283,12 @@ pub fn attach(
     };
     let o = ip.octets();
     let ep = Endpoint {
-        link: link_name(id),
+        link: link_name(id, slot),
         ip,
         mac: [0x02, 0x42, o[0], o[1], o[2], o[3]],
         ports: resolved,
         net,
+        slot,
         id: id.to_string(),
     };
     Ok((ep, held))
@@ -364,12 +394,6 @@ pub fn detach(root: &Path, ep: &Endpoint) {
     }
 }
 
-/// A sandbox leaves its network: its settings file goes, then [`detach`].
-pub fn leave(root: &Path, dir: &Path, ep: &Endpoint) {
-    forget(dir);
-    detach(root, ep);
-}
-
 /// The running containers on `net`: (container ID, address).
 pub fn members(root: &Path, net: &Net) -> Vec<(String, Ipv4Addr)> {
     ipam::holders(&net.pool(root), root)
@@ -422,7 +446,11 @@ mod tests {
     #[test]
     fn link_names_fit_an_interface_name() {
         let id = "0123456789abcdef0123456789abcdef";
-        assert_eq!(link_name(id), "hk0123456789a");
-        assert!(link_name(id).len() <= 15);
+        assert_eq!(link_name(id, 0), "hk0123456789a");
+        assert_eq!(link_name(id, 2), "h20123456789a");
+        for slot in 0..MAX_NETWORKS {
+            assert!(link_name(id, slot).len() <= 15);
+            assert_ne!(link_name(id, slot), wire::peer_name(&link_name(id, slot)));
+        }
     }
 }

@@ -1,11 +1,11 @@
 //! The container's end of the wire: a persistent TAP on the network's bridge for the
-//! VMM (vm), or a veth pair whose other end becomes `eth0` in the sandbox (process).
+//! VMM (vm), or a veth pair whose other end becomes `eth<slot>` in the sandbox (process).
 
 use std::path::PathBuf;
 
 use netconf::{LinkChange, Netlink};
 
-use super::{CONTAINER_IFACE, Endpoint, MTU, NetworkError, remove_stale};
+use super::{Endpoint, MTU, NetworkError, container_iface, remove_stale};
 
 /// Puts `ep`'s host link on the bridge and brings it up.
 fn enslave(nl: &mut Netlink, ep: &Endpoint) -> Result<(), NetworkError> {
@@ -35,12 +35,18 @@ pub fn plug_tap(ep: &Endpoint) -> Result<(), NetworkError> {
     enslave(&mut nl, ep)
 }
 
+/// The name a veth's container end has until it is moved and renamed (`p` and the host
+/// end's name less its first byte).
+pub(super) fn peer_name(link: &str) -> String {
+    format!("p{}", &link[1..])
+}
+
 /// process: a veth pair whose host end goes on the bridge and whose other end becomes
-/// `eth0` in the network namespace of process `pid` (the sandbox's agent).
+/// `eth<slot>` in the network namespace of process `pid` (the sandbox's agent).
 pub fn plug_veth(ep: &Endpoint, pid: i32) -> Result<(), NetworkError> {
     let fail = |op| move |e| NetworkError::Netlink(op, e);
     let mut nl = Netlink::open().map_err(fail("open netlink"))?;
-    let peer = format!("hp{}", &ep.link[2..]);
+    let peer = peer_name(&ep.link);
     remove_stale(&mut nl, &ep.link);
     remove_stale(&mut nl, &peer);
     nl.add_veth(&ep.link, &peer)
@@ -52,7 +58,7 @@ pub fn plug_veth(ep: &Endpoint, pid: i32) -> Result<(), NetworkError> {
         .index(&peer)
         .map_err(fail("find the veth's container end"))?;
     let into_sandbox = LinkChange {
-        name: Some(CONTAINER_IFACE.into()),
+        name: Some(container_iface(ep.slot)),
         netns_fd: Some(std::os::fd::AsRawFd::as_raw_fd(&ns)),
         ..LinkChange::default()
     };

@@ -12,9 +12,12 @@ pub mod resolv;
 pub mod share;
 pub mod template;
 pub mod vm;
+pub mod vmctl;
+pub mod wiring;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -86,6 +89,9 @@ pub enum SandboxError {
     /// The vm's shared directory (volumes) could not be served.
     #[error(transparent)]
     Share(#[from] share::ShareError),
+    /// The container's networks could not be joined.
+    #[error(transparent)]
+    Wiring(#[from] wiring::WiringError),
 }
 
 /// One volume or bind mount as the host has it.
@@ -116,10 +122,8 @@ pub struct Params {
     pub hostname: String,
     /// The container's name (a DNS name on user networks).
     pub name: String,
-    /// `--network-alias`es (more DNS names on user networks).
-    pub aliases: Vec<String>,
-    /// `--ip`.
-    pub ip: Option<std::net::Ipv4Addr>,
+    /// The bridge networks it is on (`eth0`'s first), with aliases and `--ip`.
+    pub networks: Vec<crate::network::Attachment>,
     /// Memory limit / guest RAM in bytes (0 = default).
     pub memory: u64,
     /// CPU limit / vCPUs in 1e-9 CPUs (0 = default).
@@ -128,7 +132,7 @@ pub struct Params {
     pub cold_boot: bool,
     /// `--network`.
     pub network: crate::network::Mode,
-    /// `-p`/`-P`: ports to publish (needs a network).
+    /// `-p`/`-P`: ports to publish on the first network.
     pub ports: Vec<crate::network::ports::PortBinding>,
     /// `--add-host` entries (`NAME:IP`) for `/etc/hosts`.
     pub extra_hosts: Vec<String>,
@@ -160,15 +164,11 @@ pub struct Sandbox {
     setup: SandboxSpec,
     died: Receiver<String>,
     death: Option<String>,
-    /// The container's place on its network (none: loopback only).
-    endpoint: Option<crate::network::Endpoint>,
-    /// The host ports it publishes, held while it runs.
-    _ports: crate::network::ports::Reservation,
+    /// The container's networks (none: loopback only).
+    wiring: Arc<wiring::Wiring>,
     /// `--add-host` entries and `--dns` servers.
     extra_hosts: Vec<String>,
     dns: Vec<std::net::IpAddr>,
-    /// A user network's DNS server, while the container is on it.
-    _dns_server: Option<crate::network::dns::Responder>,
     /// `--network host`.
     host_network: bool,
     /// Volumes and bind mounts.
@@ -182,31 +182,18 @@ impl Sandbox {
     pub fn create(isolation: Isolation, p: &Params) -> Result<Self, SandboxError> {
         let root = state_root(&p.dir);
         crate::network::remove_leftovers(&root, &p.dir, &p.id);
-        let (endpoint, ports) = match p.network {
-            ref mode if !mode.is_bridged() => (None, Default::default()),
-            ref mode => {
-                let request = network_request(p);
-                let (ep, held) = crate::network::attach(&root, mode.as_str(), &p.id, &request)?;
-                // Recorded at once, so a shim killed from here on leaves what
-                // `remove_leftovers` needs to give the address and ports back.
-                crate::network::record(&p.dir, &ep, &request.names);
-                (Some(ep), held)
-            }
+        let (max, kind) = match isolation {
+            Isolation::Vm => (vm::NICS, "vm"),
+            Isolation::Process => (crate::network::MAX_NETWORKS, "process"),
         };
-        let leave = |endpoint: &Option<crate::network::Endpoint>| {
-            if let Some(ep) = endpoint {
-                crate::network::leave(&root, &p.dir, ep);
-            }
-        };
-        let dns_server = match endpoint.as_ref().map(|ep| start_dns(&root, ep)) {
-            Some(Err(e)) => {
-                leave(&endpoint);
-                return Err(e.into());
-            }
-            Some(Ok(server)) => server,
-            None => None,
-        };
-        match Self::create_backend(isolation, p, endpoint.as_ref()) {
+        let wiring = Arc::new(wiring::Wiring::new(p, max, kind));
+        // Each address is recorded as it is taken, so a shim killed from here on leaves
+        // what `remove_leftovers` needs to give addresses and ports back.
+        if let Err(e) = wiring.join_all(&p.networks, &p.ports) {
+            wiring.leave_all();
+            return Err(e.into());
+        }
+        match Self::create_backend(isolation, p, &wiring) {
             Ok((backend, pid, share)) => Ok(Self {
                 backend,
                 pid,
@@ -214,17 +201,15 @@ impl Sandbox {
                 setup: p.setup.clone(),
                 died: watch(pid),
                 death: None,
-                endpoint,
-                _ports: ports,
+                wiring,
                 extra_hosts: p.extra_hosts.clone(),
                 dns: p.dns.clone(),
-                _dns_server: dns_server,
                 host_network: p.network == crate::network::Mode::Host,
                 mounts: p.mounts.clone(),
                 share,
             }),
             Err(e) => {
-                leave(&endpoint);
+                wiring.leave_all();
                 Err(e)
             }
         }
@@ -233,18 +218,16 @@ impl Sandbox {
     fn create_backend(
         isolation: Isolation,
         p: &Params,
-        endpoint: Option<&crate::network::Endpoint>,
+        wiring: &wiring::Wiring,
     ) -> Result<(Backend, i32, Option<share::Share>), SandboxError> {
         match isolation {
             Isolation::Vm => {
-                if let Some(ep) = endpoint {
-                    crate::network::plug_tap(ep)?;
-                }
+                wiring.make_taps()?;
                 let share = match p.mounts.is_empty() {
                     true => None,
                     false => Some(share::Share::start(&p.dir, &p.mounts)?),
                 };
-                match vm::VmSandbox::create(p, endpoint, share.is_some()) {
+                match vm::VmSandbox::create(p, &wiring.endpoints(), share.is_some()) {
                     Ok(vm) => {
                         let pid = vm.pid();
                         Ok((Backend::Vm(vm), pid, share))
@@ -260,9 +243,7 @@ impl Sandbox {
             _ => {
                 let ps = process::ProcessSandbox::create(p)?;
                 let pid = ps.pid();
-                if let Some(ep) = endpoint
-                    && let Err(e) = crate::network::plug_veth(ep, pid)
-                {
+                if let Err(e) = wiring.plug_veths(pid) {
                     // An agent that died by itself (its namespace gone before the veth
                     // could move in) is the cause to report, not the wiring.
                     let died = exited_already(pid);
@@ -370,6 +351,7 @@ impl Sandbox {
             Backend::Process(p) => p.devices(),
             Backend::Vm(v) => v.devices(),
         };
+        let endpoints = self.wiring.endpoints();
         let mut spec = SandboxSpec {
             layers,
             layer_fstype: "erofs".into(),
@@ -391,7 +373,7 @@ impl Sandbox {
                 Backend::Vm(_) => Some(vm::guest_identity()?),
                 Backend::Process(_) => None,
             },
-            interfaces: self.endpoint.iter().map(|e| e.interface()).collect(),
+            interfaces: endpoints.iter().map(|e| e.interface()).collect(),
             share: self.share.as_ref().map(|_| share::TAG.to_owned()),
             volumes: self.volume_mounts(),
             ..self.setup.clone()
@@ -403,7 +385,7 @@ impl Sandbox {
             spec.resolv_conf =
                 std::fs::read_to_string(resolv::HOST_RESOLV_CONF).unwrap_or(spec.resolv_conf);
         }
-        if let Some(ep) = &self.endpoint {
+        if let Some(ep) = endpoints.first() {
             spec.hosts = format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
                 ep.ip
@@ -414,8 +396,9 @@ impl Sandbox {
                 spec.hosts.push_str(&format!("{ip}\t{name}\n"));
             }
         }
-        spec.resolv_conf = match &self.endpoint {
-            // The network's own DNS server, which forwards to `--dns`.
+        spec.resolv_conf = match endpoints.first() {
+            // The network's own DNS server, which forwards to `--dns` (and answers for
+            // the container's other user networks too).
             Some(ep) if !ep.net.is_default() => {
                 resolv::with_servers(&spec.resolv_conf, &[std::net::IpAddr::V4(ep.net.gateway)])
             }
@@ -429,6 +412,7 @@ impl Sandbox {
         }
         self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;
+        self.wiring.set_agent(endpoint, request);
         if let Backend::Process(p) = &mut self.backend {
             p.release_devices();
         }
@@ -481,52 +465,13 @@ impl Sandbox {
         if let Some(share) = self.share {
             share.stop();
         }
-        if let Some(ep) = &self.endpoint {
-            crate::network::leave(&state_root(&self.dir), &self.dir, ep);
-        }
+        self.wiring.leave_all();
     }
-}
 
-/// What the container asks of its network: ports, `--ip`, its DNS names (name, aliases,
-/// short ID) and its `--dns` servers.
-fn network_request(p: &Params) -> crate::network::Request {
-    let mut names = vec![p.name.clone()];
-    for n in p
-        .aliases
-        .iter()
-        .chain(std::iter::once(&p.id[..p.id.len().min(12)].to_string()))
-    {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
+    /// The container's networks, to change while it runs.
+    pub fn wiring(&self) -> Arc<wiring::Wiring> {
+        self.wiring.clone()
     }
-    crate::network::Request {
-        ports: p.ports.clone(),
-        ip: p.ip,
-        names,
-        upstreams: p
-            .dns
-            .iter()
-            .filter_map(|d| match d {
-                std::net::IpAddr::V4(v4) => Some(*v4),
-                std::net::IpAddr::V6(_) => None,
-            })
-            .collect(),
-    }
-}
-
-/// A user network's DNS server in this shim (the default network has none: docker's rule).
-fn start_dns(
-    root: &std::path::Path,
-    ep: &crate::network::Endpoint,
-) -> Result<Option<crate::network::dns::Responder>, crate::network::NetworkError> {
-    if ep.net.is_default() {
-        return Ok(None);
-    }
-    let host = resolv::host_resolvers();
-    Ok(Some(crate::network::dns::Responder::start(
-        root, &ep.net, host,
-    )?))
 }
 
 /// The state root a container directory (`<root>/containers/<id>`) belongs to.

@@ -18,8 +18,9 @@ use crate::agent_client::Endpoint;
 /// host port P go to `vsock.sock_P` beside it).
 const VSOCK_SOCKET: &str = "vsock.sock";
 
-/// NICs every vm container has (unplugged when it has no network).
-pub const NICS: usize = 1;
+/// NICs every vm container has (unplugged where it has no network): one per network it
+/// may be on, plugged at boot or while it runs (`network connect`, `vmctl`).
+pub const NICS: usize = 3;
 
 /// Disks of a vm container: what the VMM's device budget leaves beside the NICs, the
 /// vsock device and the shared-directory slot (volumes).
@@ -49,6 +50,20 @@ pub fn unplugged_nics() -> Vec<vmm::NetConfig> {
         };
         NICS
     ]
+}
+
+/// The NICs of a vm container whose networks are `plugged`: (NIC index, TAP, MAC).
+fn nics(plugged: &[(usize, String, [u8; 6])]) -> Vec<vmm::NetConfig> {
+    let mut nics = unplugged_nics();
+    for (slot, tap, mac) in plugged {
+        if let Some(nic) = nics.get_mut(*slot) {
+            *nic = vmm::NetConfig {
+                tap: Some(tap.clone()),
+                mac: *mac,
+            };
+        }
+    }
+    nics
 }
 
 /// Default guest RAM when `--memory` is not given.
@@ -95,9 +110,9 @@ pub struct VmmSpec {
     /// `--cold`: the cold boot was asked for (otherwise a cold boot says why).
     #[serde(default)]
     pub cold: bool,
-    /// The NIC's TAP and MAC (no TAP: unplugged, `--network none`).
+    /// The NICs plugged at boot: (index, TAP, MAC); the others stay unplugged.
     #[serde(default)]
-    pub nic: Option<(String, [u8; 6])>,
+    pub nics: Vec<(usize, String, [u8; 6])>,
     /// The container's volumes are shared through virtio-fs (`share`): the daemon's
     /// socket is `share::SOCKET` in the working directory.
     #[serde(default)]
@@ -129,7 +144,7 @@ impl VmSandbox {
     /// Writes `vmm.json` and starts the VMM child.
     pub fn create(
         p: &Params,
-        endpoint: Option<&crate::network::Endpoint>,
+        endpoints: &[crate::network::Endpoint],
         shared_dir: bool,
     ) -> Result<Self, super::SandboxError> {
         if p.layers.len() > MAX_LAYERS {
@@ -157,7 +172,10 @@ impl VmSandbox {
                 false => super::template::templates_dir(),
             },
             cold: p.cold_boot,
-            nic: endpoint.map(|e| (e.link.clone(), e.mac)),
+            nics: endpoints
+                .iter()
+                .map(|e| (e.slot, e.link.clone(), e.mac))
+                .collect(),
             shared_dir,
         };
         let path = p.dir.join("vmm.json");
@@ -215,9 +233,12 @@ impl VmSandbox {
         )
     }
 
-    /// Removes the socket (the VMM has been reaped).
+    /// Removes the sockets (the VMM has been reaped).
     pub fn teardown(self) {
         let _ = std::fs::remove_file(&self.vsock);
+        if let Some(dir) = self.vsock.parent() {
+            let _ = std::fs::remove_file(dir.join(super::vmctl::SOCKET));
+        }
     }
 }
 
@@ -273,13 +294,7 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
             .map(|(path, read_only)| vmm::DiskConfig { path, read_only })
             .collect(),
         vsock: Some(vmm::VsockConfig::new(spec.vsock)),
-        nets: match spec.nic {
-            Some((tap, mac)) => vec![vmm::NetConfig {
-                tap: Some(tap),
-                mac,
-            }],
-            None => unplugged_nics(),
-        },
+        nets: nics(&spec.nics),
         fs: match fs_slot(spec.shared_dir) {
             Ok(fs) => vec![fs],
             Err(e) => {
@@ -309,6 +324,9 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
         }
     };
     let ran = vm.and_then(|vm| {
+        if let Err(e) = super::vmctl::serve(vm.nic_plugs()) {
+            eprintln!("husk-vmm: no control socket (networks cannot be connected live): {e}");
+        }
         // `husk bench run`: VMM setup done; the vCPUs enter the guest right after.
         crate::timing::mark("vmm.built");
         Ok(vm.run()?)

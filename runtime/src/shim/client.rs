@@ -91,6 +91,21 @@ impl ShimClient {
         self.call(&Request::Pause { paused }).map(|_| ())
     }
 
+    /// Joins the running sandbox to a network.
+    pub fn connect_network(
+        &self,
+        attachment: &crate::network::Attachment,
+    ) -> Result<(), ShimError> {
+        let attachment = attachment.clone();
+        self.call(&Request::Connect { attachment }).map(|_| ())
+    }
+
+    /// Takes the running sandbox off a network.
+    pub fn disconnect_network(&self, network: &str) -> Result<(), ShimError> {
+        let network = network.to_string();
+        self.call(&Request::Disconnect { network }).map(|_| ())
+    }
+
     /// Attaches to the workload's output (and stdin).
     pub fn attach(&self, stdin: bool) -> Result<Attached, ShimError> {
         let (conn, _) = self.call(&Request::Attach { stdin })?;

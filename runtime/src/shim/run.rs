@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub stdin: Option<Arc<std::sync::Mutex<Option<crate::agent_client::Stdin>>>>,
     /// The sandbox is paused.
     pub paused: bool,
+    /// The running sandbox's networks (`network connect`/`disconnect`).
+    pub wiring: Option<Arc<crate::sandbox::wiring::Wiring>>,
 }
 
 impl Shared {
@@ -344,8 +346,7 @@ pub(crate) fn sandbox_params(
         nano_cpus: u64::try_from(c.host_config.nano_cpus).unwrap_or(0),
         cold_boot: c.host_config.cold_boot,
         name: c.name.clone(),
-        aliases: c.host_config.network_aliases.clone(),
-        ip: c.host_config.ipv4_address,
+        networks: c.host_config.networks(),
         network: c.host_config.network_mode.clone(),
         ports: c.host_config.port_bindings.clone(),
         extra_hosts: c.host_config.extra_hosts.clone(),
@@ -505,6 +506,7 @@ fn wait_workload(
         let mut inner = shared.lock();
         inner.process = Some(Arc::clone(&process));
         inner.pauser = Some(sandbox.pauser());
+        inner.wiring = Some(sandbox.wiring());
         inner.stdin = process
             .stdin()
             .ok()
@@ -526,6 +528,7 @@ fn wait_workload(
         let mut inner = shared.lock();
         inner.process = None;
         inner.pauser = None;
+        inner.wiring = None;
         inner.paused = false;
         inner.stdin = None;
     }

@@ -1,6 +1,8 @@
 //! The shim's control socket `shim.sock`: newline-delimited JSON requests
 //! (`{"op":"kill","signal":N}`, `{"op":"stop","timeout":S}`, `{"op":"resize","rows":R,
-//! "cols":C}`, `{"op":"wait"}`, `{"op":"attach","stdin":B}`), each answered with one JSON
+//! "cols":C}`, `{"op":"wait"}`, `{"op":"pause","paused":B}`, `{"op":"connect","attachment":
+//! {...}}`, `{"op":"disconnect","network":N}`, `{"op":"attach","stdin":B}`), each answered
+//! with one JSON
 //! line (`{"ok":true}`, `{"exit_code":N}` or `{"error":"..."}`). After an attach's answer the
 //! connection carries frames `[u8 stream][u32 BE len][bytes]`: 0 stdin (client to shim,
 //! length 0 = end of input), 1 stdout, 2 stderr, 3 exit (`i32 BE` code, the last frame).
@@ -60,6 +62,17 @@ pub enum Request {
     Pause {
         /// Pause or resume.
         paused: bool,
+    },
+
+    /// Join a network while running (`network connect`).
+    Connect {
+        /// The network, its aliases for the container and `--ip`.
+        attachment: crate::network::Attachment,
+    },
+    /// Leave a network while running (`network disconnect`).
+    Disconnect {
+        /// The network's name or ID.
+        network: String,
     },
 
     /// Stream output (and stdin).
@@ -241,7 +254,29 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             let r = pause(shared, paused);
             answer(&conn, &Answer::of(r));
         }
+        Request::Connect { attachment } => {
+            let r = rewire(shared, |w| w.connect(&attachment).map(|_| ()));
+            answer(&conn, &Answer::of(r));
+        }
+        Request::Disconnect { network } => {
+            let r = rewire(shared, |w| w.disconnect(&network));
+            answer(&conn, &Answer::of(r));
+        }
     }
+}
+
+/// `network connect`/`disconnect` of the running sandbox.
+fn rewire(
+    shared: &Shared,
+    change: impl FnOnce(
+        &crate::sandbox::wiring::Wiring,
+    ) -> Result<(), crate::sandbox::wiring::WiringError>,
+) -> Result<(), String> {
+    let wiring = shared.lock().wiring.clone();
+    let Some(wiring) = wiring else {
+        return Err(format!("container {} is not running", shared.config.name));
+    };
+    change(&wiring).map_err(|e| agent_proto::error_chain(&e))
 }
 
 /// docker's `pause`/`unpause`: the running sandbox stops or resumes as a whole, and the

@@ -147,6 +147,7 @@ pub struct MicroVm {
     vcpu_count: usize,
     serial: Arc<Mutex<serial::SerialDevice>>,
     transports: Vec<Arc<Mutex<MmioTransport>>>,
+    nics: Vec<Arc<net::Plug>>,
     control: Arc<Control>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
@@ -182,7 +183,7 @@ impl MicroVm {
         let serial = attach_serial(&vm, sink, None)?;
         let pio = attach_legacy_devices(serial.clone(), &parts.exit)?;
         let mut mmio = Bus::new("mmio");
-        let virtio = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
+        let (virtio, nics) = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
         let kernel = loader::load_kernel(&memory, &config.kernel)?;
         let initrd = match &config.initrd {
             Some(path) => Some(loader::load_initrd(
@@ -223,6 +224,7 @@ impl MicroVm {
                 pio,
                 mmio,
                 virtio,
+                nics,
             },
             cmdline,
             started,
@@ -247,6 +249,7 @@ impl MicroVm {
             vcpus,
             serial: devices.serial,
             transports,
+            nics: devices.nics,
             control: parts.control,
             pio: Arc::new(devices.pio),
             mmio: Arc::new(devices.mmio),
@@ -268,6 +271,11 @@ impl MicroVm {
     /// The channel through which other threads ask this VM for a snapshot.
     pub fn control(&self) -> Arc<Control> {
         self.control.clone()
+    }
+
+    /// The handles that plug TAPs into its NICs while it runs, in NIC order.
+    pub fn nic_plugs(&self) -> Vec<Arc<net::Plug>> {
+        self.nics.clone()
     }
 
     /// Runs the VM to its end.
@@ -361,6 +369,7 @@ struct Devices {
     pio: Bus,
     mmio: Bus,
     virtio: manager::MmioManager,
+    nics: Vec<Arc<net::Plug>>,
 }
 
 /// What a fresh VM is given besides KVM objects: the exit latch, the console's tail and
@@ -534,13 +543,13 @@ fn attach_legacy_devices(
 }
 
 /// The virtio-mmio devices, in a fixed order: disks (vda, vdb, ...), vsock, NICs
-/// (eth0, eth1, ...), shared directories.
+/// (eth0, eth1, ...), shared directories; with the NICs' plugs.
 fn attach_virtio_devices(
     vm: &VmFd,
     memory: &GuestMemoryMmap,
     mmio: &mut Bus,
     config: &VmConfig,
-) -> Result<manager::MmioManager, Error> {
+) -> Result<(manager::MmioManager, Vec<Arc<net::Plug>>), Error> {
     let mut virtio = manager::MmioManager::new(vm.check_extension(Cap::Ioeventfd));
     for disk in &config.disks {
         let device = block::Block::open(&disk.path, disk.read_only)?;
@@ -550,15 +559,17 @@ fn attach_virtio_devices(
         let device = vsock::VsockDevice::new(v)?;
         virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
     }
+    let mut nics = Vec::with_capacity(config.nets.len());
     for nic in &config.nets {
         let device = net::Net::new(nic)?;
+        nics.push(device.plug());
         virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
     }
     for share in &config.fs {
         let device = fs::Fs::new(share)?;
         virtio.attach(vm, mmio, memory, Arc::new(Mutex::new(device)))?;
     }
-    Ok(virtio)
+    Ok((virtio, nics))
 }
 
 fn write_boot_structures(

@@ -135,7 +135,7 @@ impl MicroVm {
         let serial = attach_serial(&vm, sink, Some(&state.serial))?;
         let pio = attach_legacy_devices(serial.clone(), &parts.exit)?;
         let mut mmio = Bus::new("mmio");
-        let virtio = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
+        let (virtio, nics) = attach_virtio_devices(&vm, &memory, &mut mmio, config)?;
         for (transport, saved) in virtio.transports().iter().zip(&state.virtio) {
             lock(transport).restore(saved)?;
         }
@@ -152,6 +152,7 @@ impl MicroVm {
                 pio,
                 mmio,
                 virtio,
+                nics,
             },
             state.cmdline,
             started,

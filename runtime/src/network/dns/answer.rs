@@ -31,7 +31,7 @@ pub(super) enum Answer {
 }
 
 /// Answers `query` from `lookup` if it asks for a name of the network.
-pub(super) fn answer(query: &[u8], lookup: impl Fn(&str) -> Option<Ipv4Addr>) -> Answer {
+pub(super) fn answer(query: &[u8], mut lookup: impl FnMut(&str) -> Option<Ipv4Addr>) -> Answer {
     let Ok(packet) = Packet::parse(query) else {
         // A query this parser does not know (a rare type, a record it cannot read) is
         // still a query: the upstream servers may know it.

@@ -1,6 +1,8 @@
 //! Who is on a network, as its address pool says (`ipam`): read again when the pool's
 //! directory changes (a container came or went) and at least once a second (an address
-//! taken over in place), never per query.
+//! taken over in place), never per query. A container on several user networks finds
+//! the members of all of them (docker's rule): the other user networks' pools are read
+//! at most once a second too.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -18,6 +20,9 @@ pub(super) struct Directory {
     root: PathBuf,
     read_at: Option<(Instant, Option<SystemTime>)>,
     holders: Vec<Holding>,
+    /// The members of the state root's other user networks, and when they were read.
+    others: Vec<Vec<Holding>>,
+    others_at: Option<Instant>,
 }
 
 impl Directory {
@@ -28,6 +33,8 @@ impl Directory {
             root,
             read_at: None,
             holders: Vec::new(),
+            others: Vec::new(),
+            others_at: None,
         }
     }
 
@@ -45,16 +52,38 @@ impl Directory {
         }
     }
 
-    /// The address `name` (lower case) has on the network.
-    pub(super) fn lookup(&self, name: &str) -> Option<Ipv4Addr> {
-        self.holders
+    /// The address `name` has for the member at `asker`: on this network, or else on
+    /// another user network both are on.
+    pub(super) fn lookup(&mut self, name: &str, asker: Ipv4Addr) -> Option<Ipv4Addr> {
+        if let Some(ip) = find(&self.holders, name) {
+            return Some(ip);
+        }
+        let id = self.member(asker)?.id.clone();
+        if self.others_at.is_none_or(|at| at.elapsed() >= FRESH) {
+            self.others = super::super::defs::list(&self.root)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| !n.is_default() && n.pool(&self.root) != self.pool)
+                .map(|n| ipam::holders(&n.pool(&self.root), &self.root))
+                .collect();
+            self.others_at = Some(Instant::now());
+        }
+        self.others
             .iter()
-            .find(|h| h.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
-            .map(|h| h.ip)
+            .filter(|members| members.iter().any(|h| h.id == id))
+            .find_map(|members| find(members, name))
     }
 
     /// The member at `ip`, if one is.
     pub(super) fn member(&self, ip: Ipv4Addr) -> Option<&Holding> {
         self.holders.iter().find(|h| h.ip == ip)
     }
+}
+
+/// The address of the member of `holders` known as `name` (any case).
+fn find(holders: &[Holding], name: &str) -> Option<Ipv4Addr> {
+    holders
+        .iter()
+        .find(|h| h.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+        .map(|h| h.ip)
 }

@@ -147,7 +147,8 @@ impl Server {
                 continue;
             };
             let query = &buf[..len];
-            match answer(query, |name| self.dir.lookup(name)) {
+            let dir = &mut self.dir;
+            match answer(query, |name| dir.lookup(name, *from.ip())) {
                 Answer::Local(reply) => {
                     let _ = self.socket.send_to(&reply, from);
                 }

@@ -8,6 +8,7 @@
 //! outside guest memory costs that one frame (counted in [`NetStats`]), never the VMM.
 
 use std::io::ErrorKind;
+use std::sync::Arc;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_queue::{DescriptorChain, QueueT};
@@ -17,12 +18,15 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::super::lifecycle::{FIRST_DEVICE_TOKEN, Lifecycle};
 use super::super::{ActivateError, Activation, VIRTIO_F_VERSION_1, VirtioDevice, device_id};
+use super::plug::Change;
 use super::{
-    Error, HDR_LEN, MAX_BUFFER, NetConfig, QUEUE_SIZE, RXQ, TXQ, Tap, config_space, features,
+    Error, HDR_LEN, MAX_BUFFER, NetConfig, Plug, QUEUE_SIZE, RXQ, TXQ, Tap, config_space, features,
 };
 
 /// Token of the TAP's fd.
 const TOKEN_TAP: u32 = FIRST_DEVICE_TOKEN;
+/// Token of the plug's eventfd.
+const TOKEN_PLUG: u32 = FIRST_DEVICE_TOKEN + 1;
 
 /// Frames moved and dropped since the device was made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +53,10 @@ pub struct Net {
     rx_len: usize,
     tx_frame: Vec<u8>,
     stats: NetStats,
+    /// Where other threads leave a new TAP (or none) for this NIC.
+    plug: Arc<Plug>,
+    /// The features the driver acked (the TAP's offloads follow them).
+    acked: u64,
 }
 
 impl Net {
@@ -64,7 +72,48 @@ impl Net {
             rx_len: 0,
             tx_frame: vec![0; MAX_BUFFER],
             stats: NetStats::default(),
+            plug: Plug::new()?,
+            acked: 0,
         })
+    }
+
+    /// The handle that plugs a TAP into this NIC while the VM runs.
+    pub fn plug(&self) -> Arc<Plug> {
+        self.plug.clone()
+    }
+
+    /// Swaps in the TAP a [`Plug`] left (event loop): the old one is unwatched and
+    /// closed, the new one gets the driver's offloads and is watched, and a running
+    /// driver hears of the link change.
+    fn replug(&mut self, change: Change, ops: &mut EventOps) {
+        if let Some(old) = self.tap.take() {
+            let _ = ops.remove(Events::with_data(&old, TOKEN_TAP, tap_events()));
+        }
+        self.rx_len = 0;
+        if let Some(tap) = &change.tap {
+            if self.life.is_active()
+                && let Err(e) = tap.set_offload(tap_offload(self.acked))
+            {
+                log::warn!("virtio-net: {} refused offloads: {e}", tap.name());
+            }
+            if let Err(e) = ops.add(Events::with_data(tap, TOKEN_TAP, tap_events())) {
+                log::error!("virtio-net: cannot watch TAP {}: {e:?}", tap.name());
+            }
+        }
+        self.config = config_space(change.mac, change.tap.is_some());
+        self.tap = change.tap;
+        log::info!(
+            "virtio-net: {}",
+            match &self.tap {
+                Some(t) => format!("plugged into {}", t.name()),
+                None => "unplugged".into(),
+            }
+        );
+        if let Some(r) = self.life.running()
+            && let Err(e) = r.interrupt.signal_config_change()
+        {
+            log::error!("virtio-net: cannot interrupt the guest: {e}");
+        }
     }
 
     /// Frames moved and dropped so far.
@@ -193,6 +242,11 @@ fn scatter(
     (done == frame.len()).then_some(done as u32)
 }
 
+/// How the TAP is watched: drained on each edge.
+fn tap_events() -> EventSet {
+    EventSet::IN | EventSet::EDGE_TRIGGERED
+}
+
 /// The TAP offloads matching what the driver takes (TSO only with checksum offload, as
 /// the specification ties them).
 fn tap_offload(acked: u64) -> libc::c_uint {
@@ -250,6 +304,7 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
+        self.acked = activation.acked_features;
         if let Some(tap) = &self.tap {
             let offload = tap_offload(activation.acked_features);
             tap.set_offload(offload).map_err(|e| ActivateError {
@@ -276,22 +331,30 @@ impl MutEventSubscriber for Net {
             self.rx_len = 0;
         }
         let token = events.data();
+        if token == TOKEN_PLUG
+            && let Some(c) = self.plug.take()
+        {
+            self.replug(c, ops);
+        }
         let queue = self.life.queue_event(token);
         if change.started || queue == Some(TXQ) {
             self.process_tx();
         }
-        if change.started || queue == Some(RXQ) || token == TOKEN_TAP {
+        if change.started || queue == Some(RXQ) || token == TOKEN_TAP || token == TOKEN_PLUG {
             self.process_rx();
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
         self.life.init(ops);
-        if let Some(tap) = &self.tap {
-            let watch = EventSet::IN | EventSet::EDGE_TRIGGERED;
-            if let Err(e) = ops.add(Events::with_data(tap, TOKEN_TAP, watch)) {
-                log::error!("virtio-net: cannot watch TAP {}: {e:?}", tap.name());
-            }
+        let plug = Events::with_data(self.plug.event(), TOKEN_PLUG, EventSet::IN);
+        if let Err(e) = ops.add(plug) {
+            log::error!("virtio-net: cannot watch the plug: {e:?}");
+        }
+        if let Some(tap) = &self.tap
+            && let Err(e) = ops.add(Events::with_data(tap, TOKEN_TAP, tap_events()))
+        {
+            log::error!("virtio-net: cannot watch TAP {}: {e:?}", tap.name());
         }
     }
 }

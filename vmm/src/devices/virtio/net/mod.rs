@@ -9,12 +9,15 @@
 //! such frames too (`TUNSETOFFLOAD`). Every frame is one buffer (no mergeable receive
 //! buffers), so a guest that takes large frames posts 64 KiB receive chains, as Linux
 //! does. A device without a TAP (an *unplugged* NIC, kept in VM templates so restored
-//! guests can get one) drops what the guest sends.
+//! guests can get one) drops what the guest sends; a running VM's NIC can be plugged and
+//! unplugged through its [`Plug`] (`plug.rs`).
 
 mod device;
+mod plug;
 mod tap;
 
 pub use device::Net;
+pub use plug::Plug;
 pub use tap::Tap;
 
 /// Queue size offered to the driver.
