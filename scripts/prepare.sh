@@ -14,7 +14,7 @@ packages=(
   # guest kernel build
   build-essential bc flex bison libelf-dev libssl-dev cpio patch "$kernel_pin"
   # benchmark baselines and tools (husk never hands its job to these)
-  qemu-system-x86 hyperfine crun
+  qemu-system-x86 hyperfine crun iperf3
   # test images, disks and terminals
   busybox-static e2fsprogs erofs-utils tmux
   # default images (scripts/images.sh)

@@ -9,6 +9,7 @@
 //! (host/container TCP against host loopback) in `net`.
 
 pub mod containers;
+mod iperf;
 pub mod net;
 
 use std::io::{BufRead, BufReader};

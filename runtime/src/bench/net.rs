@@ -3,7 +3,8 @@
 //! the container's address, through a port published on 127.0.0.1 (kernel DNAT), and
 //! the round-trip time of one-byte ping-pongs. The servers are busybox `nc` (a sink to
 //! /dev/null, and `cat` as an echo server), in the container and, for the baseline, on
-//! the host (busybox-static); the client is this process.
+//! the host (busybox-static); the client is this process. Then the same paths measured
+//! by Debian's iperf3 (`iperf.rs`).
 //!
 //! The whole benchmark runs in a network namespace of its own (`unshare(CLONE_NEWNET)`
 //! before anything else): the bridge, TAPs, veths and nftables rules it makes, and
@@ -68,7 +69,7 @@ pub fn run(o: &NetOptions) -> Result<String, Error> {
     if o.vm {
         isolations.push("vm");
     }
-    for iso in isolations {
+    for iso in isolations.iter().copied() {
         let figures = container(o, &root, iso);
         let _ = std::fs::remove_dir_all(root.join("containers"));
         rows.push((format!("{iso} container"), figures?));
@@ -89,13 +90,14 @@ pub fn run(o: &NetOptions) -> Result<String, Error> {
             f.rtt_us
         ));
     }
+    out.extend(super::iperf::table(o, &root, &isolations)?);
     let _ = std::fs::remove_dir_all(&o.work_dir);
     Ok(out.join("\n"))
 }
 
 /// A throughput as the table shows it: whole MiB/s, or three significant digits below 10
 /// (a vm container on an emulating KVM moves a fraction of a MiB/s).
-fn mib_s(v: f64) -> String {
+pub(super) fn mib_s(v: f64) -> String {
     match v >= 10.0 {
         true => format!("{v:.0}"),
         false => format!("{v:.3}"),
@@ -219,7 +221,7 @@ fn measure_container(o: &NetOptions, root: &std::path::Path, id: &str) -> Result
     })
 }
 
-fn husk(o: &NetOptions, root: &std::path::Path) -> Command {
+pub(super) fn husk(o: &NetOptions, root: &std::path::Path) -> Command {
     let mut c = Command::new(&o.husk);
     c.arg("--root").arg(root).stdin(Stdio::null());
     c

@@ -1,0 +1,209 @@
+//! The iperf3 rows of `husk bench net`: TCP throughput measured by Debian's iperf3 (the
+//! host's binary) between the host and a container, beside host loopback in the same run,
+//! directly and through a port published on 127.0.0.1. The container runs the debian
+//! image with the host's `iperf3` and the libraries it needs that the image lacks
+//! (`ldd`; the C library and loader are the image's own, the same Debian release)
+//! bind-mounted read-only, so the same program runs at both ends; the client is on the
+//! host. Runs inside the namespace `net::run` made.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Error;
+use super::net::NetOptions;
+
+const IMAGE: &str = "husk/debian:bookworm";
+/// The container's iperf3 port, and where it is published.
+const PORT: u16 = 5201;
+const PUBLISHED: u16 = 15201;
+/// The loopback baseline's port.
+const LOOPBACK_PORT: u16 = 6201;
+/// Where the libraries go in the container.
+const LIBS: &str = "/opt/husk-iperf3";
+/// How long a server may take to listen: a hang guard.
+const READY: Duration = Duration::from_secs(300);
+
+/// One path's iperf3 figures, MiB/s.
+struct Row {
+    direct: f64,
+    published: Option<f64>,
+}
+
+/// The iperf3 table, or why there is none (no iperf3 or no debian image on this host).
+pub fn table(o: &NetOptions, root: &Path, isolations: &[&str]) -> Result<Vec<String>, Error> {
+    let Some(iperf3) = find_iperf3() else {
+        return Ok(vec![
+            "iperf3: not installed (Debian's iperf3 package): rows skipped".into(),
+        ]);
+    };
+    if let Err(e) = import_debian(root) {
+        return Ok(vec![format!(
+            "iperf3: no {IMAGE} image ({e}): rows skipped"
+        )]);
+    }
+    let loopback = loopback(&iperf3, o.mib)?;
+    let mut rows = vec![("host loopback".to_string(), loopback)];
+    for iso in isolations {
+        let row = container(o, root, &iperf3, iso);
+        let _ = std::fs::remove_dir_all(root.join("containers"));
+        rows.push((format!("{iso} container"), row?));
+    }
+    let mut out = vec![
+        format!(
+            "iperf3 ({} MiB per transfer, the host's binary at both ends):",
+            o.mib
+        ),
+        format!(
+            "{:<18} {:>14} {:>8} {:>22} {:>8}",
+            "path", "direct MiB/s", "x loop", "via 127.0.0.1 MiB/s", "x direct"
+        ),
+    ];
+    let base = rows[0].1.direct;
+    for (name, r) in &rows {
+        let published = r.published.map_or("-".into(), super::net::mib_s);
+        let ratio = r
+            .published
+            .map_or("-".into(), |p| format!("{:.2}", p / r.direct));
+        out.push(format!(
+            "{name:<18} {:>14} {:>8.3} {published:>22} {ratio:>8}",
+            super::net::mib_s(r.direct),
+            r.direct / base
+        ));
+    }
+    Ok(out)
+}
+
+fn find_iperf3() -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join("iperf3"))
+        .find(|p| p.is_file())
+}
+
+fn import_debian(root: &Path) -> Result<(), String> {
+    let store = rootfs::store::Store::open(root).map_err(|e| e.to_string())?;
+    rootfs::defaults::DefaultImage::Debian
+        .import(&store)
+        .map_err(|e| e.to_string())
+        .map(|_| ())
+}
+
+/// The host's iperf3 server on 127.0.0.1 and the client against it.
+fn loopback(iperf3: &Path, mib: usize) -> Result<Row, Error> {
+    let fail = |e: String| Error::Failed("the host loopback iperf3 server".into(), e);
+    let mut server = Command::new(iperf3)
+        .args(["-s", "-B", "127.0.0.1", "-p", &LOOPBACK_PORT.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let measured = client(iperf3, Ipv4Addr::LOCALHOST, LOOPBACK_PORT, mib);
+    let _ = server.kill();
+    let _ = server.wait();
+    Ok(Row {
+        direct: measured.map_err(fail)?,
+        published: None,
+    })
+}
+
+/// A container of `iso` running the host's iperf3 server, measured directly and
+/// through its published port.
+fn container(o: &NetOptions, root: &Path, iperf3: &Path, iso: &str) -> Result<Row, Error> {
+    let what = format!("the {iso} iperf3 container");
+    let fail = |e: String| Error::Failed(what.clone(), e);
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--isolation".into(),
+        iso.into(),
+        "-p".into(),
+        format!("127.0.0.1:{PUBLISHED}:{PORT}"),
+        "-v".into(),
+        format!("{}:/usr/local/bin/iperf3:ro", iperf3.display()),
+        "-e".into(),
+        format!("LD_LIBRARY_PATH={LIBS}"),
+    ];
+    for lib in libraries(iperf3).map_err(&fail)? {
+        let name = lib.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.ok_or_else(|| fail(format!("{}: no file name", lib.display())))?;
+        args.extend(["-v".into(), format!("{}:{LIBS}/{name}:ro", lib.display())]);
+    }
+    args.extend(
+        [IMAGE, "iperf3", "-s", "-p", &PORT.to_string()]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    let out = super::net::husk(o, root)
+        .args(&args)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dir = root.join("containers").join(&id);
+    let measured = crate::network::settings(&dir)
+        .first()
+        .and_then(|s| s.ip)
+        .ok_or_else(|| "the container has no address".to_string())
+        .and_then(|ip| {
+            Ok(Row {
+                direct: client(iperf3, ip, PORT, o.mib)?,
+                published: Some(client(iperf3, Ipv4Addr::LOCALHOST, PUBLISHED, o.mib)?),
+            })
+        });
+    let _ = super::net::husk(o, root).args(["rm", "-f", &id]).output();
+    measured.map_err(fail)
+}
+
+/// The shared libraries `iperf3` loads, less the C library, libm and the loader (the
+/// container's own are used: the same Debian release).
+fn libraries(iperf3: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = Command::new("ldd")
+        .arg(iperf3)
+        .output()
+        .map_err(|e| format!("ldd: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split("=> ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(PathBuf::from)
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let name = name.unwrap_or_default();
+            !(name.starts_with("libc.so")
+                || name.starts_with("libm.so")
+                || name.starts_with("ld-linux"))
+        })
+        .collect())
+}
+
+/// MiB/s the receiver saw for `mib` MiB sent by the iperf3 client to `ip:port`, retried
+/// while the server does not listen yet (a hang guard of [`READY`]).
+fn client(iperf3: &Path, ip: Ipv4Addr, port: u16, mib: usize) -> Result<f64, String> {
+    let started = Instant::now();
+    loop {
+        let out = Command::new(iperf3)
+            .args(["-c", &ip.to_string(), "-p", &port.to_string()])
+            .args(["-n", &format!("{mib}M"), "-J"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("iperf3: {e}"))?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(bits) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
+            return Ok(bits / 8.0 / f64::from(1u32 << 20));
+        }
+        let why = json["error"].as_str().unwrap_or("no result").to_string();
+        if started.elapsed() > READY {
+            return Err(format!("iperf3 -c {ip}:{port}: {why}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
