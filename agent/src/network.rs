@@ -16,6 +16,9 @@ pub enum NetworkError {
     /// The kernel refused a step.
     #[error("interface {0:?}")]
     Netlink(String, #[source] netconf::Error),
+    /// The new resolv.conf could not be written.
+    #[error("cannot rewrite /etc/resolv.conf")]
+    Resolv(#[source] std::io::Error),
 }
 
 /// Smallest MTU an IPv4 interface may have.
@@ -65,11 +68,22 @@ pub fn configure(interfaces: &[InterfaceSpec]) -> Result<(), NetworkError> {
 }
 
 /// A running sandbox's change: `remove`'s interfaces lose their addresses and go down
-/// (their routes go with them), then `add`'s are configured; a new gateway becomes the
-/// default route only where there is none.
-pub fn change(add: &[InterfaceSpec], remove: &[InterfaceSpec]) -> Result<(), NetworkError> {
+/// (their routes go with them), then `add`'s are configured (a new gateway becomes the
+/// default route only where there is none), then `/etc/resolv.conf` gets `resolv_conf`
+/// (written through its bind mount, so every process of the container sees it).
+pub fn change(
+    add: &[InterfaceSpec],
+    remove: &[InterfaceSpec],
+    resolv_conf: Option<&str>,
+) -> Result<(), NetworkError> {
     validate(add)?;
     validate(remove)?;
+    if resolv_conf.is_some_and(|r| r.contains('\0')) {
+        return Err(NetworkError::Invalid(
+            "resolv.conf".into(),
+            "contains a NUL byte",
+        ));
+    }
     let mut nl = Netlink::open().map_err(fail("(netlink)"))?;
     for i in remove {
         // A veth the host deleted took the interface along: nothing is left to do.
@@ -91,7 +105,11 @@ pub fn change(add: &[InterfaceSpec], remove: &[InterfaceSpec]) -> Result<(), Net
         nl.set_link(index, &down).map_err(fail(&i.name))?;
         crate::say!("network: {} down", i.name);
     }
-    bring_up(&mut nl, add, true)
+    bring_up(&mut nl, add, true)?;
+    match resolv_conf {
+        Some(r) => std::fs::write("/etc/resolv.conf", r).map_err(NetworkError::Resolv),
+        None => Ok(()),
+    }
 }
 
 /// Configures `interfaces`; the first gateway becomes the default route, unless `keep`

@@ -3,7 +3,8 @@
 //! interface at once (a TAP plugged into a free NIC of its microVM, or a veth moved into
 //! its namespace), where it reaches and resolves the network's members (its first
 //! network's DNS answers for all its user networks), and they resolve it by its alias;
-//! `network disconnect` takes the interface away at once; the configuration keeps both
+//! `network disconnect` takes the interface away at once (and the next network's DNS
+//! server takes over in `resolv.conf`); the configuration keeps both
 //! changes, so the next start has the same networks; and nothing is left at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
@@ -107,12 +108,16 @@ fn running_containers_join_and_leave_networks_and_keep_them_for_the_next_start()
             "[{iso}]"
         );
 
-        // Live disconnect of the first network: eth0 loses its address, b still works.
+        // Live disconnect of the first network: eth0 loses its address, b still works and
+        // b's DNS server takes over (resolv.conf rewritten in place).
         ctx.ok(&["network", "disconnect", "a", "subj"]);
         let check = "ip -4 -o addr show eth0 2>/dev/null | grep -c inet; \
-            wget -q -O - http://10.94.0.20/";
+            grep nameserver /etc/resolv.conf; wget -q -O - http://peer/";
         let out = ctx.ok(&["exec", "subj", "sh", "-c", check]);
-        assert!(out.starts_with("0\nhello-from-"), "[{iso}] {out}");
+        assert!(
+            out.starts_with("0\nnameserver 10.94.0.1\nhello-from-"),
+            "[{iso}] {out}"
+        );
         assert_eq!(networks(&ctx, "subj"), "b=10.94.0.30", "[{iso}]");
         let id = ctx.ok(&["inspect", "-f", "{{.Id}}", "subj"]);
         let links = ns.links();

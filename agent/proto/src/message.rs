@@ -156,8 +156,9 @@ pub enum Request {
     },
     /// Changes the sandbox's interfaces while it runs (`network connect`/`disconnect`):
     /// each of `remove` loses the listed addresses and goes down, then each of `add` is
-    /// configured as in setup (it gets the default route if there is none). Replied with
-    /// [`Reply::Ok`], or an error (kind [`ErrorKind::Network`]).
+    /// configured as in setup (it gets the default route if there is none), then the
+    /// container's `/etc/resolv.conf` is rewritten in place if `resolv_conf` is given.
+    /// Replied with [`Reply::Ok`], or an error (kind [`ErrorKind::Network`]).
     Network {
         /// Interfaces to configure.
         #[serde(default)]
@@ -165,6 +166,9 @@ pub enum Request {
         /// Interfaces to take down, with the addresses the host gave them.
         #[serde(default)]
         remove: Vec<InterfaceSpec>,
+        /// The container's new `/etc/resolv.conf` (its DNS server changed).
+        #[serde(default)]
+        resolv_conf: Option<String>,
     },
 }
 

@@ -173,7 +173,11 @@ impl Session {
             Request::Setup { spec } => crate::rootfs::setup(&spec)
                 .map(|()| Reply::Ok)
                 .map_err(|e| refuse(ErrorKind::Setup, crate::chain(&e))),
-            Request::Network { add, remove } => crate::network::change(&add, &remove)
+            Request::Network {
+                add,
+                remove,
+                resolv_conf,
+            } => crate::network::change(&add, &remove, resolv_conf.as_deref())
                 .map(|()| Reply::Ok)
                 .map_err(|e| refuse(ErrorKind::Network, crate::chain(&e))),
             Request::Shutdown => {

@@ -260,12 +260,14 @@ impl AgentClient {
         &self,
         add: Vec<agent_proto::InterfaceSpec>,
         remove: Vec<agent_proto::InterfaceSpec>,
+        resolv_conf: Option<String>,
     ) -> Result<(), ClientError> {
-        match request(
-            &self.shared,
-            &Request::Network { add, remove },
-            Some(self.timeout),
-        )? {
+        let req = Request::Network {
+            add,
+            remove,
+            resolv_conf,
+        };
+        match request(&self.shared, &req, Some(self.timeout))? {
             Reply::Ok => Ok(()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

@@ -396,14 +396,10 @@ impl Sandbox {
                 spec.hosts.push_str(&format!("{ip}\t{name}\n"));
             }
         }
-        spec.resolv_conf = match endpoints.first() {
-            // The network's own DNS server, which forwards to `--dns` (and answers for
-            // the container's other user networks too).
-            Some(ep) if !ep.net.is_default() => {
-                resolv::with_servers(&spec.resolv_conf, &[std::net::IpAddr::V4(ep.net.gateway)])
-            }
-            _ => resolv::with_servers(&spec.resolv_conf, &self.dns),
-        };
+        // A user network's own DNS server, which forwards to `--dns` (and answers for
+        // the container's other user networks too), or the `--dns` servers.
+        let base = resolv::with_servers(&spec.resolv_conf, &self.dns);
+        spec.resolv_conf = self.wiring.resolv_conf(&base);
         if let Backend::Vm(_) = self.backend {
             // The guest is the container's memory: allocations succeed as they do under a
             // host's heuristic and a cgroup limit, and running out is an OOM kill.
@@ -412,7 +408,8 @@ impl Sandbox {
         }
         self.record_etc_files(&spec);
         client.setup(&spec).map_err(SandboxError::Setup)?;
-        self.wiring.set_agent(endpoint, request);
+        self.wiring
+            .set_agent(endpoint, request, &base, &spec.resolv_conf);
         if let Backend::Process(p) = &mut self.backend {
             p.release_devices();
         }

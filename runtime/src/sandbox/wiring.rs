@@ -79,7 +79,31 @@ pub struct Wiring {
     /// Set (under the `nets` lock) when everything was given back: no more joins.
     closed: AtomicBool,
     wire: Mutex<Option<Wire>>,
-    agent: Mutex<Option<(AgentEndpoint, Duration)>>,
+    agent: Mutex<Option<Agent>>,
+}
+
+/// How live changes reach the sandbox's agent, and its resolv.conf.
+#[derive(Debug, Clone)]
+struct Agent {
+    endpoint: AgentEndpoint,
+    timeout: Duration,
+    /// resolv.conf without a network's DNS server (the host's or `--dns` servers).
+    base: String,
+    /// What the container's resolv.conf holds now.
+    current: String,
+}
+
+/// The container's resolv.conf on `nets`: its first user network's DNS server (which
+/// answers for all its user networks), or `base` on none.
+fn resolv_for<'a>(nets: impl Iterator<Item = &'a Endpoint>, base: &str) -> String {
+    let dns = nets
+        .filter(|ep| !ep.net.is_default())
+        .min_by_key(|ep| ep.slot)
+        .map(|ep| std::net::IpAddr::V4(ep.net.gateway));
+    match dns {
+        Some(server) => super::resolv::with_servers(base, &[server]),
+        None => base.to_string(),
+    }
 }
 
 impl Wiring {
@@ -208,9 +232,54 @@ impl Wiring {
             .try_for_each(|ep| network::plug_veth(ep, pid))
     }
 
-    /// The agent is set up: live changes may configure interfaces through `endpoint`.
-    pub fn set_agent(&self, endpoint: AgentEndpoint, timeout: Duration) {
-        *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some((endpoint, timeout));
+    /// The container's resolv.conf for the networks it is on: `base` (the host's or
+    /// `--dns` servers) with the first user network's DNS server instead, if any.
+    pub fn resolv_conf(&self, base: &str) -> String {
+        resolv_for(self.nets().iter().map(|a| &a.ep), base)
+    }
+
+    /// The agent is set up with `resolv` (from `base`): live changes may configure
+    /// interfaces through `endpoint`.
+    pub fn set_agent(&self, endpoint: AgentEndpoint, timeout: Duration, base: &str, resolv: &str) {
+        *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Agent {
+            endpoint,
+            timeout,
+            base: base.to_string(),
+            current: resolv.to_string(),
+        });
+    }
+
+    fn agent(&self) -> Option<Agent> {
+        self.agent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Asks the agent to change interfaces, with the resolv.conf `nets` need if it
+    /// changes; the container directory's copy follows.
+    fn tell_agent(
+        &self,
+        agent: &Agent,
+        nets: &[&Endpoint],
+        add: Vec<agent_proto::InterfaceSpec>,
+        remove: Vec<agent_proto::InterfaceSpec>,
+    ) -> Result<(), ClientError> {
+        let resolv = resolv_for(nets.iter().copied(), &agent.base);
+        let changed = (resolv != agent.current).then_some(resolv);
+        AgentClient::connect(&agent.endpoint, agent.timeout)?
+            .with_request_timeout(agent.timeout)
+            .network(add, remove, changed.clone())?;
+        if let Some(resolv) = changed {
+            let path = self.dir.join(crate::container::RESOLV_CONF_FILE);
+            let _ = std::fs::write(path, &resolv);
+            if let Some(a) = self
+                .agent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                a.current = resolv;
+            }
+        }
+        Ok(())
     }
 
     /// `network connect` of the running container: joins `a`'s network as its lowest free
@@ -218,8 +287,9 @@ impl Wiring {
     pub fn connect(&self, a: &Attachment) -> Result<Endpoint, WiringError> {
         let wire = (*self.wire.lock().unwrap_or_else(|p| p.into_inner()))
             .ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
-        let agent = self.agent.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (agent, timeout) = agent.ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
+        let agent = self
+            .agent()
+            .ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
         let net = network::defs::find(&self.root, &a.network).map_err(NetworkError::from)?;
         let mut nets = self.nets();
         if self.closed.load(Ordering::Acquire) {
@@ -233,11 +303,8 @@ impl Wiring {
             .ok_or_else(|| WiringError::Full(self.name.clone(), self.max, self.kind))?;
         let ep = self.join(&mut nets, slot, a, &[])?;
         let wired = self.wire_up(wire, &ep).and_then(|()| {
-            let client = AgentClient::connect(&agent, timeout)
-                .map_err(WiringError::Agent)?
-                .with_request_timeout(timeout);
-            client
-                .network(vec![ep.interface()], vec![])
+            let all: Vec<&Endpoint> = nets.iter().map(|a| &a.ep).collect();
+            self.tell_agent(&agent, &all, vec![ep.interface()], vec![])
                 .map_err(WiringError::Agent)
         });
         if let Err(e) = wired {
@@ -296,12 +363,13 @@ impl Wiring {
         else {
             return Err(WiringError::NotOn(self.name.clone(), net.name));
         };
-        let agent = self.agent.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((agent, timeout)) = agent {
-            let down = AgentClient::connect(&agent, timeout).and_then(|c| {
-                c.with_request_timeout(timeout)
-                    .network(vec![], vec![ep.interface()])
-            });
+        if let Some(agent) = self.agent() {
+            let rest: Vec<&Endpoint> = nets
+                .iter()
+                .map(|a| &a.ep)
+                .filter(|e| e.slot != ep.slot)
+                .collect();
+            let down = self.tell_agent(&agent, &rest, vec![], vec![ep.interface()]);
             if let Err(e) = down {
                 log::warn!("{}", agent_proto::error_chain(&WiringError::Agent(e)));
             }
