@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod status;
+
+pub use status::{Event, Status, TransitionError};
+
 /// Errors from the container store.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -220,6 +224,28 @@ impl HostConfig {
             .collect()
     }
 
+    /// Puts the container on `networks` (`eth0`'s first; none: loopback only), the
+    /// inverse of [`HostConfig::networks`]. Not for `--network host`.
+    pub fn set_networks(&mut self, networks: Vec<crate::network::Attachment>) {
+        let mut networks = networks.into_iter();
+        match networks.next() {
+            Some(first) => {
+                self.network_mode = match first.network.as_str() {
+                    crate::network::BRIDGE => crate::network::Mode::Bridge,
+                    other => crate::network::Mode::User(other.to_string()),
+                };
+                self.network_aliases = first.aliases;
+                self.ipv4_address = first.ipv4_address;
+            }
+            None => {
+                self.network_mode = crate::network::Mode::None;
+                self.network_aliases.clear();
+                self.ipv4_address = None;
+            }
+        }
+        self.extra_networks = networks.collect();
+    }
+
     /// The capability bounding set of the container's processes (checked when created).
     pub fn capabilities(&self) -> u64 {
         crate::caps::bounding_set(self.privileged, &self.cap_add, &self.cap_drop)
@@ -299,39 +325,6 @@ impl ContainerConfig {
     }
 }
 
-/// `State.Status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Made, never started.
-    #[default]
-    Created,
-    /// The workload runs.
-    Running,
-    /// Waiting to restart.
-    Restarting,
-    /// Finished.
-    Exited,
-    /// Could not be cleaned up.
-    Dead,
-    /// Being removed.
-    Removing,
-}
-
-impl Status {
-    /// docker's word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Restarting => "restarting",
-            Status::Exited => "exited",
-            Status::Dead => "dead",
-            Status::Removing => "removing",
-        }
-    }
-}
-
 /// `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -378,7 +371,7 @@ impl ContainerState {
 
     /// Running or restarting under a live shim.
     pub fn running(&self) -> bool {
-        matches!(self.status, Status::Running | Status::Restarting) && self.shim_alive()
+        self.status.is_live() && self.shim_alive()
     }
 
     /// docker's status word (`inspect`'s `State.Status`, `ps`'s `{{.State}}` and
@@ -396,11 +389,7 @@ impl ContainerState {
     /// [`LOST_EXIT_CODE`] and the reason in `Error`, never as a clean exit.
     pub fn observed(&self) -> ContainerState {
         let mut s = self.clone();
-        if matches!(s.status, Status::Running | Status::Restarting) && !s.shim_alive() {
-            s.status = Status::Exited;
-            s.running = false;
-            s.paused = false;
-            s.pid = 0;
+        if s.status.is_live() && !s.shim_alive() && s.apply(Event::Lost).is_ok() {
             s.exit_code = LOST_EXIT_CODE;
             s.error = format!(
                 "the sandbox died: its shim (pid {}) ended without recording the workload's exit",
@@ -1000,6 +989,30 @@ mod tests {
                 vec![],
             )
         })
+    }
+
+    #[test]
+    fn networks_and_set_networks_are_inverses() {
+        use crate::network::{Attachment, Mode};
+        let on = |n: &str| Attachment {
+            network: n.into(),
+            aliases: vec![format!("{n}-alias")],
+            ipv4_address: None,
+        };
+        let mut h = HostConfig::default();
+        assert!(h.networks().is_empty(), "none by default");
+        for list in [
+            vec![on("a")],
+            vec![on("bridge"), on("b")],
+            vec![on("a"), on("b"), on("c")],
+            vec![],
+        ] {
+            h.set_networks(list.clone());
+            assert_eq!(h.networks(), list);
+        }
+        assert_eq!(h.network_mode, Mode::None);
+        h.set_networks(vec![on("bridge")]);
+        assert_eq!(h.network_mode, Mode::Bridge);
     }
 
     #[test]

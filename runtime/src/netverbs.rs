@@ -25,9 +25,9 @@ pub enum NetVerbError {
     /// `connect`/`disconnect` of a container on the host's network (docker's words).
     #[error("container cannot be disconnected from host network or connected to host network")]
     HostNetwork,
-    /// More networks than a vm container's NICs.
-    #[error("container {0} is on {1} networks: a vm container can be on at most {1}")]
-    Full(String, usize),
+    /// As many networks as the container's isolation allows (a vm's NICs).
+    #[error("container {0} is on {1} networks, the most a {2} container can be on")]
+    Full(String, usize, &'static str),
     /// `connect` to the network it is on (docker's words).
     #[error("endpoint with name {container} already exists in network {network}")]
     AlreadyOn {
@@ -64,8 +64,9 @@ pub struct ConnectOptions {
     pub ip: Option<Ipv4Addr>,
 }
 
-/// Puts container `query` on network `network`: a running one at once (its next free
-/// interface), and from its next start on.
+/// Puts container `query` on network `network`: in its configuration first (so a start
+/// from now on has it), then, if it runs, at once through its shim (the configuration
+/// goes back if that fails).
 pub fn connect(
     root: &Path,
     network: &str,
@@ -86,40 +87,49 @@ pub fn connect(
     }
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
-    let config = store.config(&id)?;
-    let h = &config.host_config;
-    if h.network_mode == Mode::Host {
-        return Err(NetVerbError::HostNetwork);
-    }
-    let on = h.networks();
-    if on.iter().any(|a| names(root, &a.network, &net)) {
-        return Err(NetVerbError::AlreadyOn {
-            container: config.name,
-            network: net.name,
-        });
-    }
-    if h.isolation == crate::container::Isolation::Vm && on.len() >= crate::sandbox::vm::NICS {
-        return Err(NetVerbError::Full(config.name, crate::sandbox::vm::NICS));
-    }
     let attachment = Attachment {
         network: net.name.clone(),
         aliases: o.aliases.clone(),
         ipv4_address: o.ip,
     };
-    if store.state(&id)?.observed().running() {
-        ShimClient::connect(&store.dir(&id))?.connect_network(&attachment)?;
-    }
+    let mut refusal = None;
+    let mut before = Vec::new();
     store.update_config(&id, |c| {
         let h = &mut c.host_config;
-        match h.network_mode.is_bridged() {
-            true => h.extra_networks.push(attachment),
-            false => {
-                h.network_mode = Mode::of(&net);
-                h.network_aliases = attachment.aliases;
-                h.ipv4_address = attachment.ipv4_address;
-            }
+        let mut on = h.networks();
+        let (max, kind) = match h.isolation {
+            crate::container::Isolation::Vm => (crate::sandbox::vm::NICS, "vm"),
+            crate::container::Isolation::Process => (crate::network::MAX_NETWORKS, "process"),
+        };
+        refusal = if h.network_mode == Mode::Host {
+            Some(NetVerbError::HostNetwork)
+        } else if on.iter().any(|a| names(root, &a.network, &net)) {
+            Some(NetVerbError::AlreadyOn {
+                container: c.name.clone(),
+                network: net.name.clone(),
+            })
+        } else if on.len() >= max {
+            Some(NetVerbError::Full(c.name.clone(), max, kind))
+        } else {
+            None
+        };
+        if refusal.is_none() {
+            before = on.clone();
+            on.push(attachment.clone());
+            h.set_networks(on);
         }
     })?;
+    if let Some(refusal) = refusal {
+        return Err(refusal);
+    }
+    if store.state(&id)?.observed().running() {
+        let live =
+            ShimClient::connect(&store.dir(&id)).and_then(|s| s.connect_network(&attachment));
+        if let Err(e) = live {
+            let _ = store.update_config(&id, |c| c.host_config.set_networks(before));
+            return Err(e.into());
+        }
+    }
     store.event_for("connect", &id, &[("network", net.name)]);
     Ok(())
 }
@@ -129,47 +139,36 @@ fn names(root: &Path, name: &str, net: &defs::Net) -> bool {
     name == net.name || name == net.id || defs::find(root, name).is_ok_and(|n| n.id == net.id)
 }
 
-/// Takes container `query` off network `network`: a running one at once, and for every
-/// later start. Its next network, if any, takes the first place (`eth0`, the ports).
+/// Takes container `query` off network `network`: in its configuration first (its next
+/// network, if any, takes the first place: `eth0`, the ports), then, if it runs, at once
+/// through its shim (the configuration goes back if that fails).
 pub fn disconnect(root: &Path, network: &str, query: &str) -> Result<(), NetVerbError> {
     let net = defs::find(root, network)?;
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
-    let config = store.config(&id)?;
-    let on = config.host_config.networks();
-    let Some(at) = on.iter().position(|a| names(root, &a.network, &net)) else {
+    let mut before = None;
+    let config = store.update_config(&id, |c| {
+        let h = &mut c.host_config;
+        let mut on = h.networks();
+        if let Some(at) = on.iter().position(|a| names(root, &a.network, &net)) {
+            before = Some(on.clone());
+            on.remove(at);
+            h.set_networks(on);
+        }
+    })?;
+    let Some(before) = before else {
         return Err(NetVerbError::NotOn {
             container: config.name,
             network: net.name,
         });
     };
     if store.state(&id)?.observed().running() {
-        ShimClient::connect(&store.dir(&id))?.disconnect_network(&net.id)?;
+        let live = ShimClient::connect(&store.dir(&id)).and_then(|s| s.disconnect_network(&net.id));
+        if let Err(e) = live {
+            let _ = store.update_config(&id, |c| c.host_config.set_networks(before));
+            return Err(e.into());
+        }
     }
-    store.update_config(&id, |c| {
-        let mut rest = c.host_config.networks();
-        if at < rest.len() {
-            rest.remove(at);
-        }
-        let h = &mut c.host_config;
-        let mut rest = rest.into_iter();
-        match rest.next() {
-            Some(first) => {
-                h.network_mode = match first.network.as_str() {
-                    crate::network::BRIDGE => Mode::Bridge,
-                    other => Mode::User(other.to_string()),
-                };
-                h.network_aliases = first.aliases;
-                h.ipv4_address = first.ipv4_address;
-            }
-            None => {
-                h.network_mode = Mode::None;
-                h.network_aliases.clear();
-                h.ipv4_address = None;
-            }
-        }
-        h.extra_networks = rest.collect();
-    })?;
     store.event_for("disconnect", &id, &[("network", net.name)]);
     Ok(())
 }

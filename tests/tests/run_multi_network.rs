@@ -108,14 +108,16 @@ fn running_containers_join_and_leave_networks_and_keep_them_for_the_next_start()
             "[{iso}]"
         );
 
-        // Live disconnect of the first network: eth0 loses its address, b still works and
-        // b's DNS server takes over (resolv.conf rewritten in place).
+        // Live disconnect of the first network: eth0 loses its address, b still works,
+        // the default route moves to b and b's DNS server takes over (resolv.conf
+        // rewritten in place).
         ctx.ok(&["network", "disconnect", "a", "subj"]);
         let check = "ip -4 -o addr show eth0 2>/dev/null | grep -c inet; \
+            ip route | grep default | cut -d' ' -f1-5; \
             grep nameserver /etc/resolv.conf; wget -q -O - http://peer/";
         let out = ctx.ok(&["exec", "subj", "sh", "-c", check]);
         assert!(
-            out.starts_with("0\nnameserver 10.94.0.1\nhello-from-"),
+            out.starts_with("0\ndefault via 10.94.0.1 dev eth1\nnameserver 10.94.0.1\nhello-from-"),
             "[{iso}] {out}"
         );
         assert_eq!(networks(&ctx, "subj"), "b=10.94.0.30", "[{iso}]");

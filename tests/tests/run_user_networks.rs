@@ -110,7 +110,7 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
             wget -q -O - http://www/; \
             nslookup other > /dev/null 2>&1 && echo other-resolved || echo other-unknown; \
             nslookup other 10.89.0.1 > /dev/null 2>&1 && echo cross-dns || echo no-cross-dns; \
-            wget -q -T 3 -O - http://10.89.0.50/ 2>/dev/null || echo other-unreachable; \
+            timeout 3 wget -q -O - http://10.89.0.50/ 2>/dev/null || echo other-unreachable; \
             nslookup outside.test | grep -A1 '^Name:' | grep -c 192.0.2.7";
         let out = ctx.ok(&[
             &run[..],

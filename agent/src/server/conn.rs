@@ -177,9 +177,16 @@ impl Session {
                 add,
                 remove,
                 resolv_conf,
-            } => crate::network::change(&add, &remove, resolv_conf.as_deref())
-                .map(|()| Reply::Ok)
-                .map_err(|e| refuse(ErrorKind::Network, crate::chain(&e))),
+            } if crate::rootfs::is_done() => {
+                crate::network::change(&add, &remove, resolv_conf.as_deref())
+                    .map(|()| Reply::Ok)
+                    .map_err(|e| refuse(ErrorKind::Network, crate::chain(&e)))
+            }
+            // Only a set-up sandbox's interfaces are the host's to change.
+            Request::Network { .. } => Err(refuse(
+                ErrorKind::Network,
+                "no sandbox has been set up on this agent",
+            )),
             Request::Shutdown => {
                 self.shared.table.kill_all();
                 self.reply(Some(id), Ok(Reply::Ok));

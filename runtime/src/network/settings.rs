@@ -82,7 +82,10 @@ pub fn settings(dir: &Path) -> Vec<Settings> {
     let Ok(bytes) = std::fs::read(dir.join(SETTINGS_FILE)) else {
         return Vec::new();
     };
-    let mut all: Vec<Settings> = serde_json::from_slice(&bytes).unwrap_or_default();
+    // A file from before containers had several networks holds one object.
+    let mut all: Vec<Settings> = serde_json::from_slice(&bytes)
+        .or_else(|_| serde_json::from_slice::<Settings>(&bytes).map(|s| vec![s]))
+        .unwrap_or_default();
     all.sort_by_key(|s| s.slot);
     all
 }
@@ -139,6 +142,9 @@ mod tests {
         record(dir.path(), &[one(1, "b"), one(0, "a")]);
         let read = settings(dir.path());
         assert_eq!(read, [one(0, "a"), one(1, "b")]);
+        let old = serde_json::to_vec(&one(0, "a")).unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), old).unwrap();
+        assert_eq!(settings(dir.path()), [one(0, "a")], "the one-object form");
         record(dir.path(), &[]);
         assert!(!dir.path().join(SETTINGS_FILE).exists());
         assert!(settings(dir.path()).is_empty());

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// The socket's name in the container directory.
 pub const SOCKET: &str = "vmm.sock";
-/// How long the shim waits for the VMM's answer.
-const ANSWER_WAIT: Duration = Duration::from_secs(10);
+/// How long the shim waits for the VMM's answer (longer than the NIC waits for the event
+/// loop).
+const ANSWER_WAIT: Duration = Duration::from_secs(15);
 /// Longest request line taken.
 const MAX_LINE: u64 = 4096;
 

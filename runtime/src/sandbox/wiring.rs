@@ -34,12 +34,6 @@ pub enum WiringError {
     /// The network could not be joined or wired.
     #[error(transparent)]
     Network(#[from] NetworkError),
-    /// Already on it (docker's words).
-    #[error("endpoint with name {0} already exists in network {1}")]
-    AlreadyOn(String, String),
-    /// Not on it (docker's words).
-    #[error("container {0} is not connected to network {1}")]
-    NotOn(String, String),
     /// Every interface slot is taken.
     #[error("container {0} is on {1} networks: a {2} container can be on at most {1}")]
     Full(String, usize, &'static str),
@@ -283,20 +277,20 @@ impl Wiring {
     }
 
     /// `network connect` of the running container: joins `a`'s network as its lowest free
-    /// interface, wires it and has the agent configure it. On failure nothing is left.
-    pub fn connect(&self, a: &Attachment) -> Result<Endpoint, WiringError> {
+    /// interface, wires it and has the agent configure it; already on it is done. On
+    /// failure nothing is left.
+    pub fn connect(&self, a: &Attachment) -> Result<(), WiringError> {
         let wire = (*self.wire.lock().unwrap_or_else(|p| p.into_inner()))
-            .ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
-        let agent = self
-            .agent()
             .ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
         let net = network::defs::find(&self.root, &a.network).map_err(NetworkError::from)?;
         let mut nets = self.nets();
-        if self.closed.load(Ordering::Acquire) {
-            return Err(WiringError::NotRunning(self.name.clone()));
-        }
+        let agent = self
+            .agent()
+            .filter(|_| !self.closed.load(Ordering::Acquire))
+            .ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
+        // A sandbox made after the configuration named the network has it already.
         if nets.iter().any(|x| x.ep.net.id == net.id) {
-            return Err(WiringError::AlreadyOn(self.name.clone(), net.name));
+            return Ok(());
         }
         let slot = (0..self.max)
             .find(|s| nets.iter().all(|x| x.ep.slot != *s))
@@ -308,13 +302,20 @@ impl Wiring {
                 .map_err(WiringError::Agent)
         });
         if let Err(e) = wired {
+            // The guest may have taken part of the change: take it back (best effort).
+            let rest: Vec<&Endpoint> = nets
+                .iter()
+                .map(|x| &x.ep)
+                .filter(|x| x.slot != slot)
+                .collect();
+            let _ = self.tell_agent(&agent, &rest, vec![], vec![ep.interface()]);
             if wire == Wire::Tap {
                 let _ = self.unplug_nic(slot);
             }
             self.drop_endpoint(&mut nets, slot);
             return Err(e);
         }
-        Ok(ep)
+        Ok(())
     }
 
     fn wire_up(&self, wire: Wire, ep: &Endpoint) -> Result<(), WiringError> {
@@ -351,8 +352,10 @@ impl Wiring {
     }
 
     /// `network disconnect` of the running container: the agent takes the interface
-    /// down, the VMM unplugs the NIC (vm), and the endpoint is given back. The container
-    /// is off the network even if the agent or the VMM failed (the link is deleted).
+    /// down (and routes through the networks left, so a default route survives), the VMM
+    /// unplugs the NIC (vm), and the endpoint is given back; not on it is done. The
+    /// container is off the network even if the agent or the VMM failed (the link is
+    /// deleted).
     pub fn disconnect(&self, network: &str) -> Result<(), WiringError> {
         let net = network::defs::find(&self.root, network).map_err(NetworkError::from)?;
         let mut nets = self.nets();
@@ -361,7 +364,8 @@ impl Wiring {
             .find(|x| x.ep.net.id == net.id)
             .map(|x| x.ep.clone())
         else {
-            return Err(WiringError::NotOn(self.name.clone(), net.name));
+            // A sandbox made after the configuration dropped the network lacks it.
+            return Ok(());
         };
         if let Some(agent) = self.agent() {
             let rest: Vec<&Endpoint> = nets
@@ -369,7 +373,8 @@ impl Wiring {
                 .map(|a| &a.ep)
                 .filter(|e| e.slot != ep.slot)
                 .collect();
-            let down = self.tell_agent(&agent, &rest, vec![], vec![ep.interface()]);
+            let again = rest.iter().map(|e| e.interface()).collect();
+            let down = self.tell_agent(&agent, &rest, again, vec![ep.interface()]);
             if let Err(e) = down {
                 log::warn!("{}", agent_proto::error_chain(&WiringError::Agent(e)));
             }

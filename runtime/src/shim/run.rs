@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::agent_client::{Process, ProcessSpec, SandboxSpec, sink_fn};
-use crate::container::{ContainerConfig, Status, Store, now};
+use crate::container::{ContainerConfig, Event, Store, now};
 use crate::logs::{LOG_FILE, LogWriter};
 use crate::sandbox::{Params, Sandbox};
 
@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub paused: bool,
     /// The running sandbox's networks (`network connect`/`disconnect`).
     pub wiring: Option<Arc<crate::sandbox::wiring::Wiring>>,
+    /// A sandbox is being made for a run whose workload has not started yet.
+    pub starting: bool,
 }
 
 impl Shared {
@@ -169,10 +171,8 @@ fn prepare(root: &Path, id: &str) -> Result<Shared, String> {
     if state.shim_alive() && state.shim_pid != pid {
         return Err(format!("{ALREADY_RUNNING} (shim pid {})", state.shim_pid));
     }
-    state.status = Status::Running;
-    state.running = true;
+    state.apply(Event::Claim).map_err(|e| e.to_string())?;
     state.shim_pid = pid;
-    state.pid = 0;
     state.isolation = config.host_config.isolation;
     state.started_at = now();
     state.error.clear();
@@ -237,14 +237,7 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
             s.last_exit = outcome.last_exit.clone();
             s.error = outcome.error.clone();
             s.finished_at = now();
-            s.pid = 0;
-            s.paused = false;
-            s.running = restart;
-            s.status = if restart {
-                Status::Restarting
-            } else {
-                Status::Exited
-            };
+            transition(s, Event::Exited { restart });
             if restart {
                 s.restart_count += 1;
             }
@@ -268,10 +261,9 @@ fn run_loop(shared: &Arc<Shared>, self_cmd: (PathBuf, Vec<OsString>), wait_attac
             .unwrap_or_else(|p| p.into_inner());
         if guard.stopped {
             drop(guard);
-            let _ = shared.store.update_state(&shared.id, |s| {
-                s.status = Status::Exited;
-                s.running = false;
-            });
+            let _ = shared
+                .store
+                .update_state(&shared.id, |s| transition(s, Event::Released));
             remove_if_auto(shared);
             release(shared);
             return outcome.code;
@@ -426,6 +418,17 @@ fn sandbox_failure(code: i32, why: String) -> Outcome {
 
 /// One sandbox, one workload run.
 fn run_once(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Outcome {
+    shared.lock().starting = true;
+    let outcome = run_sandbox(shared, self_cmd);
+    let mut inner = shared.lock();
+    inner.starting = false;
+    shared.changed.notify_all();
+    drop(inner);
+    outcome
+}
+
+/// Makes the sandbox, runs the workload in it to its end, tears the sandbox down.
+fn run_sandbox(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Outcome {
     let isolation = shared.config.host_config.isolation;
     let mut sandbox = match Sandbox::create(isolation, &params(shared, self_cmd)) {
         Ok(s) => s,
@@ -497,8 +500,7 @@ fn wait_workload(
     let pid = process.pid().unwrap_or(0);
     let host_pid = sandbox.host_pid_of(pid);
     let _ = shared.store.update_state(&shared.id, |s| {
-        s.status = Status::Running;
-        s.running = true;
+        transition(s, Event::WorkloadStarted);
         s.pid = host_pid;
         s.started_at = now();
     });
@@ -507,6 +509,7 @@ fn wait_workload(
         inner.process = Some(Arc::clone(&process));
         inner.pauser = Some(sandbox.pauser());
         inner.wiring = Some(sandbox.wiring());
+        inner.starting = false;
         inner.stdin = process
             .stdin()
             .ok()
@@ -588,10 +591,17 @@ fn release(shared: &Shared) {
     let _ = shared.store.update_state(&shared.id, |s| {
         if s.shim_pid == pid {
             s.shim_pid = 0;
-            s.running = false;
-            s.status = Status::Exited;
+            transition(s, Event::Released);
         }
     });
+}
+
+/// Records `event` in the state (an impossible one is logged and changes nothing: the
+/// state machine has the last word).
+fn transition(s: &mut crate::container::ContainerState, event: Event) {
+    if let Err(e) = s.apply(event) {
+        log::error!("{e}");
+    }
 }
 
 /// Marks the end and lets every pending control request (`wait`, `stop`, ...) be answered

@@ -31,6 +31,9 @@ pub const ERROR: u8 = 4;
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a signal waits for a workload that is being started.
 const SIGNAL_START_WAIT: Duration = Duration::from_secs(2);
+/// How long a network change waits for a sandbox that is being made (a VM boot under
+/// an emulating KVM takes minutes).
+const START_WAIT: Duration = Duration::from_secs(600);
 
 /// A control request.
 #[derive(Debug, Serialize, Deserialize)]
@@ -255,7 +258,7 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             answer(&conn, &Answer::of(r));
         }
         Request::Connect { attachment } => {
-            let r = rewire(shared, |w| w.connect(&attachment).map(|_| ()));
+            let r = rewire(shared, |w| w.connect(&attachment));
             answer(&conn, &Answer::of(r));
         }
         Request::Disconnect { network } => {
@@ -265,18 +268,32 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
     }
 }
 
-/// `network connect`/`disconnect` of the running sandbox.
+/// `network connect`/`disconnect` of the running sandbox (the configuration already
+/// has the change). A sandbox being made is waited for; with none (the restart policy's
+/// back-off) the next one takes the change from the configuration.
 fn rewire(
     shared: &Shared,
     change: impl FnOnce(
         &crate::sandbox::wiring::Wiring,
     ) -> Result<(), crate::sandbox::wiring::WiringError>,
 ) -> Result<(), String> {
-    let wiring = shared.lock().wiring.clone();
-    let Some(wiring) = wiring else {
-        return Err(format!("container {} is not running", shared.config.name));
-    };
-    change(&wiring).map_err(|e| agent_proto::error_chain(&e))
+    let guard = shared.lock();
+    let (guard, _) = shared
+        .changed
+        .wait_timeout_while(guard, START_WAIT, |i| i.starting && i.wiring.is_none())
+        .unwrap_or_else(|p| p.into_inner());
+    if guard.paused {
+        let name = &shared.config.name;
+        return Err(format!(
+            "Container {name} is paused, unpause the container before changing its networks"
+        ));
+    }
+    let wiring = guard.wiring.clone();
+    drop(guard);
+    match wiring {
+        Some(wiring) => change(&wiring).map_err(|e| agent_proto::error_chain(&e)),
+        None => Ok(()),
+    }
 }
 
 /// docker's `pause`/`unpause`: the running sandbox stops or resumes as a whole, and the

@@ -86,22 +86,26 @@ impl Net {
     /// closed, the new one gets the driver's offloads and is watched, and a running
     /// driver hears of the link change.
     fn replug(&mut self, change: Change, ops: &mut EventOps) {
+        let Change { tap, mac, done } = change;
         if let Some(old) = self.tap.take() {
             let _ = ops.remove(Events::with_data(&old, TOKEN_TAP, tap_events()));
         }
         self.rx_len = 0;
-        if let Some(tap) = &change.tap {
+        let mut result = Ok(());
+        if let Some(tap) = &tap {
+            let offload = tap_offload(self.acked);
             if self.life.is_active()
-                && let Err(e) = tap.set_offload(tap_offload(self.acked))
+                && let Err(e) = tap.set_offload(offload)
             {
-                log::warn!("virtio-net: {} refused offloads: {e}", tap.name());
-            }
-            if let Err(e) = ops.add(Events::with_data(tap, TOKEN_TAP, tap_events())) {
-                log::error!("virtio-net: cannot watch TAP {}: {e:?}", tap.name());
+                result = Err(format!("{} refused offloads {offload:#x}: {e}", tap.name()));
+            } else if let Err(e) = ops.add(Events::with_data(tap, TOKEN_TAP, tap_events())) {
+                result = Err(format!("cannot watch TAP {}: {e:?}", tap.name()));
             }
         }
-        self.config = config_space(change.mac, change.tap.is_some());
-        self.tap = change.tap;
+        // A TAP that could not be taken in is dropped: the NIC stays unplugged.
+        let tap = tap.filter(|_| result.is_ok());
+        self.config = config_space(mac, tap.is_some());
+        self.tap = tap;
         log::info!(
             "virtio-net: {}",
             match &self.tap {
@@ -114,6 +118,7 @@ impl Net {
         {
             log::error!("virtio-net: cannot interrupt the guest: {e}");
         }
+        let _ = done.send(result);
     }
 
     /// Frames moved and dropped so far.

@@ -79,6 +79,9 @@ pub enum Error {
     /// An eventfd could not be created.
     #[error("cannot create an eventfd for a network device")]
     EventFd(#[source] std::io::Error),
+    /// A running NIC's new TAP could not be swapped in.
+    #[error("cannot change the NIC's TAP: {0}")]
+    Replug(String),
 }
 
 /// The configuration space (`struct virtio_net_config` up to `status`).
