@@ -5,7 +5,8 @@
 //! socket; a 20000-byte TCP segment with a partial checksum (checksum and segmentation
 //! offloads) reaches a host socket whole; hostile chains cost one frame and the device
 //! goes on; an unplugged NIC drops
-//! what the guest sends. Needs root (CAP_NET_ADMIN) and /dev/net/tun.
+//! what the guest sends; a running NIC is plugged into a TAP and pulled out again through
+//! its `Plug` (link status, configuration interrupt, frames). Needs root (CAP_NET_ADMIN) and /dev/net/tun.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -20,6 +21,8 @@ use net_guest::{
     udp_frame,
 };
 use vm_memory::{Bytes, GuestAddress};
+use vmm::devices::virtio::INT_CONFIG;
+use vmm::devices::virtio::mmio::reg;
 use vmm::devices::virtio::net::{HDR_LEN, MAX_BUFFER, Net, NetConfig, features};
 
 fn host_socket() -> UdpSocket {
@@ -180,4 +183,65 @@ fn bad_tap_names_are_refused_with_one_line() {
         .unwrap_err();
         assert!(e.to_string().contains("not a valid interface name"), "{e}");
     }
+}
+
+/// Runs the device's event loop until `change` (made on another thread of this
+/// namespace, as the VMM's control thread does) has returned.
+fn while_stepping<T: Send + 'static>(
+    g: &mut Guest,
+    change: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let t = std::thread::spawn(change);
+    while !t.is_finished() {
+        g.step(50);
+    }
+    t.join().unwrap()
+}
+
+#[test]
+fn a_running_nic_is_plugged_and_unplugged_through_its_plug() {
+    net_guest::own_netns();
+    let net = Net::new(&NetConfig {
+        tap: None,
+        mac: [0x02, 0, 0, 0, 0, 1],
+    })
+    .unwrap();
+    let plug = net.plug();
+    let mut g = Guest::new(net);
+    g.bring_up();
+    assert_eq!(g.config()[6..8], [0, 0], "unplugged: link down");
+
+    // Plugged while the driver runs: link up, the new MAC, a configuration interrupt,
+    // and frames reach the TAP.
+    let p = plug.clone();
+    while_stepping(&mut g, move || p.plug("hn0", GUEST_MAC)).unwrap();
+    let cfg = g.config();
+    assert_eq!(cfg[..6], GUEST_MAC);
+    assert_eq!(u16::from_le_bytes([cfg[6], cfg[7]]), 1, "link up");
+    let isr = g.read_reg(reg::INTERRUPT_STATUS);
+    assert_eq!(
+        isr & INT_CONFIG,
+        INT_CONFIG,
+        "configuration change announced"
+    );
+    net_guest::ip("link set hn0 addrgenmode none");
+    net_guest::ip("link set hn0 up");
+    net_guest::ip("addr add 10.9.0.1/24 dev hn0");
+    let host = host_socket();
+    g.transmit(&udp_frame([0xff; 6], 4000, 5000, b"plugged in"));
+    let mut buf = [0u8; 64];
+    let (n, _) = host.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"plugged in");
+
+    // Pulled out: link down, and what the guest sends is dropped.
+    let p = plug.clone();
+    while_stepping(&mut g, move || p.unplug(GUEST_MAC)).unwrap();
+    assert_eq!(g.config()[6..8], [0, 0], "link down again");
+    let dropped = g.device.lock().unwrap().stats().tx_dropped;
+    g.transmit(&udp_frame([0xff; 6], 4000, 5000, b"into the void"));
+    assert_eq!(g.device.lock().unwrap().stats().tx_dropped, dropped + 1);
+
+    // A TAP name no interface can have is refused before the device is asked.
+    let e = plug.plug("a-name-longer-than-15", GUEST_MAC).unwrap_err();
+    assert!(e.to_string().contains("not a valid interface name"), "{e}");
 }
