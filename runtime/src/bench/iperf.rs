@@ -1,12 +1,15 @@
-//! The iperf3 rows of `husk bench net`: TCP throughput measured by Debian's iperf3 (the
-//! host's binary) between the host and a container, beside host loopback in the same run,
-//! directly and through a port published on 127.0.0.1. The container runs the debian
+//! The iperf3 and connection-rate rows of `husk bench net`: TCP throughput measured by
+//! Debian's iperf3 (the host's binary) between the host and a container, and new TCP
+//! connections per second to a server that accepts and closes each one (perl, which
+//! the debian image and the host both have), beside host loopback in the same run,
+//! directly and through ports published on 127.0.0.1. The container runs the debian
 //! image with the host's `iperf3` and the libraries it needs that the image lacks
 //! (`ldd`; the C library and loader are the image's own, the same Debian release)
-//! bind-mounted read-only, so the same program runs at both ends; the client is on the
+//! bind-mounted read-only, so the same programs run at both ends; the clients are on the
 //! host. Runs inside the namespace `net::run` made.
 
-use std::net::Ipv4Addr;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,15 +23,26 @@ const PORT: u16 = 5201;
 const PUBLISHED: u16 = 15201;
 /// The loopback baseline's port.
 const LOOPBACK_PORT: u16 = 6201;
+/// The accept-and-close server's port in the container, where it is published, and the
+/// baseline's.
+const ACCEPT: u16 = 5301;
+const ACCEPT_PUBLISHED: u16 = 15301;
+const ACCEPT_LOOPBACK: u16 = 6301;
+/// The accept-and-close server (perl, in the image and on the host): every connection
+/// is accepted and closed at once.
+const ACCEPTOR: &str = "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalPort => $ARGV[0], \
+    Listen => 1024, ReuseAddr => 1) or die $!; while (my $c = $s->accept) { close $c }";
 /// Where the libraries go in the container.
 const LIBS: &str = "/opt/husk-iperf3";
 /// How long a server may take to listen: a hang guard.
 const READY: Duration = Duration::from_secs(300);
 
-/// One path's iperf3 figures, MiB/s.
+/// One path's figures: iperf3 MiB/s, and connections per second.
 struct Row {
     direct: f64,
     published: Option<f64>,
+    conns: f64,
+    conns_published: Option<f64>,
 }
 
 /// The iperf3 table, or why there is none (no iperf3 or no debian image on this host).
@@ -43,7 +57,7 @@ pub fn table(o: &NetOptions, root: &Path, isolations: &[&str]) -> Result<Vec<Str
             "iperf3: no {IMAGE} image ({e}): rows skipped"
         )]);
     }
-    let loopback = loopback(&iperf3, o.mib)?;
+    let loopback = loopback(&iperf3, o)?;
     let mut rows = vec![("host loopback".to_string(), loopback)];
     for iso in isolations {
         let row = container(o, root, &iperf3, iso);
@@ -52,24 +66,34 @@ pub fn table(o: &NetOptions, root: &Path, isolations: &[&str]) -> Result<Vec<Str
     }
     let mut out = vec![
         format!(
-            "iperf3 ({} MiB per transfer, the host's binary at both ends):",
-            o.mib
+            "iperf3 ({} MiB per transfer, the host's binary at both ends) and new connections ({} per path, accepted and closed by perl):",
+            o.mib, o.round_trips
         ),
         format!(
-            "{:<18} {:>14} {:>8} {:>22} {:>8}",
-            "path", "direct MiB/s", "x loop", "via 127.0.0.1 MiB/s", "x direct"
+            "{:<18} {:>14} {:>8} {:>22} {:>8} {:>10} {:>8} {:>20}",
+            "path",
+            "direct MiB/s",
+            "x loop",
+            "via 127.0.0.1 MiB/s",
+            "x direct",
+            "conn/s",
+            "x loop",
+            "conn/s via 127.0.0.1"
         ),
     ];
-    let base = rows[0].1.direct;
+    let (base, base_conns) = (rows[0].1.direct, rows[0].1.conns);
     for (name, r) in &rows {
         let published = r.published.map_or("-".into(), super::net::mib_s);
         let ratio = r
             .published
             .map_or("-".into(), |p| format!("{:.2}", p / r.direct));
+        let conns_published = r.conns_published.map_or("-".into(), |c| format!("{c:.0}"));
         out.push(format!(
-            "{name:<18} {:>14} {:>8.3} {published:>22} {ratio:>8}",
+            "{name:<18} {:>14} {:>8.3} {published:>22} {ratio:>8} {:>10.0} {:>8.3} {conns_published:>20}",
             super::net::mib_s(r.direct),
-            r.direct / base
+            r.direct / base,
+            r.conns,
+            r.conns / base_conns,
         ));
     }
     Ok(out)
@@ -91,22 +115,39 @@ fn import_debian(root: &Path) -> Result<(), String> {
         .map(|_| ())
 }
 
-/// The host's iperf3 server on 127.0.0.1 and the client against it.
-fn loopback(iperf3: &Path, mib: usize) -> Result<Row, Error> {
-    let fail = |e: String| Error::Failed("the host loopback iperf3 server".into(), e);
-    let mut server = Command::new(iperf3)
-        .args(["-s", "-B", "127.0.0.1", "-p", &LOOPBACK_PORT.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+/// The host's iperf3 and accept-and-close servers on 127.0.0.1, and the clients.
+fn loopback(iperf3: &Path, o: &NetOptions) -> Result<Row, Error> {
+    let fail = |e: String| Error::Failed("the host loopback servers (iperf3, perl)".into(), e);
+    let quiet = |c: &mut Command| {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    };
+    let port = LOOPBACK_PORT.to_string();
+    let mut server = quiet(Command::new(iperf3).args(["-s", "-B", "127.0.0.1", "-p", &port]))
         .map_err(|e| fail(e.to_string()))?;
-    let measured = client(iperf3, Ipv4Addr::LOCALHOST, LOOPBACK_PORT, mib);
+    let accept_port = ACCEPT_LOOPBACK.to_string();
+    let acceptor = quiet(Command::new("perl").args(["-e", ACCEPTOR, &accept_port]));
+    let measured = acceptor
+        .map_err(|e| e.to_string())
+        .and_then(|mut acceptor| {
+            let r = client(iperf3, Ipv4Addr::LOCALHOST, LOOPBACK_PORT, o.mib).and_then(|direct| {
+                let to = SocketAddr::from((Ipv4Addr::LOCALHOST, ACCEPT_LOOPBACK));
+                Ok((direct, connections(to, o.round_trips)?))
+            });
+            let _ = acceptor.kill();
+            let _ = acceptor.wait();
+            r
+        });
     let _ = server.kill();
     let _ = server.wait();
+    let (direct, conns) = measured.map_err(fail)?;
     Ok(Row {
-        direct: measured.map_err(fail)?,
+        direct,
         published: None,
+        conns,
+        conns_published: None,
     })
 }
 
@@ -122,6 +163,8 @@ fn container(o: &NetOptions, root: &Path, iperf3: &Path, iso: &str) -> Result<Ro
         iso.into(),
         "-p".into(),
         format!("127.0.0.1:{PUBLISHED}:{PORT}"),
+        "-p".into(),
+        format!("127.0.0.1:{ACCEPT_PUBLISHED}:{ACCEPT}"),
         "-v".into(),
         format!("{}:/usr/local/bin/iperf3:ro", iperf3.display()),
         "-e".into(),
@@ -132,11 +175,8 @@ fn container(o: &NetOptions, root: &Path, iperf3: &Path, iso: &str) -> Result<Ro
         let name = name.ok_or_else(|| fail(format!("{}: no file name", lib.display())))?;
         args.extend(["-v".into(), format!("{}:{LIBS}/{name}:ro", lib.display())]);
     }
-    args.extend(
-        [IMAGE, "iperf3", "-s", "-p", &PORT.to_string()]
-            .iter()
-            .map(|s| s.to_string()),
-    );
+    let script = format!("perl -e '{ACCEPTOR}' {ACCEPT} & exec iperf3 -s -p {PORT}");
+    args.extend([IMAGE, "sh", "-c", &script].iter().map(|s| s.to_string()));
     let out = super::net::husk(o, root)
         .args(&args)
         .output()
@@ -153,9 +193,12 @@ fn container(o: &NetOptions, root: &Path, iperf3: &Path, iso: &str) -> Result<Ro
         .and_then(|s| s.ip)
         .ok_or_else(|| "the container has no address".to_string())
         .and_then(|ip| {
+            let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             Ok(Row {
                 direct: client(iperf3, ip, PORT, o.mib)?,
                 published: Some(client(iperf3, Ipv4Addr::LOCALHOST, PUBLISHED, o.mib)?),
+                conns: connections(SocketAddr::from((ip, ACCEPT)), o.round_trips)?,
+                conns_published: Some(connections(local(ACCEPT_PUBLISHED), o.round_trips)?),
             })
         });
     let _ = super::net::husk(o, root).args(["rm", "-f", &id]).output();
@@ -206,4 +249,28 @@ fn client(iperf3: &Path, ip: Ipv4Addr, port: u16, mib: usize) -> Result<f64, Str
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// New TCP connections per second to the accept-and-close server at `to`: each one
+/// connects and waits for the server's close. Waits first until the server accepts (a
+/// hang guard of [`READY`]).
+fn connections(to: SocketAddr, n: usize) -> Result<f64, String> {
+    let once = || -> std::io::Result<()> {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut b = [0u8; 1];
+        s.read(&mut b).map(|_| ())
+    };
+    let started = Instant::now();
+    while let Err(e) = once() {
+        if started.elapsed() > READY {
+            return Err(format!("nothing accepts connections at {to}: {e}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    for _ in 0..n.max(1) {
+        once().map_err(|e| format!("connection to {to}: {e}"))?;
+    }
+    Ok(n.max(1) as f64 / started.elapsed().as_secs_f64())
 }
