@@ -91,12 +91,11 @@ pub fn change(
             continue;
         };
         for (addr, prefix) in &i.addresses {
-            match nl.delete_address(index, *addr, *prefix) {
-                Err(e) if e.errno() != Some(libc::EADDRNOTAVAIL) => {
-                    return Err(fail(&i.name)(e));
-                }
-                _ => {}
-            }
+            netconf::except(
+                nl.delete_address(index, *addr, *prefix),
+                libc::EADDRNOTAVAIL,
+            )
+            .map_err(fail(&i.name))?;
         }
         let down = LinkChange {
             up: Some(false),
@@ -109,6 +108,14 @@ pub fn change(
     match resolv_conf {
         Some(r) => std::fs::write("/etc/resolv.conf", r).map_err(NetworkError::Resolv),
         None => Ok(()),
+    }
+}
+
+/// `added`, where with `keep` an address or route that exists counts as added.
+fn already(added: Result<(), netconf::Error>, keep: bool) -> Result<(), netconf::Error> {
+    match keep {
+        true => netconf::except(added, libc::EEXIST),
+        false => added,
     }
 }
 
@@ -129,12 +136,8 @@ fn bring_up(
         };
         nl.set_link(index, &change).map_err(fail(&i.name))?;
         for (addr, prefix) in &i.addresses {
-            match nl.add_address(index, *addr, *prefix) {
-                Err(e) if !(keep && e.errno() == Some(libc::EEXIST)) => {
-                    return Err(fail(&i.name)(e));
-                }
-                _ => {}
-            }
+            let added = nl.add_address(index, *addr, *prefix);
+            already(added, keep).map_err(fail(&i.name))?;
         }
         let up = LinkChange {
             up: Some(true),
@@ -142,12 +145,8 @@ fn bring_up(
         };
         nl.set_link(index, &up).map_err(fail(&i.name))?;
         if let (Some(gw), false) = (i.gateway, routed) {
-            match nl.add_default_route(gw) {
-                Err(e) if !(keep && e.errno() == Some(libc::EEXIST)) => {
-                    return Err(fail(&i.name)(e));
-                }
-                _ => routed = true,
-            }
+            already(nl.add_default_route(gw), keep).map_err(fail(&i.name))?;
+            routed = true;
         }
         crate::say!(
             "network: {} up ({} address(es){})",

@@ -60,6 +60,15 @@ impl Error {
     }
 }
 
+/// `result`, with the kernel's refusal `errno` counting as success: what was asked for is
+/// already so (`EEXIST`) or already gone (`EADDRNOTAVAIL`).
+pub fn except(result: Result<(), Error>, errno: i32) -> Result<(), Error> {
+    match result {
+        Err(e) if e.errno() == Some(errno) => Ok(()),
+        other => other,
+    }
+}
+
 /// What to change on a link (`ip link set`); `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct LinkChange {

@@ -335,22 +335,14 @@ fn ensure_bridge(net: &Net) -> Result<(), NetworkError> {
     let iface = net.iface();
     let nl = &mut Netlink::open().map_err(fail("open netlink"))?;
     if netconf::link_index(&iface).is_none() {
-        match nl.add_bridge(&iface) {
-            Err(e) if e.errno() != Some(libc::EEXIST) => {
-                return Err(NetworkError::Netlink("create the network's bridge", e));
-            }
-            _ => {}
-        }
+        netconf::except(nl.add_bridge(&iface), libc::EEXIST)
+            .map_err(fail("create the network's bridge"))?;
     }
     let br = nl
         .index(&iface)
         .map_err(fail("find the network's bridge"))?;
-    match nl.add_address(br, IpAddr::V4(net.gateway), net.subnet.prefix) {
-        Err(e) if e.errno() != Some(libc::EEXIST) => {
-            return Err(NetworkError::Netlink("address the network's bridge", e));
-        }
-        _ => {}
-    }
+    let addressed = nl.add_address(br, IpAddr::V4(net.gateway), net.subnet.prefix);
+    netconf::except(addressed, libc::EEXIST).map_err(fail("address the network's bridge"))?;
     let up = LinkChange {
         up: Some(true),
         ..LinkChange::default()
