@@ -271,13 +271,6 @@ pub fn run_vm(cmd: VmCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCode> {
     let a = match cmd {
         BenchCommand::Vmm(a) => a,
@@ -288,7 +281,7 @@ pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCod
     let qemu = if a.no_qemu {
         None
     } else {
-        Some(find_in_path("qemu-system-x86_64").context(
+        Some(runtime::paths::on_path("qemu-system-x86_64").context(
             "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86), or pass --no-qemu",
         )?)
     };
@@ -347,7 +340,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
     let crun = if a.no_crun {
         None
     } else {
-        Some(find_in_path("crun").context(
+        Some(runtime::paths::on_path("crun").context(
             "crun is not installed (apt-get install crun, the baseline), or pass --no-crun",
         )?)
     };

@@ -50,9 +50,13 @@ pub fn virtiofsd() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let cached = cache_dir().map(|c| c.join("tools").join("virtiofsd"));
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("virtiofsd"));
-    cached.into_iter().chain(on_path).find(|p| p.is_file())
+    cached.filter(|p| p.is_file()).or_else(|| on_path("virtiofsd"))
+}
+
+/// The program `name` in a directory of `PATH`, the first that has it.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

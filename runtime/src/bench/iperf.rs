@@ -47,7 +47,7 @@ struct Row {
 
 /// The iperf3 table, or why there is none (no iperf3 or no debian image on this host).
 pub fn table(o: &NetOptions, root: &Path, isolations: &[&str]) -> Result<Vec<String>, Error> {
-    let Some(iperf3) = find_iperf3() else {
+    let Some(iperf3) = crate::paths::on_path("iperf3") else {
         return Ok(vec![
             "iperf3: not installed (Debian's iperf3 package): rows skipped".into(),
         ]);
@@ -97,14 +97,6 @@ pub fn table(o: &NetOptions, root: &Path, isolations: &[&str]) -> Result<Vec<Str
         ));
     }
     Ok(out)
-}
-
-fn find_iperf3() -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join("iperf3"))
-        .find(|p| p.is_file())
 }
 
 fn import_debian(root: &Path) -> Result<(), String> {
