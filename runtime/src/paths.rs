@@ -50,7 +50,9 @@ pub fn virtiofsd() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let cached = cache_dir().map(|c| c.join("tools").join("virtiofsd"));
-    cached.filter(|p| p.is_file()).or_else(|| on_path("virtiofsd"))
+    cached
+        .filter(|p| p.is_file())
+        .or_else(|| on_path("virtiofsd"))
 }
 
 /// The program `name` in a directory of `PATH`, the first that has it.

@@ -30,7 +30,8 @@ pub use agent_proto::{ProcessSpec, SandboxSpec, TermSize, User};
 
 pub use connect::{ConnectError, Endpoint, connect_unix, connect_vsock};
 pub use demux::Sink;
-use demux::{Pending, ProcState, Shared, lock};
+pub(crate) use demux::lock;
+use demux::{Pending, ProcState, Shared};
 pub use process::{Process, ProcessExit, Stdin, sink_fn};
 
 /// How long the handshake and ordinary requests may take by default.

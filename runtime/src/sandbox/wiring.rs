@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::agent_client::{AgentClient, ClientError, Endpoint as AgentEndpoint};
+use crate::agent_client::{AgentClient, ClientError, Endpoint as AgentEndpoint, lock};
 use crate::network::dns::Responder;
 use crate::network::ports::{PortBinding, Reservation};
 use crate::network::{self, Attachment, Endpoint, NetworkError, Settings};
@@ -126,7 +126,7 @@ impl Wiring {
     }
 
     fn nets(&self) -> MutexGuard<'_, Vec<Attached>> {
-        self.nets.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.nets)
     }
 
     /// Joins every network of `networks` in order (`eth0` first; `ports` are published on
@@ -214,13 +214,13 @@ impl Wiring {
 
     /// vm: makes every endpoint's TAP, before the VMM opens them.
     pub fn make_taps(&self) -> Result<(), NetworkError> {
-        *self.wire.lock().unwrap_or_else(|p| p.into_inner()) = Some(Wire::Tap);
+        *lock(&self.wire) = Some(Wire::Tap);
         self.endpoints().iter().try_for_each(network::plug_tap)
     }
 
     /// process: moves every endpoint's veth into the namespace of agent `pid`.
     pub fn plug_veths(&self, pid: i32) -> Result<(), NetworkError> {
-        *self.wire.lock().unwrap_or_else(|p| p.into_inner()) = Some(Wire::Veth(pid));
+        *lock(&self.wire) = Some(Wire::Veth(pid));
         self.endpoints()
             .iter()
             .try_for_each(|ep| network::plug_veth(ep, pid))
@@ -235,7 +235,7 @@ impl Wiring {
     /// The agent is set up with `resolv` (from `base`): live changes may configure
     /// interfaces through `endpoint`.
     pub fn set_agent(&self, endpoint: AgentEndpoint, timeout: Duration, base: &str, resolv: &str) {
-        *self.agent.lock().unwrap_or_else(|p| p.into_inner()) = Some(Agent {
+        *lock(&self.agent) = Some(Agent {
             endpoint,
             timeout,
             base: base.to_string(),
@@ -244,7 +244,7 @@ impl Wiring {
     }
 
     fn agent(&self) -> Option<Agent> {
-        self.agent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.agent).clone()
     }
 
     /// Asks the agent to change interfaces, with the resolv.conf `nets` need if it
@@ -264,12 +264,7 @@ impl Wiring {
         if let Some(resolv) = changed {
             let path = self.dir.join(crate::container::RESOLV_CONF_FILE);
             let _ = std::fs::write(path, &resolv);
-            if let Some(a) = self
-                .agent
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-            {
+            if let Some(a) = lock(&self.agent).as_mut() {
                 a.current = resolv;
             }
         }
@@ -280,8 +275,7 @@ impl Wiring {
     /// interface, wires it and has the agent configure it; already on it is done. On
     /// failure nothing is left.
     pub fn connect(&self, a: &Attachment) -> Result<(), WiringError> {
-        let wire = (*self.wire.lock().unwrap_or_else(|p| p.into_inner()))
-            .ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
+        let wire = (*lock(&self.wire)).ok_or_else(|| WiringError::NotRunning(self.name.clone()))?;
         let net = network::defs::find(&self.root, &a.network).map_err(NetworkError::from)?;
         let mut nets = self.nets();
         let agent = self
@@ -379,7 +373,7 @@ impl Wiring {
                 log::warn!("{}", agent_proto::error_chain(&WiringError::Agent(e)));
             }
         }
-        let wire = *self.wire.lock().unwrap_or_else(|p| p.into_inner());
+        let wire = *lock(&self.wire);
         if wire == Some(Wire::Tap)
             && let Err(e) = self.unplug_nic(ep.slot)
         {
