@@ -149,10 +149,6 @@ fn container(o: &NetOptions, root: &Path, iperf3: &Path, iso: &str) -> Result<Ro
     let what = format!("the {iso} iperf3 container");
     let fail = |e: String| Error::Failed(what.clone(), e);
     let mut args: Vec<String> = vec![
-        "run".into(),
-        "-d".into(),
-        "--isolation".into(),
-        iso.into(),
         "-p".into(),
         format!("127.0.0.1:{PUBLISHED}:{PORT}"),
         "-p".into(),
@@ -168,33 +164,17 @@ fn container(o: &NetOptions, root: &Path, iperf3: &Path, iso: &str) -> Result<Ro
         args.extend(["-v".into(), format!("{}:{LIBS}/{name}:ro", lib.display())]);
     }
     let script = format!("perl -e '{ACCEPTOR}' {ACCEPT} & exec iperf3 -s -p {PORT}");
-    args.extend([IMAGE, "sh", "-c", &script].iter().map(|s| s.to_string()));
-    let out = super::net::husk(o, root)
-        .args(&args)
-        .output()
-        .map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let dir = root.join("containers").join(&id);
-    let measured = crate::network::settings(&dir)
-        .first()
-        .and_then(|s| s.ip)
-        .ok_or_else(|| "the container has no address".to_string())
-        .and_then(|ip| {
-            let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            Ok(Row {
-                direct: client(iperf3, ip, PORT, o.mib)?,
-                published: Some(client(iperf3, Ipv4Addr::LOCALHOST, PUBLISHED, o.mib)?),
-                conns: connections(SocketAddr::from((ip, ACCEPT)), o.round_trips)?,
-                conns_published: Some(connections(local(ACCEPT_PUBLISHED), o.round_trips)?),
-            })
-        });
-    let _ = super::net::husk(o, root).args(["rm", "-f", &id]).output();
-    measured.map_err(fail)
+    args.extend([IMAGE, "sh", "-c", &script].map(String::from));
+    let measure = |ip| {
+        let local = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        Ok(Row {
+            direct: client(iperf3, ip, PORT, o.mib)?,
+            published: Some(client(iperf3, Ipv4Addr::LOCALHOST, PUBLISHED, o.mib)?),
+            conns: connections(SocketAddr::from((ip, ACCEPT)), o.round_trips)?,
+            conns_published: Some(connections(local(ACCEPT_PUBLISHED), o.round_trips)?),
+        })
+    };
+    super::net::with_container(o, root, iso, &args, measure).map_err(fail)
 }
 
 /// The shared libraries `iperf3` loads, less the C library, libm and the loader (the

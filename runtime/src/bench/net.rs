@@ -172,43 +172,43 @@ fn ready(to: SocketAddr) -> Result<(), String> {
 /// A container of `iso` with a sink and an echo server, measured directly and through
 /// its published port.
 fn container(o: &NetOptions, root: &std::path::Path, iso: &str) -> Result<Figures, Error> {
-    let what = format!("the {iso} container");
-    let fail = |e: String| Error::Failed(what.clone(), e);
     let script =
         format!("while true; do nc -l -p {SINK} > /dev/null; done & exec nc -ll -p {ECHO} -e cat");
     let published = format!("127.0.0.1:{PUBLISHED}:{SINK}");
+    let args = ["-p", &published, IMAGE, "sh", "-c", &script].map(String::from);
+    with_container(o, root, iso, &args, |ip| measure_container(o, ip))
+        .map_err(|e| Error::Failed(format!("the {iso} container"), e))
+}
+
+/// Runs a detached container of `iso` (`run -d --isolation ISO` then `args`), measures it
+/// at its address with `measure`, and removes it.
+pub(super) fn with_container<T>(
+    o: &NetOptions,
+    root: &std::path::Path,
+    iso: &str,
+    args: &[String],
+    measure: impl FnOnce(std::net::Ipv4Addr) -> Result<T, String>,
+) -> Result<T, String> {
     let out = husk(o, root)
-        .args([
-            "run",
-            "-d",
-            "--isolation",
-            iso,
-            "-p",
-            &published,
-            IMAGE,
-            "sh",
-            "-c",
-            &script,
-        ])
+        .args(["run", "-d", "--isolation", iso])
+        .args(args)
         .output()
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let result = measure_container(o, root, &id).map_err(fail);
+    let dir = root.join("containers").join(&id);
+    let result = crate::network::settings(&dir)
+        .first()
+        .and_then(|s| s.ip)
+        .ok_or_else(|| "the container has no address".to_string())
+        .and_then(measure);
     let _ = husk(o, root).args(["rm", "-f", &id]).output();
     result
 }
 
-fn measure_container(o: &NetOptions, root: &std::path::Path, id: &str) -> Result<Figures, String> {
-    let dir = root.join("containers").join(id);
-    let ip = crate::network::settings(&dir)
-        .first()
-        .and_then(|s| s.ip)
-        .ok_or("the container has no address")?;
+fn measure_container(o: &NetOptions, ip: std::net::Ipv4Addr) -> Result<Figures, String> {
     let direct = SocketAddr::from((ip, SINK));
     let echo = SocketAddr::from((ip, ECHO));
     ready(echo)?;
