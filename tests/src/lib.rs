@@ -190,6 +190,22 @@ impl NetNs {
     pub fn links(&self) -> String {
         self.ip(&["-n", &self.name, "-o", "link"])
     }
+
+    /// Asserts nothing of husk's networking is left in the namespace: no bridge, no
+    /// container link of any interface slot (host ends `hk`/`h<slot>`, veth ends
+    /// `pk`/`p<slot>` before they move), no `husk` nftables table. `what` names the case.
+    pub fn assert_no_husk_networking(&self, what: &str) {
+        let links = self.links();
+        for prefix in [" hk", " h1", " h2", " hb-", " husk0", " pk", " p1", " p2"] {
+            assert!(!links.contains(prefix), "[{what}] links left: {links}");
+        }
+        let mut nft = self.command("nft");
+        nft.args(["list", "table", "ip", "husk"]);
+        assert!(
+            !output(nft).status.success(),
+            "[{what}] husk's table is left"
+        );
+    }
 }
 
 impl Drop for NetNs {

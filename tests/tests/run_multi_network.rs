@@ -11,26 +11,11 @@
 
 mod run_common;
 
-use husk_e2e::{NetNs, output};
+use husk_e2e::NetNs;
 use run_common::{BUSYBOX, Ctx, backends};
 
 const SERVER: &str = "mkdir /www && echo hello-from-$(hostname) > /www/index.html \
     && exec httpd -f -p 80 -h /www";
-
-/// Asserts nothing of husk's networking is left in `ns`: no bridge or container link
-/// (any slot), no nftables table.
-fn assert_nothing_left(ns: &NetNs, what: &str) {
-    let links = ns.links();
-    for prefix in [" hk", " h1", " h2", " hb-", " husk0", " pk", " p1", " p2"] {
-        assert!(!links.contains(prefix), "[{what}] links left: {links}");
-    }
-    let mut nft = ns.command("nft");
-    nft.args(["list", "table", "ip", "husk"]);
-    assert!(
-        !output(nft).status.success(),
-        "[{what}] husk's table is left"
-    );
-}
 
 /// The container's networks as `inspect` lists them: `name=address` in name order (the
 /// template ranges over a map, whose order gtmpl does not keep).
@@ -141,7 +126,7 @@ fn running_containers_join_and_leave_networks_and_keep_them_for_the_next_start()
 
         ctx.ok(&["rm", "-f", "subj", "peer"]);
         ctx.ok(&["network", "rm", "a", "b"]);
-        assert_nothing_left(&ns, iso);
+        ns.assert_no_husk_networking(iso);
         ctx.assert_clean();
     }
 }

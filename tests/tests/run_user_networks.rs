@@ -59,22 +59,6 @@ fn dns_reply(query: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
-/// Asserts nothing of husk's networking is left in `ns`: no bridge or container link, no
-/// nftables table.
-fn assert_nothing_left(ns: &NetNs, what: &str) {
-    let links = ns.links();
-    assert!(
-        !links.contains(" hk") && !links.contains(" hb-") && !links.contains(" husk0"),
-        "[{what}] links left: {links}"
-    );
-    let mut nft = ns.command("nft");
-    nft.args(["list", "table", "ip", "husk"]);
-    assert!(
-        !output(nft).status.success(),
-        "[{what}] husk's table is left"
-    );
-}
-
 #[test]
 fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
     for iso in backends("user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart") {
@@ -179,7 +163,7 @@ fn user_networks_resolve_names_and_aliases_forward_the_rest_and_stay_apart() {
         ctx.ok(&["rm", "-f", "web", "other", "late"]);
         let rm = ctx.ok(&["network", "rm", "front", "back", "inside"]);
         assert_eq!(rm, "front\nback\ninside\n");
-        assert_nothing_left(&ns, iso);
+        ns.assert_no_husk_networking(iso);
         ctx.assert_clean();
     }
 }
@@ -293,7 +277,7 @@ fn network_verbs_refuse_bad_input_with_one_line_and_leave_nothing() {
             e.contains("10.1.1.1") && e.contains("network a"),
             "[{iso}] {e}"
         );
-        assert_nothing_left(&ns, iso);
+        ns.assert_no_husk_networking(iso);
         let out = ctx.ok(&["network", "prune", "-f"]);
         assert_eq!(out, "Deleted Networks:\na\nb\n", "[{iso}]");
         assert_eq!(ctx.ok(&["network", "ls", "-q"]).lines().count(), 1);
