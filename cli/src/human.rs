@@ -26,25 +26,7 @@ pub fn size(bytes: u64) -> String {
     format!("{s}{}", UNITS[i])
 }
 
-/// `About an hour`, `3 days`, ... (docker's `HumanDuration`).
-pub fn duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let minutes = s / 60;
-    let hours = (s as f64 / 3600.0 + 0.5) as i64;
-    match () {
-        _ if s < 1 => "Less than a second".into(),
-        _ if s == 1 => "1 second".into(),
-        _ if s < 60 => format!("{s} seconds"),
-        _ if minutes == 1 => "About a minute".into(),
-        _ if minutes < 60 => format!("{minutes} minutes"),
-        _ if hours == 1 => "About an hour".into(),
-        _ if hours < 48 => format!("{hours} hours"),
-        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
-        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
-        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
-        _ => format!("{} years", hours / 24 / 365),
-    }
-}
+pub use runtime::engine::summary::human_duration as duration;
 
 /// `2 hours ago` for an RFC 3339 time; `N/A` when absent or unparsable.
 pub fn ago(rfc3339: Option<&str>, now: DateTime<Utc>) -> String {
@@ -241,25 +223,6 @@ mod tests {
         assert_eq!(size(123_456_789), "123MB");
         assert_eq!(size(4_000_000), "4MB");
         assert_eq!(size(999_999), "1000kB");
-    }
-
-    #[test]
-    fn durations_like_docker() {
-        assert_eq!(duration(0), "Less than a second");
-        assert_eq!(duration(30), "30 seconds");
-        assert_eq!(duration(90), "About a minute");
-        assert_eq!(duration(600), "10 minutes");
-        assert_eq!(duration(3600), "About an hour");
-        assert_eq!(duration(7200), "2 hours");
-        assert_eq!(duration(3 * 86400), "3 days");
-        assert_eq!(duration(20 * 86400), "2 weeks");
-        assert_eq!(duration(100 * 86400), "3 months");
-        assert_eq!(duration(800 * 86400), "2 years");
-        let now = DateTime::parse_from_rfc3339("2024-01-01T02:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(ago(Some("2024-01-01T00:00:00Z"), now), "2 hours ago");
-        assert_eq!(ago(None, now), "N/A");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! Errors print as one line on stderr and exit with docker's code 125.
 
 mod containers;
+mod daemon;
 mod events;
 mod format;
 mod human;
@@ -99,6 +100,8 @@ enum Command {
     Version,
     /// Show what happens to containers and images, as it happens.
     Events(events::EventsArgs),
+    /// Serve docker's Engine API on a unix socket (for the docker CLI, compose, SDKs).
+    Daemon(daemon::DaemonArgs),
     /// Manage husk: disk usage, pruning.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -151,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Volume(c) => Ok(images::report(volumes::run(c, &root))),
         Command::System(c) => Ok(images::report(system::run(c, &root))),
         Command::Events(a) => Ok(images::report(events::events(a, &root))),
+        Command::Daemon(a) => daemon::daemon(a, &root, &cli.kvm_device),
         Command::Version => {
             print!("{}", runtime::info::version(&root, &cli.kvm_device));
             Ok(ExitCode::SUCCESS)

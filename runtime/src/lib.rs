@@ -10,6 +10,7 @@ pub mod bench;
 pub mod caps;
 pub mod container;
 pub mod device;
+pub mod engine;
 pub mod events;
 pub mod files;
 pub mod guest;

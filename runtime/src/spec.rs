@@ -196,8 +196,9 @@ pub struct RunFlags {
     pub workdir: Option<String>,
     /// `-u`.
     pub user: Option<String>,
-    /// `--entrypoint` (`Some("")` clears the image's).
-    pub entrypoint: Option<String>,
+    /// `--entrypoint` as argv (docker's API sends an array; `Some([])` or `Some([""])`
+    /// clears the image's).
+    pub entrypoint: Option<Vec<String>>,
     /// `--hostname`.
     pub hostname: Option<String>,
     /// `-i`.
@@ -700,12 +701,13 @@ pub fn exec_process(
 fn command(
     image_entrypoint: Vec<String>,
     image_cmd: Vec<String>,
-    entrypoint: Option<&str>,
+    entrypoint: Option<&[String]>,
     args: &[String],
 ) -> Result<(Vec<String>, Vec<String>), SpecError> {
     let (entrypoint, mut cmd) = match entrypoint {
-        Some("") => (Vec::new(), Vec::new()),
-        Some(e) => (vec![e.to_owned()], Vec::new()),
+        Some([]) => (Vec::new(), Vec::new()),
+        Some([e]) if e.is_empty() => (Vec::new(), Vec::new()),
+        Some(e) => (e.to_vec(), Vec::new()),
         None => (image_entrypoint, image_cmd),
     };
     if !args.is_empty() {

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
-use runtime::container::{ContainerState, Status, short_id};
+use runtime::container::short_id;
+use runtime::engine::summary::status;
 use runtime::lifecycle::{self, Summary};
 
 use crate::format::Format;
@@ -238,78 +239,9 @@ fn command(path: &str, args: &[String], no_trunc: bool) -> String {
     format!("{cmd:?}")
 }
 
-fn since(t: &str, now: DateTime<Utc>) -> Option<i64> {
-    let t = DateTime::parse_from_rfc3339(t).ok()?;
-    Some((now - t.with_timezone(&Utc)).num_seconds())
-}
-
-/// docker's STATUS column.
-pub fn status(s: &ContainerState, now: DateTime<Utc>) -> String {
-    let ago = |t: &str| match since(t, now) {
-        Some(secs) => format!(" {} ago", human::duration(secs)),
-        None => String::new(),
-    };
-    let s = &s.observed();
-    match s.status {
-        Status::Running if s.running() => {
-            let up = match since(&s.started_at, now) {
-                Some(secs) => format!("Up {}", human::duration(secs)),
-                None => "Up".to_owned(),
-            };
-            match (s.paused, s.health.as_ref().map(|h| h.status.as_str())) {
-                (true, _) => format!("{up} (Paused)"),
-                (false, Some("starting")) => format!("{up} (health: starting)"),
-                (false, Some(health)) => format!("{up} ({health})"),
-                (false, None) => up,
-            }
-        }
-        Status::Restarting if s.running() => {
-            format!("Restarting ({}){}", s.exit_code, ago(&s.finished_at))
-        }
-        Status::Created => "Created".to_owned(),
-        Status::Dead => "Dead".to_owned(),
-        Status::Removing => "Removal In Progress".to_owned(),
-        // Exited, or running/restarting under a shim that is gone.
-        _ => format!("Exited ({}){}", s.exit_code, ago(&s.finished_at)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(t: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
-    }
-
-    #[test]
-    fn status_words_like_docker() {
-        let now = at("2024-01-01T00:01:00Z");
-        let exited = ContainerState {
-            status: Status::Exited,
-            exit_code: 3,
-            finished_at: "2024-01-01T00:00:57.5Z".into(),
-            ..ContainerState::default()
-        };
-        assert_eq!(status(&exited, now), "Exited (3) 2 seconds ago");
-        let created = ContainerState::default();
-        assert_eq!(status(&created, now), "Created");
-        // Running with our own pid as the shim: alive.
-        let running = ContainerState {
-            status: Status::Running,
-            shim_pid: std::process::id() as i32,
-            started_at: "2024-01-01T00:00:30Z".into(),
-            ..ContainerState::default()
-        };
-        assert_eq!(status(&running, now), "Up 30 seconds");
-        // Running according to the file, but the shim is gone: its exit was lost.
-        let stale = ContainerState {
-            shim_pid: 0,
-            exit_code: 0,
-            ..running
-        };
-        assert_eq!(status(&stale, now), "Exited (255)");
-    }
 
     #[test]
     fn commands_are_quoted_and_cut() {

@@ -396,7 +396,7 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         env_files: a.env_file.clone(),
         workdir: a.workdir.clone(),
         user: a.user.clone(),
-        entrypoint: a.entrypoint.clone(),
+        entrypoint: a.entrypoint.clone().map(|e| vec![e]),
         hostname: a.hostname.clone(),
         interactive: a.interactive,
         tty: a.tty,

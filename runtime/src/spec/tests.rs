@@ -95,14 +95,14 @@ fn cmd_args_replace_image_cmd_but_keep_entrypoint() {
 #[test]
 fn entrypoint_flag_replaces_entrypoint_and_clears_image_cmd() {
     let flags = RunFlags {
-        entrypoint: Some("/bin/echo".into()),
+        entrypoint: Some(vec!["/bin/echo".into()]),
         ..RunFlags::default()
     };
     let s = build(&sample(), &flags).unwrap().config;
     assert_eq!(s.entrypoint, strs(&["/bin/echo"]));
     assert!(s.cmd.is_empty());
     let flags = RunFlags {
-        entrypoint: Some("/bin/echo".into()),
+        entrypoint: Some(vec!["/bin/echo".into()]),
         cmd: strs(&["a", "b"]),
         ..RunFlags::default()
     };
@@ -115,7 +115,7 @@ fn entrypoint_flag_replaces_entrypoint_and_clears_image_cmd() {
 #[test]
 fn empty_entrypoint_clears_it() {
     let flags = RunFlags {
-        entrypoint: Some(String::new()),
+        entrypoint: Some(vec![String::new()]),
         cmd: strs(&["ls"]),
         ..RunFlags::default()
     };
@@ -123,7 +123,7 @@ fn empty_entrypoint_clears_it() {
     assert!(s.config.entrypoint.is_empty());
     assert_eq!(argv(&s), strs(&["ls"]));
     let flags = RunFlags {
-        entrypoint: Some(String::new()),
+        entrypoint: Some(vec![]),
         ..RunFlags::default()
     };
     assert_eq!(build(&sample(), &flags).unwrap_err(), SpecError::NoCommand);

@@ -1,0 +1,68 @@
+//! API errors: docker's JSON `{"message": "..."}` with the status docker gives for the
+//! same failure (404 for a missing object, 409 for a conflict, 400 for a bad request).
+
+use hyper::StatusCode;
+use runtime::engine::{EngineError, ErrorKind};
+
+use crate::body::{self, Resp};
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The engine refused or failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The body is not the JSON the endpoint takes.
+    #[error("invalid JSON body: {0}")]
+    BadJson(#[source] serde_json::Error),
+    /// The body could not be read (or is too large).
+    #[error("cannot read the request body")]
+    Body,
+    /// A query parameter has a value the endpoint does not take.
+    #[error("invalid value {value:?} for {name}")]
+    BadParam {
+        /// The parameter.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// No endpoint has this method and path.
+    #[error("page not found")]
+    NotFound,
+    /// The client asks for an API version husk does not speak.
+    #[error(
+        "client version {0} is too new. Maximum supported API version is {max}",
+        max = crate::API_VERSION
+    )]
+    VersionTooNew(String),
+    /// A blocking task died.
+    #[error("internal error: a worker failed")]
+    Worker,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Engine(e) => match e.kind() {
+                ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+                ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                ErrorKind::Conflict => StatusCode::CONFLICT,
+                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            Self::BadJson(_) | Self::Body | Self::BadParam { .. } | Self::VersionTooNew(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Worker => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response docker's clients expect.
+    pub fn response(&self) -> Resp {
+        let message = match self {
+            Self::Engine(e) => agent_proto::error_chain(e),
+            other => other.to_string(),
+        };
+        body::json(self.status(), &serde_json::json!({ "message": message }))
+    }
+}

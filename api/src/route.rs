@@ -1,0 +1,122 @@
+//! Request paths and query strings: `/v1.41/containers/abc/start?t=5` becomes the version
+//! `1.41`, the segments `["containers", "abc", "start"]` and the query `{t: 5}`.
+
+use std::collections::HashMap;
+
+use crate::error::ApiError;
+
+/// The API version the path names (if any) and its segments.
+pub fn split(path: &str) -> (Option<&str>, Vec<&str>) {
+    let mut segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let version = match segs.first().and_then(|s| s.strip_prefix('v')) {
+        Some(v)
+            if v.split('.')
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            segs.remove(0);
+            Some(v)
+        }
+        _ => None,
+    };
+    (version, segs)
+}
+
+/// Whether API version `asked` is newer than husk's.
+pub fn too_new(asked: &str) -> bool {
+    let parse = |v: &str| -> Vec<u32> { v.split('.').map(|p| p.parse().unwrap_or(0)).collect() };
+    parse(asked) > parse(crate::API_VERSION)
+}
+
+/// A request's query parameters (the last of repeated names wins).
+#[derive(Debug, Default)]
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    /// Parses `a=1&b=x` (absent: empty).
+    pub fn parse(query: Option<&str>) -> Self {
+        Self(
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// A parameter's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A boolean parameter (docker's clients send `1`/`0` or `true`/`false`).
+    pub fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some("1" | "true" | "True" | "TRUE"))
+    }
+
+    /// An integer parameter (absent or empty: `None`).
+    pub fn int(&self, name: &'static str) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| ApiError::BadParam {
+                name,
+                value: v.to_owned(),
+            }),
+        }
+    }
+
+    /// `filters={"label":["a=b"],"status":{"running":true}}` as name -> values (both of
+    /// docker's encodings: lists and maps of `true`).
+    pub fn filters(&self) -> Result<HashMap<String, Vec<String>>, ApiError> {
+        let Some(text) = self.get("filters").filter(|t| !t.is_empty()) else {
+            return Ok(HashMap::new());
+        };
+        let bad = || ApiError::BadParam {
+            name: "filters",
+            value: text.to_owned(),
+        };
+        let raw: HashMap<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|_| bad())?;
+        let mut out = HashMap::new();
+        for (name, v) in raw {
+            let values = match v {
+                serde_json::Value::Array(a) => a
+                    .into_iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect(),
+                serde_json::Value::Object(m) => m.into_iter().map(|(k, _)| k).collect(),
+                _ => return Err(bad()),
+            };
+            out.insert(name, values);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn versions_and_segments() {
+        assert_eq!(
+            split("/v1.41/containers/abc/start"),
+            (Some("1.41"), vec!["containers", "abc", "start"])
+        );
+        assert_eq!(split("/_ping"), (None, vec!["_ping"]));
+        assert_eq!(split("/volumes/vx"), (None, vec!["volumes", "vx"]));
+        assert!(too_new("1.50") && !too_new("1.41") && !too_new("1.24"));
+    }
+
+    #[test]
+    fn queries_and_filters() {
+        let q = Query::parse(Some(
+            "all=1&t=5&filters=%7B%22label%22%3A%7B%22a%3Db%22%3Atrue%7D%2C%22name%22%3A%5B%22web%22%5D%7D",
+        ));
+        assert!(q.flag("all") && !q.flag("force"));
+        assert_eq!(q.int("t").unwrap(), Some(5));
+        let f = q.filters().unwrap();
+        assert_eq!(f["label"], ["a=b"]);
+        assert_eq!(f["name"], ["web"]);
+        assert!(Query::parse(Some("t=x")).int("t").is_err());
+        assert!(Query::parse(Some("filters=nope")).filters().is_err());
+    }
+}

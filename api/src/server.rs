@@ -1,0 +1,220 @@
+//! The daemon's server: a unix socket (root-only: mode 0600), HTTP/1.1 with upgrades (for
+//! docker's hijacked attach connections), the dispatch of every request to its endpoint,
+//! and a clean exit on SIGTERM or SIGINT (containers keep running: their shims are their
+//! own processes).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use runtime::engine::Engine;
+use tokio::net::UnixListener;
+
+use crate::body::Resp;
+use crate::error::ApiError;
+use crate::route::{self, Query};
+use crate::{containers, images, system};
+
+/// Where the daemon listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A unix socket at this path.
+    Unix(PathBuf),
+}
+
+impl Listen {
+    /// Parses docker's `-H`: `unix:///path` or a bare path. TCP is refused: the API gives
+    /// whoever reaches it root on the host, and husk has no TLS yet.
+    pub fn parse(text: &str) -> Result<Self, ServeError> {
+        if let Some(path) = text.strip_prefix("unix://") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if text.starts_with('/') {
+            return Ok(Self::Unix(PathBuf::from(text)));
+        }
+        Err(ServeError::BadListen(text.to_owned()))
+    }
+}
+
+/// Why the daemon could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// `-H` is not a unix socket.
+    #[error(
+        "cannot listen on {0:?}: husk serves the API on unix sockets only (unix:///path); TCP without TLS would give the network root"
+    )]
+    BadListen(String),
+    /// Something else answers on the socket.
+    #[error("another daemon already listens on {0}")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket.
+    #[error("{0} exists and is not a socket")]
+    NotSocket(PathBuf),
+    /// The socket could not be made.
+    #[error("cannot listen on {0}")]
+    Bind(PathBuf, #[source] std::io::Error),
+    /// The async runtime could not start.
+    #[error("cannot start the daemon's runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// What every request shares: the engine, and the attaches waiting for their container
+/// to start (a start then holds the workload until they are connected).
+#[derive(Debug)]
+pub struct Daemon {
+    /// The engine.
+    pub engine: Engine,
+    attaches: Mutex<HashMap<String, usize>>,
+}
+
+impl Daemon {
+    /// Notes an attach waiting on container `id` (until [`Daemon::attach_done`]).
+    pub fn attach_waiting(&self, id: &str) {
+        let mut a = self.attaches.lock().unwrap_or_else(|p| p.into_inner());
+        *a.entry(id.to_owned()).or_default() += 1;
+    }
+
+    /// The attach on `id` is connected (or gave up).
+    pub fn attach_done(&self, id: &str) {
+        let mut a = self.attaches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = a.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                a.remove(id);
+            }
+        }
+    }
+
+    /// Whether an attach waits on `id`.
+    pub fn attach_pending(&self, id: &str) -> bool {
+        let a = self.attaches.lock().unwrap_or_else(|p| p.into_inner());
+        a.contains_key(id)
+    }
+}
+
+/// Serves the Engine API on `listen` until SIGTERM or SIGINT.
+pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
+    let Listen::Unix(path) = listen;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let daemon = Arc::new(Daemon {
+        engine,
+        attaches: Mutex::default(),
+    });
+    rt.block_on(async move {
+        let listener = bind(path)?;
+        log::info!("husk daemon: serving the Engine API on {}", path.display());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(ServeError::Runtime)?;
+        loop {
+            tokio::select! {
+                conn = listener.accept() => match conn {
+                    Ok((stream, _)) => {
+                        tokio::spawn(connection(stream, Arc::clone(&daemon)));
+                    }
+                    Err(e) => log::warn!("accept: {e}"),
+                },
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        let _ = std::fs::remove_file(path);
+        Ok(())
+    })
+}
+
+/// Binds `path`, replacing a stale socket (nothing answers) but never a live one or a file
+/// that is not a socket.
+fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(ServeError::NotSocket(path.to_owned()));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(|e| ServeError::Bind(path.to_owned(), e))?;
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ServeError::Bind(path.to_owned(), e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| ServeError::Bind(path.to_owned(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ServeError::Bind(path.to_owned(), e))?;
+    Ok(listener)
+}
+
+async fn connection(stream: tokio::net::UnixStream, daemon: Arc<Daemon>) {
+    let service = service_fn(move |req| handle(Arc::clone(&daemon), req));
+    let served = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = served {
+        log::debug!("connection: {e}");
+    }
+}
+
+async fn handle(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = dispatch(daemon, req).await.unwrap_or_else(|e| e.response());
+    log::debug!("{method} {path} -> {}", resp.status());
+    let headers = resp.headers_mut();
+    for (name, value) in system::SERVER_HEADERS {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    Ok(resp)
+}
+
+async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let uri = req.uri().clone();
+    let (version, segs) = route::split(uri.path());
+    if let Some(v) = version.filter(|v| route::too_new(v)) {
+        return Err(ApiError::VersionTooNew(v.to_owned()));
+    }
+    let q = Query::parse(uri.query());
+    let method = req.method().clone();
+    let d = daemon;
+    match (&method, segs.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(system::ping()),
+        (&Method::GET, ["version"]) => Ok(system::version()),
+        (&Method::GET, ["info"]) => system::info(&d).await,
+        (&Method::POST, ["containers", "create"]) => containers::create(&d, &q, req).await,
+        (&Method::GET, ["containers", "json"]) => containers::list(&d, &q).await,
+        (&Method::GET, ["containers", id, "json"]) => containers::inspect(&d, id).await,
+        (&Method::GET, ["containers", id, "logs"]) => containers::logs(&d, id, &q).await,
+        (&Method::POST, ["containers", id, "attach"]) => {
+            crate::attach::attach(&d, id, &q, req).await
+        }
+        (&Method::POST, ["containers", id, verb]) => containers::verb(&d, id, verb, &q).await,
+        (&Method::DELETE, ["containers", id]) => containers::remove(&d, id, &q).await,
+        (&Method::GET, ["images", "json"]) => images::list(&d).await,
+        (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            images::inspect(&d, &name.join("/")).await
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Runs blocking engine work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::Worker)?
+}

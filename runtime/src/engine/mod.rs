@@ -1,0 +1,322 @@
+//! The transport-neutral engine: one handle ([`Engine`]) owning the state root and the host
+//! settings, one method per verb, taking docker's typed models ([`models`]) and answering
+//! with husk's records. The Engine-API daemon (`api` crate) is a thin front end over it;
+//! errors say what kind of failure they are ([`ErrorKind`]) so that a front end maps them
+//! to its own codes (HTTP status, exit code) without reading messages.
+
+pub mod models;
+pub mod summary;
+mod wait;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::container::{ContainerConfig, ContainerError, Isolation};
+use crate::lifecycle::{self, LifecycleError, StopOptions, Summary};
+use crate::shim::ShimError;
+use crate::shim::client::Attached;
+use crate::spec::{IsolationChoice, SpecError};
+
+pub use wait::WaitCondition;
+
+/// What kind of failure an [`EngineError`] is (docker's HTTP statuses follow from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong (400).
+    BadRequest,
+    /// A container, image or network does not exist (404).
+    NotFound,
+    /// The object's state forbids the verb, or a name is taken (409).
+    Conflict,
+    /// husk failed (500).
+    Internal,
+}
+
+/// Errors of the engine's verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A container verb failed.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// The create body asks for something husk refuses.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The image is not in the store.
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    /// The image store could not be read.
+    #[error("cannot read the image store")]
+    Images(#[source] rootfs::store::StoreError),
+    /// The host's default isolation could not be read.
+    #[error(transparent)]
+    Settings(#[from] crate::settings::SettingsError),
+    /// A signal name or number that is none.
+    #[error(transparent)]
+    Signal(#[from] crate::signal::SignalError),
+    /// The container did not come up for an attach in time.
+    #[error("container {0} did not start within {1:?} of the attach")]
+    AttachTimeout(String, Duration),
+}
+
+impl From<ContainerError> for EngineError {
+    fn from(e: ContainerError) -> Self {
+        Self::Lifecycle(e.into())
+    }
+}
+
+impl EngineError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Lifecycle(e) => lifecycle_kind(e),
+            Self::Spec(_) | Self::Signal(_) => ErrorKind::BadRequest,
+            Self::NoSuchImage(_) => ErrorKind::NotFound,
+            Self::AttachTimeout(..) => ErrorKind::Conflict,
+            Self::Images(_) | Self::Settings(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+fn lifecycle_kind(e: &LifecycleError) -> ErrorKind {
+    use ContainerError as C;
+    match e {
+        LifecycleError::Container(C::NoSuchContainer(_)) => ErrorKind::NotFound,
+        LifecycleError::Container(C::NameInUse(..) | C::SameName) => ErrorKind::Conflict,
+        LifecycleError::Container(C::Ambiguous(_) | C::BadName(_) | C::BadRestartPolicy(_)) => {
+            ErrorKind::BadRequest
+        }
+        LifecycleError::Image(_, rootfs::store::StoreError::NoSuchImage(_)) => ErrorKind::NotFound,
+        LifecycleError::Network(_) => ErrorKind::NotFound,
+        LifecycleError::Running(_) | LifecycleError::NotRunning(_) | LifecycleError::Paused(_) => {
+            ErrorKind::Conflict
+        }
+        LifecycleError::Volume(_) | LifecycleError::Volumes(_) => ErrorKind::BadRequest,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The engine: everything a front end needs, bound to one state directory.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    root: PathBuf,
+    kvm_device: PathBuf,
+}
+
+impl Engine {
+    /// The engine over state directory `root`, using the host's `/dev/kvm`.
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            kvm_device: PathBuf::from("/dev/kvm"),
+        }
+    }
+
+    /// The same engine using another KVM device (tests, `--kvm-device`).
+    pub fn with_kvm_device(mut self, device: &Path) -> Self {
+        self.kvm_device = device.to_owned();
+        self
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a container from docker's create body (`name`: `?name=`). The image must
+    /// be in the store ([`EngineError::NoSuchImage`] otherwise: clients pull then retry).
+    pub fn create(
+        &self,
+        name: Option<String>,
+        body: &models::CreateBody,
+    ) -> Result<ContainerConfig, EngineError> {
+        let images = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
+        let image = match images.resolve(&body.image) {
+            Ok(image) => image,
+            Err(rootfs::store::StoreError::NoSuchImage(_)) => {
+                return Err(EngineError::NoSuchImage(with_latest(&body.image)));
+            }
+            Err(e) => return Err(EngineError::Images(e)),
+        };
+        let isolation = self.isolation(body.isolation())?;
+        let flags = body.flags(name, isolation);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        // The client resolved `-e KEY` against its own environment already.
+        let req = crate::spec::build(&image, &body.image, &flags, &|_| None, cpus)?;
+        Ok(lifecycle::create(&self.root, req)?)
+    }
+
+    /// The backend `asked` names (`None`: the host's default, `husk system isolation`).
+    pub fn isolation(&self, asked: Option<&str>) -> Result<Isolation, EngineError> {
+        let choice: IsolationChoice = match asked {
+            Some(a) => a.parse()?,
+            None => crate::settings::default_isolation(
+                &self.root,
+                std::env::var(crate::settings::ISOLATION_ENV).ok(),
+            )?
+            .parse()?,
+        };
+        if choice == IsolationChoice::Vm {
+            lifecycle::check_vm_possible(&self.kvm_device)?;
+        }
+        let guests = crate::info::kvm_info(&self.kvm_device).can_run_linux_guests;
+        Ok(choice.resolve(guests))
+    }
+
+    /// Starts a container; with `hold_for_attach` the workload waits (up to 10 s) for the
+    /// first attach, so that an attached client sees every byte.
+    pub fn start(&self, query: &str, hold_for_attach: bool) -> Result<String, EngineError> {
+        Ok(match hold_for_attach {
+            true => lifecycle::start_for_attach(&self.root, query)?,
+            false => lifecycle::start(&self.root, query)?,
+        })
+    }
+
+    /// Whether the container runs now.
+    pub fn running(&self, query: &str) -> Result<bool, EngineError> {
+        Ok(lifecycle::container_state(&self.root, query)?.running())
+    }
+
+    /// Attaches to the container's main process, waiting up to `within` for it to be
+    /// started (docker's clients attach before they start).
+    pub fn attach(
+        &self,
+        query: &str,
+        stdin: bool,
+        within: Duration,
+    ) -> Result<Attached, EngineError> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match lifecycle::attach(&self.root, query, lifecycle::AttachOptions { stdin }) {
+                Ok(a) => return Ok(a),
+                Err(LifecycleError::NotRunning(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(LifecycleError::NotRunning(q)) => {
+                    return Err(EngineError::AttachTimeout(q, within));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sets the main process's terminal size.
+    pub fn resize(&self, query: &str, rows: u16, cols: u16) -> Result<(), EngineError> {
+        Ok(lifecycle::resize(&self.root, query, rows, cols)?)
+    }
+
+    /// Waits for the container as `condition` says; its exit code.
+    pub fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32, EngineError> {
+        wait::wait(&self.root, query, condition)
+    }
+
+    /// Stops the container (`timeout`: grace period before SIGKILL; `signal`: the first).
+    pub fn stop(
+        &self,
+        query: &str,
+        timeout: Option<Duration>,
+        signal: Option<&str>,
+    ) -> Result<(), EngineError> {
+        let opts = stop_options(timeout, signal)?;
+        match lifecycle::stop(&self.root, query, opts) {
+            Err(LifecycleError::NotRunning(_)) | Ok(()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops (if running) and starts the container again.
+    pub fn restart(&self, query: &str, timeout: Option<Duration>) -> Result<String, EngineError> {
+        Ok(lifecycle::restart(
+            &self.root,
+            query,
+            stop_options(timeout, None)?,
+        )?)
+    }
+
+    /// Sends a signal (by name or number) to the workload.
+    pub fn kill(&self, query: &str, signal: &str) -> Result<(), EngineError> {
+        let signal = crate::signal::parse(signal)?;
+        match lifecycle::kill(&self.root, query, signal) {
+            Err(LifecycleError::Shim(ShimError::Io(_))) => {
+                Err(LifecycleError::NotRunning(query.to_owned()).into())
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Pauses (`true`) or resumes the container.
+    pub fn pause(&self, query: &str, paused: bool) -> Result<(), EngineError> {
+        Ok(lifecycle::pause(&self.root, query, paused)?)
+    }
+
+    /// Renames the container.
+    pub fn rename(&self, query: &str, name: &str) -> Result<(), EngineError> {
+        Ok(lifecycle::rename(&self.root, query, name)?)
+    }
+
+    /// Removes the container (`force`: kill it first; `volumes`: its anonymous volumes too).
+    pub fn remove(&self, query: &str, force: bool, volumes: bool) -> Result<String, EngineError> {
+        Ok(lifecycle::remove_with(&self.root, query, force, volumes)?)
+    }
+
+    /// Every container (`all`) or the running ones, newest first.
+    pub fn list(&self, all: bool) -> Result<Vec<Summary>, EngineError> {
+        Ok(lifecycle::list(&self.root, all)?)
+    }
+
+    /// docker's `inspect` document of a container.
+    pub fn inspect(&self, query: &str) -> Result<serde_json::Value, EngineError> {
+        Ok(lifecycle::inspect_json(&self.root, query)?)
+    }
+
+    /// The container's configuration.
+    pub fn config(&self, query: &str) -> Result<ContainerConfig, EngineError> {
+        Ok(lifecycle::container_config(&self.root, query)?)
+    }
+
+    /// Copies the container's log to `out`/`err` (following it with `opts.follow`).
+    pub fn logs(
+        &self,
+        query: &str,
+        opts: &crate::logs::LogOptions,
+        out: &mut dyn std::io::Write,
+        err: &mut dyn std::io::Write,
+    ) -> Result<(), EngineError> {
+        Ok(lifecycle::logs(&self.root, query, opts, out, err)?)
+    }
+
+    /// Every image in the store.
+    pub fn images(&self) -> Result<Vec<rootfs::store::ImageRecord>, EngineError> {
+        let store = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
+        store.list().map_err(EngineError::Images)
+    }
+
+    /// One image, by reference or ID.
+    pub fn image(&self, query: &str) -> Result<rootfs::store::ImageRecord, EngineError> {
+        let store = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
+        match store.resolve(query) {
+            Err(rootfs::store::StoreError::NoSuchImage(_)) => {
+                Err(EngineError::NoSuchImage(query.to_owned()))
+            }
+            r => r.map_err(EngineError::Images),
+        }
+    }
+}
+
+fn stop_options(
+    timeout: Option<Duration>,
+    signal: Option<&str>,
+) -> Result<StopOptions, EngineError> {
+    Ok(StopOptions {
+        timeout,
+        signal: signal.map(crate::signal::parse).transpose()?,
+    })
+}
+
+/// `busybox` -> `busybox:latest` (docker's "No such image" names the tag).
+fn with_latest(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match name.contains('@') || last.contains(':') {
+        true => name.to_owned(),
+        false => format!("{name}:latest"),
+    }
+}

@@ -1,0 +1,70 @@
+//! docker's `wait` conditions: `not-running` (the default: now, if it is not running),
+//! `next-exit` (the next time it exits, even if it has not started yet: clients register
+//! this before they start a container) and `removed` (once it is gone; the code of its
+//! last exit).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::container::{ContainerError, Store};
+use crate::shim::client::ShimClient;
+
+use super::EngineError;
+
+/// When `wait` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitCondition {
+    /// Once the container is not running (at once if it is not).
+    #[default]
+    NotRunning,
+    /// Once it has exited after this call (a created container: after it starts).
+    NextExit,
+    /// Once it has been removed.
+    Removed,
+}
+
+impl WaitCondition {
+    /// docker's `?condition=`; `None` for a word it does not know.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "not-running" => Some(Self::NotRunning),
+            "next-exit" => Some(Self::NextExit),
+            "removed" => Some(Self::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// How often the state is looked at while no shim answers.
+const POLL: Duration = Duration::from_millis(25);
+
+pub(super) fn wait(root: &Path, query: &str, cond: WaitCondition) -> Result<i32, EngineError> {
+    let store = Store::open(root)?;
+    let id = store.resolve(query)?;
+    let dir = store.dir(&id);
+    let first = store.state(&id)?.observed();
+    let mut last = first.exit_code;
+    loop {
+        if let Ok(code) = ShimClient::connect(&dir).and_then(|c| c.wait()) {
+            last = code;
+            if cond != WaitCondition::Removed {
+                return Ok(code);
+            }
+        }
+        let state = match store.state(&id) {
+            Ok(s) => s.observed(),
+            Err(ContainerError::NoSuchContainer(_)) => return Ok(last),
+            Err(e) => return Err(e.into()),
+        };
+        if !state.running() {
+            let exited_since = state.finished_at != first.finished_at;
+            last = state.exit_code;
+            match cond {
+                WaitCondition::NotRunning => return Ok(last),
+                WaitCondition::NextExit if exited_since => return Ok(last),
+                _ => {}
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
