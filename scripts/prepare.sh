@@ -29,6 +29,9 @@ packages=(
   openssl
   # virtiofsd (vm volumes), built from crates.io: its C libraries
   libseccomp-dev libcap-ng-dev pkg-config
+  # a real Engine API client for the daemon's tests (docker-compose 1.29; the docker CLI
+  # itself is unpacked from docker.io below, without dockerd)
+  docker-compose
 )
 
 missing=()
@@ -68,6 +71,23 @@ if [ ! -x "$tools/virtiofsd-$virtiofsd_version/bin/virtiofsd" ]; then
   mv -T "$tools/virtiofsd-$virtiofsd_version.partial" "$tools/virtiofsd-$virtiofsd_version"
 fi
 ln -sfn "virtiofsd-$virtiofsd_version/bin/virtiofsd" "$tools/virtiofsd"
+
+log "docker client from Debian's docker.io (only the client: dockerd is never installed)"
+docker_version=$(apt-cache policy docker.io 2>/dev/null | awk '/Candidate:/ {print $2}')
+if [ -z "$docker_version" ] || [ "$docker_version" = "(none)" ]; then
+  apt-get update -q >&2
+  docker_version=$(apt-cache policy docker.io | awk '/Candidate:/ {print $2}')
+fi
+docker_dir="$tools/docker-${docker_version//[^A-Za-z0-9.+-]/_}"
+if [ ! -x "$docker_dir/docker" ]; then
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download -q "docker.io=$docker_version" >&2 && dpkg-deb -x docker.io_*.deb x)
+  mkdir -p "$docker_dir.partial"
+  cp "$work/x/usr/bin/docker" "$docker_dir.partial/docker"
+  rm -rf "$work" "$docker_dir"
+  mv -T "$docker_dir.partial" "$docker_dir"
+fi
+ln -sfn "$(basename "$docker_dir")/docker" "$tools/docker"
 
 log "static agent"
 scripts/build-agent.sh >&2

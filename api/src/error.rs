@@ -35,6 +35,9 @@ pub enum ApiError {
         max = crate::API_VERSION
     )]
     VersionTooNew(String),
+    /// An endpoint husk does not serve yet.
+    #[error("not implemented in husk yet: {0}")]
+    NotImplemented(&'static str),
     /// A blocking task died.
     #[error("internal error: a worker failed")]
     Worker,
@@ -54,6 +57,7 @@ impl ApiError {
             }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Worker => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 

@@ -1,14 +1,17 @@
-//! The image endpoints: list and inspect, in docker's shapes (familiar names:
+//! The image endpoints: list, inspect and create (pull), in docker's shapes (familiar names:
 //! `husk/busybox:latest`, not `docker.io/husk/busybox:latest`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use hyper::StatusCode;
+use rootfs::registry::Progress;
 use rootfs::store::ImageRecord;
 use serde_json::{Value, json};
 
 use crate::body::{self, Resp};
 use crate::error::ApiError;
+use crate::route::Query;
 use crate::server::{Daemon, blocking};
 
 fn tags(i: &ImageRecord) -> Vec<String> {
@@ -74,4 +77,92 @@ pub async fn inspect(d: &Arc<Daemon>, name: &str) -> Result<Resp, ApiError> {
         "Metadata": {"LastTagTime": i.added},
     });
     Ok(body::json(StatusCode::OK, &doc))
+}
+
+/// `POST /images/create?fromImage=&tag=`: a pull, reported as docker's JSON progress
+/// stream (errors after the headers arrive in the stream, as docker sends them).
+pub async fn create(d: &Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
+    if q.get("fromSrc").is_some() {
+        return Err(ApiError::NotImplemented(
+            "importing through the API (use husk import)",
+        ));
+    }
+    let from = q
+        .get("fromImage")
+        .filter(|f| !f.is_empty())
+        .ok_or(ApiError::BadParam {
+            name: "fromImage",
+            value: String::new(),
+        })?;
+    let reference = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.to_owned(),
+    };
+    let (engine, from) = (d.engine.clone(), from.to_owned());
+    let (tx, resp) = body::streamed("application/json");
+    tokio::task::spawn_blocking(move || {
+        let progress = JsonProgress {
+            tx,
+            done: Mutex::default(),
+        };
+        progress.send(json!({"status": format!("Pulling from {from}")}));
+        match engine.pull(&reference, &progress) {
+            Ok(report) => {
+                let status = match report.up_to_date {
+                    true => "Image is up to date for",
+                    false => "Downloaded newer image for",
+                };
+                progress.send(json!({"status": format!("Digest: {}", report.digest)}));
+                progress.send(json!({"status": format!("Status: {status} {reference}")}));
+            }
+            Err(e) => {
+                let m = agent_proto::error_chain(&e);
+                progress.send(json!({"errorDetail": {"message": m}, "error": m}));
+            }
+        }
+    });
+    Ok(resp)
+}
+
+/// A pull's progress as docker's JSON lines.
+struct JsonProgress {
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    /// Bytes so far per blob.
+    done: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl JsonProgress {
+    fn send(&self, v: Value) {
+        let _ = self
+            .tx
+            .blocking_send(bytes::Bytes::from(v.to_string() + "\r\n"));
+    }
+}
+
+impl Progress for JsonProgress {
+    fn start(&self, id: &str, total: u64) {
+        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        d.insert(id.to_owned(), (0, total));
+        drop(d);
+        self.send(json!({"status": "Pulling fs layer", "progressDetail": {}, "id": id}));
+    }
+
+    fn advance(&self, id: &str, bytes: u64) {
+        let mut d = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = d.entry(id.to_owned()).or_default();
+        entry.0 += bytes;
+        let (current, total) = *entry;
+        drop(d);
+        self.send(json!({"status": "Downloading",
+                         "progressDetail": {"current": current, "total": total}, "id": id}));
+    }
+
+    fn finish(&self, id: &str, status: &str) {
+        self.send(json!({"status": status, "progressDetail": {}, "id": id}));
+    }
+
+    fn message(&self, line: &str) {
+        self.send(json!({ "status": line }));
+    }
 }

@@ -203,6 +203,7 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::POST, ["containers", id, verb]) => containers::verb(&d, id, verb, &q).await,
         (&Method::DELETE, ["containers", id]) => containers::remove(&d, id, &q).await,
         (&Method::GET, ["images", "json"]) => images::list(&d).await,
+        (&Method::POST, ["images", "create"]) => images::create(&d, &q).await,
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&d, &name.join("/")).await
         }

@@ -669,27 +669,14 @@ where
     })
 }
 
-/// Builds the read-only disk of every layer of a newly added image. An image whose layers
-/// cannot be converted (hostile or broken tars) is removed again, so the store only holds
-/// usable images.
 pub(crate) fn build_disks(root: &Path, store: &Store, rec: &ImageRecord) -> anyhow::Result<()> {
-    if let Err(e) = rootfs::layer::ensure_layer_disks(root, store, rec) {
-        if let Ok((_lock, in_use)) = lifecycle::images_in_use(root)
-            && !in_use.images.contains(&rec.id)
-        {
-            let _ = store.remove_image(&rec.id.to_string(), true, &HashSet::new());
-            let _ = prune_disks(root, store, &in_use);
-        }
-        return Err(e.into());
-    }
-    Ok(())
+    Ok(runtime::engine::images::build_disks(root, store, rec)?)
 }
 
-/// Removes the layer disks no image and no container uses any more; the bytes freed.
 fn prune_disks(root: &Path, store: &Store, containers: &lifecycle::InUse) -> anyhow::Result<u64> {
-    let in_use = store.diff_ids_in_use()?;
-    rootfs::layer::prune_layer_disks(root, &in_use, &containers.disks)
-        .context("removing unused layer disks")
+    Ok(runtime::engine::images::prune_disks(
+        root, store, containers,
+    )?)
 }
 
 /// `husk save`: written to a temporary file renamed into place, so a failure leaves no

@@ -125,19 +125,7 @@ impl std::str::FromStr for PullPolicy {
 pub fn pull_for_run(root: &Path, name: &str) -> anyhow::Result<()> {
     let reference = Reference::parse(name)?;
     let progress = progress::for_stderr();
-    let opts = PullOptions {
-        insecure_registries: Vec::new(),
-        parallel: 3,
-    };
-    let report = registry::pull(root, &reference, &opts, progress.as_ref())?;
-    let store = Store::open(root)?;
-    crate::images::build_disks(root, &store, &report.image)?;
-    crate::images::event(
-        root,
-        "pull",
-        &reference.to_string(),
-        Some(&reference.to_string()),
-    );
+    let report = runtime::engine::images::pull(root, &reference, Vec::new(), progress.as_ref())?;
     drop(progress);
     eprintln!("Digest: {}", report.digest);
     let status = match report.up_to_date {

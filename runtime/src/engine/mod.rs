@@ -4,6 +4,7 @@
 //! errors say what kind of failure they are ([`ErrorKind`]) so that a front end maps them
 //! to its own codes (HTTP status, exit code) without reading messages.
 
+pub mod images;
 pub mod models;
 pub mod summary;
 mod wait;
@@ -53,6 +54,9 @@ pub enum EngineError {
     /// A signal name or number that is none.
     #[error(transparent)]
     Signal(#[from] crate::signal::SignalError),
+    /// A pull failed.
+    #[error(transparent)]
+    Pull(images::ImageError),
     /// The container did not come up for an attach in time.
     #[error("container {0} did not start within {1:?} of the attach")]
     AttachTimeout(String, Duration),
@@ -72,7 +76,8 @@ impl EngineError {
             Self::Spec(_) | Self::Signal(_) => ErrorKind::BadRequest,
             Self::NoSuchImage(_) => ErrorKind::NotFound,
             Self::AttachTimeout(..) => ErrorKind::Conflict,
-            Self::Images(_) | Self::Settings(_) => ErrorKind::Internal,
+            Self::Pull(images::ImageError::Reference(_)) => ErrorKind::BadRequest,
+            Self::Pull(_) | Self::Images(_) | Self::Settings(_) => ErrorKind::Internal,
         }
     }
 }
@@ -288,6 +293,18 @@ impl Engine {
     pub fn images(&self) -> Result<Vec<rootfs::store::ImageRecord>, EngineError> {
         let store = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
         store.list().map_err(EngineError::Images)
+    }
+
+    /// Pulls `reference` (plain HTTP only to loopback registries), reporting to
+    /// `progress`.
+    pub fn pull(
+        &self,
+        reference: &str,
+        progress: &dyn rootfs::registry::Progress,
+    ) -> Result<rootfs::registry::PullReport, EngineError> {
+        let reference = rootfs::reference::Reference::parse(reference)
+            .map_err(|e| EngineError::Pull(e.into()))?;
+        images::pull(&self.root, &reference, Vec::new(), progress).map_err(EngineError::Pull)
     }
 
     /// One image, by reference or ID.

@@ -271,12 +271,7 @@ impl CreateBody {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
             pids_limit: host.pids_limit.filter(|p| *p != 0),
-            devices: host
-                .devices
-                .iter()
-                .flatten()
-                .map(device_flag)
-                .collect(),
+            devices: host.devices.iter().flatten().map(device_flag).collect(),
             cmd: self.cmd.clone().unwrap_or_default(),
             ..RunFlags::default()
         }

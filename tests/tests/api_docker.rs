@@ -1,0 +1,335 @@
+//! The Engine API, driven by a real client: `husk daemon` on a unix socket in the test's
+//! state directory, and Debian's docker 20.10 CLI (`scripts/prepare.sh` unpacks it from
+//! docker.io into husk's tool cache; dockerd is never installed or started) talking to
+//! it, under both isolations: `run --rm` with exit codes and both output streams, `run -i`
+//! with stdin, `run -d -p` then `ps`, `logs`, `inspect`, the published port, `stop`, `rm`;
+//! docker's errors and exit codes for a missing container and image; `version`/`info`;
+//! and a pull from a real loopback registry through `images/create`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
+
+mod run_common;
+#[path = "../../rootfs/tests/support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use husk_e2e::{NetNs, output};
+use run_common::{BUSYBOX, Ctx, GUARD, backends, stdout};
+
+/// Debian's docker client, as `scripts/prepare.sh` leaves it.
+fn docker_client() -> PathBuf {
+    let p = runtime::paths::cache_dir()
+        .expect("no cache directory")
+        .join("tools/docker");
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/prepare.sh",
+        p.display()
+    );
+    p
+}
+
+/// `husk daemon` serving `ctx`'s root (in its network namespace), stopped on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(ctx: &Ctx) -> Daemon {
+        let socket = ctx.root().join("docker.sock");
+        let mut cmd = ctx.cmd();
+        cmd.args(["daemon", "-H", &format!("unix://{}", socket.display())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().unwrap();
+        assert!(
+            Ctx::eventually(Duration::from_secs(30), || socket.exists()),
+            "the daemon never made {}",
+            socket.display()
+        );
+        Daemon { child, socket }
+    }
+
+    /// `docker args` against this daemon.
+    fn docker(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(docker_client());
+        c.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", self.socket.with_file_name("docker-config"))
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.docker(args);
+        c.stdin(Stdio::null());
+        output(c)
+    }
+
+    /// Runs `docker args`, asserts success, returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed ({:?}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// SIGTERM, then the daemon must exit and remove its socket.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "daemon exit: {status:?}");
+        assert!(!self.socket.exists(), "the daemon left its socket");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(ns: &NetNs, addr: &'static str) -> String {
+    ns.within(move || {
+        let mut last = String::new();
+        for _ in 0..60 {
+            let got = std::net::TcpStream::connect(addr).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                Ok(body)
+            });
+            match got {
+                Ok(body) if body.contains("200 OK") => {
+                    return body.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+                }
+                Ok(body) => last = body,
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{addr}: {last}");
+    })
+}
+
+#[test]
+fn docker_cli_runs_containers_through_the_daemon() {
+    for iso in backends("docker_cli_runs_containers_through_the_daemon") {
+        let ns = NetNs::new(&format!("api{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        let d = Daemon::start(&ctx);
+        assert_eq!(
+            d.ok(&["version", "--format", "{{.Server.APIVersion}}"])
+                .trim(),
+            "1.41"
+        );
+
+        // Foreground with --rm: both streams, the exit code, nothing left.
+        let o = d.run(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            BUSYBOX,
+            "sh",
+            "-c",
+            "echo hello from $(uname -r); echo oops >&2; exit 3",
+        ]);
+        assert_eq!(o.status.code(), Some(3), "[{iso}] {o:?}");
+        let out = stdout(&o);
+        let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        match iso {
+            "vm" => assert!(out.ends_with("-husk"), "[{iso}] {out}"),
+            _ => assert_eq!(out, format!("hello from {}", host_kernel.trim())),
+        }
+        assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "oops", "[{iso}]");
+        assert!(
+            Ctx::eventually(GUARD, || ctx.container_dirs().is_empty()),
+            "[{iso}] --rm left {:?}",
+            ctx.container_dirs()
+        );
+
+        // Stdin (-i), piped.
+        let mut c = d.docker(&["run", "-i", "--rm", "--isolation", iso, BUSYBOX, "wc", "-c"]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"twelve bytes")
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "[{iso}] {o:?}");
+        assert_eq!(stdout(&o).trim(), "12", "[{iso}]");
+
+        // Detached with a published port: ps, logs, inspect, the port, stop, rm.
+        let server = "echo started; echo to-stderr >&2; mkdir /www; echo page > /www/index.html; \
+                      exec httpd -f -p 80 -h /www";
+        let id = d.ok(&[
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "--name",
+            "web",
+            "-p",
+            "8080:80",
+            BUSYBOX,
+            "sh",
+            "-c",
+            server,
+        ]);
+        let id = id.trim();
+        assert_eq!(id.len(), 64, "[{iso}] {id}");
+        let ps = d.ok(&["ps", "--format", "{{.Names}} {{.Status}} {{.Ports}}"]);
+        assert!(
+            ps.starts_with("web Up ") && ps.contains("0.0.0.0:8080->80/tcp"),
+            "[{iso}] {ps}"
+        );
+        assert_eq!(http_get(&ns, "127.0.0.1:8080"), "page\n", "[{iso}]");
+        let logs = d.run(&["logs", "web"]);
+        assert_eq!(stdout(&logs), "started", "[{iso}]");
+        assert_eq!(String::from_utf8_lossy(&logs.stderr).trim(), "to-stderr");
+        let state = d.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.HostConfig.Isolation}} {{.Name}}",
+            "web",
+        ]);
+        assert_eq!(state.trim(), format!("running {iso} /web"));
+        d.ok(&["stop", "-t", "1", "web"]);
+        let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+        assert!(ps.starts_with("web Exited ("), "[{iso}] {ps}");
+        assert_eq!(d.ok(&["rm", "web"]).trim(), "web");
+
+        // docker's errors: a missing container, a running one removed without -f.
+        let o = d.run(&["rm", "nope"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("No such container: nope"),
+            "{o:?}"
+        );
+        d.stop();
+        ctx.assert_clean();
+    }
+}
+
+#[test]
+fn daemon_answers_hostile_requests_and_refuses_tcp() {
+    let ctx = Ctx::new();
+    let d = Daemon::start(&ctx);
+    let ask = |req: &str| -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let bad_json = "POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{nope";
+    assert!(ask(bad_json).starts_with("HTTP/1.1 400"));
+    let too_new = "GET /v9.99/containers/json HTTP/1.1\r\nHost: x\r\n\r\n";
+    let r = ask(too_new);
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("too new"),
+        "{r}"
+    );
+    let nothing = "GET /v1.41/nothing/here HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert!(ask(nothing).starts_with("HTTP/1.1 404"));
+    let bad_filter = "GET /containers/json?filters=%7Bnope HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert!(ask(bad_filter).starts_with("HTTP/1.1 400"));
+    let no_image = "POST /containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n{\"Image\":\"nope\"}\n";
+    let r = ask(no_image);
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("No such image: nope:latest"),
+        "{r}"
+    );
+    // The daemon survived all of that.
+    assert!(ask("GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n").contains("\r\n\r\nOK"));
+    assert_eq!(
+        std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the socket is root's only"
+    );
+    d.stop();
+
+    let o = ctx.run(&["daemon", "-H", "tcp://127.0.0.1:2375"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(husk_e2e::stderr(&o).contains("unix sockets only"), "{o:?}");
+}
+
+#[test]
+fn docker_pull_through_the_daemon_from_a_loopback_registry() {
+    use support::registry::{Push, Registry};
+    let reg = Registry::start();
+    let source = Ctx::new();
+    let tar = source.root().join("busybox-oci.tar");
+    source.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        tar.to_str().unwrap(),
+        BUSYBOX,
+    ]);
+    let layout = tempfile::tempdir().unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(layout.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    reg.push(layout.path(), "latest", "e2e/busybox:1", Push::OciGzip);
+    let name = format!("{}/e2e/busybox:1", reg.host());
+
+    // The registry is on the host's loopback: this daemon runs there, its containers on
+    // no network.
+    let ctx = Ctx::isolated("process").on_host_network();
+    let d = Daemon::start(&ctx);
+    let o = d.run(&["pull", &name]);
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    assert!(text.contains("Pull complete"), "{text}");
+    assert!(
+        text.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{text}"
+    );
+    let images = d.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == name), "{images}");
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "process",
+        "--network",
+        "none",
+        &name,
+        "echo",
+        "pulled",
+    ]);
+    assert_eq!(out.trim(), "pulled");
+    // A repository the registry does not have: docker's exit code, the registry's word.
+    let o = d.run(&["pull", &format!("{}/e2e/missing:1", reg.host())]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    d.stop();
+    ctx.assert_clean();
+}
