@@ -35,6 +35,15 @@ pub enum ApiError {
         max = crate::API_VERSION
     )]
     VersionTooNew(String),
+    /// No exec instance has this ID.
+    #[error("No such exec instance: {0}")]
+    NoSuchExec(String),
+    /// The exec instance ran already.
+    #[error("exec {0} has already been started")]
+    ExecStarted(String),
+    /// The container must be running.
+    #[error("Container {0} is not running")]
+    NotRunning(String),
     /// An endpoint husk does not serve yet.
     #[error("not implemented in husk yet: {0}")]
     NotImplemented(&'static str),
@@ -55,7 +64,8 @@ impl ApiError {
             Self::BadJson(_) | Self::Body | Self::BadParam { .. } | Self::VersionTooNew(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::NoSuchExec(_) => StatusCode::NOT_FOUND,
+            Self::ExecStarted(_) | Self::NotRunning(_) => StatusCode::CONFLICT,
             Self::Worker => StatusCode::INTERNAL_SERVER_ERROR,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }

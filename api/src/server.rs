@@ -21,7 +21,7 @@ use tokio::net::UnixListener;
 use crate::body::Resp;
 use crate::error::ApiError;
 use crate::route::{self, Query};
-use crate::{containers, images, system};
+use crate::{containers, images, objects, system};
 
 /// Where the daemon listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,8 @@ pub enum ServeError {
 pub struct Daemon {
     /// The engine.
     pub engine: Engine,
+    /// Exec instances.
+    pub execs: crate::exec::Execs,
     attaches: Mutex<HashMap<String, usize>>,
 }
 
@@ -109,6 +111,7 @@ pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     let daemon = Arc::new(Daemon {
         engine,
+        execs: crate::exec::Execs::default(),
         attaches: Mutex::default(),
     });
     rt.block_on(async move {
@@ -200,6 +203,10 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::POST, ["containers", id, "attach"]) => {
             crate::attach::attach(&d, id, &q, req).await
         }
+        (&Method::POST, ["containers", id, "exec"]) => crate::exec::create(&d, id, req).await,
+        (&Method::POST, ["exec", id, "start"]) => crate::exec::start(&d, id, req).await,
+        (&Method::GET, ["exec", id, "json"]) => crate::exec::inspect(&d, id),
+        (&Method::POST, ["exec", id, "resize"]) => crate::exec::resize(&d, id, &q),
         (&Method::POST, ["containers", id, verb]) => containers::verb(&d, id, verb, &q).await,
         (&Method::DELETE, ["containers", id]) => containers::remove(&d, id, &q).await,
         (&Method::GET, ["images", "json"]) => images::list(&d).await,
@@ -207,6 +214,20 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&d, &name.join("/")).await
         }
+        (&Method::GET, ["networks"]) => objects::networks(&d, &q).await,
+        (&Method::POST, ["networks", "create"]) => objects::network_create(&d, req).await,
+        (&Method::GET, ["networks", id]) => objects::network(&d, id).await,
+        (&Method::DELETE, ["networks", id]) => objects::network_remove(&d, id).await,
+        (&Method::POST, ["networks", id, "connect"]) => {
+            objects::network_connect(&d, id, true, req).await
+        }
+        (&Method::POST, ["networks", id, "disconnect"]) => {
+            objects::network_connect(&d, id, false, req).await
+        }
+        (&Method::GET, ["volumes"]) => objects::volumes(&d, &q).await,
+        (&Method::POST, ["volumes", "create"]) => objects::volume_create(&d, req).await,
+        (&Method::GET, ["volumes", name]) => objects::volume(&d, name).await,
+        (&Method::DELETE, ["volumes", name]) => objects::volume_remove(&d, name, &q).await,
         _ => Err(ApiError::NotFound),
     }
 }

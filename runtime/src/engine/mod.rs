@@ -6,6 +6,7 @@
 
 pub mod images;
 pub mod models;
+mod objects;
 pub mod summary;
 mod wait;
 
@@ -54,6 +55,15 @@ pub enum EngineError {
     /// A signal name or number that is none.
     #[error(transparent)]
     Signal(#[from] crate::signal::SignalError),
+    /// A network verb failed.
+    #[error(transparent)]
+    Network(#[from] crate::netverbs::NetVerbError),
+    /// A volume verb failed.
+    #[error(transparent)]
+    Volume(#[from] crate::volverbs::Error),
+    /// The container's agent failed the request.
+    #[error("the container's agent failed")]
+    Agent(#[source] crate::agent_client::ClientError),
     /// A pull failed.
     #[error(transparent)]
     Pull(images::ImageError),
@@ -73,11 +83,15 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Lifecycle(e) => lifecycle_kind(e),
+            Self::Network(e) => objects::netverb_kind(e),
+            Self::Volume(e) => objects::volume_kind(e),
             Self::Spec(_) | Self::Signal(_) => ErrorKind::BadRequest,
             Self::NoSuchImage(_) => ErrorKind::NotFound,
             Self::AttachTimeout(..) => ErrorKind::Conflict,
             Self::Pull(images::ImageError::Reference(_)) => ErrorKind::BadRequest,
-            Self::Pull(_) | Self::Images(_) | Self::Settings(_) => ErrorKind::Internal,
+            Self::Agent(_) | Self::Pull(_) | Self::Images(_) | Self::Settings(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 }
@@ -289,6 +303,25 @@ impl Engine {
         Ok(lifecycle::logs(&self.root, query, opts, out, err)?)
     }
 
+    /// Starts a process in the running container as `docker exec` does, its output to
+    /// the sinks (with a terminal, all of it to `out`).
+    pub fn exec(
+        &self,
+        query: &str,
+        flags: &crate::spec::ExecFlags,
+        out: crate::agent_client::Sink,
+        err: crate::agent_client::Sink,
+    ) -> Result<Exec, EngineError> {
+        let container = lifecycle::container_config(&self.root, query)?;
+        let spec = crate::spec::exec_process(&container, flags, &|_| None)?;
+        let client = lifecycle::agent_client(&self.root, query)?;
+        let process = client.start(&spec, out, err).map_err(EngineError::Agent)?;
+        Ok(Exec {
+            process,
+            _client: client,
+        })
+    }
+
     /// Every image in the store.
     pub fn images(&self) -> Result<Vec<rootfs::store::ImageRecord>, EngineError> {
         let store = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
@@ -327,6 +360,14 @@ fn stop_options(
         timeout,
         signal: signal.map(crate::signal::parse).transpose()?,
     })
+}
+
+/// A process `exec` started, with the agent connection it lives on (closing that ends it).
+#[derive(Debug)]
+pub struct Exec {
+    /// The process.
+    pub process: crate::agent_client::Process,
+    _client: crate::agent_client::AgentClient,
 }
 
 /// `busybox` -> `busybox:latest` (docker's "No such image" names the tag).
