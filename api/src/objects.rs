@@ -147,10 +147,11 @@ pub async fn network_connect(
     };
     let (engine, network) = (d.engine.clone(), network.to_owned());
     blocking(move || {
-        Ok(match connect {
+        match connect {
             true => engine.network_connect(&network, &body.container, &opts)?,
             false => engine.network_disconnect(&network, &body.container)?,
-        })
+        }
+        Ok(())
     })
     .await?;
     Ok(body::empty(StatusCode::OK))
