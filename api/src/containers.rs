@@ -67,8 +67,10 @@ pub async fn list(d: &Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
 /// docker's `ps` filters husk knows: id, name, label (`k` or `k=v`), status.
 fn matches(r: &Summary, filters: &HashMap<String, Vec<String>>) -> bool {
     let c = &r.config;
+    // docker: several labels must all match; several of another filter, any.
     filters.iter().all(|(name, values)| {
-        values.iter().any(|v| match name.as_str() {
+        let mut each = values.iter();
+        let test = |v: &String| match name.as_str() {
             "id" => c.id.starts_with(v.as_str()),
             "name" => c.name.contains(v.trim_start_matches('/')),
             "label" => match v.split_once('=') {
@@ -77,7 +79,11 @@ fn matches(r: &Summary, filters: &HashMap<String, Vec<String>>) -> bool {
             },
             "status" => r.state.observed().status_word() == v,
             _ => true,
-        })
+        };
+        match name.as_str() {
+            "label" => each.all(test),
+            _ => each.any(test),
+        }
     })
 }
 

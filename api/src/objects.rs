@@ -19,8 +19,10 @@ use crate::server::{Daemon, blocking};
 
 /// docker's generic object filters over an inspect document.
 fn matches(doc: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
+    // docker: several labels must all match; several of another filter, any.
     filters.iter().all(|(name, values)| {
-        values.iter().any(|v| match name.as_str() {
+        let mut each = values.iter();
+        let test = |v: &String| match name.as_str() {
             "name" => doc["Name"].as_str().is_some_and(|n| n.contains(v.as_str())),
             "id" => doc["Id"]
                 .as_str()
@@ -34,7 +36,11 @@ fn matches(doc: &Value, filters: &HashMap<String, Vec<String>>) -> bool {
             }
             "driver" => doc["Driver"].as_str() == Some(v.as_str()),
             _ => true,
-        })
+        };
+        match name.as_str() {
+            "label" => each.all(test),
+            _ => each.any(test),
+        }
     })
 }
 

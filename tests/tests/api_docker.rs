@@ -333,3 +333,91 @@ fn docker_pull_through_the_daemon_from_a_loopback_registry() {
     d.stop();
     ctx.assert_clean();
 }
+
+/// A compose file with a web service (a published port and a named volume) and a backend
+/// that reaches it by service name, under `iso`.
+fn compose_file(iso: &str) -> String {
+    format!(
+        r#"version: "2.4"
+services:
+  web:
+    image: husk/busybox
+    isolation: {iso}
+    command: sh -c 'echo page-from-web > /data/index.html; exec httpd -f -p 80 -h /data'
+    ports:
+      - "8080:80"
+    volumes:
+      - data:/data
+  backend:
+    image: husk/busybox
+    isolation: {iso}
+    command: sh -c 'for i in $$(seq 1 120); do wget -q -O - http://web/ && break; sleep 1; done; exec sleep 1000'
+    depends_on:
+      - web
+volumes:
+  data:
+"#
+    )
+}
+
+#[test]
+fn docker_compose_brings_up_a_two_service_project() {
+    for iso in backends("docker_compose_brings_up_a_two_service_project") {
+        let ns = NetNs::new(&format!("cmp{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        let d = Daemon::start(&ctx);
+        let file = ctx.root().join("docker-compose.yml");
+        std::fs::write(&file, compose_file(iso)).unwrap();
+        let compose = |args: &[&str]| -> Output {
+            let mut c = Command::new("docker-compose");
+            c.env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+                .arg("-p")
+                .arg("demo")
+                .arg("-f")
+                .arg(&file)
+                .args(args)
+                .stdin(Stdio::null());
+            let o = output(c);
+            assert!(o.status.success(), "[{iso}] compose {args:?}: {o:?}");
+            o
+        };
+        compose(&["up", "-d"]);
+        let ps = stdout(&compose(&["ps"]));
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with("demo_web_1") && l.contains(" Up ")),
+            "[{iso}] {ps}"
+        );
+        assert!(ps.contains("0.0.0.0:8080->80/tcp"), "[{iso}] {ps}");
+        assert_eq!(
+            http_get(&ns, "127.0.0.1:8080"),
+            "page-from-web\n",
+            "[{iso}]"
+        );
+        // The backend reached the web service by its name.
+        let reached = Ctx::eventually(GUARD, || {
+            stdout(&compose(&["logs", "--no-color", "backend"])).contains("page-from-web")
+        });
+        assert!(reached, "[{iso}] backend never reached web");
+        let page = stdout(&compose(&["exec", "-T", "web", "cat", "/data/index.html"]));
+        assert_eq!(page, "page-from-web", "[{iso}]");
+        compose(&["restart", "web"]);
+        assert_eq!(
+            http_get(&ns, "127.0.0.1:8080"),
+            "page-from-web\n",
+            "[{iso}]"
+        );
+        compose(&["down", "-v"]);
+        assert_eq!(d.ok(&["ps", "-aq"]), "", "[{iso}]");
+        assert!(
+            !d.ok(&["volume", "ls", "-q"]).contains("demo_data"),
+            "[{iso}]"
+        );
+        assert!(
+            !d.ok(&["network", "ls"]).contains("demo_default"),
+            "[{iso}]"
+        );
+        d.stop();
+        ctx.assert_clean();
+    }
+}
