@@ -89,6 +89,16 @@ if [ ! -x "$docker_dir/docker" ]; then
 fi
 ln -sfn "$(basename "$docker_dir")/docker" "$tools/docker"
 
+log "docker's Python SDK from PyPI (a real API client for the daemon's tests)"
+docker_py="$tools/docker-py-7.1.0"
+if [ ! -f "$docker_py/docker/__init__.py" ]; then
+  rm -rf "$docker_py.partial"
+  python3 -m pip install -q --disable-pip-version-check --target "$docker_py.partial" docker==7.1.0 >&2
+  rm -rf "$docker_py"
+  mv -T "$docker_py.partial" "$docker_py"
+fi
+ln -sfn "$(basename "$docker_py")" "$tools/docker-py"
+
 log "static agent"
 scripts/build-agent.sh >&2
 

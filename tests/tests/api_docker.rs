@@ -4,7 +4,8 @@
 //! it, under both isolations: `run --rm` with exit codes and both output streams, `run -i`
 //! with stdin, `run -d -p` then `ps`, `logs`, `inspect`, the published port, `stop`, `rm`;
 //! docker's errors and exit codes for a missing container and image; `version`/`info`;
-//! and a pull from a real loopback registry through `images/create`.
+//! a pull from a real loopback registry through `images/create` (CLI and SDK);
+//! docker-compose 1.29 bringing a two-service project up and down; the Python SDK.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failed setup step is a failed test
 
@@ -327,6 +328,13 @@ fn docker_pull_through_the_daemon_from_a_loopback_registry() {
         "pulled",
     ]);
     assert_eq!(out.trim(), "pulled");
+    // The Python SDK pulls too (the image is there already: up to date).
+    let sdk_pull = "import sys, docker\n\
+        c = docker.DockerClient(base_url=sys.argv[1], version='auto')\n\
+        print(c.images.pull(sys.argv[2]).tags)";
+    let url = format!("unix://{}", d.socket.display());
+    let tags = python_sdk(sdk_pull, &[&url, &name]);
+    assert!(tags.contains(&name), "{tags}");
     // A repository the registry does not have: docker's exit code, the registry's word.
     let o = d.run(&["pull", &format!("{}/e2e/missing:1", reg.host())]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
@@ -417,6 +425,58 @@ fn docker_compose_brings_up_a_two_service_project() {
             !d.ok(&["network", "ls"]).contains("demo_default"),
             "[{iso}]"
         );
+        d.stop();
+        ctx.assert_clean();
+    }
+}
+
+/// `python3 -c script args...` with docker's Python SDK (from PyPI, unpacked by
+/// `scripts/prepare.sh`) on its path; asserts success, returns stdout.
+fn python_sdk(script: &str, args: &[&str]) -> String {
+    let sdk = runtime::paths::cache_dir()
+        .expect("no cache directory")
+        .join("tools/docker-py");
+    assert!(
+        sdk.join("docker/__init__.py").is_file(),
+        "{} is missing: run scripts/prepare.sh",
+        sdk.display()
+    );
+    let mut c = Command::new("python3");
+    c.env("PYTHONPATH", &sdk)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null());
+    let o = output(c);
+    assert!(o.status.success(), "python {args:?}: {o:?}");
+    stdout(&o)
+}
+
+const SDK_RUN: &str = r#"
+import sys, docker
+c = docker.DockerClient(base_url=sys.argv[1], version="auto")
+iso = sys.argv[2]
+out = c.containers.run("husk/busybox", ["sh", "-c", "echo sdk-hello"], remove=True, isolation=iso)
+assert out == b"sdk-hello\n", out
+ct = c.containers.run("husk/busybox", ["sh", "-c", "echo bg; echo eb >&2; exit 7"], detach=True, isolation=iso)
+assert ct.wait()["StatusCode"] == 7
+assert ct.logs(stdout=True, stderr=False) == b"bg\n", ct.logs()
+assert ct.logs(stdout=False, stderr=True) == b"eb\n", ct.logs()
+ct.reload()
+assert ct.status == "exited", ct.status
+ct.remove()
+assert c.containers.list(all=True) == []
+print("sdk-ok")
+"#;
+
+#[test]
+fn python_sdk_runs_waits_logs_and_removes() {
+    for iso in backends("python_sdk_runs_waits_logs_and_removes") {
+        let ns = NetNs::new(&format!("sdk{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        let d = Daemon::start(&ctx);
+        let url = format!("unix://{}", d.socket.display());
+        assert_eq!(python_sdk(SDK_RUN, &[&url, iso]), "sdk-ok", "[{iso}]");
         d.stop();
         ctx.assert_clean();
     }
