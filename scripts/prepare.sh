@@ -17,6 +17,8 @@ packages=(
   qemu-system-x86 hyperfine crun iperf3
   # test images, disks and terminals
   busybox-static e2fsprogs erofs-utils tmux
+  # systemd-socket-activate: the daemon taking its socket from systemd, tested
+  systemd
   # default images (scripts/images.sh)
   debootstrap
   # loopback registry for pull tests and the pull benchmark (pushed to with skopeo)

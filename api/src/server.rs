@@ -115,7 +115,10 @@ pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
         attaches: Mutex::default(),
     });
     rt.block_on(async move {
-        let listener = bind(path)?;
+        let (listener, ours) = match activated() {
+            Some(l) => (l, false),
+            None => (bind(path)?, true),
+        };
         log::info!("husk daemon: serving the Engine API on {}", path.display());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(ServeError::Runtime)?;
@@ -131,9 +134,29 @@ pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
                 _ = tokio::signal::ctrl_c() => break,
             }
         }
-        let _ = std::fs::remove_file(path);
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
     })
+}
+
+/// The socket systemd passed (socket activation: `LISTEN_PID` is this process and
+/// `LISTEN_FDS` at least 1; the socket is fd 3), if any.
+fn activated() -> Option<UnixListener> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.parse().ok()?;
+    if pid != std::process::id() || fds < 1 {
+        return None;
+    }
+    const FIRST_FD: std::os::fd::RawFd = 3;
+    // SAFETY: systemd's protocol hands this process fd 3 as its listening socket, owned by
+    // nobody else in this process, and this runs once, before anything else opens files.
+    let std_listener = unsafe {
+        <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(FIRST_FD)
+    };
+    std_listener.set_nonblocking(true).ok()?;
+    UnixListener::from_std(std_listener).ok()
 }
 
 /// Binds `path`, replacing a stale socket (nothing answers) but never a live one or a file

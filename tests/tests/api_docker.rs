@@ -481,3 +481,31 @@ fn python_sdk_runs_waits_logs_and_removes() {
         ctx.assert_clean();
     }
 }
+
+#[test]
+fn daemon_serves_a_socket_systemd_passes_it() {
+    let ctx = Ctx::new();
+    let socket = ctx.root().join("activated.sock");
+    // systemd-socket-activate listens, then runs the daemon with the socket as fd 3
+    // (LISTEN_FDS/LISTEN_PID), as husk.socket + husk.service do.
+    let mut c = Command::new("systemd-socket-activate");
+    c.arg("-l")
+        .arg(&socket)
+        .arg(husk_e2e::husk_bin())
+        .arg("daemon")
+        .env("HUSK_ROOT", ctx.root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let child = c.spawn().unwrap();
+    let d = Daemon {
+        child,
+        socket: socket.clone(),
+    };
+    assert!(Ctx::eventually(Duration::from_secs(30), || socket.exists()));
+    assert_eq!(
+        d.ok(&["version", "--format", "{{.Server.APIVersion}}"])
+            .trim(),
+        "1.41"
+    );
+    assert_eq!(d.ok(&["ps", "-q"]), "");
+}
