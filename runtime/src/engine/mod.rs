@@ -208,7 +208,7 @@ impl Engine {
             match lifecycle::attach(&self.root, query, lifecycle::AttachOptions { stdin }) {
                 Ok(a) => return Ok(a),
                 Err(LifecycleError::NotRunning(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(LifecycleError::NotRunning(q)) => {
                     return Err(EngineError::AttachTimeout(q, within));

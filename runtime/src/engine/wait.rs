@@ -36,7 +36,7 @@ impl WaitCondition {
 }
 
 /// How often the state is looked at while no shim answers.
-const POLL: Duration = Duration::from_millis(25);
+const POLL: Duration = Duration::from_millis(5);
 
 pub(super) fn wait(root: &Path, query: &str, cond: WaitCondition) -> Result<i32, EngineError> {
     let store = Store::open(root)?;
