@@ -94,6 +94,16 @@ pub async fn inspect(d: &Arc<Daemon>, id: &str) -> Result<Resp, ApiError> {
     Ok(body::json(StatusCode::OK, &doc))
 }
 
+/// `GET /containers/{id}/top`.
+pub async fn top(d: &Arc<Daemon>, id: &str) -> Result<Resp, ApiError> {
+    let (engine, id) = (d.engine.clone(), id.to_owned());
+    let top = blocking(move || Ok(engine.top(&id)?)).await?;
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({"Titles": top.titles, "Processes": top.processes}),
+    ))
+}
+
 /// `GET /containers/{id}/logs?stdout=&stderr=&follow=&tail=&timestamps=`.
 pub async fn logs(d: &Arc<Daemon>, id: &str, q: &Query) -> Result<Resp, ApiError> {
     let opts = runtime::logs::LogOptions {

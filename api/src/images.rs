@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use hyper::StatusCode;
 use rootfs::registry::Progress;
-use rootfs::store::ImageRecord;
+use rootfs::store::{ImageRecord, RemoveEvent};
 use serde_json::{Value, json};
 
 use crate::body::{self, Resp};
@@ -165,4 +165,36 @@ impl Progress for JsonProgress {
     fn message(&self, line: &str) {
         self.send(json!({ "status": line }));
     }
+}
+
+/// `DELETE /images/{name}?force=`.
+pub async fn remove(d: &Arc<Daemon>, name: &str, q: &Query) -> Result<Resp, ApiError> {
+    let (engine, name, force) = (d.engine.clone(), name.to_owned(), q.flag("force"));
+    let events = blocking(move || Ok(engine.image_remove(&name, force)?)).await?;
+    let out: Vec<Value> = events
+        .iter()
+        .map(|e| match e {
+            RemoveEvent::Untagged(n) => json!({ "Untagged": n }),
+            RemoveEvent::Deleted(d) => json!({ "Deleted": d.to_string() }),
+        })
+        .collect();
+    Ok(body::json(StatusCode::OK, &out))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`.
+pub async fn tag(d: &Arc<Daemon>, name: &str, q: &Query) -> Result<Resp, ApiError> {
+    let repo = q
+        .get("repo")
+        .filter(|r| !r.is_empty())
+        .ok_or(ApiError::BadParam {
+            name: "repo",
+            value: String::new(),
+        })?;
+    let target = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.to_owned(),
+    };
+    let (engine, name) = (d.engine.clone(), name.to_owned());
+    blocking(move || Ok(engine.image_tag(&name, &target)?)).await?;
+    Ok(body::empty(StatusCode::CREATED))
 }

@@ -13,6 +13,7 @@ mod attach;
 mod body;
 mod containers;
 mod error;
+mod events;
 mod exec;
 mod images;
 mod objects;

@@ -221,3 +221,27 @@ pub async fn volume_remove(d: &Arc<Daemon>, name: &str, q: &Query) -> Result<Res
     blocking(move || Ok(engine.volume_remove(&name, force)?)).await?;
     Ok(body::empty(StatusCode::NO_CONTENT))
 }
+
+/// `POST /containers/prune`, `/networks/prune`, `/volumes/prune`.
+pub async fn prune(d: &Arc<Daemon>, what: &str, q: &Query) -> Result<Resp, ApiError> {
+    let engine = d.engine.clone();
+    let all = q
+        .filters()?
+        .get("all")
+        .is_some_and(|v| v.iter().any(|x| x == "true" || x == "1"));
+    let doc = match what {
+        "containers" => {
+            let (ids, freed) = blocking(move || Ok(engine.container_prune()?)).await?;
+            json!({"ContainersDeleted": ids, "SpaceReclaimed": freed})
+        }
+        "networks" => {
+            let names = blocking(move || Ok(engine.network_prune()?)).await?;
+            json!({ "NetworksDeleted": names })
+        }
+        _ => {
+            let (names, freed) = blocking(move || Ok(engine.volume_prune(all)?)).await?;
+            json!({"VolumesDeleted": names, "SpaceReclaimed": freed})
+        }
+    };
+    Ok(body::json(StatusCode::OK, &doc))
+}

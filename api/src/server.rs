@@ -109,6 +109,19 @@ pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Runtime)?;
+    // The first pass runs before the socket exists, so that no request races with what
+    // it starts (an `rm -f` of an `always` container as it comes back).
+    supervise_pass(&engine, true);
+    let supervisor = engine.clone();
+    std::thread::Builder::new()
+        .name("supervise".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                supervise_pass(&supervisor, false);
+            }
+        })
+        .map_err(ServeError::Runtime)?;
     let daemon = Arc::new(Daemon {
         engine,
         execs: crate::exec::Execs::default(),
@@ -141,6 +154,25 @@ pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
     })
 }
 
+/// Applies restart policies where no shim is left (`Engine::supervise`; `at_boot`: the
+/// daemon's first pass).
+fn supervise_pass(engine: &Engine, at_boot: bool) {
+    match engine.supervise(at_boot) {
+        Ok(done) => {
+            for (id, why, result) in done {
+                match result {
+                    Ok(()) => log::info!("restarted {id:.12} ({why:?})"),
+                    Err(e) => log::warn!(
+                        "cannot restart {id:.12} ({why:?}): {}",
+                        agent_proto::error_chain(&e)
+                    ),
+                }
+            }
+        }
+        Err(e) => log::warn!("restart policies: {}", agent_proto::error_chain(&e)),
+    }
+}
+
 /// The socket systemd passed (socket activation: `LISTEN_PID` is this process and
 /// `LISTEN_FDS` at least 1; the socket is fd 3), if any.
 fn activated() -> Option<UnixListener> {
@@ -150,8 +182,9 @@ fn activated() -> Option<UnixListener> {
         return None;
     }
     const FIRST_FD: std::os::fd::RawFd = 3;
-    // SAFETY: systemd's protocol hands this process fd 3 as its listening socket, owned by
-    // nobody else in this process, and this runs once, before anything else opens files.
+    // SAFETY: systemd's protocol hands this process fd 3 as its listening socket; it was
+    // open when the process started, so no file this process opened has that number, and
+    // this runs once (only here is fd 3 taken).
     let std_listener = unsafe {
         <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(FIRST_FD)
     };
@@ -220,9 +253,14 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::GET, ["version"]) => Ok(system::version()),
         (&Method::GET, ["info"]) => system::info(&d).await,
         (&Method::POST, ["containers", "create"]) => containers::create(&d, &q, req).await,
+        (&Method::POST, [what @ ("containers" | "networks" | "volumes"), "prune"]) => {
+            objects::prune(&d, what, &q).await
+        }
         (&Method::GET, ["containers", "json"]) => containers::list(&d, &q).await,
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(&d, id).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(&d, id, &q).await,
+        (&Method::GET, ["containers", id, "top"]) => containers::top(&d, id).await,
+        (&Method::GET, ["events"]) => crate::events::events(&d, &q),
         (&Method::POST, ["containers", id, "attach"]) => {
             crate::attach::attach(&d, id, &q, req).await
         }
@@ -236,6 +274,12 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::POST, ["images", "create"]) => images::create(&d, &q).await,
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&d, &name.join("/")).await
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            images::tag(&d, &name.join("/"), &q).await
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            images::remove(&d, &name.join("/"), &q).await
         }
         (&Method::GET, ["networks"]) => objects::networks(&d, &q).await,
         (&Method::POST, ["networks", "create"]) => objects::network_create(&d, req).await,

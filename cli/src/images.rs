@@ -462,34 +462,10 @@ fn matches_filter(f: &Reference, t: &Reference) -> bool {
 
 /// `husk rmi`: every image is tried; any failure makes the exit status 1.
 pub fn rmi(a: RmiArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let store = open(root)?;
-    // Held throughout: no container is created on an image while it is being removed.
-    let (_lock, in_use) = lifecycle::images_in_use(root)?;
     let mut code = ExitCode::SUCCESS;
     for img in &a.images {
-        let running = store
-            .resolve(img)
-            .is_ok_and(|rec| in_use.running.contains(&rec.id));
-        if running && a.force {
-            eprintln!(
-                "Error: conflict: unable to remove image {img} (cannot be forced): a running container is using it"
-            );
-            code = ExitCode::from(1);
-            continue;
-        }
-        match store.remove_image(img, a.force, &in_use.images) {
-            Ok(events) => {
-                print_events(&events, "Untagged", "Deleted");
-                for e in &events {
-                    match e {
-                        RemoveEvent::Untagged(n) => event(root, "untag", n, Some(n)),
-                        RemoveEvent::Deleted(d) => event(root, "delete", &d.to_string(), None),
-                    }
-                }
-                if events.iter().any(|e| matches!(e, RemoveEvent::Deleted(_))) {
-                    prune_disks(root, &store, &in_use)?;
-                }
-            }
+        match runtime::engine::images::remove(root, img, a.force) {
+            Ok(events) => print_events(&events, "Untagged", "Deleted"),
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = ExitCode::from(1);
@@ -515,13 +491,7 @@ fn print_events(events: &[RemoveEvent], untagged: &str, deleted: &str) {
 
 /// `husk tag`.
 pub fn tag(a: TagArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let store = open(root)?;
-    let dst = Reference::parse(&a.target)?;
-    if dst.digest().is_some() {
-        bail!("refusing to create a tag with a digest reference");
-    }
-    let rec = store.tag(&a.source, &dst)?;
-    event(root, "tag", &rec.id.to_string(), Some(&dst.to_string()));
+    runtime::engine::images::tag(root, &a.source, &a.target)?;
     Ok(ExitCode::SUCCESS)
 }
 

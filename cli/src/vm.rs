@@ -152,6 +152,10 @@ pub struct BenchRunArgs {
     /// Idle warm vm `sleep` containers for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 3)]
     vm_idle: usize,
+    /// Starts through the Engine API (`husk daemon`) beside CLI and crun starts, then
+    /// list/inspect latency with 100 containers and the daemon's memory (0 skips them).
+    #[arg(long, default_value_t = 10)]
+    api_runs: usize,
     /// Measure husk alone, without crun.
     #[arg(long)]
     no_crun: bool,
@@ -352,6 +356,7 @@ fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
         max_containers: a.max_containers,
         vm_runs: a.vm_runs,
         vm_idle: a.vm_idle,
+        api_runs: a.api_runs,
         work_dir: PathBuf::from(format!("/var/tmp/husk-bench-{}", std::process::id())),
     };
     println!("{}", runtime::bench::containers::run(&opts)?);

@@ -358,6 +358,10 @@ pub struct ContainerState {
     /// The last run ended by the kernel's OOM killer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oom_killed: bool,
+    /// Stopped by a user (`stop`) since its last start: an `unless-stopped` container stays
+    /// down when the daemon starts (docker's `HasBeenManuallyStopped`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub manually_stopped: bool,
     /// The health check's results (with a health check only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::health::Health>,

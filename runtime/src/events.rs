@@ -196,6 +196,17 @@ pub const FILTER_KEYS: &[&str] = &["type", "event", "container", "image", "label
 /// new ones as they come, until `until` has passed (or forever without it) or `show`
 /// returns false.
 pub fn follow(root: &Path, q: &Query, show: &mut dyn FnMut(&Event) -> bool) -> io::Result<()> {
+    follow_while(root, q, &|| true, show)
+}
+
+/// [`follow`], also ending when `wanted` turns false (checked between reads: a client that
+/// went away while nothing happened).
+pub fn follow_while(
+    root: &Path,
+    q: &Query,
+    wanted: &dyn Fn() -> bool,
+    show: &mut dyn FnMut(&Event) -> bool,
+) -> io::Result<()> {
     let now = Event::new("", "", "", BTreeMap::new()).time_nano;
     let since = q.since.unwrap_or(now);
     let path = root.join(LOG);
@@ -224,7 +235,7 @@ pub fn follow(root: &Path, q: &Query, show: &mut dyn FnMut(&Event) -> bool) -> i
             }
         }
         let clock = Event::new("", "", "", BTreeMap::new()).time_nano;
-        if q.until.is_some_and(|u| clock > u) {
+        if q.until.is_some_and(|u| clock > u) || !wanted() {
             return Ok(());
         }
         std::thread::sleep(POLL);

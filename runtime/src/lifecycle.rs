@@ -280,6 +280,7 @@ fn start_shim(root: &Path, query: &str, wait_attach: bool) -> Result<String, Lif
     if config.host_config.isolation == Isolation::Vm {
         check_vm_possible(Path::new("/dev/kvm"))?;
     }
+    store.update_state(&id, |s| s.manually_stopped = false)?;
     match shim::spawn(root, &id, wait_attach) {
         // Another `start` won the race: the container runs, as asked.
         Err(shim::ShimError::Failed(m)) if m.starts_with(shim::ALREADY_RUNNING) => Ok(id),
@@ -339,6 +340,8 @@ pub fn stop(root: &Path, query: &str, opts: StopOptions) -> Result<(), Lifecycle
         .signal
         .or_else(|| crate::signal::parse(&c.stop_signal).ok())
         .unwrap_or(libc::SIGTERM);
+    // Recorded first: a daemon starting while the stop runs must not bring it back.
+    store.update_state(&id, |s| s.manually_stopped = true)?;
     match shim_client(root, &id) {
         Ok(c) => {
             c.stop(timeout, signal)?;

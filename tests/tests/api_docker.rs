@@ -50,8 +50,9 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = cmd.spawn().unwrap();
+        // Generous: the daemon first starts what restart policies want running.
         assert!(
-            Ctx::eventually(Duration::from_secs(30), || socket.exists()),
+            Ctx::eventually(GUARD, || socket.exists()),
             "the daemon never made {}",
             socket.display()
         );
@@ -103,6 +104,14 @@ impl Drop for Daemon {
     }
 }
 
+/// Now plus `offset` seconds, as seconds since the epoch (docker's `--since`/`--until`).
+fn unix_secs(offset: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (now.as_secs() as i64 + offset).to_string()
+}
+
 fn http_get(ns: &NetNs, addr: &'static str) -> String {
     ns.within(move || {
         let mut last = String::new();
@@ -133,6 +142,7 @@ fn docker_cli_runs_containers_through_the_daemon() {
         let ns = NetNs::new(&format!("api{iso}"));
         let ctx = Ctx::isolated(iso).in_netns(&ns);
         let d = Daemon::start(&ctx);
+        let since = unix_secs(-1);
         assert_eq!(
             d.ok(&["version", "--format", "{{.Server.APIVersion}}"])
                 .trim(),
@@ -215,10 +225,41 @@ fn docker_cli_runs_containers_through_the_daemon() {
             "web",
         ]);
         assert_eq!(state.trim(), format!("running {iso} /web"));
+        let top = d.ok(&["top", "web"]);
+        assert!(
+            top.starts_with("UID") && top.contains("httpd"),
+            "[{iso}] {top}"
+        );
         d.ok(&["stop", "-t", "1", "web"]);
         let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
         assert!(ps.starts_with("web Exited ("), "[{iso}] {ps}");
         assert_eq!(d.ok(&["rm", "web"]).trim(), "web");
+
+        // The event stream saw web's life; prune removes what has stopped; tag and rmi.
+        let events = d.ok(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &unix_secs(1),
+            "--filter",
+            "container=web",
+            "--format",
+            "{{.Action}}",
+        ]);
+        let actions: Vec<&str> = events.lines().collect();
+        for want in ["create", "start", "destroy"] {
+            assert!(actions.contains(&want), "[{iso}] {actions:?}");
+        }
+        let gone = d.ok(&["run", "--isolation", iso, "--name", "gone", BUSYBOX, "true"]);
+        assert_eq!(gone, "", "[{iso}]");
+        let pruned = d.ok(&["container", "prune", "-f"]);
+        assert!(pruned.contains("Deleted Containers:"), "[{iso}] {pruned}");
+        assert_eq!(d.ok(&["ps", "-aq"]), "", "[{iso}]");
+        d.ok(&["tag", BUSYBOX, "mine:1"]);
+        let images = d.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+        assert!(images.lines().any(|l| l == "mine:1"), "[{iso}] {images}");
+        assert!(d.ok(&["rmi", "mine:1"]).contains("Untagged: mine:1"));
 
         // docker's errors: a missing container, a running one removed without -f.
         let o = d.run(&["rm", "nope"]);
@@ -508,4 +549,78 @@ fn daemon_serves_a_socket_systemd_passes_it() {
         "1.41"
     );
     assert_eq!(d.ok(&["ps", "-q"]), "");
+}
+
+/// The shim pid `state.json` records for container `id` (0: none).
+fn shim_pid(ctx: &Ctx, id: &str) -> i32 {
+    let path = ctx.root().join("containers").join(id).join("state.json");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    v["ShimPid"].as_i64().unwrap_or(0) as i32
+}
+
+#[test]
+fn daemon_applies_restart_policies_to_lost_and_exited_containers() {
+    for iso in backends("daemon_applies_restart_policies_to_lost_and_exited_containers") {
+        let ns = NetNs::new(&format!("rp{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        let d = Daemon::start(&ctx);
+        let run = |name: &str, policy: &str| -> String {
+            let id = d.ok(&[
+                "run",
+                "-d",
+                "--isolation",
+                iso,
+                "--network",
+                "none",
+                "--name",
+                name,
+                "--restart",
+                policy,
+                BUSYBOX,
+                "sleep",
+                "1000",
+            ]);
+            id.trim().to_owned()
+        };
+        let always = run("always", "always");
+        let unless = run("unless", "unless-stopped");
+        let running =
+            |name: &str| d.ok(&["inspect", "-f", "{{.State.Running}}", name]).trim() == "true";
+
+        // A shim killed outright: the daemon notices and applies the policy.
+        let old = shim_pid(&ctx, &always);
+        assert!(old > 0);
+        // SAFETY: kill(2) on a pid read from husk's own state; no memory is involved.
+        assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
+        let back = Ctx::eventually(GUARD, || {
+            let now = shim_pid(&ctx, &always);
+            now > 0 && now != old && running("always")
+        });
+        assert!(back, "[{iso}] the always container did not come back");
+        let count = d.ok(&["inspect", "-f", "{{.RestartCount}}", "always"]);
+        assert!(count.trim().parse::<u32>().unwrap() >= 1, "[{iso}] {count}");
+
+        // A user's stop: unless-stopped stays down across a daemon restart, always (also
+        // stopped by hand) comes back, as docker does.
+        d.ok(&["stop", "-t", "1", "unless"]);
+        d.ok(&["stop", "-t", "1", "always"]);
+        d.stop();
+        let d = Daemon::start(&ctx);
+        let running =
+            |name: &str| d.ok(&["inspect", "-f", "{{.State.Running}}", name]).trim() == "true";
+        assert!(
+            Ctx::eventually(GUARD, || running("always")),
+            "[{iso}] always did not come back when the daemon started"
+        );
+        assert!(!running("unless"), "[{iso}] unless-stopped came back");
+        // Containers outlive the daemon: stopping it leaves them running.
+        d.stop();
+        assert!(shim_pid(&ctx, &always) > 0);
+        assert!(runtime::procfs::alive(shim_pid(&ctx, &always)));
+        let d = Daemon::start(&ctx);
+        d.ok(&["rm", "-f", &always, &unless]);
+        d.stop();
+        ctx.assert_clean();
+    }
 }

@@ -9,7 +9,9 @@
 //!    `MemAvailable` per container, which also counts kernel memory (mounts, loop devices,
 //!    namespaces, page tables);
 //! 3. how many idle containers this host holds before a start fails (up to a cap);
-//! 4. vm isolation (`vm.rs`): `husk run --rm --isolation vm husk/busybox true` cold
+//! 4. the Engine API (`api.rs`): the same start through `husk daemon`, list and inspect
+//!    latency with 100 containers, the daemon's memory;
+//! 5. vm isolation (`vm.rs`): `husk run --rm --isolation vm husk/busybox true` cold
 //!    (`--cold`) and warm (restored from the template) beside process runs, with the
 //!    phases, and PSS per idle warm vm container.
 //!
@@ -23,6 +25,7 @@ use super::{Error, Stats, stats};
 use crate::container::Store as Containers;
 use crate::{procfs, timing};
 
+mod api;
 mod vm;
 
 /// The image every measurement uses (imported from the default-images cache).
@@ -45,6 +48,9 @@ pub struct RunOptions {
     pub vm_runs: usize,
     /// Idle warm vm containers for the memory measurement (0 skips it).
     pub vm_idle: usize,
+    /// Starts through the Engine API beside CLI and crun starts, then list/inspect
+    /// latency with 100 containers (0 skips them).
+    pub api_runs: usize,
     /// Scratch directory (a private husk root, the crun bundle); removed at the end.
     pub work_dir: PathBuf,
 }
@@ -133,6 +139,9 @@ impl<'a> Bench<'a> {
             self.o.runs
         ));
         self.end_to_end(&mut out)?;
+        if self.o.api_runs > 0 {
+            self.api(&mut out)?;
+        }
         if self.o.idle > 0 {
             self.idle_memory(&mut out)?;
         }

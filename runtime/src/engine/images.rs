@@ -7,28 +7,37 @@ use std::path::Path;
 
 use rootfs::reference::Reference;
 use rootfs::registry::{self, Progress, PullOptions, PullReport};
-use rootfs::store::{ImageRecord, Store};
+use rootfs::store::{ImageRecord, RemoveEvent, Store};
 
 use crate::lifecycle::{self, InUse};
 
 /// Errors of the image verbs.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// The layer disks could not be made (the image was removed again if nothing uses it).
-    #[error("cannot prepare the image's layer disks")]
-    Disks(#[source] rootfs::layer::LayerError),
+    /// The layer disks could not be made (the image was removed again if nothing uses it;
+    /// the layer's own words say which entry of which layer).
+    #[error(transparent)]
+    Disks(rootfs::layer::LayerError),
     /// Unused layer disks could not be removed.
     #[error("cannot remove unused layer disks")]
     Prune(#[source] std::io::Error),
-    /// The image store could not be read.
-    #[error("cannot read the image store")]
-    Store(#[source] rootfs::store::StoreError),
     /// The reference is not one.
     #[error(transparent)]
     Reference(#[from] rootfs::reference::ReferenceError),
     /// The pull failed.
     #[error(transparent)]
     Pull(#[from] rootfs::registry::PullError),
+    /// The store refused (no such image, a conflict, ...).
+    #[error(transparent)]
+    Store(#[from] rootfs::store::StoreError),
+    /// `rmi -f` of an image a running container uses.
+    #[error(
+        "conflict: unable to remove image {0} (cannot be forced): a running container is using it"
+    )]
+    RunningUser(String),
+    /// A tag with a digest.
+    #[error("refusing to create a tag with a digest reference")]
+    DigestTag,
 }
 
 /// Makes `rec`'s layer disks; on failure removes `rec` again unless a container uses it.
@@ -47,7 +56,7 @@ pub fn build_disks(root: &Path, store: &Store, rec: &ImageRecord) -> Result<(), 
 
 /// Removes the layer disks no image and no container uses any more; the bytes freed.
 pub fn prune_disks(root: &Path, store: &Store, containers: &InUse) -> Result<u64, ImageError> {
-    let in_use = store.diff_ids_in_use().map_err(ImageError::Store)?;
+    let in_use = store.diff_ids_in_use().map_err(ImageError::from)?;
     rootfs::layer::prune_layer_disks(root, &in_use, &containers.disks).map_err(ImageError::Prune)
 }
 
@@ -64,7 +73,7 @@ pub fn pull(
         parallel: 3,
     };
     let report = registry::pull(root, reference, &opts, progress)?;
-    let store = Store::open(root).map_err(ImageError::Store)?;
+    let store = Store::open(root).map_err(ImageError::from)?;
     build_disks(root, &store, &report.image)?;
     let name = reference.to_string();
     crate::events::record(
@@ -72,4 +81,63 @@ pub fn pull(
         &crate::events::Event::image("pull", &name, Some(&name)),
     );
     Ok(report)
+}
+
+/// Removes (untags, and deletes when no tag is left) image `query`, as `rmi` does: one
+/// that containers use only with `force`, never one a running container uses. Records the
+/// events and prunes the layer disks nothing uses any more.
+pub fn remove(root: &Path, query: &str, force: bool) -> Result<Vec<RemoveEvent>, ImageError> {
+    let store = Store::open(root)?;
+    // Held throughout: no container is created on an image while it is being removed.
+    let (_lock, in_use) = lifecycle::images_in_use(root).map_err(|_| {
+        ImageError::Store(rootfs::store::StoreError::Conflict(
+            "cannot read which containers use images".into(),
+        ))
+    })?;
+    let running = store
+        .resolve(query)
+        .is_ok_and(|rec| in_use.running.contains(&rec.id));
+    if running && force {
+        return Err(ImageError::RunningUser(query.to_owned()));
+    }
+    let events = store.remove_image(query, force, &in_use.images)?;
+    for e in &events {
+        let event = match e {
+            RemoveEvent::Untagged(n) => crate::events::Event::image("untag", n, Some(n)),
+            RemoveEvent::Deleted(d) => crate::events::Event::image("delete", &d.to_string(), None),
+        };
+        crate::events::record(root, &event);
+    }
+    if events.iter().any(|e| matches!(e, RemoveEvent::Deleted(_))) {
+        prune_disks(root, &store, &in_use)?;
+    }
+    Ok(events)
+}
+
+/// Tags image `source` as `target` (a name with a tag, never a digest).
+pub fn tag(root: &Path, source: &str, target: &str) -> Result<ImageRecord, ImageError> {
+    let dst = Reference::parse(target)?;
+    if dst.digest().is_some() {
+        return Err(ImageError::DigestTag);
+    }
+    let rec = Store::open(root)?.tag(source, &dst)?;
+    let name = dst.to_string();
+    crate::events::record(
+        root,
+        &crate::events::Event::image("tag", &rec.id.to_string(), Some(&name)),
+    );
+    Ok(rec)
+}
+
+pub(super) fn kind(e: &ImageError) -> super::ErrorKind {
+    use super::ErrorKind as K;
+    use rootfs::store::StoreError as S;
+    match e {
+        ImageError::Reference(_) | ImageError::DigestTag => K::BadRequest,
+        ImageError::Store(S::NoSuchImage(_)) => K::NotFound,
+        ImageError::Store(S::Conflict(_) | S::Ambiguous(_)) | ImageError::RunningUser(_) => {
+            K::Conflict
+        }
+        _ => K::Internal,
+    }
 }

@@ -8,6 +8,7 @@ pub mod images;
 pub mod models;
 mod objects;
 pub mod summary;
+pub mod supervise;
 mod wait;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,12 @@ pub enum EngineError {
     /// A signal name or number that is none.
     #[error(transparent)]
     Signal(#[from] crate::signal::SignalError),
+    /// `top` failed.
+    #[error(transparent)]
+    Top(#[from] crate::tools::TopError),
+    /// The event log could not be read.
+    #[error("cannot read the event log")]
+    Events(#[source] std::io::Error),
     /// A network verb failed.
     #[error(transparent)]
     Network(#[from] crate::netverbs::NetVerbError),
@@ -64,7 +71,7 @@ pub enum EngineError {
     /// The container's agent failed the request.
     #[error("the container's agent failed")]
     Agent(#[source] crate::agent_client::ClientError),
-    /// A pull failed.
+    /// An image verb (pull, remove, tag) failed.
     #[error(transparent)]
     Pull(images::ImageError),
     /// The container did not come up for an attach in time.
@@ -84,14 +91,14 @@ impl EngineError {
         match self {
             Self::Lifecycle(e) => lifecycle_kind(e),
             Self::Network(e) => objects::netverb_kind(e),
+            Self::Top(crate::tools::TopError::Lifecycle(e)) => lifecycle_kind(e),
+            Self::Top(_) | Self::Events(_) => ErrorKind::Internal,
             Self::Volume(e) => objects::volume_kind(e),
             Self::Spec(_) | Self::Signal(_) => ErrorKind::BadRequest,
             Self::NoSuchImage(_) => ErrorKind::NotFound,
             Self::AttachTimeout(..) => ErrorKind::Conflict,
-            Self::Pull(images::ImageError::Reference(_)) => ErrorKind::BadRequest,
-            Self::Agent(_) | Self::Pull(_) | Self::Images(_) | Self::Settings(_) => {
-                ErrorKind::Internal
-            }
+            Self::Pull(e) => images::kind(e),
+            Self::Agent(_) | Self::Images(_) | Self::Settings(_) => ErrorKind::Internal,
         }
     }
 }
@@ -204,11 +211,12 @@ impl Engine {
         within: Duration,
     ) -> Result<Attached, EngineError> {
         let deadline = std::time::Instant::now() + within;
+        let started = std::time::Instant::now();
         loop {
             match lifecycle::attach(&self.root, query, lifecycle::AttachOptions { stdin }) {
                 Ok(a) => return Ok(a),
                 Err(LifecycleError::NotRunning(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5));
+                    std::thread::sleep(wait::poll_interval(started));
                 }
                 Err(LifecycleError::NotRunning(q)) => {
                     return Err(EngineError::AttachTimeout(q, within));
@@ -322,6 +330,22 @@ impl Engine {
         })
     }
 
+    /// docker's `top`: the container's processes as `ps -ef` shows them.
+    pub fn top(&self, query: &str) -> Result<agent_proto::Top, EngineError> {
+        Ok(crate::tools::top(&self.root, query)?)
+    }
+
+    /// Calls `show` for each event `q` selects (see `events::follow`), until `wanted`
+    /// turns false or `show` returns false.
+    pub fn events(
+        &self,
+        q: &crate::events::Query,
+        wanted: &dyn Fn() -> bool,
+        show: &mut dyn FnMut(&crate::events::Event) -> bool,
+    ) -> Result<(), EngineError> {
+        crate::events::follow_while(&self.root, q, wanted, show).map_err(EngineError::Events)
+    }
+
     /// Every image in the store.
     pub fn images(&self) -> Result<Vec<rootfs::store::ImageRecord>, EngineError> {
         let store = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
@@ -338,6 +362,21 @@ impl Engine {
         let reference = rootfs::reference::Reference::parse(reference)
             .map_err(|e| EngineError::Pull(e.into()))?;
         images::pull(&self.root, &reference, Vec::new(), progress).map_err(EngineError::Pull)
+    }
+
+    /// Removes an image (`rmi`); what was untagged and deleted.
+    pub fn image_remove(
+        &self,
+        query: &str,
+        force: bool,
+    ) -> Result<Vec<rootfs::store::RemoveEvent>, EngineError> {
+        images::remove(&self.root, query, force).map_err(EngineError::Pull)
+    }
+
+    /// Tags an image.
+    pub fn image_tag(&self, source: &str, target: &str) -> Result<(), EngineError> {
+        images::tag(&self.root, source, target).map_err(EngineError::Pull)?;
+        Ok(())
     }
 
     /// One image, by reference or ID.

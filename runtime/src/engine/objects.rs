@@ -106,6 +106,35 @@ impl Engine {
         self.volume_inspect(&v.name)
     }
 
+    /// Removes every user network no container is on; their names.
+    pub fn network_prune(&self) -> Result<Vec<String>, EngineError> {
+        Ok(netverbs::prune(&self.root)?)
+    }
+
+    /// Removes unused volumes (anonymous ones only unless `all`); their names and the
+    /// bytes freed.
+    pub fn volume_prune(&self, all: bool) -> Result<(Vec<String>, u64), EngineError> {
+        Ok(volverbs::prune(&self.root, all)?)
+    }
+
+    /// Removes every stopped container; their IDs and the bytes freed.
+    pub fn container_prune(&self) -> Result<(Vec<String>, u64), EngineError> {
+        let mut gone = Vec::new();
+        let mut freed = 0;
+        for c in self.list(true)? {
+            if c.state.observed().running() {
+                continue;
+            }
+            let bytes = crate::lifecycle::disk_usage(&self.root, &c.config.id);
+            // Started or removed by someone else meanwhile: not an error of the prune.
+            if self.remove(&c.config.id, false, false).is_ok() {
+                gone.push(c.config.id);
+                freed += bytes;
+            }
+        }
+        Ok((gone, freed))
+    }
+
     /// Removes a volume nobody uses (`force`: a missing one is fine).
     pub fn volume_remove(&self, name: &str, force: bool) -> Result<(), EngineError> {
         Ok(volverbs::remove(&self.root, name, force)?)

@@ -35,8 +35,16 @@ impl WaitCondition {
     }
 }
 
-/// How often the state is looked at while no shim answers.
-const POLL: Duration = Duration::from_millis(5);
+/// How long to sleep between looks at a container that has no shim yet, `started` being
+/// when the looking began: every 5 ms for the first 2 s (clients start the container right
+/// after they attach or wait, and a start held for an attach waits on this), then every
+/// 100 ms.
+pub(super) fn poll_interval(started: std::time::Instant) -> Duration {
+    match started.elapsed() < Duration::from_secs(2) {
+        true => Duration::from_millis(5),
+        false => Duration::from_millis(100),
+    }
+}
 
 pub(super) fn wait(root: &Path, query: &str, cond: WaitCondition) -> Result<i32, EngineError> {
     let store = Store::open(root)?;
@@ -44,6 +52,7 @@ pub(super) fn wait(root: &Path, query: &str, cond: WaitCondition) -> Result<i32,
     let dir = store.dir(&id);
     let first = store.state(&id)?.observed();
     let mut last = first.exit_code;
+    let started = std::time::Instant::now();
     loop {
         if let Ok(code) = ShimClient::connect(&dir).and_then(|c| c.wait()) {
             last = code;
@@ -65,6 +74,6 @@ pub(super) fn wait(root: &Path, query: &str, cond: WaitCondition) -> Result<i32,
                 _ => {}
             }
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(poll_interval(started));
     }
 }
