@@ -20,7 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use husk_e2e::{NetNs, output};
-use run_common::{BUSYBOX, Ctx, GUARD, backends, stdout};
+use run_common::{BUSYBOX, Ctx, GUARD, Tmux, backends, stdout};
 
 /// Debian's docker client, as `scripts/prepare.sh` leaves it.
 fn docker_client() -> PathBuf {
@@ -620,6 +620,67 @@ fn daemon_applies_restart_policies_to_lost_and_exited_containers() {
         assert!(runtime::procfs::alive(shim_pid(&ctx, &always)));
         let d = Daemon::start(&ctx);
         d.ok(&["rm", "-f", &always, &unless]);
+        d.stop();
+        ctx.assert_clean();
+    }
+}
+
+#[test]
+fn docker_run_and_exec_with_a_terminal_under_tmux() {
+    for iso in backends("docker_run_and_exec_with_a_terminal_under_tmux") {
+        let ctx = Ctx::isolated(iso);
+        let d = Daemon::start(&ctx);
+        let tmux = Tmux {
+            socket: format!("husk-api-{}-{iso}", std::process::id()),
+        };
+        let docker = format!(
+            "DOCKER_HOST=unix://{} DOCKER_CONFIG={} {}",
+            d.socket.display(),
+            d.socket.with_file_name("docker-config").display(),
+            docker_client().display()
+        );
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "--network",
+            "none",
+            "--isolation",
+            iso,
+            BUSYBOX,
+            "sleep",
+            "1000",
+        ]);
+        let command = format!(
+            "{docker} run -it --name tty --network none --isolation {iso} {BUSYBOX} sh; \
+             echo run-exited-$?; {docker} exec -it bg sh; echo exec-exited-$?; sleep 30"
+        );
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "91",
+            "-y",
+            "27",
+            &command,
+        ]);
+        // `run -it`: a pty of the window's size, what is typed, the shell's exit code.
+        tmux.run(&["send-keys", "-t", "t", "echo h''i; tty; stty size", "Enter"]);
+        let screen = tmux.wait_for("27 91");
+        assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
+        assert!(screen.contains("/dev/pts/"), "{screen}");
+        tmux.run(&["send-keys", "-t", "t", "exit 3", "Enter"]);
+        tmux.wait_for("run-exited-3");
+        // `exec -it` into the running container.
+        tmux.run(&["send-keys", "-t", "t", "echo e''x-$(tty)", "Enter"]);
+        tmux.wait_for("ex-/dev/pts/");
+        tmux.run(&["send-keys", "-t", "t", "exit 4", "Enter"]);
+        tmux.wait_for("exec-exited-4");
+        drop(tmux);
+        d.ok(&["rm", "-f", "tty", "bg"]);
         d.stop();
         ctx.assert_clean();
     }

@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use run_common::{BUSYBOX, Ctx, backends};
+use run_common::{BUSYBOX, Ctx, Tmux, backends};
 
 fn forwards(iso: &str, signal: i32, name: &str) {
     let ctx = Ctx::isolated(iso);
@@ -123,52 +123,6 @@ fn attach_streams_and_no_signal_proxy() {
             "{e}"
         );
         ctx.assert_clean();
-    }
-}
-
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let o = self.cmd().args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "tmux {args:?}: {}",
-            husk_e2e::stderr(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"])
-    }
-
-    fn wait_for(&self, what: &str) -> String {
-        let mut screen = String::new();
-        // A hang guard: a vm container boots a kernel first.
-        let seen = Ctx::eventually(Duration::from_secs(120), || {
-            screen = self.screen();
-            screen.contains(what)
-        });
-        assert!(
-            seen,
-            "{what:?} never appeared on the tmux screen:\n{screen}"
-        );
-        screen
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").output();
     }
 }
 

@@ -330,3 +330,55 @@ pub fn stdout(o: &Output) -> String {
 pub fn scratch(ctx: &Ctx, name: &str) -> PathBuf {
     ctx.root().join(name)
 }
+
+/// A tmux server of a test's own (a real pty with a window size), killed on drop.
+pub struct Tmux {
+    /// Its `-L` socket name.
+    pub socket: String,
+}
+
+impl Tmux {
+    /// `tmux -L socket`.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    /// Runs `tmux args`, asserts success, returns stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let o = self.cmd().args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            husk_e2e::stderr(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// What window `t` shows.
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    /// Waits (a hang guard) until window `t` shows `what`; the screen.
+    pub fn wait_for(&self, what: &str) -> String {
+        let mut screen = String::new();
+        // A hang guard: a vm container boots a kernel first.
+        let seen = Ctx::eventually(Duration::from_secs(120), || {
+            screen = self.screen();
+            screen.contains(what)
+        });
+        assert!(
+            seen,
+            "{what:?} never appeared on the tmux screen:\n{screen}"
+        );
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").output();
+    }
+}
