@@ -9,7 +9,7 @@
 mod run_common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use run_common::{BUSYBOX, Ctx, Tmux, backends};
