@@ -198,3 +198,102 @@ pub async fn tag(d: &Arc<Daemon>, name: &str, q: &Query) -> Result<Resp, ApiErro
     blocking(move || Ok(engine.image_tag(&name, &target)?)).await?;
     Ok(body::empty(StatusCode::CREATED))
 }
+
+/// `GET /images/get?names=...` and `GET /images/{name}/get`: a docker-archive tar.
+pub async fn save(d: &Arc<Daemon>, names: Vec<String>) -> Result<Resp, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::BadParam {
+            name: "names",
+            value: String::new(),
+        });
+    }
+    // Every image must exist before the first byte goes out (a 404, not a cut tar).
+    let (engine, check) = (d.engine.clone(), names.clone());
+    blocking(move || {
+        for n in &check {
+            engine.image(n)?;
+        }
+        Ok(())
+    })
+    .await?;
+    let (tx, resp) = body::streamed("application/x-tar");
+    let engine = d.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(
+            256 << 10,
+            crate::stream::Framer::new(tx, crate::stream::Stream::Raw),
+        );
+        if let Err(e) = engine.image_save(&names, out) {
+            log::warn!("save: {}", agent_proto::error_chain(&e));
+        }
+    });
+    Ok(resp)
+}
+
+/// `POST /images/load`: the request body (a docker-archive or OCI-layout tar) is spooled
+/// into the state directory (archives are read in more than one pass), then loaded.
+pub async fn load(
+    d: &Arc<Daemon>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<Resp, ApiError> {
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    let dir = d.engine.root().join("images");
+    std::fs::create_dir_all(&dir).map_err(|_| ApiError::Body)?;
+    let mut spool = tempfile_in(&dir)?;
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::Body)?;
+        if let Some(data) = frame.data_ref() {
+            spool.1.write_all(data).map_err(|_| ApiError::Body)?;
+        }
+    }
+    spool.1.flush().map_err(|_| ApiError::Body)?;
+    let engine = d.engine.clone();
+    let loaded = blocking(move || {
+        let r = engine.image_load(&spool.0);
+        drop(spool);
+        Ok(r?)
+    })
+    .await?;
+    let mut lines = String::new();
+    for rec in &loaded {
+        let tags = tags(rec);
+        if tags.is_empty() {
+            lines += &json!({"stream": format!("Loaded image ID: {}\n", rec.id)}).to_string();
+            lines.push('\n');
+        }
+        for t in tags {
+            lines += &json!({"stream": format!("Loaded image: {t}\n")}).to_string();
+            lines.push('\n');
+        }
+    }
+    Ok(body::with(StatusCode::OK, "application/json", lines))
+}
+
+/// A spool file in the state directory, removed when dropped (a client that goes away
+/// mid-upload leaves nothing behind).
+struct Spool(std::path::PathBuf, std::fs::File);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A new spool file in `dir`.
+fn tempfile_in(dir: &std::path::Path) -> Result<Spool, ApiError> {
+    for n in 0..1000u32 {
+        let path = dir.join(format!(".api-load-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => return Ok(Spool(path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => return Err(ApiError::Body),
+        }
+    }
+    Err(ApiError::Body)
+}

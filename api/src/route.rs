@@ -27,9 +27,9 @@ pub fn too_new(asked: &str) -> bool {
     parse(asked) > parse(crate::API_VERSION)
 }
 
-/// A request's query parameters (the last of repeated names wins).
+/// A request's query parameters, in order.
 #[derive(Debug, Default)]
-pub struct Query(HashMap<String, String>);
+pub struct Query(Vec<(String, String)>);
 
 impl Query {
     /// Parses `a=1&b=x` (absent: empty).
@@ -41,9 +41,22 @@ impl Query {
         )
     }
 
-    /// A parameter's value.
+    /// A parameter's value (the last, if it is repeated).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeated parameter (`names=a&names=b`).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// A boolean parameter (docker's clients send `1`/`0` or `true`/`false`).
@@ -117,6 +130,9 @@ mod tests {
         assert_eq!(f["label"], ["a=b"]);
         assert_eq!(f["name"], ["web"]);
         assert!(Query::parse(Some("t=x")).int("t").is_err());
+        let many = Query::parse(Some("names=a&names=b%2Fc&t=1&t=2"));
+        assert_eq!(many.all("names"), ["a", "b/c"]);
+        assert_eq!(many.get("t"), Some("2"));
         assert!(Query::parse(Some("filters=nope")).filters().is_err());
     }
 }

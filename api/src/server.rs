@@ -272,6 +272,11 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::DELETE, ["containers", id]) => containers::remove(&d, id, &q).await,
         (&Method::GET, ["images", "json"]) => images::list(&d).await,
         (&Method::POST, ["images", "create"]) => images::create(&d, &q).await,
+        (&Method::GET, ["images", "get"]) => images::save(&d, q.all("names")).await,
+        (&Method::POST, ["images", "load"]) => images::load(&d, req).await,
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            images::save(&d, vec![name.join("/")]).await
+        }
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&d, &name.join("/")).await
         }

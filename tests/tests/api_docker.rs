@@ -303,6 +303,14 @@ fn daemon_answers_hostile_requests_and_refuses_tcp() {
         r.starts_with("HTTP/1.1 404") && r.contains("No such image: nope:latest"),
         "{r}"
     );
+    let bad_load = "POST /images/load HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nnot a tar";
+    assert!(ask(bad_load).starts_with("HTTP/1.1 400"));
+    let spools = std::fs::read_dir(ctx.root().join("images"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".api-load"))
+        .count();
+    assert_eq!(spools, 0, "a failed load left its spool file");
     // The daemon survived all of that.
     assert!(ask("GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n").contains("\r\n\r\nOK"));
     assert_eq!(
@@ -357,6 +365,15 @@ fn docker_pull_through_the_daemon_from_a_loopback_registry() {
     );
     let images = d.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.lines().any(|l| l == name), "{images}");
+    // save | rmi | load: the same image back, and it runs.
+    let tar = ctx.root().join("saved.tar");
+    d.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
+    assert!(d.ok(&["rmi", &name]).contains(&format!("Untagged: {name}")));
+    let loaded = d.ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(
+        loaded.contains(&format!("Loaded image: {name}")),
+        "{loaded}"
+    );
     let out = d.ok(&[
         "run",
         "--rm",

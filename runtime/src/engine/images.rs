@@ -35,6 +35,9 @@ pub enum ImageError {
         "conflict: unable to remove image {0} (cannot be forced): a running container is using it"
     )]
     RunningUser(String),
+    /// An archive could not be read or written.
+    #[error(transparent)]
+    Archive(rootfs::archive::ArchiveError),
     /// A tag with a digest.
     #[error("refusing to create a tag with a digest reference")]
     DigestTag,
@@ -133,11 +136,40 @@ pub(super) fn kind(e: &ImageError) -> super::ErrorKind {
     use super::ErrorKind as K;
     use rootfs::store::StoreError as S;
     match e {
-        ImageError::Reference(_) | ImageError::DigestTag => K::BadRequest,
+        ImageError::Reference(_) | ImageError::DigestTag | ImageError::Archive(_) => K::BadRequest,
         ImageError::Store(S::NoSuchImage(_)) => K::NotFound,
         ImageError::Store(S::Conflict(_) | S::Ambiguous(_)) | ImageError::RunningUser(_) => {
             K::Conflict
         }
         _ => K::Internal,
     }
+}
+
+/// Writes images `queries` as one docker-archive tar to `out` (docker's `save`).
+pub fn save(root: &Path, queries: &[String], out: impl std::io::Write) -> Result<(), ImageError> {
+    let store = Store::open(root)?;
+    for q in queries {
+        store.resolve(q)?;
+    }
+    rootfs::archive::save(&store, queries, rootfs::archive::SaveFormat::Docker, out)
+        .map_err(ImageError::Archive)?;
+    for q in queries {
+        crate::events::record(root, &crate::events::Event::image("save", q, None));
+    }
+    Ok(())
+}
+
+/// Loads the docker-archive or OCI-layout tar at `path` (docker's `load`), building each
+/// image's disks; the images.
+pub fn load(root: &Path, path: &Path) -> Result<Vec<ImageRecord>, ImageError> {
+    let store = Store::open(root)?;
+    let images = rootfs::archive::load(&store, path).map_err(ImageError::Archive)?;
+    for rec in &images {
+        build_disks(root, &store, rec)?;
+        crate::events::record(
+            root,
+            &crate::events::Event::image("load", &rec.id.to_string(), None),
+        );
+    }
+    Ok(images)
 }

@@ -373,6 +373,20 @@ impl Engine {
         images::remove(&self.root, query, force).map_err(EngineError::Pull)
     }
 
+    /// Writes images as one docker-archive tar (`save`).
+    pub fn image_save(
+        &self,
+        queries: &[String],
+        out: impl std::io::Write,
+    ) -> Result<(), EngineError> {
+        images::save(&self.root, queries, out).map_err(EngineError::Pull)
+    }
+
+    /// Loads a docker-archive or OCI-layout tar (`load`); the images.
+    pub fn image_load(&self, path: &Path) -> Result<Vec<rootfs::store::ImageRecord>, EngineError> {
+        images::load(&self.root, path).map_err(EngineError::Pull)
+    }
+
     /// Tags an image.
     pub fn image_tag(&self, source: &str, target: &str) -> Result<(), EngineError> {
         images::tag(&self.root, source, target).map_err(EngineError::Pull)?;
