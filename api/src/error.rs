@@ -9,9 +9,10 @@ use crate::body::{self, Resp};
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The engine refused or failed.
+    /// The engine refused or failed (boxed: engine errors are large, requests' results
+    /// small).
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(Box<EngineError>),
     /// The body is not the JSON the endpoint takes.
     #[error("invalid JSON body: {0}")]
     BadJson(#[source] serde_json::Error),
@@ -52,6 +53,12 @@ pub enum ApiError {
     Worker,
 }
 
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(Box::new(e))
+    }
+}
+
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
@@ -74,7 +81,7 @@ impl ApiError {
     /// The response docker's clients expect.
     pub fn response(&self) -> Resp {
         let message = match self {
-            Self::Engine(e) => agent_proto::error_chain(e),
+            Self::Engine(e) => agent_proto::error_chain(e.as_ref()),
             other => other.to_string(),
         };
         body::json(self.status(), &serde_json::json!({ "message": message }))

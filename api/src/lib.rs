@@ -9,6 +9,7 @@
 
 #![recursion_limit = "256"]
 
+mod archive;
 mod attach;
 mod body;
 mod containers;

@@ -260,6 +260,13 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(&d, id).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(&d, id, &q).await,
         (&Method::GET, ["containers", id, "top"]) => containers::top(&d, id).await,
+        (&Method::GET, ["containers", id, "archive"]) => {
+            crate::archive::get(&d, id, &q, false).await
+        }
+        (&Method::HEAD, ["containers", id, "archive"]) => {
+            crate::archive::get(&d, id, &q, true).await
+        }
+        (&Method::PUT, ["containers", id, "archive"]) => crate::archive::put(&d, id, &q, req).await,
         (&Method::GET, ["events"]) => crate::events::events(&d, &q),
         (&Method::POST, ["containers", id, "attach"]) => {
             crate::attach::attach(&d, id, &q, req).await

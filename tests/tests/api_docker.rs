@@ -230,6 +230,18 @@ fn docker_cli_runs_containers_through_the_daemon() {
             top.starts_with("UID") && top.contains("httpd"),
             "[{iso}] {top}"
         );
+        // docker cp, both ways (HEAD for the stat, PUT and GET of archives).
+        let local = ctx.root().join("cp-in.txt");
+        std::fs::write(&local, "copied-in\n").unwrap();
+        d.ok(&["cp", local.to_str().unwrap(), "web:/www/"]);
+        let got = d.ok(&["exec", "web", "cat", "/www/cp-in.txt"]);
+        assert_eq!(got, "copied-in\n", "[{iso}]");
+        let back = ctx.root().join("cp-out");
+        d.ok(&["cp", "web:/www", back.to_str().unwrap()]);
+        let page = std::fs::read_to_string(back.join("index.html")).unwrap();
+        assert_eq!(page, "page\n", "[{iso}]");
+        let o = d.run(&["cp", "web:/nope", back.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "[{iso}] {o:?}");
         d.ok(&["stop", "-t", "1", "web"]);
         let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
         assert!(ps.starts_with("web Exited ("), "[{iso}] {ps}");

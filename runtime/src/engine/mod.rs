@@ -56,6 +56,9 @@ pub enum EngineError {
     /// A signal name or number that is none.
     #[error(transparent)]
     Signal(#[from] crate::signal::SignalError),
+    /// A copy in or out of a container failed.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
     /// `top` failed.
     #[error(transparent)]
     Top(#[from] crate::tools::TopError),
@@ -93,6 +96,7 @@ impl EngineError {
             Self::Network(e) => objects::netverb_kind(e),
             Self::Top(crate::tools::TopError::Lifecycle(e)) => lifecycle_kind(e),
             Self::Top(_) | Self::Events(_) => ErrorKind::Internal,
+            Self::Files(e) => files_kind(e),
             Self::Volume(e) => objects::volume_kind(e),
             Self::Spec(_) | Self::Signal(_) => ErrorKind::BadRequest,
             Self::NoSuchImage(_) => ErrorKind::NotFound,
@@ -100,6 +104,18 @@ impl EngineError {
             Self::Pull(e) => images::kind(e),
             Self::Agent(_) | Self::Images(_) | Self::Settings(_) => ErrorKind::Internal,
         }
+    }
+}
+
+fn files_kind(e: &crate::files::FilesError) -> ErrorKind {
+    use crate::files::FilesError as F;
+    match e {
+        F::NotFound { .. } => ErrorKind::NotFound,
+        F::Container(ContainerError::NoSuchContainer(_)) => ErrorKind::NotFound,
+        F::Lifecycle(e) => lifecycle_kind(e),
+        F::Paused(_) => ErrorKind::Conflict,
+        F::Copy(_) => ErrorKind::BadRequest,
+        _ => ErrorKind::Internal,
     }
 }
 
@@ -344,6 +360,46 @@ impl Engine {
         show: &mut dyn FnMut(&crate::events::Event) -> bool,
     ) -> Result<(), EngineError> {
         crate::events::follow_while(&self.root, q, wanted, show).map_err(EngineError::Events)
+    }
+
+    /// docker's `cp` out of a container: the tar of `path` to `out`, its root entry's stat
+    /// to `report` (once, before the archive goes on; `None` for an archive without one).
+    pub fn copy_out(
+        &self,
+        query: &str,
+        path: &str,
+        out: impl std::io::Write,
+        report: impl FnMut(Option<crate::files::stat::PathStat>),
+    ) -> Result<(), EngineError> {
+        let mut tap = crate::files::stat::StatTap::new(out, report);
+        crate::files::copy_from(
+            &self.root,
+            query,
+            path,
+            crate::files::CopyTarget::Stream(&mut tap),
+            crate::files::CopyOptions::default(),
+        )?;
+        tap.finish()
+            .map_err(|e| crate::files::FilesError::Local("write the archive".into(), e))?;
+        Ok(())
+    }
+
+    /// docker's `cp` into a container: the tar `input` extracted as is into directory
+    /// `dir` (which must exist).
+    pub fn copy_in(
+        &self,
+        query: &str,
+        dir: &str,
+        input: &mut dyn std::io::Read,
+    ) -> Result<(), EngineError> {
+        crate::files::copy_to(
+            &self.root,
+            query,
+            crate::files::CopySource::Stream(input),
+            dir,
+            crate::files::CopyOptions::default(),
+        )?;
+        Ok(())
     }
 
     /// Every image in the store.

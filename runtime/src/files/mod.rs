@@ -7,6 +7,7 @@
 
 mod commit;
 mod copy;
+pub mod stat;
 
 pub use commit::{CommitOptions, commit};
 pub use copy::{CopyOptions, CopySource, CopyTarget, copy_from, copy_to};
