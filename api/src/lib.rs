@@ -20,6 +20,7 @@ mod images;
 mod objects;
 mod route;
 mod server;
+mod stats;
 mod stream;
 mod system;
 

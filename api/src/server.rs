@@ -260,6 +260,7 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(&d, id).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(&d, id, &q).await,
         (&Method::GET, ["containers", id, "top"]) => containers::top(&d, id).await,
+        (&Method::GET, ["containers", id, "stats"]) => crate::stats::stats(&d, id, &q).await,
         (&Method::GET, ["containers", id, "archive"]) => {
             crate::archive::get(&d, id, &q, false).await
         }

@@ -230,6 +230,14 @@ fn docker_cli_runs_containers_through_the_daemon() {
             top.starts_with("UID") && top.contains("httpd"),
             "[{iso}] {top}"
         );
+        let stats = d.ok(&[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "web",
+        ]);
+        assert!(stats.starts_with("web "), "[{iso}] {stats}");
         // docker cp, both ways (HEAD for the stat, PUT and GET of archives).
         let local = ctx.root().join("cp-in.txt");
         std::fs::write(&local, "copied-in\n").unwrap();

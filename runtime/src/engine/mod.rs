@@ -346,6 +346,16 @@ impl Engine {
         })
     }
 
+    /// One reading of what the running container uses (docker's `stats`); its name too.
+    pub fn stats(&self, query: &str) -> Result<(String, crate::stats::Sample), EngineError> {
+        let config = lifecycle::container_config(&self.root, query)?;
+        let state = lifecycle::container_state(&self.root, query)?;
+        if !state.running() {
+            return Err(LifecycleError::NotRunning(query.to_owned()).into());
+        }
+        Ok((config.name.clone(), crate::stats::sample(&config, &state)))
+    }
+
     /// docker's `top`: the container's processes as `ps -ef` shows them.
     pub fn top(&self, query: &str) -> Result<agent_proto::Top, EngineError> {
         Ok(crate::tools::top(&self.root, query)?)
