@@ -722,3 +722,81 @@ fn docker_run_and_exec_with_a_terminal_under_tmux() {
         ctx.assert_clean();
     }
 }
+
+#[test]
+fn docker_network_and_volume_verbs_through_the_daemon() {
+    for iso in backends("docker_network_and_volume_verbs_through_the_daemon") {
+        let ns = NetNs::new(&format!("nv{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        let d = Daemon::start(&ctx);
+        d.ok(&["network", "create", "--label", "team=a", "n1"]);
+        assert_eq!(d.ok(&["volume", "create", "v1"]).trim(), "v1");
+        let server = "echo from-volume > /data/f; exec httpd -f -p 80 -h /data";
+        d.ok(&[
+            "run",
+            "-d",
+            "--isolation",
+            iso,
+            "--name",
+            "srv",
+            "--network",
+            "n1",
+            "--network-alias",
+            "web",
+            "-v",
+            "v1:/data",
+            BUSYBOX,
+            "sh",
+            "-c",
+            server,
+        ]);
+        // Another container finds it by its alias on the user network.
+        let fetch = "for i in $(seq 1 60); do wget -q -O - http://web/f && break; sleep 1; done";
+        let got = d.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            iso,
+            "--network",
+            "n1",
+            BUSYBOX,
+            "sh",
+            "-c",
+            fetch,
+        ]);
+        assert_eq!(got.trim(), "from-volume", "[{iso}]");
+        let on = d.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .Containers}}{{.Name}}{{end}} {{.Labels}}",
+            "n1",
+        ]);
+        assert_eq!(on.trim(), "srv map[team:a]", "[{iso}]");
+        let labelled = d.ok(&["network", "ls", "-q", "--filter", "label=team=a"]);
+        assert_eq!(labelled.lines().count(), 1, "[{iso}] {labelled}");
+        // Live connect and disconnect of the running container.
+        d.ok(&["network", "connect", "bridge", "srv"]);
+        let nets = "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}";
+        let both = d.ok(&["inspect", "-f", nets, "srv"]);
+        assert!(
+            both.contains("bridge") && both.contains("n1"),
+            "[{iso}] {both}"
+        );
+        d.ok(&["network", "disconnect", "bridge", "srv"]);
+        assert_eq!(
+            d.ok(&["inspect", "-f", nets, "srv"]).trim(),
+            "n1",
+            "[{iso}]"
+        );
+        // In use: docker's refusals; then everything goes.
+        assert_eq!(d.run(&["volume", "rm", "v1"]).status.code(), Some(1));
+        assert_eq!(d.run(&["network", "rm", "n1"]).status.code(), Some(1));
+        d.ok(&["rm", "-f", "srv"]);
+        d.ok(&["network", "rm", "n1"]);
+        d.ok(&["volume", "rm", "v1"]);
+        assert_eq!(d.ok(&["volume", "ls", "-q"]), "", "[{iso}]");
+        d.stop();
+        ctx.assert_clean();
+    }
+}
