@@ -215,7 +215,7 @@ fn run(
     };
     let out = Box::new(Framer::new(tx.clone(), out_stream));
     let err = Box::new(Framer::new(tx.clone(), err_stream));
-    let exec = match d.engine.exec(container, flags, out, err) {
+    let exec = match d.engine.exec(container, flags, &|_| None, out, err) {
         Ok(e) => Arc::new(e),
         Err(e) => {
             let line = format!("husk: {}\n", agent_proto::error_chain(&e));

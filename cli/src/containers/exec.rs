@@ -9,10 +9,9 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::bail;
 use clap::Args;
-use runtime::agent_client::{Process, TermSize, sink_fn};
-use runtime::container::Store;
-use runtime::lifecycle;
-use runtime::spec::{self, ExecFlags};
+use runtime::agent_client::{TermSize, sink_fn};
+use runtime::engine::Exec;
+use runtime::spec::ExecFlags;
 
 use super::term;
 
@@ -46,10 +45,8 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
     if a.interactive && a.tty && !std::io::stdin().is_terminal() {
         bail!("the input device is not a TTY");
     }
-    let target: Arc<OnceLock<Arc<Process>>> = Arc::default();
+    let target: Arc<OnceLock<Arc<Exec>>> = Arc::default();
     relay_signals(&target, a.tty)?;
-    let store = Store::open(root)?;
-    let container = store.config(&store.resolve(&a.container)?)?;
     let size = window_size().map(|(rows, cols)| TermSize { rows, cols });
     let flags = ExecFlags {
         env: a.env,
@@ -60,14 +57,15 @@ pub fn exec(a: ExecArgs, root: &Path) -> anyhow::Result<ExitCode> {
         size,
         cmd: a.cmd,
     };
-    let process_spec = spec::exec_process(&container, &flags, &|k| std::env::var(k).ok())?;
-    let client = lifecycle::agent_client(root, &a.container)?;
-    let process = Arc::new(client.start(&process_spec, sink(false), sink(true))?);
+    let engine = runtime::engine::Engine::new(root.to_owned());
+    let lookup = |k: &str| std::env::var(k).ok();
+    let exec = Arc::new(engine.exec(&a.container, &flags, &lookup, sink(false), sink(true))?);
+    let process = &exec.process;
     let raw = match a.tty && std::io::stdin().is_terminal() && process.pid().is_some() {
         true => Some(term::RawMode::enter(std::io::stdin().as_raw_fd())?),
         false => None,
     };
-    let _ = target.set(Arc::clone(&process));
+    let _ = target.set(Arc::clone(&exec));
     if a.interactive && process.pid().is_some() {
         // exec has no detach: its process lives on this connection.
         term::pump_stdin(
@@ -106,14 +104,14 @@ fn sink(stderr: bool) -> runtime::agent_client::Sink {
     })
 }
 
-fn relay_signals(target: &Arc<OnceLock<Arc<Process>>>, tty: bool) -> anyhow::Result<()> {
+fn relay_signals(target: &Arc<OnceLock<Arc<Exec>>>, tty: bool) -> anyhow::Result<()> {
     let mut signals = term::RELAYED.to_vec();
     if tty {
         signals.push(libc::SIGWINCH);
     }
     let target = Arc::clone(target);
     term::relay_signals(&signals, move |sig| {
-        let Some(p) = target.get() else {
+        let Some(p) = target.get().map(|e| &e.process) else {
             if sig != libc::SIGWINCH {
                 std::process::exit(128 + sig);
             }

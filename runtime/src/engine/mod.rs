@@ -328,16 +328,18 @@ impl Engine {
     }
 
     /// Starts a process in the running container as `docker exec` does, its output to
-    /// the sinks (with a terminal, all of it to `out`).
+    /// the sinks (with a terminal, all of it to `out`); `lookup` gives `-e KEY` (no value)
+    /// the client's value, as docker's CLI does (the API's clients resolved it already).
     pub fn exec(
         &self,
         query: &str,
         flags: &crate::spec::ExecFlags,
+        lookup: &dyn Fn(&str) -> Option<String>,
         out: crate::agent_client::Sink,
         err: crate::agent_client::Sink,
     ) -> Result<Exec, EngineError> {
         let container = lifecycle::container_config(&self.root, query)?;
-        let spec = crate::spec::exec_process(&container, flags, &|_| None)?;
+        let spec = crate::spec::exec_process(&container, flags, lookup)?;
         let client = lifecycle::agent_client(&self.root, query)?;
         let process = client.start(&spec, out, err).map_err(EngineError::Agent)?;
         Ok(Exec {
