@@ -297,3 +297,87 @@ fn tempfile_in(dir: &std::path::Path) -> Result<Spool, ApiError> {
     }
     Err(ApiError::Body)
 }
+
+/// `GET /images/{name}/history`: newest step first, the image's ID on the top one.
+pub async fn history(d: &Arc<Daemon>, name: &str) -> Result<Resp, ApiError> {
+    let (engine, name) = (d.engine.clone(), name.to_owned());
+    let i = blocking(move || Ok(engine.image(&name)?)).await?;
+    let mut layers = i.layers.iter();
+    let mut rows: Vec<Value> = i
+        .config
+        .history
+        .iter()
+        .map(|h| {
+            let size = match h.empty_layer {
+                true => 0,
+                false => layers.next().map_or(0, |l| l.size),
+            };
+            let created = h
+                .created
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or(0, |t| t.timestamp());
+            json!({"Id": "<missing>", "Created": created,
+                   "CreatedBy": h.created_by.clone().unwrap_or_default(),
+                   "Tags": null, "Size": size,
+                   "Comment": h.comment.clone().unwrap_or_default()})
+        })
+        .collect();
+    rows.reverse();
+    match rows.first_mut() {
+        Some(top) => {
+            top["Id"] = json!(i.id.to_string());
+            top["Tags"] = json!(tags(&i));
+        }
+        None => rows.push(json!({"Id": i.id.to_string(), "Created": created(&i),
+                                 "CreatedBy": "", "Tags": tags(&i), "Size": i.size,
+                                 "Comment": ""})),
+    }
+    Ok(body::json(StatusCode::OK, &rows))
+}
+
+/// `GET /system/df`: images, containers and volumes with what they take on disk.
+pub async fn disk_usage(d: &Arc<Daemon>) -> Result<Resp, ApiError> {
+    let engine = d.engine.clone();
+    let doc = blocking(move || {
+        let now = chrono::Utc::now();
+        let containers = engine.list(true)?;
+        let images: Vec<Value> = engine
+            .images()?
+            .iter()
+            .map(|i| {
+                let mut s = summary(i);
+                let users = containers
+                    .iter()
+                    .filter(|c| c.config.image == i.id.to_string())
+                    .count();
+                s["Containers"] = json!(users);
+                s
+            })
+            .collect();
+        let layers: u64 = engine.images()?.iter().map(|i| i.size).sum();
+        let rows: Vec<Value> = containers
+            .iter()
+            .map(|c| {
+                let mut s = runtime::engine::summary::api_summary(c, now);
+                let rw = runtime::lifecycle::disk_usage(engine.root(), &c.config.id);
+                s["SizeRw"] = json!(rw);
+                s["SizeRootFs"] = json!(rw);
+                s
+            })
+            .collect();
+        let mut volumes = Vec::new();
+        for v in engine.volumes()? {
+            let mut doc = engine.volume_inspect(&v.volume.name)?;
+            let size = runtime::volverbs::size(engine.root(), &v.volume.name);
+            doc["UsageData"] = json!({"Size": size, "RefCount": v.users});
+            volumes.push(doc);
+        }
+        Ok(
+            json!({"LayersSize": layers, "Images": images, "Containers": rows,
+                  "Volumes": volumes, "BuildCache": []}),
+        )
+    })
+    .await?;
+    Ok(body::json(StatusCode::OK, &doc))
+}

@@ -288,6 +288,10 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
             images::inspect(&d, &name.join("/")).await
         }
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(&d, &name.join("/")).await
+        }
+        (&Method::GET, ["system", "df"]) => images::disk_usage(&d).await,
         (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
             images::tag(&d, &name.join("/"), &q).await
         }

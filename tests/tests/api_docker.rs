@@ -385,6 +385,10 @@ fn docker_pull_through_the_daemon_from_a_loopback_registry() {
     );
     let images = d.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.lines().any(|l| l == name), "{images}");
+    let history = d.ok(&["history", "--format", "{{.CreatedBy}}", &name]);
+    assert!(!history.trim().is_empty(), "{history}");
+    let df = d.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"]);
+    assert!(df.lines().any(|l| l.starts_with("Images ")), "{df}");
     // save | rmi | load: the same image back, and it runs.
     let tar = ctx.root().join("saved.tar");
     d.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
