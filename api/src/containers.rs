@@ -116,7 +116,8 @@ pub async fn logs(d: &Arc<Daemon>, id: &str, q: &Query) -> Result<Resp, ApiError
             })?),
         },
         timestamps: q.flag("timestamps"),
-        ..Default::default()
+        since: at(q.unix_nanos("since")?.filter(|n| *n > 0)),
+        until: at(q.unix_nanos("until")?.filter(|n| *n > 0)),
     };
     let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
     let (engine, id) = (d.engine.clone(), id.to_owned());
@@ -143,6 +144,11 @@ pub async fn logs(d: &Arc<Daemon>, id: &str, q: &Query) -> Result<Resp, ApiError
         }
     });
     Ok(resp)
+}
+
+/// A time in nanoseconds since the epoch as a date.
+fn at(nanos: Option<i64>) -> Option<chrono::DateTime<chrono::Utc>> {
+    nanos.map(chrono::DateTime::from_timestamp_nanos)
 }
 
 /// `POST /containers/{id}/{verb}`.

@@ -14,26 +14,6 @@ use crate::error::ApiError;
 use crate::route::Query;
 use crate::server::Daemon;
 
-/// A Unix time as docker's clients send it (`1700000000` or `1700000000.123456789`), in
-/// nanoseconds.
-fn nanos(name: &'static str, text: &str) -> Result<i64, ApiError> {
-    let bad = || ApiError::BadParam {
-        name,
-        value: text.to_owned(),
-    };
-    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    let secs: i64 = secs.parse().map_err(|_| bad())?;
-    let mut frac = frac.to_owned();
-    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    while frac.len() < 9 {
-        frac.push('0');
-    }
-    let frac: i64 = frac.parse().map_err(|_| bad())?;
-    Ok(secs.saturating_mul(1_000_000_000).saturating_add(frac))
-}
-
 fn line(e: &Event) -> Bytes {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
@@ -59,16 +39,8 @@ pub fn events(d: &Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
         filters.insert(key, values);
     }
     let query = EventQuery {
-        since: q
-            .get("since")
-            .filter(|s| !s.is_empty())
-            .map(|s| nanos("since", s))
-            .transpose()?,
-        until: q
-            .get("until")
-            .filter(|s| !s.is_empty())
-            .map(|s| nanos("until", s))
-            .transpose()?,
+        since: q.unix_nanos("since")?,
+        until: q.unix_nanos("until")?,
         filters,
     };
     let (tx, resp) = body::streamed("application/json");
@@ -80,19 +52,4 @@ pub fn events(d: &Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
         });
     });
     Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::nanos;
-
-    #[test]
-    fn unix_times_as_clients_send_them() {
-        assert_eq!(nanos("since", "12").unwrap(), 12_000_000_000);
-        assert_eq!(nanos("since", "12.5").unwrap(), 12_500_000_000);
-        assert_eq!(nanos("since", "1.000000001").unwrap(), 1_000_000_001);
-        assert!(nanos("since", "x").is_err());
-        assert!(nanos("since", "1.0000000001").is_err());
-    }
 }

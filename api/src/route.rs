@@ -75,6 +75,15 @@ impl Query {
         }
     }
 
+    /// A Unix time parameter (`1700000000` or `1700000000.123456789`) in nanoseconds
+    /// (absent or empty: `None`).
+    pub fn unix_nanos(&self, name: &'static str) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(text) => nanos(name, text).map(Some),
+        }
+    }
+
     /// `filters={"label":["a=b"],"status":{"running":true}}` as name -> values (both of
     /// docker's encodings: lists and maps of `true`).
     pub fn filters(&self) -> Result<HashMap<String, Vec<String>>, ApiError> {
@@ -103,6 +112,26 @@ impl Query {
     }
 }
 
+/// A Unix time as docker's clients send it (`1700000000` or `1700000000.123456789`), in
+/// nanoseconds.
+fn nanos(name: &'static str, text: &str) -> Result<i64, ApiError> {
+    let bad = || ApiError::BadParam {
+        name,
+        value: text.to_owned(),
+    };
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().map_err(|_| bad())?;
+    let mut frac = frac.to_owned();
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    while frac.len() < 9 {
+        frac.push('0');
+    }
+    let frac: i64 = frac.parse().map_err(|_| bad())?;
+    Ok(secs.saturating_mul(1_000_000_000).saturating_add(frac))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -117,6 +146,15 @@ mod tests {
         assert_eq!(split("/_ping"), (None, vec!["_ping"]));
         assert_eq!(split("/volumes/vx"), (None, vec!["volumes", "vx"]));
         assert!(too_new("1.50") && !too_new("1.41") && !too_new("1.24"));
+    }
+
+    #[test]
+    fn unix_times_as_clients_send_them() {
+        assert_eq!(nanos("since", "12").unwrap(), 12_000_000_000);
+        assert_eq!(nanos("since", "12.5").unwrap(), 12_500_000_000);
+        assert_eq!(nanos("since", "1.000000001").unwrap(), 1_000_000_001);
+        assert!(nanos("since", "x").is_err());
+        assert!(nanos("since", "1.0000000001").is_err());
     }
 
     #[test]

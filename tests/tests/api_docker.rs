@@ -215,6 +215,8 @@ fn docker_cli_runs_containers_through_the_daemon() {
             "[{iso}] {ps}"
         );
         assert_eq!(http_get(&ns, "127.0.0.1:8080"), "page\n", "[{iso}]");
+        let later = d.ok(&["logs", "--since", &unix_secs(3600), "web"]);
+        assert_eq!(later, "", "[{iso}] logs --since the future");
         let logs = d.run(&["logs", "web"]);
         assert_eq!(stdout(&logs), "started", "[{iso}]");
         assert_eq!(String::from_utf8_lossy(&logs.stderr).trim(), "to-stderr");
@@ -749,6 +751,10 @@ fn docker_network_and_volume_verbs_through_the_daemon() {
             "web",
             "-v",
             "v1:/data",
+            "--health-cmd",
+            "test -f /data/f",
+            "--health-interval",
+            "1s",
             BUSYBOX,
             "sh",
             "-c",
@@ -779,6 +785,13 @@ fn docker_network_and_volume_verbs_through_the_daemon() {
         assert_eq!(on.trim(), "srv map[team:a]", "[{iso}]");
         let labelled = d.ok(&["network", "ls", "-q", "--filter", "label=team=a"]);
         assert_eq!(labelled.lines().count(), 1, "[{iso}] {labelled}");
+        // The health check came in the create body (durations in nanoseconds).
+        let healthy = Ctx::eventually(GUARD, || {
+            d.ok(&["inspect", "-f", "{{.State.Health.Status}}", "srv"])
+                .trim()
+                == "healthy"
+        });
+        assert!(healthy, "[{iso}] srv never became healthy");
         // Live connect and disconnect of the running container.
         d.ok(&["network", "connect", "bridge", "srv"]);
         let nets = "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}";

@@ -439,6 +439,7 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
             start_interval: a.health_start_interval.clone(),
             retries: a.health_retries,
             none: a.no_healthcheck,
+            test: None,
         },
         cmd: a.cmd.clone(),
     }

@@ -49,10 +49,49 @@ pub struct CreateBody {
     pub stop_timeout: Option<i64>,
     /// `EXPOSE` from the client (merged with the image's by docker; husk keeps the image's).
     pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
+    /// `--health-*` (durations in nanoseconds; `Test` `["NONE"]` disables the image's).
+    pub healthcheck: Option<HealthcheckBody>,
     /// The host side.
     pub host_config: Option<HostConfigBody>,
     /// Per-network endpoint settings (aliases, a fixed address).
     pub networking_config: Option<NetworkingConfig>,
+}
+
+/// A create body's health check.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthcheckBody {
+    /// `["CMD", ...]`, `["CMD-SHELL", cmd]` or `["NONE"]`; empty inherits the image's.
+    pub test: Option<Vec<String>>,
+    /// Nanoseconds between checks (0: inherit).
+    pub interval: i64,
+    /// Nanoseconds a check may run (0: inherit).
+    pub timeout: i64,
+    /// Nanoseconds after start in which failures do not count (0: inherit).
+    pub start_period: i64,
+    /// Nanoseconds between checks in the start period (0: inherit).
+    pub start_interval: i64,
+    /// Failures that make it unhealthy (0: inherit).
+    pub retries: i64,
+}
+
+impl HealthcheckBody {
+    fn flags(&self) -> crate::health::HealthFlags {
+        let ns = |v: i64| (v != 0).then(|| format!("{v}ns"));
+        let test = self.test.clone().filter(|t| !t.is_empty());
+        crate::health::HealthFlags {
+            none: test
+                .as_deref()
+                .is_some_and(|t| t.first().is_some_and(|w| w == "NONE")),
+            test: test.filter(|t| t.first().is_none_or(|w| w != "NONE")),
+            interval: ns(self.interval),
+            timeout: ns(self.timeout),
+            start_period: ns(self.start_period),
+            start_interval: ns(self.start_interval),
+            retries: (self.retries != 0).then_some(self.retries),
+            cmd: None,
+        }
+    }
 }
 
 /// Docker's `HostConfig` (the fields husk reads).
@@ -273,6 +312,11 @@ impl CreateBody {
             pids_limit: host.pids_limit.filter(|p| *p != 0),
             devices: host.devices.iter().flatten().map(device_flag).collect(),
             cmd: self.cmd.clone().unwrap_or_default(),
+            health: self
+                .healthcheck
+                .as_ref()
+                .map(HealthcheckBody::flags)
+                .unwrap_or_default(),
             ..RunFlags::default()
         }
     }
@@ -396,6 +440,22 @@ mod tests {
         assert_eq!(f.network_aliases, ["web"]);
         assert_eq!(f.ip.as_deref(), Some("10.1.0.5"));
         assert_eq!(body.isolation(), None);
+    }
+
+    #[test]
+    fn healthchecks_in_nanoseconds_and_none() {
+        let body: CreateBody = serde_json::from_str(
+            r#"{"Image":"x","Healthcheck":{"Test":["CMD","true"],"Interval":2000000000,"Retries":3}}"#,
+        )
+        .unwrap();
+        let h = body.flags(None, Isolation::Vm).health;
+        assert_eq!(h.test.unwrap(), ["CMD", "true"]);
+        assert_eq!(h.interval.as_deref(), Some("2000000000ns"));
+        assert_eq!((h.retries, h.none, h.timeout), (Some(3), false, None));
+        let none: CreateBody =
+            serde_json::from_str(r#"{"Image":"x","Healthcheck":{"Test":["NONE"]}}"#).unwrap();
+        let h = none.flags(None, Isolation::Vm).health;
+        assert!(h.none && h.test.is_none());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum HealthError {
 pub struct HealthFlags {
     /// `--health-cmd` (run with `/bin/sh -c`).
     pub cmd: Option<String>,
+    /// The whole test as docker's API gives it (`["CMD", ...]`, `["CMD-SHELL", ...]`,
+    /// `["NONE"]`); over `cmd`.
+    pub test: Option<Vec<String>>,
     /// `--health-interval`.
     pub interval: Option<String>,
     /// `--health-timeout`.
@@ -64,6 +67,7 @@ pub struct HealthFlags {
 impl HealthFlags {
     fn any(&self) -> bool {
         self.cmd.is_some()
+            || self.test.is_some()
             || self.interval.is_some()
             || self.timeout.is_some()
             || self.start_period.is_some()
@@ -92,6 +96,9 @@ pub fn merge(
     let mut hc = image.unwrap_or_default();
     if let Some(cmd) = &flags.cmd {
         hc.test = vec!["CMD-SHELL".into(), cmd.clone()];
+    }
+    if let Some(test) = flags.test.as_ref().filter(|t| !t.is_empty()) {
+        hc.test = test.clone();
     }
     let set = |field: &mut i64, flag: &'static str, value: &Option<String>| {
         if let Some(v) = value {
