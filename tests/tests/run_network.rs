@@ -78,8 +78,9 @@ fn none_is_loopback_only_the_default_is_the_bridge_and_bad_networks_fail_cleanly
         let ns = NetNs::new(&format!("no{iso}"));
         let ctx = Ctx::isolated(iso).in_netns(&ns);
         let show = "ip -4 -o addr | awk '{print $2, $4}'; ip route | grep -c . || true; \
-            grep -E 'db|cache' /etc/hosts; grep -c '^nameserver 192.0.2.53$' /etc/resolv.conf";
-        // --add-host and --dns need no network: /etc/hosts and /etc/resolv.conf.
+            grep -E '[[:space:]](db|cache)$' /etc/hosts; grep -c '^nameserver 192.0.2.53$' /etc/resolv.conf";
+        // --add-host and --dns need no network: /etc/hosts and /etc/resolv.conf. (Whole
+        // names only: the container's own line has its hex ID, which may hold "db".)
         let extra = [
             "--add-host",
             "db:10.1.2.3",

@@ -49,18 +49,30 @@ impl Engine {
     /// started, with why, and those it could not start.
     pub fn supervise(&self, at_boot: bool) -> Result<Vec<Revived>, EngineError> {
         let store = Store::open(&self.root)?;
-        let mut done = Vec::new();
+        let mut due = Vec::new();
         for id in store.ids()? {
             let (Ok(config), Ok(state)) = (store.config(&id), store.state(&id)) else {
                 continue;
             };
-            let Some(why) = revival(&config.host_config.restart_policy, &state, at_boot) else {
-                continue;
-            };
-            let result = self.revive(&store, &id, why);
-            done.push((id, why, result));
+            if let Some(why) = revival(&config.host_config.restart_policy, &state, at_boot) {
+                due.push((id, why));
+            }
         }
-        Ok(done)
+        // Side by side: a microVM's start is seconds of guest work, and a host coming back
+        // up may have many containers to bring back.
+        let store = &store;
+        Ok(std::thread::scope(|s| {
+            let started: Vec<_> = due
+                .into_iter()
+                .map(|(id, why)| {
+                    s.spawn(move || {
+                        let result = self.revive(store, &id, why);
+                        (id, why, result)
+                    })
+                })
+                .collect();
+            started.into_iter().filter_map(|t| t.join().ok()).collect()
+        }))
     }
 
     fn revive(&self, store: &Store, id: &str, why: Revival) -> Result<(), EngineError> {
