@@ -126,10 +126,7 @@ pub async fn logs(d: &Arc<Daemon>, id: &str, q: &Query) -> Result<Resp, ApiError
         blocking(move || Ok(engine.config(&id)?.config.tty)).await?
     };
     let (tx, resp) = body::streamed("application/vnd.docker.raw-stream");
-    let (out_stream, err_stream) = match tty {
-        true => (Stream::Raw, Stream::Raw),
-        false => (Stream::Stdout, Stream::Stderr),
-    };
+    let (out_stream, err_stream) = Stream::pair(tty);
     tokio::task::spawn_blocking(move || {
         let mut out: Box<dyn std::io::Write> = match stdout {
             true => Box::new(Framer::new(tx.clone(), out_stream)),

@@ -5,27 +5,24 @@
 //! there), `POST /exec/{id}/resize` sizes its terminal.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue, UPGRADE};
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use runtime::engine::Exec;
 use runtime::spec::ExecFlags;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::body::{self, Resp};
 use crate::containers::json_body;
 use crate::error::ApiError;
+use crate::hijack;
 use crate::route::Query;
 use crate::server::{Daemon, blocking};
-use crate::stream::{Framer, Stream, frame};
+use crate::stream::{Framer, Stream};
 
 /// The exec create body.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -165,39 +162,13 @@ pub async fn start(
             let _ = daemon.execs.with(&id, |r| r.started = false);
             return;
         };
-        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(conn));
-        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-        let (in_tx, in_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let stdin = flags.interactive;
-        tokio::task::spawn_blocking(move || {
-            run(&daemon, &id, &container, &flags, tx, stdin.then_some(in_rx));
-        });
-        if stdin {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 << 10];
-                while let Ok(n) = rd.read(&mut buf).await {
-                    if n == 0 || in_tx.send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        while let Some(chunk) = rx.recv().await {
-            if wr.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.shutdown().await;
+        hijack::serve(conn, stdin, move |tx, input| {
+            run(&daemon, &id, &container, &flags, tx, input);
+        })
+        .await;
     });
-    let mut resp = body::empty(StatusCode::SWITCHING_PROTOCOLS);
-    let h = resp.headers_mut();
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/vnd.docker.raw-stream"),
-    );
-    Ok(resp)
+    Ok(hijack::upgraded())
 }
 
 /// Runs exec `id` to its end (blocking), relaying to `tx` and from `input`.
@@ -207,19 +178,15 @@ fn run(
     container: &str,
     flags: &ExecFlags,
     tx: mpsc::Sender<Bytes>,
-    input: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    input: Option<hijack::Input>,
 ) {
-    let (out_stream, err_stream) = match flags.tty {
-        true => (Stream::Raw, Stream::Raw),
-        false => (Stream::Stdout, Stream::Stderr),
-    };
+    let (out_stream, err_stream) = Stream::pair(flags.tty);
     let out = Box::new(Framer::new(tx.clone(), out_stream));
     let err = Box::new(Framer::new(tx.clone(), err_stream));
     let exec = match d.engine.exec(container, flags, &|_| None, out, err) {
         Ok(e) => Arc::new(e),
         Err(e) => {
-            let line = format!("husk: {}\n", agent_proto::error_chain(&e));
-            let _ = tx.blocking_send(Bytes::from(frame(err_stream, line.as_bytes())));
+            hijack::say(&tx, err_stream, &agent_proto::error_chain(&e));
             let _ = d.execs.with(id, |r| r.exit_code = Some(126));
             return;
         }
@@ -230,27 +197,18 @@ fn run(
         r.pid = pid.unwrap_or(0);
         r.process = Some(Arc::clone(&exec));
     });
-    if let (Some(input), Ok(mut w)) = (input, exec.process.stdin()) {
-        std::thread::spawn(move || {
-            for chunk in input {
-                if w.write_all(&chunk).is_err() {
-                    break;
-                }
-            }
-            let _ = w.close();
-        });
+    if let (Some(input), Ok(w)) = (input, exec.process.stdin()) {
+        hijack::feed_stdin(input, w);
     }
     let code = match exec.process.wait() {
         Ok(exit) => {
             if pid.is_none() {
-                let line = format!("husk: {}\n", exit.detail);
-                let _ = tx.blocking_send(Bytes::from(frame(err_stream, line.as_bytes())));
+                hijack::say(&tx, err_stream, &exit.detail);
             }
             exit.code
         }
         Err(e) => {
-            let line = format!("husk: {}\n", agent_proto::error_chain(&e));
-            let _ = tx.blocking_send(Bytes::from(frame(err_stream, line.as_bytes())));
+            hijack::say(&tx, err_stream, &agent_proto::error_chain(&e));
             126
         }
     };

@@ -16,6 +16,7 @@ mod containers;
 mod error;
 mod events;
 mod exec;
+mod hijack;
 mod images;
 mod objects;
 mod route;

@@ -21,6 +21,17 @@ pub enum Stream {
     Stderr,
 }
 
+impl Stream {
+    /// The (stdout, stderr) streams of a container or exec with a terminal (`tty`: both
+    /// raw) or without one (framed apart).
+    pub fn pair(tty: bool) -> (Stream, Stream) {
+        match tty {
+            true => (Stream::Raw, Stream::Raw),
+            false => (Stream::Stdout, Stream::Stderr),
+        }
+    }
+}
+
 /// Frames `bytes` as `stream` (docker's header, or nothing for raw).
 pub fn frame(stream: Stream, bytes: &[u8]) -> Vec<u8> {
     let kind = match stream {
