@@ -71,21 +71,6 @@ impl Execs {
     }
 }
 
-fn new_id() -> String {
-    let mut bytes = [0u8; 32];
-    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| {
-        use std::io::Read;
-        f.read_exact(&mut bytes)
-    });
-    if read.is_err() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `POST /containers/{id}/exec`.
 pub async fn create(
     d: &Arc<Daemon>,
@@ -108,7 +93,7 @@ pub async fn create(
         }
     })
     .await?;
-    let id = new_id();
+    let id = runtime::container::random_id().map_err(runtime::engine::EngineError::from)?;
     let record = Record {
         container,
         body,

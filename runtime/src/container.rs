@@ -717,7 +717,8 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], ContainerError> {
     Ok(buf)
 }
 
-fn random_id() -> Result<String, ContainerError> {
+/// 64 random hex digits: docker's ID shape (containers here; exec instances too).
+pub fn random_id() -> Result<String, ContainerError> {
     Ok(hex_string(&random_bytes::<32>()?))
 }
 

@@ -470,7 +470,7 @@ fn find_image(
     if let Some(image) = found {
         return Ok(image);
     }
-    let full = with_latest(name);
+    let full = runtime::engine::with_latest(name);
     match policy {
         PullPolicy::Never => bail!("No such image: {full}"),
         PullPolicy::Missing => eprintln!("Unable to find image '{full}' locally"),
@@ -487,16 +487,6 @@ fn looks_like_id(name: &str) -> bool {
         && hex
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-}
-
-/// `busybox` -> `busybox:latest`; names with a tag or digest stay.
-fn with_latest(name: &str) -> String {
-    let last = name.rsplit('/').next().unwrap_or(name);
-    if name.contains('@') || last.contains(':') {
-        name.to_owned()
-    } else {
-        format!("{name}:latest")
-    }
 }
 
 /// `--isolation` (or the host's default); `auto` says on stderr what it picked and why.
@@ -684,17 +674,4 @@ pub(super) fn session(root: &Path, id: &str, s: Session) -> anyhow::Result<ExitC
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(125),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latest_is_implied_like_docker() {
-        assert_eq!(with_latest("busybox"), "busybox:latest");
-        assert_eq!(with_latest("husk/busybox:1"), "husk/busybox:1");
-        assert_eq!(with_latest("localhost:5000/x"), "localhost:5000/x:latest");
-        assert_eq!(with_latest("x@sha256:ab"), "x@sha256:ab");
-    }
 }

@@ -491,11 +491,25 @@ pub struct Exec {
     _client: crate::agent_client::AgentClient,
 }
 
-/// `busybox` -> `busybox:latest` (docker's "No such image" names the tag).
-fn with_latest(name: &str) -> String {
+/// `busybox` -> `busybox:latest` (docker's "No such image" names the tag); names with a
+/// tag or digest stay.
+pub fn with_latest(name: &str) -> String {
     let last = name.rsplit('/').next().unwrap_or(name);
     match name.contains('@') || last.contains(':') {
         true => name.to_owned(),
         false => format!("{name}:latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_latest;
+
+    #[test]
+    fn latest_is_implied_like_docker() {
+        assert_eq!(with_latest("busybox"), "busybox:latest");
+        assert_eq!(with_latest("husk/busybox:1"), "husk/busybox:1");
+        assert_eq!(with_latest("localhost:5000/x"), "localhost:5000/x:latest");
+        assert_eq!(with_latest("x@sha256:ab"), "x@sha256:ab");
     }
 }
