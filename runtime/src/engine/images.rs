@@ -30,6 +30,10 @@ pub enum ImageError {
     /// The store refused (no such image, a conflict, ...).
     #[error(transparent)]
     Store(#[from] rootfs::store::StoreError),
+    /// Which containers use images could not be read (the verb is refused rather than
+    /// risking an image a container needs).
+    #[error("cannot read which containers use images")]
+    Containers(#[source] Box<crate::lifecycle::LifecycleError>),
     /// `rmi -f` of an image a running container uses.
     #[error(
         "conflict: unable to remove image {0} (cannot be forced): a running container is using it"
@@ -92,11 +96,8 @@ pub fn pull(
 pub fn remove(root: &Path, query: &str, force: bool) -> Result<Vec<RemoveEvent>, ImageError> {
     let store = Store::open(root)?;
     // Held throughout: no container is created on an image while it is being removed.
-    let (_lock, in_use) = lifecycle::images_in_use(root).map_err(|_| {
-        ImageError::Store(rootfs::store::StoreError::Conflict(
-            "cannot read which containers use images".into(),
-        ))
-    })?;
+    let (_lock, in_use) =
+        lifecycle::images_in_use(root).map_err(|e| ImageError::Containers(Box::new(e)))?;
     let running = store
         .resolve(query)
         .is_ok_and(|rec| in_use.running.contains(&rec.id));
