@@ -352,24 +352,7 @@ fn docker_pull_through_the_daemon_from_a_loopback_registry() {
     use support::registry::{Push, Registry};
     let reg = Registry::start();
     let source = Ctx::new();
-    let tar = source.root().join("busybox-oci.tar");
-    source.ok(&[
-        "save",
-        "--format",
-        "oci",
-        "-o",
-        tar.to_str().unwrap(),
-        BUSYBOX,
-    ]);
-    let layout = tempfile::tempdir().unwrap();
-    let untar = Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(layout.path())
-        .status()
-        .unwrap();
-    assert!(untar.success());
+    let layout = source.oci_layout(BUSYBOX);
     reg.push(layout.path(), "latest", "e2e/busybox:1", Push::OciGzip);
     let name = format!("{}/e2e/busybox:1", reg.host());
 
@@ -699,22 +682,9 @@ fn docker_run_and_exec_with_a_terminal_under_tmux() {
             "{docker} run -it --name tty --network none --isolation {iso} {BUSYBOX} sh; \
              echo run-exited-$?; {docker} exec -it bg sh; echo exec-exited-$?; sleep 30"
         );
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "91",
-            "-y",
-            "27",
-            &command,
-        ]);
+        tmux.start(&command);
         // `run -it`: a pty of the window's size, what is typed, the shell's exit code.
-        tmux.run(&["send-keys", "-t", "t", "echo h''i; tty; stty size", "Enter"]);
-        let screen = tmux.wait_for("27 91");
-        assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
-        assert!(screen.contains("/dev/pts/"), "{screen}");
+        tmux.assert_shell_on_a_pty_of_the_window_size();
         tmux.run(&["send-keys", "-t", "t", "exit 3", "Enter"]);
         tmux.wait_for("run-exited-3");
         // `exec -it` into the running container.

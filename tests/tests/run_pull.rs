@@ -20,17 +20,7 @@ fn push_busybox(reg: &Registry) -> String {
 /// Pushes `name` (tagged `tag`) of `source` to `reg` as `e2e/busybox:1`; returns its full
 /// name there.
 fn push_from(source: &Ctx, name: &str, tag: &str, reg: &Registry) -> String {
-    let tar = source.root().join("busybox-oci.tar");
-    source.ok(&["save", "--format", "oci", "-o", tar.to_str().unwrap(), name]);
-    let layout = tempfile::tempdir().unwrap();
-    let untar = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(layout.path())
-        .status()
-        .unwrap();
-    assert!(untar.success());
+    let layout = source.oci_layout(name);
     reg.push(layout.path(), tag, "e2e/busybox:1", Push::OciGzip);
     format!("{}/e2e/busybox:1", reg.host())
 }

@@ -140,22 +140,9 @@ fn interactive_tty_under_tmux() {
             "{husk} run -it --name tty --network none --isolation {iso} {BUSYBOX} sh; echo husk-exited-$?; \
              {husk} attach tty; echo attach-exited-$?; sleep 30"
         );
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "91",
-            "-y",
-            "27",
-            &command,
-        ]);
+        tmux.start(&command);
         // The starting size (not the agent's 24x80 default) reaches the pty.
-        tmux.run(&["send-keys", "-t", "t", "echo h''i; tty; stty size", "Enter"]);
-        let screen = tmux.wait_for("27 91");
-        assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
-        assert!(screen.contains("/dev/pts/"), "{screen}");
+        tmux.assert_shell_on_a_pty_of_the_window_size();
         tmux.run(&["resize-window", "-t", "t", "-x", "100", "-y", "30"]);
         // The resize travels husk -> shim -> agent -> pty on its own schedule: the shell
         // waits until the pty has the new size, then says so (the typed line itself never

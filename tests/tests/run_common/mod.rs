@@ -90,6 +90,30 @@ impl Ctx {
             .unwrap();
     }
 
+    /// `image` saved as an OCI layout and unpacked into a fresh directory (what a test
+    /// pushes to its loopback registry).
+    pub fn oci_layout(&self, image: &str) -> tempfile::TempDir {
+        let tar = self.root().join("oci-layout.tar");
+        self.ok(&[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            tar.to_str().unwrap(),
+            image,
+        ]);
+        let layout = tempfile::tempdir().unwrap();
+        let untar = Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(layout.path())
+            .status()
+            .unwrap();
+        assert!(untar.success());
+        layout
+    }
+
     /// The phase marks of every `husk` this context ran.
     fn marks_path(&self) -> PathBuf {
         self.root().with_extension("marks")
@@ -354,6 +378,30 @@ impl Tmux {
             husk_e2e::stderr(&o)
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Opens window `t`, 91 columns by 27 rows, running `command` (a shell line).
+    pub fn start(&self, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "91",
+            "-y",
+            "27",
+            command,
+        ]);
+    }
+
+    /// Types into the shell that runs in window `t` and asserts it has a pty of the
+    /// window's starting size (not the agent's 24x80 default) that echoes what it runs.
+    pub fn assert_shell_on_a_pty_of_the_window_size(&self) {
+        self.run(&["send-keys", "-t", "t", "echo h''i; tty; stty size", "Enter"]);
+        let screen = self.wait_for("27 91");
+        assert!(screen.lines().any(|l| l.trim_end() == "hi"), "{screen}");
+        assert!(screen.contains("/dev/pts/"), "{screen}");
     }
 
     /// What window `t` shows.
