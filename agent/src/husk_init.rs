@@ -29,11 +29,22 @@ pub fn command(argv: &[String]) -> io::Result<Command> {
     Ok(cmd)
 }
 
-/// Runs `husk-init -- PROGRAM ARGS...`; returns the exit code.
+/// The command that holds a container open (`agent_proto::Tool::Hold`).
+pub fn hold_command() -> io::Result<Command> {
+    let mut cmd = crate::self_exe::command(ARGV0)?;
+    cmd.arg(HOLD);
+    Ok(cmd)
+}
+
+/// The argument of [`hold_command`].
+const HOLD: &str = "--hold";
+
+/// Runs `husk-init -- PROGRAM ARGS...` (or `husk-init --hold`); returns the exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let mut args = args.into_iter().skip(1);
     let argv: Vec<OsString> = match args.next() {
         Some(dashes) if dashes == "--" => args.collect(),
+        Some(hold) if hold == HOLD => return hold_open(),
         _ => Vec::new(),
     };
     let Some((program, rest)) = argv.split_first() else {
@@ -77,6 +88,30 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     };
     drop(child);
     serve(workload, &all)
+}
+
+/// Holds the container open: reaps whatever reparents here, and ends with 0 at the first
+/// SIGTERM, SIGINT, SIGHUP or SIGQUIT (docker's stop).
+fn hold_open() -> i32 {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"husk-init".as_ptr()) };
+    let all = full_set();
+    // SAFETY: sets this (single-threaded) process's mask from a filled local set.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &raw const all, std::ptr::null_mut()) };
+    loop {
+        // SAFETY: sigwaitinfo reads the set and writes one siginfo_t into a local.
+        let sig = unsafe {
+            let mut info = MaybeUninit::<libc::siginfo_t>::uninit();
+            libc::sigwaitinfo(&raw const all, info.as_mut_ptr())
+        };
+        match sig {
+            libc::SIGCHLD => {
+                reap(0);
+            }
+            libc::SIGTERM | libc::SIGINT | libc::SIGHUP | libc::SIGQUIT => return 0,
+            _ => {}
+        }
+    }
 }
 
 /// Forwards signals and reaps until the workload has ended; returns its code.

@@ -48,10 +48,18 @@ fn summary(i: &ImageRecord) -> Value {
 }
 
 /// `GET /images/json`.
-pub async fn list(d: &Arc<Daemon>) -> Result<Resp, ApiError> {
+pub async fn list(d: &Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     let engine = d.engine.clone();
     let images = blocking(move || Ok(engine.images()?)).await?;
-    let out: Vec<Value> = images.iter().map(summary).collect();
+    let hidden = match q.flag("all") {
+        true => Default::default(),
+        false => rootfs::store::intermediates(&images),
+    };
+    let out: Vec<Value> = images
+        .iter()
+        .filter(|i| !hidden.contains(&i.id))
+        .map(summary)
+        .collect();
     Ok(body::json(StatusCode::OK, &out))
 }
 
@@ -65,7 +73,7 @@ pub async fn inspect(d: &Arc<Daemon>, name: &str) -> Result<Resp, ApiError> {
         "Id": i.id.to_string(),
         "RepoTags": tags(&i),
         "RepoDigests": i.repo_digests,
-        "Parent": "",
+        "Parent": i.parent.as_ref().map(ToString::to_string).unwrap_or_default(),
         "Comment": "",
         "Created": i.created.clone().unwrap_or_default(),
         "Config": i.config.config,
@@ -171,14 +179,31 @@ impl Progress for JsonProgress {
 pub async fn remove(d: &Arc<Daemon>, name: &str, q: &Query) -> Result<Resp, ApiError> {
     let (engine, name, force) = (d.engine.clone(), name.to_owned(), q.flag("force"));
     let events = blocking(move || Ok(engine.image_remove(&name, force)?)).await?;
-    let out: Vec<Value> = events
-        .iter()
-        .map(|e| match e {
-            RemoveEvent::Untagged(n) => json!({ "Untagged": n }),
-            RemoveEvent::Deleted(d) => json!({ "Deleted": d.to_string() }),
-        })
-        .collect();
+    let out: Vec<Value> = events.iter().map(remove_event).collect();
     Ok(body::json(StatusCode::OK, &out))
+}
+
+/// `POST /images/prune?filters={"dangling":["false"]}`: dangling images, or every unused
+/// one when `dangling` is false (docker's `image prune -a`).
+pub async fn prune(d: &Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
+    let all = q
+        .filters()?
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|x| x == "false" || x == "0"));
+    let engine = d.engine.clone();
+    let (events, freed) = blocking(move || Ok(engine.image_prune(all)?)).await?;
+    let deleted: Vec<Value> = events.iter().map(remove_event).collect();
+    Ok(body::json(
+        StatusCode::OK,
+        &json!({ "ImagesDeleted": deleted, "SpaceReclaimed": freed }),
+    ))
+}
+
+fn remove_event(e: &RemoveEvent) -> Value {
+    match e {
+        RemoveEvent::Untagged(n) => json!({ "Untagged": n }),
+        RemoveEvent::Deleted(d) => json!({ "Deleted": d.to_string() }),
+    }
 }
 
 /// `POST /images/{name}/tag?repo=&tag=`.
@@ -236,19 +261,7 @@ pub async fn load(
     d: &Arc<Daemon>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<Resp, ApiError> {
-    use http_body_util::BodyExt;
-    use std::io::Write;
-    let dir = d.engine.root().join("images");
-    std::fs::create_dir_all(&dir).map_err(|_| ApiError::Body)?;
-    let mut spool = tempfile_in(&dir)?;
-    let mut body = req.into_body();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ApiError::Body)?;
-        if let Some(data) = frame.data_ref() {
-            spool.1.write_all(data).map_err(|_| ApiError::Body)?;
-        }
-    }
-    spool.1.flush().map_err(|_| ApiError::Body)?;
+    let spool = crate::spool::receive(req, &d.engine.root().join("images"), "load").await?;
     let engine = d.engine.clone();
     let loaded = blocking(move || {
         let r = engine.image_load(&spool.0);
@@ -269,33 +282,6 @@ pub async fn load(
         }
     }
     Ok(body::with(StatusCode::OK, "application/json", lines))
-}
-
-/// A spool file in the state directory, removed when dropped (a client that goes away
-/// mid-upload leaves nothing behind).
-struct Spool(std::path::PathBuf, std::fs::File);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A new spool file in `dir`.
-fn tempfile_in(dir: &std::path::Path) -> Result<Spool, ApiError> {
-    for n in 0..1000u32 {
-        let path = dir.join(format!(".api-load-{}-{n}", std::process::id()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => return Ok(Spool(path, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(_) => return Err(ApiError::Body),
-        }
-    }
-    Err(ApiError::Body)
 }
 
 /// `GET /images/{name}/history`: newest step first, the image's ID on the top one.

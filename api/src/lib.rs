@@ -2,7 +2,8 @@
 //! socket so that the docker CLI, docker-compose and the SDKs drive husk. Every request
 //! becomes a call on `runtime::engine::Engine`; this crate only speaks HTTP: routing
 //! (`route`), bodies and docker's stream framing (`body`, `stream`), error statuses
-//! (`error`), and the endpoint groups (`system`, `containers`, `attach`, `images`).
+//! (`error`), and the endpoint groups (`system`, `containers`, `attach`, `images`,
+//! `build`).
 //!
 //! The runtime's verbs block (they wait on shims and guests), so every handler runs them on
 //! tokio's blocking pool; the HTTP side is one small current-thread runtime.
@@ -12,6 +13,7 @@
 mod archive;
 mod attach;
 mod body;
+mod build;
 mod containers;
 mod error;
 mod events;
@@ -21,6 +23,7 @@ mod images;
 mod objects;
 mod route;
 mod server;
+mod spool;
 mod stats;
 mod stream;
 mod system;

@@ -278,10 +278,12 @@ async fn dispatch(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, A
         (&Method::POST, ["exec", id, "resize"]) => crate::exec::resize(&d, id, &q),
         (&Method::POST, ["containers", id, verb]) => containers::verb(&d, id, verb, &q).await,
         (&Method::DELETE, ["containers", id]) => containers::remove(&d, id, &q).await,
-        (&Method::GET, ["images", "json"]) => images::list(&d).await,
+        (&Method::GET, ["images", "json"]) => images::list(&d, &q).await,
         (&Method::POST, ["images", "create"]) => images::create(&d, &q).await,
         (&Method::GET, ["images", "get"]) => images::save(&d, q.all("names")).await,
         (&Method::POST, ["images", "load"]) => images::load(&d, req).await,
+        (&Method::POST, ["images", "prune"]) => images::prune(&d, &q).await,
+        (&Method::POST, ["build"]) => crate::build::build(&d, &q, req).await,
         (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
             images::save(&d, vec![name.join("/")]).await
         }

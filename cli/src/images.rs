@@ -12,7 +12,6 @@ use clap::{Args, Subcommand, ValueEnum};
 use rootfs::archive::{self, ImportOptions, SaveFormat};
 use rootfs::reference::Reference;
 use rootfs::store::{ImageRecord, RemoveEvent, Store};
-use runtime::lifecycle;
 use serde_json::json;
 
 use crate::format::Format;
@@ -24,7 +23,7 @@ pub struct ListArgs {
     /// Only show image IDs.
     #[arg(short, long)]
     quiet: bool,
-    /// Show all images (accepted for docker compatibility).
+    /// Show all images (by default a build's intermediate images are hidden).
     #[arg(short, long)]
     all: bool,
     /// Show full image IDs.
@@ -301,7 +300,6 @@ fn open(root: &Path) -> anyhow::Result<Store> {
 
 /// `husk images`.
 pub fn list(a: ListArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let _ = a.all;
     let store = open(root)?;
     let filter = match &a.reference {
         Some(r) => Some(Reference::parse_name_parts(r)?),
@@ -311,8 +309,13 @@ pub fn list(a: ListArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let format = a.format.as_deref().map(Format::parse).transpose()?;
     let now = chrono::Utc::now();
     let mut listed = Vec::new();
-    for rec in store.list()? {
-        if !filters.matches(&rec) {
+    let all = store.list()?;
+    let hidden = match a.all {
+        true => Default::default(),
+        false => rootfs::store::intermediates(&all),
+    };
+    for rec in all {
+        if !filters.matches(&rec) || hidden.contains(&rec.id) {
             continue;
         }
         let id = if a.no_trunc {
@@ -525,7 +528,7 @@ fn inspect_json(rec: &ImageRecord, size: u64) -> serde_json::Value {
         "Id": rec.id.to_string(),
         "RepoTags": familiar(&rec.references),
         "RepoDigests": familiar(&rec.repo_digests),
-        "Parent": "",
+        "Parent": rec.parent.as_ref().map(ToString::to_string).unwrap_or_default(),
         "Comment": c.history.last().and_then(|h| h.comment.clone()).unwrap_or_default(),
         "Created": c.created.clone().unwrap_or_default(),
         "Author": c.author.clone().unwrap_or_default(),
@@ -548,10 +551,7 @@ fn inspect_json(rec: &ImageRecord, size: u64) -> serde_json::Value {
 /// Removes dangling images (every unused one with `all`) and unused layer disks: what was
 /// untagged and deleted, and the bytes freed.
 pub fn prune_images(root: &Path, all: bool) -> anyhow::Result<(Vec<RemoveEvent>, u64)> {
-    let store = open(root)?;
-    let (_lock, in_use) = lifecycle::images_in_use(root)?;
-    let (events, freed) = store.prune(all, &in_use.images)?;
-    Ok((events, freed + prune_disks(root, &store, &in_use)?))
+    Ok(runtime::engine::images::prune(root, all)?)
 }
 
 /// What an image prune removes, in docker's words.
@@ -641,12 +641,6 @@ where
 
 pub(crate) fn build_disks(root: &Path, store: &Store, rec: &ImageRecord) -> anyhow::Result<()> {
     Ok(runtime::engine::images::build_disks(root, store, rec)?)
-}
-
-fn prune_disks(root: &Path, store: &Store, containers: &lifecycle::InUse) -> anyhow::Result<u64> {
-    Ok(runtime::engine::images::prune_disks(
-        root, store, containers,
-    )?)
 }
 
 /// `husk save`: written to a temporary file renamed into place, so a failure leaves no

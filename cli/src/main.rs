@@ -1,6 +1,7 @@
 //! `husk`: argument parsing and printing only; every verb calls the `runtime` crate.
 //! Errors print as one line on stderr and exit with docker's code 125.
 
+mod build;
 mod containers;
 mod daemon;
 mod events;
@@ -74,6 +75,8 @@ enum Command {
     Save(images::SaveArgs),
     /// Create an image from a root filesystem tarball.
     Import(images::ImportArgs),
+    /// Build an image from a Dockerfile (every RUN in a sandbox, a microVM by default).
+    Build(build::BuildArgs),
     /// Show an image's history.
     History(images::HistoryArgs),
     /// Manage images.
@@ -141,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(a) => Ok(images::report(images::load(a, &root))),
         Command::Save(a) => Ok(images::report(images::save(a, &root))),
         Command::Import(a) => Ok(images::report(images::import(a, &root))),
+        Command::Build(a) => Ok(images::report(build::build(a, &root, &cli.kvm_device))),
         Command::Image(c) => Ok(images::report(images::run_image(c, &root))),
         Command::History(a) => Ok(images::report(images::history(a, &root))),
         Command::Pull(a) => Ok(images::report(registry::pull(a, &root))),

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod files;
 mod status;
+
+pub use files::ContainerDir;
 
 pub use status::{Event, Status, TransitionError};
 
@@ -154,6 +157,10 @@ pub struct HostConfig {
     pub auto_remove: bool,
     /// `--init`: the workload runs under husk-init, which reaps orphans and passes signals on.
     pub init: bool,
+    /// A build step's container: `husk-init --hold` instead of the command (see
+    /// `agent_proto::Tool::Hold`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
     /// `--cold`: boot the VM's kernel instead of restoring the warm-start template
     /// (vm isolation; see docs/warm-starts.md).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -552,7 +559,7 @@ impl Store {
         fs::create_dir(&dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| ContainerError::Corrupt(dir.clone(), e))?;
-        write_atomic(&dir.join("config.json"), &json)?;
+        write_atomic(&ContainerDir::new(&dir).config(), &json)?;
         self.write_state(&id, &ContainerState::default())?;
         Ok(config)
     }
@@ -573,7 +580,7 @@ impl Store {
         let dir = self.dir(id);
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| ContainerError::Corrupt(dir.clone(), e))?;
-        write_atomic(&dir.join("config.json"), &json)
+        write_atomic(&ContainerDir::new(&dir).config(), &json)
     }
 
     /// Changes container `id`'s `config.json` with `change` (under its lock); returns the
@@ -589,7 +596,7 @@ impl Store {
         let dir = self.dir(id);
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| ContainerError::Corrupt(dir.clone(), e))?;
-        write_atomic(&dir.join("config.json"), &json)?;
+        write_atomic(&ContainerDir::new(&dir).config(), &json)?;
         Ok(config)
     }
 
@@ -652,22 +659,22 @@ impl Store {
         if !self.dir(id).is_dir() {
             return Err(ContainerError::NoSuchContainer(id.to_owned()));
         }
-        Lock::take(&self.dir(id).join("lock"))
+        Lock::take(&ContainerDir::new(self.dir(id)).lock())
     }
 
     /// Reads `config.json`.
     pub fn config(&self, id: &str) -> Result<ContainerConfig, ContainerError> {
-        read_json(&self.dir(id).join("config.json"), id)
+        read_json(&ContainerDir::new(self.dir(id)).config(), id)
     }
 
     /// Reads `state.json`.
     pub fn state(&self, id: &str) -> Result<ContainerState, ContainerError> {
-        read_json(&self.dir(id).join("state.json"), id)
+        read_json(&ContainerDir::new(self.dir(id)).state(), id)
     }
 
     /// Writes `state.json` atomically (callers hold the lock).
     pub fn write_state(&self, id: &str, state: &ContainerState) -> Result<(), ContainerError> {
-        let path = self.dir(id).join("state.json");
+        let path = ContainerDir::new(self.dir(id)).state();
         let json = serde_json::to_vec_pretty(state)
             .map_err(|e| ContainerError::Corrupt(path.clone(), e))?;
         write_atomic(&path, &json)
@@ -922,10 +929,10 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
             "Health": state.health,
         },
         "Image": config.image,
-        "ResolvConfPath": dir.join(RESOLV_CONF_FILE),
-        "HostnamePath": dir.join(HOSTNAME_FILE),
-        "HostsPath": dir.join(HOSTS_FILE),
-        "LogPath": dir.join(crate::logs::LOG_FILE),
+        "ResolvConfPath": dir.join(files::RESOLV_CONF),
+        "HostnamePath": dir.join(files::HOSTNAME),
+        "HostsPath": dir.join(files::HOSTS),
+        "LogPath": dir.join(files::LOG),
         "Name": format!("/{}", config.name),
         "RestartCount": state.restart_count,
         "Driver": "overlay",
@@ -970,13 +977,6 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
         "Isolation": state.isolation.as_str(),
     })
 }
-
-/// The container's `/etc/resolv.conf` as it was given to the sandbox (in its directory).
-pub const RESOLV_CONF_FILE: &str = "resolv.conf";
-/// The container's `/etc/hosts`, likewise.
-pub const HOSTS_FILE: &str = "hosts";
-/// The container's `/etc/hostname`, likewise.
-pub const HOSTNAME_FILE: &str = "hostname";
 
 #[cfg(test)]
 mod tests {

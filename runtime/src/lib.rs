@@ -3,10 +3,12 @@
 //! microVM with boot milestones (`husk vm boot`), the VMM benchmark (`husk bench vmm`), and
 //! the host side of the agent protocol (`agent_client`), and containers: their state
 //! (`container`, `logs`), the verbs (`lifecycle`), the per-container `shim` and the two
-//! isolation backends (`sandbox`).
+//! isolation backends (`sandbox`); the engine every front end drives (`engine`) and image
+//! builds from Dockerfiles (`build`).
 
 pub mod agent_client;
 pub mod bench;
+pub mod build;
 pub mod caps;
 pub mod container;
 pub mod device;

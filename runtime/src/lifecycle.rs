@@ -57,9 +57,6 @@ use crate::shim::{self, ShimError};
 
 pub use crate::shim::client::AttachStdin;
 
-/// The scratch disk's file name in the container directory.
-pub const SCRATCH_FILE: &str = "scratch.img";
-
 /// The lock `create` and `rmi` share (a file in `<root>/containers`, not a container).
 const IMAGES_LOCK: &str = "images.lock";
 
@@ -193,7 +190,7 @@ pub fn create(root: &Path, mut req: CreateRequest) -> Result<ContainerConfig, Li
         }
     };
     drop(volumes_lock);
-    let scratch = store.dir(&config.id).join(SCRATCH_FILE);
+    let scratch = crate::container::ContainerDir::new(store.dir(&config.id)).scratch();
     if let Err(e) = rootfs::layer::create_scratch_from_template(
         &rootfs::layer::layers_dir(root),
         &scratch,
@@ -533,8 +530,14 @@ pub fn logs(
     let id = store.resolve(query)?;
     let dir = store.dir(&id);
     let still_running = || ShimClient::connect(&dir).is_ok();
-    logs::read(&dir.join(logs::LOG_FILE), opts, out, err, &still_running)
-        .map_err(LifecycleError::Logs)
+    logs::read(
+        &dir.join(crate::container::files::LOG),
+        opts,
+        out,
+        err,
+        &still_running,
+    )
+    .map_err(LifecycleError::Logs)
 }
 
 /// Where a running container's agent listens (for `exec`).
@@ -551,10 +554,10 @@ pub fn agent_endpoint(root: &Path, query: &str) -> Result<Endpoint, LifecycleErr
     let dir = store.dir(&id);
     Ok(match state.isolation {
         Isolation::Vm => Endpoint::Vsock {
-            uds: dir.join("vsock.sock"),
+            uds: dir.join(crate::container::files::VSOCK_SOCKET),
             port: agent_proto::CONTROL_PORT,
         },
-        _ => Endpoint::Unix(dir.join("agent.sock")),
+        _ => Endpoint::Unix(dir.join(crate::container::files::AGENT_SOCKET)),
     })
 }
 

@@ -11,9 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The log's file name in the container directory.
-pub const LOG_FILE: &str = "log.jsonl";
-
 /// How often `--follow` looks for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
@@ -190,7 +187,7 @@ mod tests {
     #[test]
     fn lines_tail_and_timestamps() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(LOG_FILE);
+        let path = dir.path().join(crate::container::files::LOG);
         let w = LogWriter::open(&path).unwrap();
         w.write(false, b"one\ntw").unwrap();
         w.write(true, b"err\n").unwrap();

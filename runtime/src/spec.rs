@@ -219,6 +219,9 @@ pub struct RunFlags {
     pub auto_remove: bool,
     /// `--init`.
     pub init: bool,
+    /// A build step's container: held open by `husk-init --hold` instead of a command (the
+    /// step's commands run as execs in it).
+    pub hold: bool,
     /// `--cold`.
     pub cold_boot: bool,
     /// `--network` (`None`: the default, the `bridge` network).
@@ -273,6 +276,9 @@ pub struct RunFlags {
     pub cmd: Vec<String>,
 }
 
+/// What a held container's config names as its command (`ps`, `inspect`).
+pub const HOLD_COMMAND: &str = "husk-init";
+
 /// Builds the create request for `image` (typed as `image_ref`) from its config and the
 /// flags; `lookup` reads the host's environment (for `-e KEY`), `host_cpus` bounds `--cpus`.
 pub fn build(
@@ -283,12 +289,18 @@ pub fn build(
     host_cpus: usize,
 ) -> Result<CreateRequest, SpecError> {
     let defaults = image.config.config.clone().unwrap_or_default();
-    let (entrypoint, cmd) = command(
-        defaults.entrypoint.unwrap_or_default(),
-        defaults.cmd.unwrap_or_default(),
-        flags.entrypoint.as_deref(),
-        &flags.cmd,
-    )?;
+    let (entrypoint, cmd) = match flags.hold {
+        true => (
+            Vec::new(),
+            vec![HOLD_COMMAND.to_owned(), "--hold".to_owned()],
+        ),
+        false => command(
+            defaults.entrypoint.unwrap_or_default(),
+            defaults.cmd.unwrap_or_default(),
+            flags.entrypoint.as_deref(),
+            &flags.cmd,
+        )?,
+    };
     let mut overrides = Vec::new();
     for f in &flags.env_files {
         overrides.extend(read_env_file(f, lookup)?);
@@ -473,6 +485,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         restart_policy,
         auto_remove: flags.auto_remove,
         init: flags.init,
+        hold: flags.hold,
         cold_boot: flags.cold_boot,
         network_mode: match &flags.network {
             Some(n) => crate::network::Mode::parse(n, flags.isolation == Isolation::Vm)?,

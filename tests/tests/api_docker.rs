@@ -405,6 +405,15 @@ fn docker_pull_through_the_daemon_from_a_loopback_registry() {
     // A repository the registry does not have: docker's exit code, the registry's word.
     let o = d.run(&["pull", &format!("{}/e2e/missing:1", reg.host())]);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
+    // No container uses it any more: `image prune -a` deletes it (a plain prune does not:
+    // it is tagged).
+    let kept = d.ok(&["image", "prune", "-f"]);
+    assert!(!kept.contains("deleted:"), "{kept}");
+    let pruned = d.ok(&["image", "prune", "-a", "-f"]);
+    assert!(pruned.contains(&format!("untagged: {name}")), "{pruned}");
+    assert!(pruned.contains("deleted: sha256:"), "{pruned}");
+    let images = d.ok(&["images", "-q"]);
+    assert!(images.trim().is_empty(), "{images}");
     d.stop();
     ctx.assert_clean();
 }
@@ -783,6 +792,80 @@ fn docker_network_and_volume_verbs_through_the_daemon() {
         d.ok(&["network", "rm", "n1"]);
         d.ok(&["volume", "rm", "v1"]);
         assert_eq!(d.ok(&["volume", "ls", "-q"]), "", "[{iso}]");
+        d.stop();
+        ctx.assert_clean();
+    }
+}
+
+const BUILT: &str = "FROM husk/busybox\nARG WHO=nobody\nCOPY page.html /srv/\n\
+    RUN echo \"built for $WHO\" >> /srv/page.html\nCMD [\"cat\", \"/srv/page.html\"]\n";
+
+/// `docker build` (the classic builder's `POST /build`: a tar context, JSON progress),
+/// under both isolations: the image runs; a failing RUN is docker's error and exit code;
+/// the Python SDK and compose's `build:` build through the same endpoint (process).
+#[test]
+fn docker_build_through_the_daemon() {
+    for iso in backends("docker_build_through_the_daemon") {
+        let ns = NetNs::new(&format!("bld{iso}"));
+        let ctx = Ctx::isolated(iso).in_netns(&ns);
+        // The host's default, for the clients below that cannot say `--isolation`.
+        let settings = format!("{{\"default-isolation\": \"{iso}\"}}");
+        std::fs::write(ctx.root().join("daemon.json"), settings).unwrap();
+        let d = Daemon::start(&ctx);
+        let dir = ctx.root().join("app");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("page.html"), "page\n").unwrap();
+        std::fs::write(dir.join("Dockerfile"), BUILT).unwrap();
+        let ctxdir = dir.to_str().unwrap();
+        let out = d.ok(&[
+            "build",
+            "-t",
+            "app:1",
+            "--isolation",
+            iso,
+            "--build-arg",
+            "WHO=docker",
+            ctxdir,
+        ]);
+        assert!(out.contains("Step 4/5 : RUN echo"), "[{iso}] {out}");
+        assert!(out.contains("Successfully tagged app:1"), "[{iso}] {out}");
+        let ran = d.ok(&["run", "--rm", "--isolation", iso, "app:1"]);
+        assert_eq!(ran, "page\nbuilt for docker\n", "[{iso}]");
+        std::fs::write(dir.join("Dockerfile"), "FROM husk/busybox\nRUN exit 7\n").unwrap();
+        let o = d.run(&["build", "--isolation", iso, ctxdir]);
+        assert_eq!(o.status.code(), Some(1), "[{iso}] {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("The command '/bin/sh -c exit 7' returned a non-zero code: 7"),
+            "[{iso}] {err}"
+        );
+        if iso == "process" {
+            std::fs::write(dir.join("Dockerfile"), BUILT).unwrap();
+            let sdk = "import sys, docker\n\
+                c = docker.DockerClient(base_url=sys.argv[1], version='auto')\n\
+                img, logs = c.images.build(path=sys.argv[2], tag='sdk:1', buildargs={'WHO': 'sdk'})\n\
+                print(img.tags)\n\
+                print(c.containers.run('sdk:1', remove=True).decode(), end='')";
+            let url = format!("unix://{}", d.socket.display());
+            let said = python_sdk(sdk, &[&url, ctxdir]);
+            assert!(
+                said.contains("'sdk:1'") && said.ends_with("built for sdk"),
+                "{said}"
+            );
+            let file = dir.join("docker-compose.yml");
+            std::fs::write(&file, "version: \"2.4\"\nservices:\n  app:\n    build: .\n    image: composed:1\n    isolation: process\n    network_mode: none\n").unwrap();
+            let mut c = Command::new("docker-compose");
+            c.env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+                .args(["-p", "bld", "-f"])
+                .arg(&file)
+                .args(["build"])
+                .stdin(Stdio::null());
+            let o = output(c);
+            assert!(o.status.success(), "compose build: {o:?}");
+            let images = d.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+            assert!(images.lines().any(|l| l == "composed:1"), "{images}");
+        }
+        assert_eq!(d.ok(&["ps", "-aq"]), "", "[{iso}]");
         d.stop();
         ctx.assert_clean();
     }

@@ -358,6 +358,10 @@ pub enum Tool {
     /// `husk-top`: the container's processes as `ps -ef` lists them ([`Top`] as JSON on
     /// stdout).
     Top,
+    /// `husk-init --hold`, as the main process only: holds the container open with no
+    /// program of the image's (docker's build steps run their commands as later processes),
+    /// reaping orphans, until a stop signal ends it with 0.
+    Hold,
 }
 
 /// docker's `top`: column titles and one row per process.

@@ -65,8 +65,15 @@ pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnError> {
     if spec.argv.is_empty() {
         return invalid("argv is empty".into());
     }
-    if spec.tool.is_some() && (spec.main || spec.init) {
-        return invalid("a tool cannot be the main process or run under init".into());
+    match (&spec.tool, spec.main, spec.init) {
+        (Some(Tool::Hold), true, false) | (None, ..) => {}
+        (Some(Tool::Hold), ..) => {
+            return invalid("the hold tool is a main process without init".into());
+        }
+        (Some(_), main, init) if main || init => {
+            return invalid("a tool cannot be the main process or run under init".into());
+        }
+        (Some(_), ..) => {}
     }
     let strings = spec
         .argv
@@ -150,6 +157,10 @@ fn spawn_in(
         (Some(Tool::Archive(op)), _) => {
             crate::archive::command(op).map_err(|e| start_error(spec, e))?
         }
+        (Some(Tool::Hold), _) => (
+            crate::husk_init::hold_command().map_err(|e| start_error(spec, e))?,
+            Vec::new(),
+        ),
         (Some(Tool::Top), _) => (
             crate::top::command().map_err(|e| start_error(spec, e))?,
             Vec::new(),

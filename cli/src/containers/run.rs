@@ -13,10 +13,10 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rootfs::store::{Store, StoreError};
 use runtime::container::Isolation;
-use runtime::info::Guests;
+use runtime::engine::{Engine, EngineError};
 use runtime::lifecycle::{self, AttachOptions, LifecycleError};
 use runtime::shim::ShimError;
-use runtime::spec::{self, IsolationChoice, RunFlags};
+use runtime::spec::RunFlags;
 
 use super::term;
 use crate::registry::PullPolicy;
@@ -212,23 +212,18 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         // Before any other thread exists, so that the signals reach only the relay.
         relay_signals(root, &target, a.tty)?;
     }
+    let engine = Engine::new(root.to_path_buf()).with_kvm_device(kvm_device);
     let image = find_image(root, &a.image, a.pull.parse()?)?;
-    let isolation = pick_isolation(root, a.isolation.as_deref(), kvm_device)?;
+    let isolation = pick_isolation(&engine, a.isolation.as_deref())?;
     let flags = flags(&a, isolation);
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let req = spec::build(&image, &a.image, &flags, &|k| std::env::var(k).ok(), cpus)?;
     check_cidfile(a.cidfile.as_deref())?;
-    let config = lifecycle::create(root, req)?;
+    let config = engine.create_from_flags(&image, &a.image, &flags, &|k| std::env::var(k).ok())?;
     let id = config.id;
     write_cidfile(a.cidfile.as_deref(), &id)?;
-    let started = match a.detach {
-        true => lifecycle::start(root, &id),
-        false => lifecycle::start_for_attach(root, &id),
-    };
-    match started {
+    match engine.start(&id, !a.detach) {
         // As docker: a detached run prints the ID once the workload runs, or says why it
         // could not start and exits with 125 or the workload's 126/127.
-        Err(LifecycleError::Shim(ShimError::NotStarted { code, why })) => {
+        Err(EngineError::Lifecycle(LifecycleError::Shim(ShimError::NotStarted { code, why }))) => {
             eprintln!("husk: {why}");
             return Ok(ExitCode::from(
                 u8::try_from(code.clamp(1, 255)).unwrap_or(125),
@@ -270,14 +265,13 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
 
 /// `husk create`: the container, ready for `start` (or `start -a`); prints its ID.
 pub fn create(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(root.to_path_buf()).with_kvm_device(kvm_device);
     let image = find_image(root, &a.image, a.pull.parse()?)?;
-    let isolation = pick_isolation(root, a.isolation.as_deref(), kvm_device)?;
+    let isolation = pick_isolation(&engine, a.isolation.as_deref())?;
     let mut flags = flags(&a, isolation);
     flags.attach = false;
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let req = spec::build(&image, &a.image, &flags, &|k| std::env::var(k).ok(), cpus)?;
     check_cidfile(a.cidfile.as_deref())?;
-    let config = lifecycle::create(root, req)?;
+    let config = engine.create_from_flags(&image, &a.image, &flags, &|k| std::env::var(k).ok())?;
     write_cidfile(a.cidfile.as_deref(), &config.id)?;
     println!("{}", config.id);
     Ok(ExitCode::SUCCESS)
@@ -407,6 +401,7 @@ fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
         attach: !a.detach,
         auto_remove: a.rm,
         init: a.init,
+        hold: false,
         cold_boot: a.cold,
         network: a.network.clone(),
         network_aliases: a.network_alias.clone(),
@@ -490,36 +485,11 @@ fn looks_like_id(name: &str) -> bool {
 }
 
 /// `--isolation` (or the host's default); `auto` says on stderr what it picked and why.
-fn pick_isolation(
-    root: &Path,
-    choice: Option<&str>,
-    kvm_device: &Path,
-) -> anyhow::Result<Isolation> {
-    let choice: IsolationChoice = match choice {
-        Some(c) => c.parse()?,
-        None => runtime::settings::default_isolation(
-            root,
-            std::env::var(runtime::settings::ISOLATION_ENV).ok(),
-        )?
-        .parse()?,
-    };
-    if choice == IsolationChoice::Vm {
-        lifecycle::check_vm_possible(kvm_device)?;
+fn pick_isolation(engine: &Engine, choice: Option<&str>) -> anyhow::Result<Isolation> {
+    let (picked, why) = engine.pick_isolation(choice)?;
+    if let Some(why) = why {
+        eprintln!("husk: --isolation auto: using {} ({why})", picked.as_str());
     }
-    if choice != IsolationChoice::Auto {
-        return Ok(choice.resolve(false));
-    }
-    let kvm = runtime::info::kvm_info(kvm_device);
-    let picked = choice.resolve(kvm.can_run_linux_guests);
-    let why = match (kvm.guests, kvm.error) {
-        (Guests::Hardware, _) => "this host's KVM runs guests natively".to_owned(),
-        (Guests::Emulated, _) => format!(
-            "this host's KVM ({}) runs guests with their kernel code emulated: expect seconds per start",
-            kvm.module.unwrap_or_default()
-        ),
-        (Guests::None, e) => format!("KVM is unusable here: {}", e.unwrap_or_default()),
-    };
-    eprintln!("husk: --isolation auto: using {} ({why})", picked.as_str());
     Ok(picked)
 }
 

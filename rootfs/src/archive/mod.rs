@@ -1,10 +1,11 @@
 //! Images in and out of files: `load` (docker-save tars and OCI image layouts, as a
 //! directory or a tar, optionally gzip-compressed), `import` (a root filesystem tar becomes a
 //! one-layer image, like `docker import`), `commit` (a container's changes on top of its
-//! image) and `save` (docker-archive or OCI layout tar).
+//! image), `derive` (a build step's image) and `save` (docker-archive or OCI layout tar).
 
 mod changes;
 mod commit;
+mod derive;
 mod import;
 mod load;
 mod save;
@@ -18,6 +19,7 @@ use crate::store::StoreError;
 
 pub use changes::apply_change;
 pub use commit::{CommitOptions, commit, ingest_layer};
+pub use derive::{Step, derive};
 pub use import::{ImportOptions, import};
 pub use load::load;
 pub use save::{SaveFormat, save};

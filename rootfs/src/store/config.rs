@@ -67,6 +67,12 @@ pub struct ContainerConfig {
     /// Health check (Dockerfile `HEALTHCHECK`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<Healthcheck>,
+    /// The shell of shell-form commands (Dockerfile `SHELL`; `/bin/sh -c` without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Vec<String>>,
+    /// Instructions for builds that start `FROM` this image (Dockerfile `ONBUILD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_build: Option<Vec<String>>,
 }
 
 /// docker's health check: what to run and when (durations in nanoseconds, 0 = docker's

@@ -55,6 +55,12 @@ pub struct ImageRecord {
     pub size: u64,
     /// When the image was added to this store (RFC 3339).
     pub added: String,
+    /// The image a build step made this one on (docker's `Parent`; builds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
+    /// The build cache's key of the step that made it (builds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_key: Option<String>,
 }
 
 impl ImageRecord {
@@ -72,6 +78,18 @@ impl ImageRecord {
             .into_iter()
             .chain(self.layers.iter().map(|l| &l.digest))
     }
+}
+
+/// The untagged images of `images` that other images were built on (docker's intermediate
+/// images, which `images` lists only with `-a`).
+pub fn intermediates(images: &[ImageRecord]) -> std::collections::BTreeSet<Digest> {
+    let parents: std::collections::BTreeSet<&Digest> =
+        images.iter().filter_map(|r| r.parent.as_ref()).collect();
+    images
+        .iter()
+        .filter(|r| r.references.is_empty() && parents.contains(&r.id))
+        .map(|r| r.id.clone())
+        .collect()
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

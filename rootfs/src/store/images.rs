@@ -32,7 +32,45 @@ impl Store {
         refs: &[Reference],
         repo_digests: bool,
     ) -> Result<ImageRecord, StoreError> {
+        self.add_record(self.build_record(manifest_digest)?, refs, repo_digests)
+    }
+
+    /// Adds the image a build step made (manifest and blobs stored) on `parent`, found again
+    /// by [`Store::built`] with `key`.
+    pub fn add_built(
+        &self,
+        manifest_digest: &Digest,
+        refs: &[Reference],
+        parent: Option<Digest>,
+        key: String,
+    ) -> Result<ImageRecord, StoreError> {
         let mut rec = self.build_record(manifest_digest)?;
+        rec.parent = parent;
+        rec.build_key = Some(key);
+        self.add_record(rec, refs, false)
+    }
+
+    /// The image a build step with `key` made on `parent` (`None`: on no image), if it is
+    /// still here: the build cache.
+    pub fn built(
+        &self,
+        parent: Option<&Digest>,
+        key: &str,
+    ) -> Result<Option<ImageRecord>, StoreError> {
+        Ok(self
+            .read_db()?
+            .images
+            .into_values()
+            .find(|r| r.parent.as_ref() == parent && r.build_key.as_deref() == Some(key)))
+    }
+
+    fn add_record(
+        &self,
+        mut rec: ImageRecord,
+        refs: &[Reference],
+        repo_digests: bool,
+    ) -> Result<ImageRecord, StoreError> {
+        let manifest_digest = &rec.manifest_digest.clone();
         let tags: Vec<String> = refs
             .iter()
             .filter_map(|r| r.tag().map(|t| r.with_tag(t).map(|r| r.to_string())))
@@ -56,6 +94,8 @@ impl Store {
                 rec.references = old.references.clone();
                 rec.repo_digests = old.repo_digests.clone();
                 rec.added = old.added.clone();
+                rec.parent = rec.parent.take().or_else(|| old.parent.clone());
+                rec.build_key = rec.build_key.take().or_else(|| old.build_key.clone());
             }
             merge(&mut rec.references, tags.iter().cloned());
             merge(&mut rec.repo_digests, digests.iter().cloned());
@@ -111,6 +151,8 @@ impl Store {
             layers,
             config,
             added: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            parent: None,
+            build_key: None,
         })
     }
 
@@ -199,10 +241,19 @@ impl Store {
     ) -> Result<(Vec<RemoveEvent>, u64), StoreError> {
         let mut events = Vec::new();
         let (gone, needed) = self.update(|db| {
+            // A build's intermediate images are not dangling while an image is built on them.
+            let parents: HashSet<&Digest> = db
+                .images
+                .values()
+                .filter_map(|r| r.parent.as_ref())
+                .collect();
             let victims: Vec<ImageRecord> = db
                 .images
                 .values()
-                .filter(|r| !in_use.contains(&r.id) && (all || r.references.is_empty()))
+                .filter(|r| {
+                    !in_use.contains(&r.id)
+                        && (all || (r.references.is_empty() && !parents.contains(&r.id)))
+                })
                 .cloned()
                 .collect();
             for r in &victims {

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use crate::digest::{Digest, DigestWriter};
 use crate::reference::ReferenceError;
 
-pub use db::{ImageRecord, LayerRecord};
+pub use db::{ImageRecord, LayerRecord, intermediates};
 pub use images::RemoveEvent;
 
 /// Temporary files older than this are leftovers of a crashed writer and are removed by

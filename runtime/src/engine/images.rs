@@ -118,6 +118,24 @@ pub fn remove(root: &Path, query: &str, force: bool) -> Result<Vec<RemoveEvent>,
     Ok(events)
 }
 
+/// Removes dangling images (every image no container uses, with `all`) and the layer
+/// disks no image needs any more: what was untagged and deleted, and the bytes freed.
+pub fn prune(root: &Path, all: bool) -> Result<(Vec<RemoveEvent>, u64), ImageError> {
+    let store = Store::open(root)?;
+    let (_lock, in_use) =
+        lifecycle::images_in_use(root).map_err(|e| ImageError::Containers(Box::new(e)))?;
+    let (events, freed) = store.prune(all, &in_use.images)?;
+    for e in &events {
+        if let RemoveEvent::Deleted(d) = e {
+            crate::events::record(
+                root,
+                &crate::events::Event::image("delete", &d.to_string(), None),
+            );
+        }
+    }
+    Ok((events, freed + prune_disks(root, &store, &in_use)?))
+}
+
 /// Tags image `source` as `target` (a name with a tag, never a digest).
 pub fn tag(root: &Path, source: &str, target: &str) -> Result<ImageRecord, ImageError> {
     let dst = Reference::parse(target)?;

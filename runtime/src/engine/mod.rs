@@ -171,24 +171,51 @@ impl Engine {
         name: Option<String>,
         body: &models::CreateBody,
     ) -> Result<ContainerConfig, EngineError> {
-        let images = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
-        let image = match images.resolve(&body.image) {
-            Ok(image) => image,
-            Err(rootfs::store::StoreError::NoSuchImage(_)) => {
-                return Err(EngineError::NoSuchImage(with_latest(&body.image)));
-            }
-            Err(e) => return Err(EngineError::Images(e)),
-        };
+        let image = self.image_for_create(&body.image)?;
         let isolation = self.isolation(body.isolation())?;
         let flags = body.flags(name, isolation);
-        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         // The client resolved `-e KEY` against its own environment already.
-        let req = crate::spec::build(&image, &body.image, &flags, &|_| None, cpus)?;
+        self.create_from_flags(&image, &body.image, &flags, &|_| None)
+    }
+
+    /// Creates a container on `image` (asked for as `image_name`) from run flags, the one
+    /// path of every front end's create: the daemon's body and the CLI's flags both come
+    /// here. `host_env` answers `-e KEY` (the caller's environment, or none).
+    pub fn create_from_flags(
+        &self,
+        image: &rootfs::store::ImageRecord,
+        image_name: &str,
+        flags: &crate::spec::RunFlags,
+        host_env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ContainerConfig, EngineError> {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let req = crate::spec::build(image, image_name, flags, host_env, cpus)?;
         Ok(lifecycle::create(&self.root, req)?)
     }
 
-    /// The backend `asked` names (`None`: the host's default, `husk system isolation`).
+    fn image_for_create(&self, name: &str) -> Result<rootfs::store::ImageRecord, EngineError> {
+        let images = rootfs::store::Store::open(&self.root).map_err(EngineError::Images)?;
+        match images.resolve(name) {
+            Ok(image) => Ok(image),
+            Err(rootfs::store::StoreError::NoSuchImage(_)) => {
+                Err(EngineError::NoSuchImage(with_latest(name)))
+            }
+            Err(e) => Err(EngineError::Images(e)),
+        }
+    }
+
+    /// The isolation for `asked` (`--isolation`, the body's `HostConfig.Isolation`), else
+    /// the host's default (`HUSK_ISOLATION`, `daemon.json`); vm is refused where KVM is not
+    /// usable, never replaced by process.
     pub fn isolation(&self, asked: Option<&str>) -> Result<Isolation, EngineError> {
+        Ok(self.pick_isolation(asked)?.0)
+    }
+
+    /// [`Engine::isolation`], and for `auto` why it picked what it did (for the user).
+    pub fn pick_isolation(
+        &self,
+        asked: Option<&str>,
+    ) -> Result<(Isolation, Option<String>), EngineError> {
         let choice: IsolationChoice = match asked {
             Some(a) => a.parse()?,
             None => crate::settings::default_isolation(
@@ -200,8 +227,22 @@ impl Engine {
         if choice == IsolationChoice::Vm {
             lifecycle::check_vm_possible(&self.kvm_device)?;
         }
-        let guests = crate::info::kvm_info(&self.kvm_device).can_run_linux_guests;
-        Ok(choice.resolve(guests))
+        if choice != IsolationChoice::Auto {
+            return Ok((choice.resolve(false), None));
+        }
+        let kvm = crate::info::kvm_info(&self.kvm_device);
+        let picked = choice.resolve(kvm.can_run_linux_guests);
+        let why = match (kvm.guests, kvm.error) {
+            (crate::info::Guests::Hardware, _) => "this host's KVM runs guests natively".to_owned(),
+            (crate::info::Guests::Emulated, _) => format!(
+                "this host's KVM ({}) runs guests with their kernel code emulated: expect seconds per start",
+                kvm.module.unwrap_or_default()
+            ),
+            (crate::info::Guests::None, e) => {
+                format!("KVM is unusable here: {}", e.unwrap_or_default())
+            }
+        };
+        Ok((picked, Some(why)))
     }
 
     /// Starts a container; with `hold_for_attach` the workload waits (up to 10 s) for the
@@ -439,6 +480,14 @@ impl Engine {
         force: bool,
     ) -> Result<Vec<rootfs::store::RemoveEvent>, EngineError> {
         images::remove(&self.root, query, force).map_err(EngineError::Pull)
+    }
+
+    /// Removes dangling images (unused ones with `all`): what went, and the bytes freed.
+    pub fn image_prune(
+        &self,
+        all: bool,
+    ) -> Result<(Vec<rootfs::store::RemoveEvent>, u64), EngineError> {
+        images::prune(&self.root, all).map_err(EngineError::Pull)
     }
 
     /// Writes images as one docker-archive tar (`save`).

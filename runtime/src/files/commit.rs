@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use agent_proto::archive::ArchiveOp;
+use rootfs::digest::Digest;
 use rootfs::reference::Reference;
 use rootfs::store::ImageRecord;
 use rootfs::store::config::ContainerConfig as ImageDefaults;
@@ -40,8 +41,18 @@ pub fn commit(root: &Path, query: &str, opts: &CommitOptions) -> Result<ImageRec
         author: opts.author.clone(),
         created_by: argv.join(" "),
     };
+    let layer = layer(root, query)?;
+    let record =
+        rootfs::archive::commit(&images, &base, layer, opts.reference.as_ref(), &commit_opts)?;
+    containers.event("commit", &config, &[]);
+    Ok(record)
+}
+
+/// Stores container `query`'s changes as a layer (read by the archive tool, as the layer is
+/// only kept once the tool has said it is whole); returns its digest and size.
+pub fn layer(root: &Path, query: &str) -> Result<(Digest, u64), FilesError> {
+    let images = rootfs::store::Store::open(root)?;
     let session = Session::open(root, query)?;
-    // The image is made only once the tool has said the layer is whole.
     let mut ingested = None;
     let read = session.tool_reading(ArchiveOp::Layer, "/", |layer| {
         let stored = rootfs::archive::ingest_layer(&images, layer)?;
@@ -49,19 +60,11 @@ pub fn commit(root: &Path, query: &str, opts: &CommitOptions) -> Result<ImageRec
         Ok(stored)
     });
     session.close();
-    let layer = match read {
-        Ok(layer) => layer,
-        Err(e) => {
-            if let Some(d) = ingested {
-                let _ = images.remove_unreferenced(std::slice::from_ref(&d));
-            }
-            return Err(e);
+    read.inspect_err(|_| {
+        if let Some(d) = ingested {
+            let _ = images.remove_unreferenced(std::slice::from_ref(&d));
         }
-    };
-    let record =
-        rootfs::archive::commit(&images, &base, layer, opts.reference.as_ref(), &commit_opts)?;
-    containers.event("commit", &config, &[]);
-    Ok(record)
+    })
 }
 
 /// The image defaults a container's config makes (docker copies them all).
@@ -79,5 +82,6 @@ fn defaults(c: &RunConfig) -> ImageDefaults {
         labels: Some(c.labels.clone()).filter(|l| !l.is_empty()),
         stop_signal: some_str(&c.stop_signal),
         healthcheck: c.healthcheck.clone(),
+        ..ImageDefaults::default()
     }
 }

@@ -7,10 +7,12 @@
 
 mod commit;
 mod copy;
+mod peek;
 pub mod stat;
 
-pub use commit::{CommitOptions, commit};
+pub use commit::{CommitOptions, commit, layer};
 pub use copy::{CopyOptions, CopySource, CopyTarget, copy_from, copy_to};
+pub use peek::{read_file, stat};
 
 use std::io::{self, Read, Write};
 use std::path::Path;

@@ -34,7 +34,7 @@ use agent_proto::InterfaceSpec;
 use netconf::{LinkChange, Netlink};
 
 pub use defs::BRIDGE;
-pub use settings::{SETTINGS_FILE, Settings, record, remove_leftovers, settings};
+pub use settings::{Settings, record, remove_leftovers, settings};
 pub use wire::{plug_tap, plug_veth};
 
 /// MTU of every interface husk makes.

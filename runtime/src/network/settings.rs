@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::ports::{self, PortBinding};
 use super::{Endpoint, defs, detach, link_name, remove_stale, wire};
+use crate::container::files::NETWORK as SETTINGS_FILE;
 
 /// What `port`, `ps` and `inspect` read: the running container's address and ports on
 /// one network.
@@ -56,9 +57,6 @@ impl Settings {
         }
     }
 }
-
-/// The file in a container's directory that holds its [`Settings`] while it runs.
-pub const SETTINGS_FILE: &str = "network.json";
 
 /// Writes the settings of every network the container is on into its directory (none:
 /// the file goes), replacing the file whole. Best effort for `port`, `ps` and `inspect`;

@@ -422,9 +422,9 @@ impl Sandbox {
     fn record_etc_files(&self, spec: &SandboxSpec) {
         let hostname = format!("{}\n", spec.hostname);
         for (name, contents) in [
-            (crate::container::HOSTS_FILE, spec.hosts.as_str()),
-            (crate::container::RESOLV_CONF_FILE, &spec.resolv_conf),
-            (crate::container::HOSTNAME_FILE, &hostname),
+            (crate::container::files::HOSTS, spec.hosts.as_str()),
+            (crate::container::files::RESOLV_CONF, &spec.resolv_conf),
+            (crate::container::files::HOSTNAME, &hostname),
         ] {
             if let Err(e) = std::fs::write(self.dir.join(name), contents) {
                 log::warn!("cannot keep a copy of the container's /etc/{name}: {e}");

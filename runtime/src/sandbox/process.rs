@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use super::cgroup::{Cgroup, Limits};
 use super::loopdev::{self, LoopDevice};
 use super::{Params, SandboxError};
+use crate::container::files;
 
 /// A running process sandbox.
 #[derive(Debug)]
@@ -107,7 +108,7 @@ impl ProcessSandbox {
             layer_devs,
             scratch_dev,
             cgroup,
-            socket: p.dir.join("agent.sock"),
+            socket: p.dir.join(files::AGENT_SOCKET),
         })
     }
 
@@ -156,9 +157,9 @@ fn cstr(s: impl AsRef<[u8]>) -> Result<CString, SandboxError> {
 
 /// Binds `<ctr>/agent.sock` (replacing a stale one), readable and writable by root only.
 fn bind_agent_socket(dir: &Path) -> Result<UnixListener, SandboxError> {
-    let path = dir.join("agent.sock");
+    let path = dir.join(files::AGENT_SOCKET);
     let io = |e| SandboxError::Io(path.clone(), e);
-    let short = crate::sockpath::short(dir, "agent.sock").map_err(io)?;
+    let short = crate::sockpath::short(dir, files::AGENT_SOCKET).map_err(io)?;
     let _ = std::fs::remove_file(short.path());
     let listener = UnixListener::bind(short.path()).map_err(io)?;
     std::fs::set_permissions(short.path(), std::fs::Permissions::from_mode(0o600)).map_err(io)?;
@@ -178,8 +179,8 @@ fn plan(p: &Params, cgroup: &Cgroup) -> Result<ChildPlan, SandboxError> {
     let log = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(p.dir.join("agent.log"))
-        .map_err(|e| SandboxError::Io(p.dir.join("agent.log"), e))?;
+        .open(p.dir.join(files::AGENT_LOG))
+        .map_err(|e| SandboxError::Io(p.dir.join(files::AGENT_LOG), e))?;
     let null = File::open("/dev/null").map_err(|e| SandboxError::Io("/dev/null".into(), e))?;
     Ok(ChildPlan {
         argv: vec![cstr(agent.as_os_str().as_bytes())?],

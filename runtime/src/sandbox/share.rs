@@ -20,7 +20,7 @@ use super::HostMount;
 /// The virtio-fs tag of a container's shared directory.
 pub const TAG: &str = "husk-volumes";
 /// The daemon's socket, relative to the container directory.
-pub const SOCKET: &str = "fs.sock";
+use crate::container::files::FS_SOCKET as SOCKET;
 /// The shared directory inside the container directory.
 const DIR: &str = "share";
 
@@ -63,7 +63,7 @@ impl Share {
         let binds = prepare(&shared, mounts)?;
         let socket = dir.join(SOCKET);
         let _ = std::fs::remove_file(&socket);
-        let log = dir.join("virtiofsd.log");
+        let log = dir.join(crate::container::files::VIRTIOFSD_LOG);
         let log = std::fs::File::create(&log).map_err(|e| ShareError::Prepare(log, e))?;
         let log2 = log.try_clone().map_err(ShareError::Spawn)?;
         let mut cmd = Command::new(daemon);

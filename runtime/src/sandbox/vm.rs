@@ -13,10 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Params;
 use crate::agent_client::Endpoint;
-
-/// The VMM's vsock socket in the container directory (guest-initiated connections to
-/// host port P go to `vsock.sock_P` beside it).
-const VSOCK_SOCKET: &str = "vsock.sock";
+use crate::container::files;
 
 /// NICs every vm container has (unplugged where it has no network): one per network it
 /// may be on, plugged at boot or while it runs (`network connect`, `vmctl`).
@@ -30,7 +27,7 @@ pub const DISK_SLOTS: usize = vmm::config::disk_budget(NICS + 2);
 /// every VM, template or not, has the same devices).
 pub fn fs_slot(shared_dir: bool) -> Result<vmm::FsConfig, vmm::devices::virtio::fs::Error> {
     match shared_dir {
-        true => vmm::FsConfig::new(super::share::SOCKET, super::share::TAG),
+        true => vmm::FsConfig::new(files::FS_SOCKET, super::share::TAG),
         false => vmm::FsConfig::unplugged(super::share::TAG),
     }
 }
@@ -165,8 +162,8 @@ impl VmSandbox {
             cmdline: format!("husk.transport=vsock husk.hostname={}", p.hostname),
             vcpus: u8::try_from(vcpus).unwrap_or(1),
             mem_mib,
-            console: p.dir.join("console.log"),
-            vsock: PathBuf::from(VSOCK_SOCKET),
+            console: p.dir.join(files::CONSOLE_LOG),
+            vsock: PathBuf::from(files::VSOCK_SOCKET),
             templates: match p.cold_boot {
                 true => None,
                 false => super::template::templates_dir(),
@@ -178,11 +175,11 @@ impl VmSandbox {
                 .collect(),
             shared_dir,
         };
-        let path = p.dir.join("vmm.json");
+        let path = p.dir.join(files::VMM_CONFIG);
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| VmError::Spec(path.clone(), e.into()))?;
         std::fs::write(&path, json).map_err(|e| VmError::Spec(path.clone(), e))?;
-        let log_path = p.dir.join("vmm.log");
+        let log_path = p.dir.join(files::VMM_LOG);
         let log = std::fs::File::create(&log_path).map_err(|e| VmError::Spec(log_path, e))?;
         let log2 = log.try_clone().map_err(VmError::Spawn)?;
         let mut cmd = Command::new(&p.self_cmd.0);
@@ -208,7 +205,7 @@ impl VmSandbox {
         Ok(Self {
             pid,
             layers: p.layers.len(),
-            vsock: p.dir.join(VSOCK_SOCKET),
+            vsock: p.dir.join(files::VSOCK_SOCKET),
         })
     }
 
@@ -237,7 +234,7 @@ impl VmSandbox {
     pub fn teardown(self) {
         let _ = std::fs::remove_file(&self.vsock);
         if let Some(dir) = self.vsock.parent() {
-            let _ = std::fs::remove_file(dir.join(super::vmctl::SOCKET));
+            let _ = std::fs::remove_file(dir.join(files::VMM_SOCKET));
         }
     }
 }

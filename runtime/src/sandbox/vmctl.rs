@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The socket's name in the container directory.
-pub const SOCKET: &str = "vmm.sock";
+use crate::container::files::VMM_SOCKET as SOCKET;
 /// How long the shim waits for the VMM's answer (longer than the NIC waits for the event
 /// loop).
 const ANSWER_WAIT: Duration = Duration::from_secs(15);

@@ -262,7 +262,7 @@ impl Wiring {
             .with_request_timeout(agent.timeout)
             .network(add, remove, changed.clone())?;
         if let Some(resolv) = changed {
-            let path = self.dir.join(crate::container::RESOLV_CONF_FILE);
+            let path = self.dir.join(crate::container::files::RESOLV_CONF);
             let _ = std::fs::write(path, &resolv);
             if let Some(a) = lock(&self.agent).as_mut() {
                 a.current = resolv;

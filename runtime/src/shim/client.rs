@@ -26,7 +26,8 @@ impl ShimClient {
     }
 
     fn open(&self) -> Result<UnixStream, ShimError> {
-        let sock = crate::sockpath::short(&self.dir, "shim.sock").map_err(ShimError::Io)?;
+        let sock = crate::sockpath::short(&self.dir, crate::container::files::SHIM_SOCKET)
+            .map_err(ShimError::Io)?;
         UnixStream::connect(sock.path()).map_err(ShimError::Io)
     }
 

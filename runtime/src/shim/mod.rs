@@ -77,7 +77,7 @@ pub fn spawn(root: &Path, id: &str, wait_attach: bool) -> Result<i32, ShimError>
     let store = Store::open(&root)?;
     let dir = store.dir(id);
     let (exe, prefix) = shim_command()?;
-    let log_path = dir.join("shim.log");
+    let log_path = dir.join(crate::container::files::SHIM_LOG);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -9,8 +9,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::agent_client::{Process, ProcessSpec, SandboxSpec, sink_fn};
+use crate::container::files;
 use crate::container::{ContainerConfig, Event, Store, now};
-use crate::logs::{LOG_FILE, LogWriter};
+use crate::logs::LogWriter;
 use crate::sandbox::{Params, Sandbox};
 
 use super::server;
@@ -162,7 +163,7 @@ fn prepare(root: &Path, id: &str) -> Result<Shared, String> {
     let config = store.config(id).map_err(|e| e.to_string())?;
     let dir = store.dir(id);
     let log =
-        LogWriter::open(&dir.join(LOG_FILE)).map_err(|e| format!("cannot open the log: {e}"))?;
+        LogWriter::open(&dir.join(files::LOG)).map_err(|e| format!("cannot open the log: {e}"))?;
     // SAFETY: getpid cannot fail.
     let pid = unsafe { libc::getpid() };
     // Check and claim under one lock: of two `start`s racing, exactly one shim runs.
@@ -332,7 +333,7 @@ pub(crate) fn sandbox_params(
         id: c.id.clone(),
         dir: dir.to_owned(),
         layers: c.layers.clone(),
-        scratch: dir.join(crate::lifecycle::SCRATCH_FILE),
+        scratch: dir.join(files::SCRATCH),
         hostname: c.hostname(),
         memory: u64::try_from(c.host_config.memory).unwrap_or(0),
         nano_cpus: u64::try_from(c.host_config.nano_cpus).unwrap_or(0),
@@ -398,11 +399,11 @@ fn process_spec(c: &ContainerConfig, size: Option<(u16, u16)>) -> ProcessSpec {
             .map(|(rows, cols)| agent_proto::TermSize { rows, cols }),
         stdin: c.config.open_stdin,
         user_name: Some(c.config.user.clone()).filter(|u| !u.is_empty()),
-        init: c.host_config.init,
+        init: c.host_config.init && !c.host_config.hold,
         main: true,
         capabilities: Some(c.host_config.capabilities()),
         rlimits: c.host_config.rlimits(),
-        tool: None,
+        tool: c.host_config.hold.then_some(agent_proto::Tool::Hold),
     }
 }
 
@@ -582,7 +583,7 @@ fn remove_if_auto(shared: &Shared) {
 /// whoever acts on it next (`rm`, `start`) finds the container stopped, not this shim still
 /// on its way out. Called once: a `start` may bind a new shim's socket right after.
 fn release(shared: &Shared) {
-    let _ = std::fs::remove_file(shared.dir.join("shim.sock"));
+    let _ = std::fs::remove_file(shared.dir.join(files::SHIM_SOCKET));
     if shared.config.host_config.auto_remove {
         return;
     }

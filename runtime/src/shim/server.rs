@@ -164,7 +164,7 @@ pub fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
 
 /// Binds `<dir>/shim.sock` (replacing a stale one).
 pub fn bind(dir: &Path) -> std::io::Result<UnixListener> {
-    let sock = crate::sockpath::short(dir, "shim.sock")?;
+    let sock = crate::sockpath::short(dir, crate::container::files::SHIM_SOCKET)?;
     let _ = std::fs::remove_file(sock.path());
     UnixListener::bind(sock.path())
 }

@@ -19,6 +19,8 @@ fn image(cfg: ContainerConfig) -> ImageRecord {
         created: None,
         size: 0,
         added: String::new(),
+        parent: None,
+        build_key: None,
     }
 }
 
