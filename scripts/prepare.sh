@@ -14,7 +14,7 @@ packages=(
   # guest kernel build
   build-essential bc flex bison libelf-dev libssl-dev cpio patch "$kernel_pin"
   # benchmark baselines and tools (husk never hands its job to these)
-  qemu-system-x86 hyperfine crun iperf3
+  qemu-system-x86 hyperfine crun iperf3 buildah
   # test images, disks and terminals
   busybox-static e2fsprogs erofs-utils tmux
   # systemd-socket-activate: the daemon taking its socket from systemd, tested

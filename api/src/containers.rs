@@ -163,7 +163,7 @@ pub async fn verb(d: &Arc<Daemon>, id: &str, verb: &str, q: &Query) -> Result<Re
         }
         "stop" => blocking(move || Ok(engine.stop(&id, timeout, signal.as_deref())?)).await?,
         "restart" => {
-            blocking(move || Ok(engine.restart(&id, timeout)?)).await?;
+            blocking(move || Ok(engine.restart(&id, timeout, None)?)).await?;
         }
         "kill" => {
             let signal = signal.unwrap_or_else(|| "KILL".to_owned());

@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use runtime::container::ContainerError;
-use runtime::lifecycle::{self, LifecycleError};
+use runtime::engine::{Engine, ErrorKind};
 use runtime::logs::LogOptions;
 
 use crate::human;
@@ -117,19 +116,12 @@ pub struct PruneArgs {
 
 /// Removes every container that is not running: their IDs and the bytes freed.
 pub fn prune_stopped(root: &Path) -> anyhow::Result<(Vec<String>, u64)> {
-    let mut deleted = Vec::new();
-    let mut freed = 0;
-    for c in lifecycle::list(root, true)? {
-        if c.state.running() {
-            continue;
-        }
-        let size = lifecycle::disk_usage(root, &c.config.id);
-        if lifecycle::remove(root, &c.config.id, false).is_ok() {
-            deleted.push(c.config.id);
-            freed += size;
-        }
-    }
-    Ok((deleted, freed))
+    Ok(engine(root).container_prune()?)
+}
+
+/// The engine every container verb goes through.
+pub(crate) fn engine(root: &Path) -> Engine {
+    Engine::new(root.to_path_buf())
 }
 
 /// docker's `Deleted Containers:` section (nothing when none went).
@@ -172,12 +164,12 @@ pub fn dispatch(cmd: ContainerCommand, root: &Path, kvm_device: &Path) -> anyhow
         ContainerCommand::Rename(a) => report(rename(a, root)),
         ContainerCommand::Port(a) => report(port(a, root)),
         ContainerCommand::Prune(a) => report(prune(a, root)),
-        ContainerCommand::Pause(a) => report(each(&a.containers, |c| {
-            Ok(lifecycle::pause(root, c, true)?)
-        })),
-        ContainerCommand::Unpause(a) => report(each(&a.containers, |c| {
-            Ok(lifecycle::pause(root, c, false)?)
-        })),
+        ContainerCommand::Pause(a) => {
+            report(each(&a.containers, |c| Ok(engine(root).pause(c, true)?)))
+        }
+        ContainerCommand::Unpause(a) => {
+            report(each(&a.containers, |c| Ok(engine(root).pause(c, false)?)))
+        }
         ContainerCommand::Stats(a) => report(stats::stats(a, root)),
         ContainerCommand::Attach(a) => report(attach(a, root)),
         ContainerCommand::Cp(a) => report(files::cp(a, root)),
@@ -220,7 +212,7 @@ pub struct RenameArgs {
 
 /// `husk rename`.
 pub fn rename(a: RenameArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    lifecycle::rename(root, &a.container, &a.new_name)?;
+    engine(root).rename(&a.container, &a.new_name)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -236,7 +228,7 @@ pub struct PortArgs {
 
 /// `husk port`: docker's lines, `80/tcp -> 0.0.0.0:8080`, or `0.0.0.0:8080` for one port.
 pub fn port(a: PortArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let (_, ports) = lifecycle::ports(root, &a.container)?;
+    let (_, ports) = engine(root).ports(&a.container)?;
     let Some(want) = &a.port else {
         for p in &ports {
             println!("{}", p.describe());
@@ -393,37 +385,41 @@ pub fn logs(a: LogsArgs, root: &Path) -> anyhow::Result<ExitCode> {
         until: time(&a.until)?,
     };
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
-    lifecycle::logs(root, &a.container, &opts, &mut out, &mut err)?;
+    engine(root).logs(&a.container, &opts, &mut out, &mut err)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `husk stop`.
 pub fn stop(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let opts = stop_options(&a)?;
-    each(&a.containers, |c| Ok(lifecycle::stop(root, c, opts)?))
+    let (timeout, signal) = stop_options(&a)?;
+    let engine = engine(root);
+    each(&a.containers, |c| Ok(engine.stop(c, timeout, signal)?))
 }
 
 /// `husk restart`.
 pub fn restart(a: StopArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let opts = stop_options(&a)?;
+    let (timeout, signal) = stop_options(&a)?;
+    let engine = engine(root);
     each(&a.containers, |c| {
-        lifecycle::restart(root, c, opts)?;
+        engine.restart(c, timeout, signal)?;
         Ok(())
     })
 }
 
-fn stop_options(a: &StopArgs) -> anyhow::Result<lifecycle::StopOptions> {
-    Ok(lifecycle::StopOptions {
-        timeout: a.time.map(Duration::from_secs),
-        signal: a.signal.as_deref().map(parse_signal).transpose()?,
-    })
+/// `-t` and `-s` (the signal checked here, so that a bad one fails before any container).
+fn stop_options(a: &StopArgs) -> anyhow::Result<(Option<Duration>, Option<&str>)> {
+    if let Some(s) = &a.signal {
+        parse_signal(s)?;
+    }
+    Ok((a.time.map(Duration::from_secs), a.signal.as_deref()))
 }
 
 /// `husk kill`.
 pub fn kill(a: KillArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let signal = parse_signal(&a.signal)?;
-    each(&a.containers, |c| Ok(lifecycle::kill(root, c, signal)?))
+    parse_signal(&a.signal)?;
+    let engine = engine(root);
+    each(&a.containers, |c| Ok(engine.kill(c, &a.signal)?))
 }
 
 /// `husk start`.
@@ -436,7 +432,7 @@ pub fn start(a: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
     }
     each(&a.containers, |c| {
         // As docker: returns once the workload runs (or says why it could not).
-        lifecycle::start(root, c)?;
+        engine(root).start(c, false)?;
         Ok(())
     })
 }
@@ -444,7 +440,7 @@ pub fn start(a: StartArgs, root: &Path) -> anyhow::Result<ExitCode> {
 /// `husk wait`: prints each container's exit code.
 pub fn wait(a: ContainersArgs, root: &Path) -> anyhow::Result<ExitCode> {
     for c in &a.containers {
-        println!("{}", lifecycle::wait(root, c)?);
+        println!("{}", engine(root).wait_exit(c)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -452,7 +448,7 @@ pub fn wait(a: ContainersArgs, root: &Path) -> anyhow::Result<ExitCode> {
 /// `husk rm`.
 pub fn rm(a: RmArgs, root: &Path) -> anyhow::Result<ExitCode> {
     each(&a.containers, |c| {
-        lifecycle::remove_with(root, c, a.force, a.volumes)?;
+        engine(root).remove(c, a.force, a.volumes)?;
         Ok(())
     })
 }
@@ -467,9 +463,9 @@ pub fn inspect(a: InspectArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let mut all = Vec::new();
     let mut missing = Vec::new();
     for c in &a.containers {
-        match lifecycle::inspect_json(root, c) {
+        match engine(root).inspect(c) {
             Ok(v) => all.push(v),
-            Err(LifecycleError::Container(ContainerError::NoSuchContainer(_))) => {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
                 missing.push(format!("No such object: {c}"));
             }
             Err(e) => return Err(e.into()),

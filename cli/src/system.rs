@@ -7,7 +7,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use rootfs::store::Store;
-use runtime::lifecycle;
 
 use crate::{containers, human, images};
 
@@ -45,7 +44,8 @@ pub fn run(cmd: SystemCommand, root: &Path) -> anyhow::Result<ExitCode> {
 /// `husk system df`: docker's table.
 fn df(root: &Path) -> anyhow::Result<ExitCode> {
     let store = Store::open(root)?;
-    let containers = lifecycle::list(root, true)?;
+    let engine = crate::containers::engine(root);
+    let containers = engine.list(true)?;
     let used: HashSet<String> = containers.iter().map(|c| c.config.image.clone()).collect();
     let (mut image_total, mut image_free, mut image_active) = (0, 0, 0);
     let records = store.list()?;
@@ -59,7 +59,7 @@ fn df(root: &Path) -> anyhow::Result<ExitCode> {
     }
     let (mut ctr_total, mut ctr_free, mut ctr_active) = (0, 0, 0);
     for c in &containers {
-        let size = lifecycle::disk_usage(root, &c.config.id);
+        let size = engine.disk_usage(&c.config.id);
         ctr_total += size;
         match c.state.running() {
             true => ctr_active += 1,

@@ -119,6 +119,22 @@ pub enum BenchCommand {
     /// the default bridge (directly and through a published port), process and vm,
     /// against host loopback; in a network namespace of its own.
     Net(BenchNetArgs),
+    /// Image builds: the same Dockerfile built by husk (process and vm isolation) and by
+    /// buildah, cold and fully cached.
+    Build(BenchBuildArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchBuildArgs {
+    /// Measured builds per side and mode.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Measured vm builds per mode (0 skips vm isolation).
+    #[arg(long, default_value_t = 2)]
+    vm_runs: usize,
+    /// Do not measure buildah.
+    #[arg(long)]
+    no_buildah: bool,
 }
 
 #[derive(Args, Debug)]
@@ -280,6 +296,7 @@ pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCod
         BenchCommand::Vmm(a) => a,
         BenchCommand::Run(a) => return bench_run(a),
         BenchCommand::Net(a) => return bench_net(a),
+        BenchCommand::Build(a) => return bench_build(a),
     };
     let host = vmm::host::probe(kvm_device)?;
     let qemu = if a.no_qemu {
@@ -337,6 +354,25 @@ fn bench_net(a: BenchNetArgs) -> anyhow::Result<ExitCode> {
         work_dir: PathBuf::from(format!("/var/tmp/husk-bench-net-{}", std::process::id())),
     };
     println!("{}", runtime::bench::net::run(&opts)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_build(a: BenchBuildArgs) -> anyhow::Result<ExitCode> {
+    let buildah = if a.no_buildah {
+        None
+    } else {
+        Some(runtime::paths::on_path("buildah").context(
+            "buildah is not installed (apt-get install buildah, the baseline), or pass --no-buildah",
+        )?)
+    };
+    let opts = runtime::bench::build::BuildOptions {
+        husk: std::env::current_exe().context("cannot find the husk binary")?,
+        buildah,
+        runs: a.runs.max(1),
+        vm_runs: a.vm_runs,
+        work_dir: PathBuf::from(format!("/var/tmp/husk-bench-build-{}", std::process::id())),
+    };
+    println!("{}", runtime::bench::build::run(&opts)?);
     Ok(ExitCode::SUCCESS)
 }
 

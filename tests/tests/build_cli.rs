@@ -141,6 +141,22 @@ fn the_site_image_builds_runs_and_rebuilds_from_the_cache() {
             ids[0], ids[1],
             "[{iso}] the cached build made another image"
         );
+        // Intermediate images are listed with -a only; removing the last name of the image
+        // removes them (docker's chain), and the first stage's image is then dangling.
+        let all = ctx.ok(&["images", "-aq"]).lines().count();
+        assert!(
+            all > ctx.ok(&["images", "-q"]).lines().count() + 5,
+            "[{iso}]"
+        );
+        assert!(ctx.ok(&["rmi", "site:v1"]).contains("Untagged: site:v1"));
+        let removed = ctx.ok(&["rmi", "site:v2"]);
+        assert!(
+            removed.matches("Deleted: ").count() >= 9,
+            "[{iso}] {removed}"
+        );
+        ctx.ok(&["image", "prune", "-f"]);
+        let left = ctx.ok(&["images", "-a", "--format", "{{.Repository}}"]);
+        assert_eq!(left.trim(), "husk/busybox", "[{iso}]");
 
         // A failing RUN: docker's message and exit code, no image, nothing left.
         std::fs::write(

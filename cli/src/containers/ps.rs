@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use runtime::container::short_id;
 use runtime::engine::summary::status;
-use runtime::lifecycle::{self, Summary};
+use runtime::lifecycle::Summary;
 
 use crate::format::Format;
 use crate::human;
@@ -73,7 +73,7 @@ pub fn ps(a: PsArgs, root: &Path) -> anyhow::Result<ExitCode> {
         (false, n) => n,
     };
     let everything = a.all || last.is_some() || filters.names_a_stopped_state();
-    let mut rows = lifecycle::list(root, everything)?;
+    let mut rows = super::engine(root).list(everything)?;
     rows.retain(|r| filters.matches(r));
     if let Some(n) = last {
         rows.truncate(n);
@@ -202,7 +202,7 @@ impl Sizes {
     }
 
     fn of(&self, r: &Summary) -> String {
-        let own = lifecycle::disk_usage(&self.root, &r.config.id);
+        let own = super::engine(&self.root).disk_usage(&r.config.id);
         let image = self.images.as_ref().map_or(0, |s| {
             s.resolve(&r.config.image)
                 .map_or(0, |i| crate::images::image_size(&self.root, s, &i))

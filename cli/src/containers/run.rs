@@ -14,7 +14,7 @@ use clap::Args;
 use rootfs::store::{Store, StoreError};
 use runtime::container::Isolation;
 use runtime::engine::{Engine, EngineError};
-use runtime::lifecycle::{self, AttachOptions, LifecycleError};
+use runtime::lifecycle::LifecycleError;
 use runtime::shim::ShimError;
 use runtime::spec::RunFlags;
 
@@ -208,11 +208,11 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         bail!("Conflicting options: -a and -d");
     }
     let (stdin_wanted, streams) = attach_streams(&a.attach)?;
+    let engine = Engine::new(root.to_path_buf()).with_kvm_device(kvm_device);
     if !a.detach && a.sig_proxy {
         // Before any other thread exists, so that the signals reach only the relay.
-        relay_signals(root, &target, a.tty)?;
+        relay_signals(&engine, &target, a.tty)?;
     }
-    let engine = Engine::new(root.to_path_buf()).with_kvm_device(kvm_device);
     let image = find_image(root, &a.image, a.pull.parse()?)?;
     let isolation = pick_isolation(&engine, a.isolation.as_deref())?;
     let flags = flags(&a, isolation);
@@ -231,7 +231,7 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         }
         Err(e) => {
             if a.rm {
-                let _ = lifecycle::remove_with(root, &id, true, true);
+                let _ = engine.remove(&id, true, true);
             }
             return Err(e.into());
         }
@@ -248,7 +248,7 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         .map(term::parse_detach_keys)
         .transpose()?;
     let code = session(
-        root,
+        &engine,
         &id,
         Session {
             stdin: a.interactive && stdin_wanted,
@@ -258,7 +258,7 @@ pub fn run(a: RunArgs, root: &Path, kvm_device: &Path) -> anyhow::Result<ExitCod
         },
     )?;
     if a.rm {
-        wait_removed(root, &id);
+        wait_removed(&engine, &id);
     }
     Ok(code)
 }
@@ -303,9 +303,9 @@ fn write_cidfile(path: Option<&Path>, id: &str) -> anyhow::Result<()> {
 /// With `--rm`, docker returns only once the container is gone. The shim removes it before
 /// it sends the exit frame, so this normally sees it gone at the first look; it matters
 /// when the shim went away without an exit frame (bounded at 10 s).
-fn wait_removed(root: &Path, id: &str) {
+fn wait_removed(engine: &Engine, id: &str) {
     for _ in 0..200 {
-        if lifecycle::inspect_json(root, id).is_err() {
+        if engine.inspect(id).is_err() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -317,11 +317,13 @@ fn wait_removed(root: &Path, id: &str) {
 /// and its stdin with `-i`).
 pub fn start_attached(root: &Path, query: &str, interactive: bool) -> ExitCode {
     let target: Arc<OnceLock<String>> = Arc::default();
-    let res = lifecycle::container_config(root, query)
+    let engine = Engine::new(root.to_path_buf());
+    let res = engine
+        .config(query)
         .map_err(anyhow::Error::from)
         .and_then(|c| {
-            relay_signals(root, &target, c.config.tty)?;
-            let id = lifecycle::start_for_attach(root, query)?;
+            relay_signals(&engine, &target, c.config.tty)?;
+            let id = engine.start(query, true)?;
             let _ = target.set(id.clone());
             let s = Session {
                 stdin: interactive && c.config.open_stdin,
@@ -329,7 +331,7 @@ pub fn start_attached(root: &Path, query: &str, interactive: bool) -> ExitCode {
                 tty: c.config.tty,
                 detach_keys: None,
             };
-            session(root, &id, s)
+            session(&engine, &id, s)
         });
     res.unwrap_or_else(|e| {
         eprintln!("Error: {e:#}");
@@ -356,8 +358,9 @@ pub struct AttachArgs {
 /// `husk attach`: the running container's output from now on (and its stdin, when it was
 /// started with `-i`), until it exits or the detach keys are typed.
 pub fn attach(a: AttachArgs, root: &Path) -> anyhow::Result<ExitCode> {
-    let c = lifecycle::container_config(root, &a.container)?;
-    let state = lifecycle::container_state(root, &a.container)?;
+    let engine = Engine::new(root.to_path_buf());
+    let c = engine.config(&a.container)?;
+    let state = engine.state(&a.container)?;
     if !state.running() {
         bail!("You cannot attach to a stopped container, start it first");
     }
@@ -366,7 +369,7 @@ pub fn attach(a: AttachArgs, root: &Path) -> anyhow::Result<ExitCode> {
     }
     let target: Arc<OnceLock<String>> = Arc::default();
     if a.sig_proxy {
-        relay_signals(root, &target, c.config.tty)?;
+        relay_signals(&engine, &target, c.config.tty)?;
     }
     let _ = target.set(c.id.clone());
     let detach_keys = a
@@ -380,7 +383,7 @@ pub fn attach(a: AttachArgs, root: &Path) -> anyhow::Result<ExitCode> {
         tty: c.config.tty,
         detach_keys,
     };
-    session(root, &c.id, s)
+    session(&engine, &c.id, s)
 }
 
 fn flags(a: &RunArgs, isolation: Isolation) -> RunFlags {
@@ -495,12 +498,12 @@ fn pick_isolation(engine: &Engine, choice: Option<&str>) -> anyhow::Result<Isola
 
 /// Starts the thread that passes signals on to the container once `target` is known (a
 /// signal before that ends husk as it would have), and window changes with a tty.
-fn relay_signals(root: &Path, target: &Arc<OnceLock<String>>, tty: bool) -> anyhow::Result<()> {
+fn relay_signals(engine: &Engine, target: &Arc<OnceLock<String>>, tty: bool) -> anyhow::Result<()> {
     let mut signals = term::RELAYED.to_vec();
     if tty {
         signals.push(libc::SIGWINCH);
     }
-    let root = root.to_path_buf();
+    let engine = engine.clone();
     let target = Arc::clone(target);
     term::relay_signals(&signals, move |sig| {
         let Some(id) = target.get() else {
@@ -510,8 +513,8 @@ fn relay_signals(root: &Path, target: &Arc<OnceLock<String>>, tty: bool) -> anyh
             return;
         };
         let res = match sig {
-            libc::SIGWINCH => resize(&root, id),
-            _ => lifecycle::kill(&root, id, sig).map_err(Into::into),
+            libc::SIGWINCH => resize(&engine, id),
+            _ => engine.kill(id, &sig.to_string()).map_err(Into::into),
         };
         if let Err(e) = res {
             log::debug!("relaying signal {sig}: {e:#}");
@@ -520,11 +523,11 @@ fn relay_signals(root: &Path, target: &Arc<OnceLock<String>>, tty: bool) -> anyh
     Ok(())
 }
 
-fn resize(root: &Path, id: &str) -> anyhow::Result<()> {
+fn resize(engine: &Engine, id: &str) -> anyhow::Result<()> {
     let size = term::window_size(std::io::stdout().as_raw_fd())
         .or_else(|| term::window_size(std::io::stdin().as_raw_fd()));
     if let Some((rows, cols)) = size {
-        lifecycle::resize(root, id, rows, cols)?;
+        engine.resize(id, rows, cols)?;
     }
     Ok(())
 }
@@ -583,15 +586,15 @@ fn attach_streams(names: &[String]) -> anyhow::Result<(bool, Streams)> {
 
 /// Relays the container's output (and stdin) until it exits, or until the detach keys are
 /// typed on a terminal (the container goes on; husk exits 0, as docker does).
-pub(super) fn session(root: &Path, id: &str, s: Session) -> anyhow::Result<ExitCode> {
-    let attached = lifecycle::attach(root, id, AttachOptions { stdin: s.stdin })?;
+pub(super) fn session(engine: &Engine, id: &str, s: Session) -> anyhow::Result<ExitCode> {
+    let attached = engine.attach(id, s.stdin, std::time::Duration::ZERO)?;
     let on_terminal = s.tty && std::io::stdin().is_terminal();
     let _raw = match on_terminal {
         true => Some(term::RawMode::enter(std::io::stdin().as_raw_fd())?),
         false => None,
     };
     if s.tty {
-        resize(root, id)?;
+        resize(engine, id)?;
     }
     let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if s.stdin {
@@ -638,7 +641,7 @@ pub(super) fn session(root: &Path, id: &str, s: Session) -> anyhow::Result<ExitC
     }
     let code = match pumped? {
         Some(code) => code,
-        None => lifecycle::wait(root, id)?,
+        None => engine.wait_exit(id)?,
     };
     out.flush()?;
     Ok(ExitCode::from(

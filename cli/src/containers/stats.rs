@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use runtime::container::short_id;
-use runtime::lifecycle::{self, Summary};
+use runtime::lifecycle::Summary;
 use runtime::stats::{self, Sample};
 
 use crate::format::Format;
@@ -68,7 +68,7 @@ pub fn stats(a: StatsArgs, root: &Path) -> anyhow::Result<ExitCode> {
     };
     let terminal = std::io::stdout().is_terminal();
     loop {
-        let containers = pick(lifecycle::list(root, a.all || !a.containers.is_empty())?)?;
+        let containers = pick(super::engine(root).list(a.all || !a.containers.is_empty())?)?;
         let first: Vec<(Sample, Instant)> = containers
             .iter()
             .map(|c| (stats::sample(&c.config, &c.state), Instant::now()))

@@ -224,10 +224,14 @@ impl Store {
             }
             db.images.remove(&rec.id);
             events.push(RemoveEvent::Deleted(rec.id.clone()));
-            Ok(Some((rec, needed_blobs(db))))
+            let mut gone = vec![rec.clone()];
+            remove_parents(db, &rec, in_use, &mut gone, &mut events);
+            Ok(Some((gone, needed_blobs(db))))
         })?;
-        if let Some((rec, needed)) = removed {
-            self.collect_blobs(rec.blobs(), &needed);
+        if let Some((gone, needed)) = removed {
+            for rec in gone {
+                self.collect_blobs(rec.blobs(), &needed);
+            }
         }
         Ok(events)
     }
@@ -375,4 +379,35 @@ fn find<'a>(db: &'a Db, query: &str) -> Result<&'a ImageRecord, StoreError> {
         }
     }
     Err(StoreError::NoSuchImage(query.to_owned()))
+}
+
+/// As docker: removing a built image also removes the build's intermediate images it stood
+/// on, up the chain while each is untagged, unused and the parent of nothing else.
+fn remove_parents(
+    db: &mut Db,
+    rec: &ImageRecord,
+    in_use: &HashSet<Digest>,
+    gone: &mut Vec<ImageRecord>,
+    events: &mut Vec<RemoveEvent>,
+) {
+    let mut next = rec.parent.clone();
+    while let Some(id) = next {
+        let Some(parent) = db.images.get(&id) else {
+            return;
+        };
+        let has_children = db.images.values().any(|r| r.parent.as_ref() == Some(&id));
+        let keep = !parent.references.is_empty()
+            || !parent.repo_digests.is_empty()
+            || parent.build_key.is_none()
+            || in_use.contains(&id)
+            || has_children;
+        if keep {
+            return;
+        }
+        next = parent.parent.clone();
+        if let Some(p) = db.images.remove(&id) {
+            events.push(RemoveEvent::Deleted(p.id.clone()));
+            gone.push(p);
+        }
+    }
 }

@@ -431,7 +431,7 @@ impl<'a> Bench<'a> {
 /// which crun refuses), moves this thread into a private mount namespace without that
 /// mount, once, before anything is measured; the processes it starts (crun and husk alike)
 /// inherit it. Returns whether it did.
-fn hide_hybrid_unified() -> Result<bool, Error> {
+pub(super) fn hide_hybrid_unified() -> Result<bool, Error> {
     let unified = Path::new("/sys/fs/cgroup/unified");
     let v1 =
         crate::sandbox::cgroup::detect().is_ok_and(|l| l == crate::sandbox::cgroup::Layout::V1);

@@ -6,8 +6,10 @@
 //! console, and to the VM's end. Each measured N times; medians, spreads and ratios.
 //!
 //! `husk bench run` (containers against crun) lives in `containers`, `husk bench net`
-//! (host/container TCP against host loopback) in `net`.
+//! (host/container TCP against host loopback) in `net`, `husk bench build` (Dockerfile
+//! builds against buildah) in `build`.
 
+pub mod build;
 pub mod containers;
 mod iperf;
 pub mod net;

@@ -272,6 +272,7 @@ impl Engine {
         loop {
             match lifecycle::attach(&self.root, query, lifecycle::AttachOptions { stdin }) {
                 Ok(a) => return Ok(a),
+                Err(e @ LifecycleError::NotRunning(_)) if within.is_zero() => return Err(e.into()),
                 Err(LifecycleError::NotRunning(_)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(wait::poll_interval(started));
                 }
@@ -308,12 +309,41 @@ impl Engine {
     }
 
     /// Stops (if running) and starts the container again.
-    pub fn restart(&self, query: &str, timeout: Option<Duration>) -> Result<String, EngineError> {
+    pub fn restart(
+        &self,
+        query: &str,
+        timeout: Option<Duration>,
+        signal: Option<&str>,
+    ) -> Result<String, EngineError> {
         Ok(lifecycle::restart(
             &self.root,
             query,
-            stop_options(timeout, None)?,
+            stop_options(timeout, signal)?,
         )?)
+    }
+
+    /// Waits for the container's workload to end (at once if it is not running); its exit
+    /// code (`husk wait`, and an attached run without an exit frame).
+    pub fn wait_exit(&self, query: &str) -> Result<i32, EngineError> {
+        Ok(lifecycle::wait(&self.root, query)?)
+    }
+
+    /// The container's state (as observed: a running state whose shim is gone says so).
+    pub fn state(&self, query: &str) -> Result<crate::container::ContainerState, EngineError> {
+        Ok(lifecycle::container_state(&self.root, query)?)
+    }
+
+    /// The bytes the container's own files take (its writable disk, its logs).
+    pub fn disk_usage(&self, id: &str) -> u64 {
+        lifecycle::disk_usage(&self.root, id)
+    }
+
+    /// The container's published ports (its ID, and one binding per host port).
+    pub fn ports(
+        &self,
+        query: &str,
+    ) -> Result<(String, Vec<crate::network::ports::PortBinding>), EngineError> {
+        Ok(lifecycle::ports(&self.root, query)?)
     }
 
     /// Sends a signal (by name or number) to the workload.
