@@ -127,7 +127,7 @@ pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
         execs: crate::exec::Execs::default(),
         attaches: Mutex::default(),
     });
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let (listener, ours) = match activated() {
             Some(l) => (l, false),
             None => (bind(path)?, true),
@@ -151,7 +151,12 @@ pub fn serve(engine: Engine, listen: &Listen) -> Result<(), ServeError> {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
-    })
+    });
+    // Requests still running on the blocking pool (a verb waiting on a container) do not
+    // hold the exit: the containers do not need the daemon, and every state file is
+    // written atomically.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    served
 }
 
 /// Applies restart policies where no shim is left (`Engine::supervise`; `at_boot`: the
