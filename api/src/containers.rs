@@ -212,8 +212,10 @@ async fn wait(engine: runtime::engine::Engine, id: String, q: &Query) -> Result<
     // start the container (docker's daemon answers the same way).
     let (tx, resp) = body::streamed("application/json");
     tokio::task::spawn_blocking(move || {
-        let doc = match engine.wait(&id, condition) {
-            Ok(code) => json!({"StatusCode": code, "Error": null}),
+        // A client that hung up (docker's `run -d` sends a wait it never reads) stops it.
+        let doc = match engine.wait_while(&id, condition, &|| !tx.is_closed()) {
+            Ok(Some(code)) => json!({"StatusCode": code, "Error": null}),
+            Ok(None) => return,
             Err(e) => json!({"StatusCode": -1, "Error": {"Message": agent_proto::error_chain(&e)}}),
         };
         let _ = tx.blocking_send(bytes::Bytes::from(doc.to_string() + "\n"));

@@ -291,7 +291,19 @@ impl Engine {
 
     /// Waits for the container as `condition` says; its exit code.
     pub fn wait(&self, query: &str, condition: WaitCondition) -> Result<i32, EngineError> {
-        wait::wait(&self.root, query, condition)
+        let code = wait::wait(&self.root, query, condition, &|| true)?;
+        Ok(code.unwrap_or_default())
+    }
+
+    /// [`Engine::wait`] for as long as `wanted` says someone waits (checked about every
+    /// second); `None` when nobody does any more.
+    pub fn wait_while(
+        &self,
+        query: &str,
+        condition: WaitCondition,
+        wanted: &dyn Fn() -> bool,
+    ) -> Result<Option<i32>, EngineError> {
+        wait::wait(&self.root, query, condition, wanted)
     }
 
     /// Stops the container (`timeout`: grace period before SIGKILL; `signal`: the first).

@@ -46,7 +46,17 @@ pub(super) fn poll_interval(started: std::time::Instant) -> Duration {
     }
 }
 
-pub(super) fn wait(root: &Path, query: &str, cond: WaitCondition) -> Result<i32, EngineError> {
+/// How long one look at the shim waits before the waiter checks that it is still wanted.
+const LOOK: Duration = Duration::from_secs(1);
+
+/// Waits for `cond`; `None` once `wanted` says nobody waits any more (a client that hung
+/// up), so that no thread waits on for a container that may run for days.
+pub(super) fn wait(
+    root: &Path,
+    query: &str,
+    cond: WaitCondition,
+    wanted: &dyn Fn() -> bool,
+) -> Result<Option<i32>, EngineError> {
     let store = Store::open(root)?;
     let id = store.resolve(query)?;
     let dir = store.dir(&id);
@@ -54,23 +64,26 @@ pub(super) fn wait(root: &Path, query: &str, cond: WaitCondition) -> Result<i32,
     let mut last = first.exit_code;
     let started = std::time::Instant::now();
     loop {
-        if let Ok(code) = ShimClient::connect(&dir).and_then(|c| c.wait()) {
+        if !wanted() {
+            return Ok(None);
+        }
+        if let Ok(Some(code)) = ShimClient::connect(&dir).and_then(|c| c.wait_within(Some(LOOK))) {
             last = code;
             if cond != WaitCondition::Removed {
-                return Ok(code);
+                return Ok(Some(code));
             }
         }
         let state = match store.state(&id) {
             Ok(s) => s.observed(),
-            Err(ContainerError::NoSuchContainer(_)) => return Ok(last),
+            Err(ContainerError::NoSuchContainer(_)) => return Ok(Some(last)),
             Err(e) => return Err(e.into()),
         };
         if !state.running() {
             let exited_since = state.finished_at != first.finished_at;
             last = state.exit_code;
             match cond {
-                WaitCondition::NotRunning => return Ok(last),
-                WaitCondition::NextExit if exited_since => return Ok(last),
+                WaitCondition::NotRunning => return Ok(Some(last)),
+                WaitCondition::NextExit if exited_since => return Ok(Some(last)),
                 _ => {}
             }
         }

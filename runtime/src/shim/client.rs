@@ -81,9 +81,41 @@ impl ShimClient {
 
     /// Blocks until the container will not run again; its exit code.
     pub fn wait(&self) -> Result<i32, ShimError> {
-        let (_, answer) = self.call(&Request::Wait)?;
+        self.wait_within(None)?
+            .ok_or_else(|| ShimError::Protocol("no exit code".into()))
+    }
+
+    /// [`ShimClient::wait`], giving up after `limit` (`Ok(None)`: still running), so that a
+    /// waiter can look whether anyone still wants the answer.
+    pub fn wait_within(&self, limit: Option<Duration>) -> Result<Option<i32>, ShimError> {
+        let mut conn = self.open()?;
+        conn.set_read_timeout(limit).map_err(ShimError::Io)?;
+        let mut json =
+            serde_json::to_vec(&Request::Wait).map_err(|e| ShimError::Protocol(e.to_string()))?;
+        json.push(b'\n');
+        conn.write_all(&json).map_err(ShimError::Io)?;
+        let mut line = String::new();
+        match BufReader::new(conn).read_line(&mut line) {
+            Ok(0) => return Err(ShimError::Protocol("connection closed".into())),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(ShimError::Io(e)),
+        }
+        let answer: Answer =
+            serde_json::from_str(&line).map_err(|e| ShimError::Protocol(e.to_string()))?;
+        if let Some(e) = answer.error {
+            return Err(ShimError::Failed(e));
+        }
         answer
             .exit_code
+            .map(Some)
             .ok_or_else(|| ShimError::Protocol("no exit code".into()))
     }
 

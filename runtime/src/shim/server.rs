@@ -237,11 +237,22 @@ fn handle(shared: &Arc<Shared>, conn: UnixStream) {
             answer(&conn, &ok);
         }
         Request::Wait => {
-            let guard = shared.lock();
-            let guard = shared
-                .changed
-                .wait_while(guard, |i| i.finished.is_none())
-                .unwrap_or_else(|p| p.into_inner());
+            let mut guard = shared.lock();
+            // A waiter that hung up (a client's timeout) ends this thread too, so that a
+            // container that runs for days does not gather one blocked thread per look.
+            loop {
+                let (g, _) = shared
+                    .changed
+                    .wait_timeout_while(guard, Duration::from_secs(1), |i| i.finished.is_none())
+                    .unwrap_or_else(|p| p.into_inner());
+                guard = g;
+                if guard.finished.is_some() {
+                    break;
+                }
+                if hung_up(&conn) {
+                    return;
+                }
+            }
             let code = guard.finished;
             drop(guard);
             answer(
@@ -454,4 +465,20 @@ fn attach(shared: &Arc<Shared>, conn: UnixStream, mut reader: BufReader<UnixStre
         }
     }
     // The client went away without ending input (a detach): stdin stays open for the next.
+}
+
+/// Whether the client at the other end of `conn` has closed it (it sends nothing after its
+/// request, so any readable end of file means it is gone).
+fn hung_up(conn: &UnixStream) -> bool {
+    if conn.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    let gone = match socket2::SockRef::from(conn).peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = conn.set_nonblocking(false);
+    gone
 }
