@@ -10,7 +10,7 @@ use super::{ArchiveError, apply_change, import};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::store::config::{ContainerConfig, History};
-use crate::store::manifest::{self, Manifest};
+use crate::store::manifest;
 use crate::store::{ImageRecord, Store, StoreError};
 
 /// What `commit` writes besides the layer.
@@ -86,17 +86,9 @@ fn build(
         comment: opts.message.clone(),
         empty_layer: false,
     });
-    let cfg_bytes = import::to_json(&config, "image config")?;
-    let cfg = store.put_bytes(None, &cfg_bytes)?;
     let mut layers = base_manifest.layers.clone();
     layers.push(import::desc(manifest::OCI_LAYER_TAR, digest.clone(), size));
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(manifest::OCI_MANIFEST.into()),
-        config: import::desc(manifest::OCI_CONFIG, cfg, cfg_bytes.len() as u64),
-        layers,
-    };
-    let md = store.put_bytes(None, &import::to_json(&m, "image manifest")?)?;
+    let md = import::store_manifest(store, &config, layers)?;
     let refs: Vec<Reference> = reference.into_iter().cloned().collect();
     Ok(store.add_image(&md, &refs, false)?)
 }

@@ -7,7 +7,7 @@ use super::{ArchiveError, import};
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::store::config::{ContainerConfig, History, ImageConfig};
-use crate::store::manifest::{self, Manifest};
+use crate::store::manifest;
 use crate::store::{ImageRecord, Store};
 
 /// What a build step makes.
@@ -60,15 +60,7 @@ pub fn derive(
         config.rootfs.diff_ids.push(digest.clone());
         layers.push(import::desc(manifest::OCI_LAYER_TAR, digest.clone(), *size));
     }
-    let cfg_bytes = import::to_json(&config, "image config")?;
-    let cfg = store.put_bytes(None, &cfg_bytes)?;
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(manifest::OCI_MANIFEST.into()),
-        config: import::desc(manifest::OCI_CONFIG, cfg, cfg_bytes.len() as u64),
-        layers,
-    };
-    let md = store.put_bytes(None, &import::to_json(&m, "image manifest")?)?;
+    let md = import::store_manifest(store, &config, layers)?;
     let parent = base.map(|b| b.id.clone());
     Ok(store.add_built(&md, refs, parent, step.key.clone())?)
 }

@@ -114,17 +114,28 @@ fn build(
             empty_layer: false,
         }],
     };
-    let cfg_bytes = to_json(&config, "image config")?;
+    let layers = vec![desc(manifest::OCI_LAYER_TAR, layer.clone(), size)];
+    let md = store_manifest(store, &config, layers)?;
+    let refs: Vec<Reference> = reference.into_iter().cloned().collect();
+    Ok(store.add_image(&md, &refs, false)?)
+}
+
+/// Stores `config` and an OCI manifest of it with `layers`; returns the manifest's digest
+/// (for `Store::add_image` and its kin).
+pub(super) fn store_manifest(
+    store: &Store,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+) -> Result<Digest, ArchiveError> {
+    let cfg_bytes = to_json(config, "image config")?;
     let cfg = store.put_bytes(None, &cfg_bytes)?;
     let m = Manifest {
         schema_version: 2,
         media_type: Some(manifest::OCI_MANIFEST.into()),
         config: desc(manifest::OCI_CONFIG, cfg, cfg_bytes.len() as u64),
-        layers: vec![desc(manifest::OCI_LAYER_TAR, layer.clone(), size)],
+        layers,
     };
-    let md = store.put_bytes(None, &to_json(&m, "image manifest")?)?;
-    let refs: Vec<Reference> = reference.into_iter().cloned().collect();
-    Ok(store.add_image(&md, &refs, false)?)
+    Ok(store.put_bytes(None, &to_json(&m, "image manifest")?)?)
 }
 
 pub(super) fn desc(mt: &str, digest: Digest, size: u64) -> Descriptor {

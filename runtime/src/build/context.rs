@@ -104,8 +104,9 @@ fn ancestors(rel: &str) -> impl Iterator<Item = &str> {
     rel.match_indices('/').map(move |(i, _)| &rel[..i])
 }
 
-/// A pattern as Go's `filepath.Clean` leaves it, relative to the context.
-fn clean(pattern: &str) -> String {
+/// A path as Go's `filepath.Clean` leaves it, relative (no leading `/`; `..` stops at the
+/// top): `.dockerignore` patterns, COPY's wildcards, WORKDIR.
+pub(super) fn clean(pattern: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in pattern.split('/') {
         match part {

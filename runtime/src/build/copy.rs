@@ -15,7 +15,7 @@ use rootfs::digest::Digest;
 use rootfs::store::{ImageRecord, Store};
 use sha2::{Digest as _, Sha256};
 
-use super::stage::{Build, Stage, absolute, key};
+use super::stage::{Build, Stage, absolute, flag_value, key};
 use super::step::StepBox;
 use super::{BuildError, ContextError, words};
 
@@ -50,12 +50,7 @@ impl CopySpec {
             chmod: None,
         };
         for f in options {
-            let value = f
-                .value
-                .as_ref()
-                .map(|v| v.value.to_string())
-                .unwrap_or_default();
-            let value = words::expand(&value, escape, &vars)?;
+            let value = words::expand(&flag_value(f), escape, &vars)?;
             match (&*f.name.value, instruction) {
                 ("from", "COPY") => spec.from = Some(value),
                 ("chown", _) => spec.chown = Some(value),

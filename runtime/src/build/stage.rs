@@ -720,11 +720,7 @@ fn healthcheck(
         _ => return Err(BuildError::invalid("HEALTHCHECK", "want NONE or CMD")),
     };
     for f in options {
-        let value = f
-            .value
-            .as_ref()
-            .map(|v| v.value.to_string())
-            .unwrap_or_default();
+        let value = flag_value(f);
         let nanos = || {
             rootfs::duration::parse_nanos(&value)
                 .map_err(|e| BuildError::invalid("HEALTHCHECK", e.to_string()))
@@ -757,6 +753,14 @@ fn healthcheck(
     Ok(hc)
 }
 
+/// A flag's value as written (`--chown=1:2` -> `1:2`; none: empty).
+pub(super) fn flag_value(f: &Flag<'_>) -> String {
+    f.value
+        .as_ref()
+        .map(|v| v.value.to_string())
+        .unwrap_or_default()
+}
+
 /// `80` -> `80/tcp`; `53/udp` stays; a range or junk is refused.
 fn expose_key(word: &str) -> Result<String, BuildError> {
     let (port, proto) = word.split_once('/').unwrap_or((word, "tcp"));
@@ -778,17 +782,7 @@ pub(super) fn absolute(cwd: &str, dir: &str) -> String {
         true => dir.to_owned(),
         false => format!("{}/{dir}", cwd.trim_end_matches('/')),
     };
-    let mut parts: Vec<&str> = Vec::new();
-    for p in joined.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
+    format!("/{}", super::context::clean(&joined))
 }
 
 /// Source text with continuation lines joined (the escape character before a newline
