@@ -116,10 +116,41 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RestartPolicy {
-    /// `no`, `always`, `on-failure` or `unless-stopped` (`""` = no).
-    pub name: String,
+    /// Which policy.
+    pub name: RestartName,
     /// on-failure's limit (0 = unlimited).
     pub maximum_retry_count: u32,
+}
+
+/// The restart policies docker knows (their names as docker writes them; an empty name
+/// reads as `no`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartName {
+    /// Never restarted.
+    #[default]
+    #[serde(rename = "no", alias = "")]
+    No,
+    /// Restarted whatever the exit, and when the daemon starts.
+    #[serde(rename = "always")]
+    Always,
+    /// Restarted after a non-zero exit, up to the retry count.
+    #[serde(rename = "on-failure")]
+    OnFailure,
+    /// As `always`, unless a user stopped it.
+    #[serde(rename = "unless-stopped")]
+    UnlessStopped,
+}
+
+impl RestartName {
+    /// docker's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::Always => "always",
+            Self::OnFailure => "on-failure",
+            Self::UnlessStopped => "unless-stopped",
+        }
+    }
 }
 
 impl RestartPolicy {
@@ -131,13 +162,17 @@ impl RestartPolicy {
             Some(_) => return Err(bad()),
             None => (s, 0),
         };
-        match name {
-            "no" | "always" | "on-failure" | "unless-stopped" => Ok(Self {
-                name: name.to_owned(),
-                maximum_retry_count: count,
-            }),
-            _ => Err(bad()),
-        }
+        let name = match name {
+            "no" => RestartName::No,
+            "always" => RestartName::Always,
+            "on-failure" => RestartName::OnFailure,
+            "unless-stopped" => RestartName::UnlessStopped,
+            _ => return Err(bad()),
+        };
+        Ok(Self {
+            name,
+            maximum_retry_count: count,
+        })
     }
 }
 
@@ -872,10 +907,7 @@ pub fn inspect(config: &ContainerConfig, state: &ContainerState, dir: &Path) -> 
     let running = state.running();
     let c = &config.config;
     let h = &config.host_config;
-    let restart = match h.restart_policy.name.as_str() {
-        "" => "no",
-        name => name,
-    };
+    let restart = h.restart_policy.name.as_str();
     let empty_is_null = |v: &Vec<String>| match v.is_empty() {
         true => serde_json::Value::Null,
         false => serde_json::json!(v),
@@ -1059,7 +1091,10 @@ mod tests {
                 .maximum_retry_count,
             3
         );
-        assert_eq!(RestartPolicy::parse("always").unwrap().name, "always");
+        assert_eq!(
+            RestartPolicy::parse("always").unwrap().name,
+            RestartName::Always
+        );
         assert!(RestartPolicy::parse("sometimes").is_err());
         assert!(RestartPolicy::parse("always:2").is_err());
         assert!(RestartPolicy::parse("on-failure:x").is_err());

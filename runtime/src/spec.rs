@@ -467,7 +467,7 @@ fn host_config(flags: &RunFlags, host_cpus: usize) -> Result<HostConfig, SpecErr
         Some(r) => RestartPolicy::parse(r).map_err(|e| SpecError::BadRestart(e.to_string()))?,
         None => RestartPolicy::default(),
     };
-    if flags.auto_remove && !matches!(restart_policy.name.as_str(), "" | "no") {
+    if flags.auto_remove && restart_policy.name != crate::container::RestartName::No {
         return Err(SpecError::RestartWithRm);
     }
     let nano_cpus = match &flags.cpus {

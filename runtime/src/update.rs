@@ -70,7 +70,7 @@ pub fn update(root: &Path, query: &str, req: &UpdateRequest) -> Result<(), Updat
         .transpose()?;
     if restart
         .as_ref()
-        .is_some_and(|r| !matches!(r.name.as_str(), "" | "no"))
+        .is_some_and(|r| r.name != crate::container::RestartName::No)
         && config.host_config.auto_remove
     {
         return Err(UpdateError::AutoRemove);

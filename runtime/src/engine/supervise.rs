@@ -34,12 +34,13 @@ pub fn revival(policy: &RestartPolicy, state: &ContainerState, at_boot: bool) ->
     let lost = state.status.is_live() && !state.shim_alive();
     let exited = state.status == Status::Exited && !state.shim_alive();
     let within = |max: u32| max == 0 || state.restart_count < max;
-    match (policy.name.as_str(), lost, exited && at_boot) {
-        ("always", true, _) => Some(Revival::Lost),
-        ("always", false, true) => Some(Revival::AtBoot),
-        ("unless-stopped", true, _) if !state.manually_stopped => Some(Revival::Lost),
-        ("unless-stopped", false, true) if !state.manually_stopped => Some(Revival::AtBoot),
-        ("on-failure", true, _) if within(policy.maximum_retry_count) => Some(Revival::Lost),
+    use crate::container::RestartName as R;
+    match (policy.name, lost, exited && at_boot) {
+        (R::Always, true, _) => Some(Revival::Lost),
+        (R::Always, false, true) => Some(Revival::AtBoot),
+        (R::UnlessStopped, true, _) if !state.manually_stopped => Some(Revival::Lost),
+        (R::UnlessStopped, false, true) if !state.manually_stopped => Some(Revival::AtBoot),
+        (R::OnFailure, true, _) if within(policy.maximum_retry_count) => Some(Revival::Lost),
         _ => None,
     }
 }
@@ -97,8 +98,8 @@ mod tests {
 
     fn policy(name: &str, max: u32) -> RestartPolicy {
         RestartPolicy {
-            name: name.into(),
             maximum_retry_count: max,
+            ..RestartPolicy::parse(name).unwrap()
         }
     }
 
@@ -148,6 +149,6 @@ mod tests {
         assert_eq!(revival(&policy("on-failure", 2), &tired, false), None);
         assert_eq!(revival(&policy("on-failure", 0), &exited, true), None);
         assert_eq!(revival(&policy("no", 0), &lost, false), None);
-        assert_eq!(revival(&policy("", 0), &lost, true), None);
+        assert_eq!(revival(&RestartPolicy::default(), &lost, true), None);
     }
 }

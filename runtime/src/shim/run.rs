@@ -302,13 +302,14 @@ fn should_restart(shared: &Shared, outcome: &Outcome) -> bool {
         .state(&shared.id)
         .map(|s| s.restart_count)
         .unwrap_or(0);
-    match policy.name.as_str() {
-        "always" | "unless-stopped" => true,
-        "on-failure" => {
+    use crate::container::RestartName;
+    match policy.name {
+        RestartName::Always | RestartName::UnlessStopped => true,
+        RestartName::OnFailure => {
             outcome.code != 0
                 && (policy.maximum_retry_count == 0 || count < policy.maximum_retry_count)
         }
-        _ => false,
+        RestartName::No => false,
     }
 }
 

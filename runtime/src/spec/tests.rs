@@ -391,6 +391,14 @@ fn restart_policy_and_rm_conflict() {
     };
     let p = build(&sample(), &flags).unwrap().host.restart_policy;
     assert_eq!((p.name.as_str(), p.maximum_retry_count), ("on-failure", 3));
+    let stored: crate::container::RestartPolicy =
+        serde_json::from_str(r#"{"Name": "", "MaximumRetryCount": 0}"#).unwrap();
+    assert_eq!(
+        stored.name,
+        crate::container::RestartName::No,
+        "an empty name is no"
+    );
+    assert_eq!(serde_json::to_value(&p).unwrap()["Name"], "on-failure");
     let flags = RunFlags {
         restart: Some("sometimes".into()),
         ..RunFlags::default()
