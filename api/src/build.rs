@@ -1,10 +1,10 @@
 //! `POST /build`: the docker CLI's classic builder and compose's `build:` send the context as
-//! a tar (plain or gzip) with the options in the query; the answer is docker's JSON stream
+//! a tar (plain or gzip: the builder unpacks both) with the options in the query; the answer is docker's JSON stream
 //! (`{"stream": "Step 1/3 : ..."}` lines, `{"aux": {"ID": ...}}`, and an `error` line if the
 //! build fails after the headers went out).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::sync::Arc;
 
 use runtime::build::{BuildOptions, DockerfileSource, Output};
@@ -75,11 +75,8 @@ fn build_spooled(
 ) -> Result<runtime::build::Built, Box<runtime::build::BuildError>> {
     use runtime::build::BuildError;
     file.rewind().map_err(BuildError::Output)?;
-    let context = decompressed(file).map_err(BuildError::Output)?;
     let source = DockerfileSource::InContext(dockerfile);
-    Ok(runtime::build::build_tar(
-        engine, context, &source, opts, out,
-    )?)
+    Ok(runtime::build::build_tar(engine, file, &source, opts, out)?)
 }
 
 /// The build's options from the query (docker's JSON-encoded maps included).
@@ -136,16 +133,6 @@ fn options(q: &Query) -> Result<BuildOptions, ApiError> {
         network,
         labels,
         source_date_epoch: epoch,
-    })
-}
-
-/// The context tar, gunzipped if it is gzip (docker's `--compress`).
-fn decompressed(file: &std::fs::File) -> std::io::Result<Box<dyn Read + '_>> {
-    let mut r = BufReader::new(file);
-    let gz = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(match gz {
-        true => Box::new(flate2::read::GzDecoder::new(r)),
-        false => Box::new(r),
     })
 }
 

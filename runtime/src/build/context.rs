@@ -174,17 +174,28 @@ fn walk<W: Write>(
     Ok(())
 }
 
-/// Unpacks a context tar into `dest` (an empty directory of the build's): files,
-/// directories, symlinks and hard links within it; anything else, and any entry that would
-/// land outside `dest`, is skipped.
+/// `input`, gunzipped if it starts as gzip does (a context docker's `--compress` sent, an
+/// archive ADD unpacks), as it is otherwise.
+pub(super) fn gunzipped<'a>(input: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut r = io::BufReader::new(input);
+    let gz = io::BufRead::fill_buf(&mut r)?.starts_with(&[0x1f, 0x8b]);
+    Ok(match gz {
+        true => Box::new(flate2::read::GzDecoder::new(r)),
+        false => Box::new(r),
+    })
+}
+
+/// Unpacks a context tar (plain or gzip) into `dest` (an empty directory of the build's):
+/// files, directories, symlinks and hard links within it; anything else, and any entry that
+/// would land outside `dest`, is skipped.
 pub fn unpack(input: impl Read, dest: &Path) -> Result<(), ContextError> {
-    let mut tar = tar::Archive::new(input);
+    let bad = || io_err("read the build context (a tar)");
+    let mut tar = tar::Archive::new(gunzipped(input).map_err(bad())?);
     tar.set_preserve_permissions(true);
     tar.set_preserve_ownerships(false);
     tar.set_preserve_mtime(true);
     tar.set_unpack_xattrs(false);
     tar.set_overwrite(true);
-    let bad = || io_err("read the build context (a tar)");
     for entry in tar.entries().map_err(bad())? {
         let mut entry = entry.map_err(bad())?;
         let kind = entry.header().entry_type();
@@ -366,6 +377,13 @@ mod tests {
             dst.path().join("index.html")
         );
         assert_eq!(ctx.glob("*.html").unwrap(), ["index.html"]);
+        // The same context gzip'd (docker's --compress) unpacks the same.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gzipped = tempfile::tempdir().unwrap();
+        unpack(gz.finish().unwrap().as_slice(), gzipped.path()).unwrap();
+        let text = fs::read_to_string(gzipped.path().join("index.html")).unwrap();
+        assert_eq!(text, "hi");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! and refuses URLs: husk's builds have no internet.
 
 use std::fs;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -438,15 +438,8 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// ADD's archive, unpacked under `dest`: entries with `..` or odd types are refused.
 fn unpack_archive(path: &Path, dest: &str, items: &mut Vec<Item>) -> Result<(), BuildError> {
     let bad = |e: io::Error| ContextError::Io(format!("unpack {}", path.display()), e);
-    let mut file = BufReader::new(fs::File::open(path).map_err(bad)?);
-    let gz = {
-        use std::io::BufRead;
-        file.fill_buf().map_err(bad)?.starts_with(&[0x1f, 0x8b])
-    };
-    let reader: Box<dyn Read> = match gz {
-        true => Box::new(flate2::read::GzDecoder::new(file)),
-        false => Box::new(file),
-    };
+    let file = fs::File::open(path).map_err(bad)?;
+    let reader = super::context::gunzipped(file).map_err(bad)?;
     read_tar(reader, dest, None, items).map_err(|e| BuildError::Context(bad(e)))
 }
 

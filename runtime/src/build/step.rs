@@ -72,7 +72,7 @@ impl<'e> StepBox<'e> {
     /// Whether `path` is a directory in the container.
     pub fn is_dir(&self, path: &str) -> Result<bool, BuildError> {
         let stat = crate::files::stat(self.engine.root(), &self.id, path)?;
-        Ok(stat.is_some_and(|s| s.mode & (1 << 31) != 0))
+        Ok(stat.is_some_and(|s| s.is_dir()))
     }
 
     /// A small file of the container (`None`: missing or not a file).

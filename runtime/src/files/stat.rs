@@ -23,6 +23,13 @@ pub struct PathStat {
 
 /// Go's `os.ModeDir`.
 const GO_MODE_DIR: u32 = 1 << 31;
+
+impl PathStat {
+    /// Whether the path is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & GO_MODE_DIR != 0
+    }
+}
 /// Go's `os.ModeSymlink`.
 const GO_MODE_SYMLINK: u32 = 1 << 27;
 
