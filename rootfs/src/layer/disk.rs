@@ -76,6 +76,13 @@ const MIN_SCRATCH: u64 = 16 << 20;
 /// Creates the writable scratch disk of a container at `path`: a sparse file of `size` bytes
 /// formatted ext4 (no reserved blocks), holding empty `upper/` and `work/` directories for
 /// an overlay. Fails if `path` exists.
+///
+/// Formatted for the guest's cost, not the host's: no metadata checksums (the guest would
+/// compute a crc32c in software over every inode and directory block it writes: 8% of a
+/// warm container's guest time under an emulating KVM, where overlayfs's mount-time probes
+/// alone took ~0.4 s more with them) and inode tables zeroed here (`lazy_itable_init=0`,
+/// as holes), so no `ext4lazyinit` thread zeroes them in every guest. The journal stays:
+/// a VM killed mid-write still leaves a consistent file system.
 pub fn create_scratch_disk(path: &Path, size: u64) -> Result<(), DiskError> {
     if size < MIN_SCRATCH {
         return Err(DiskError::TooSmall(size));
@@ -101,8 +108,10 @@ pub fn create_scratch_disk(path: &Path, size: u64) -> Result<(), DiskError> {
             "-F",
             "-m",
             "0",
+            "-O",
+            "^metadata_csum",
             "-E",
-            "lazy_itable_init=1,lazy_journal_init=1",
+            "lazy_itable_init=0,lazy_journal_init=1",
             "-d",
         ])
         .arg(template.path())

@@ -1,5 +1,6 @@
 //! Fast scratch disks: `mkfs.ext4` runs once per disk size into a template kept in
-//! `<root>/layers/scratch-<size>.ext4` (published atomically), and each container's
+//! `<root>/layers/scratch-v2-<size>.ext4` (published atomically; `v2` is the format of
+//! `create_scratch_disk`, so templates of an older format are never reused), and each container's
 //! scratch disk is a sparse copy of it: only the few MiB of metadata mkfs wrote are copied
 //! (`SEEK_DATA`/`SEEK_HOLE` plus `copy_file_range`, which reflinks where the filesystem
 //! can), the rest stays a hole. Every copy is an ext4 file system with the same UUID,
@@ -19,7 +20,7 @@ pub fn create_scratch_from_template(
     path: &Path,
     size: u64,
 ) -> Result<(), DiskError> {
-    let template = layers.join(format!("scratch-{size}.ext4"));
+    let template = layers.join(format!("scratch-v2-{size}.ext4"));
     if !template.is_file() {
         make_template(layers, &template, size)?;
     }
@@ -43,7 +44,7 @@ pub fn create_scratch_from_template(
 /// processes racing both succeed; one template wins).
 fn make_template(layers: &Path, template: &Path, size: u64) -> Result<(), DiskError> {
     fs::create_dir_all(layers).map_err(|e| DiskError::Io(layers.to_owned(), e))?;
-    let tmp = layers.join(format!(".scratch-{size}.{}.tmp", std::process::id()));
+    let tmp = layers.join(format!(".scratch-v2-{size}.{}.tmp", std::process::id()));
     let _ = fs::remove_file(&tmp);
     create_scratch_disk(&tmp, size)?;
     fs::rename(&tmp, template).map_err(|e| {
@@ -118,7 +119,7 @@ mod tests {
         let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
         create_scratch_from_template(&layers, &a, 64 << 20).unwrap();
         create_scratch_from_template(&layers, &b, 64 << 20).unwrap();
-        let template = layers.join(format!("scratch-{}.ext4", 64u64 << 20));
+        let template = layers.join(format!("scratch-v2-{}.ext4", 64u64 << 20));
         let mut want = Vec::new();
         File::open(&template)
             .unwrap()
