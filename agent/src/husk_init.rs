@@ -23,14 +23,14 @@ pub fn invoked() -> bool {
 }
 
 /// The command that runs `argv` under `husk-init`.
-pub fn command(argv: &[String]) -> io::Result<Command> {
+pub fn command(argv: &[String]) -> io::Result<crate::launch::Command> {
     let mut cmd = crate::self_exe::command(ARGV0)?;
     cmd.arg("--").args(argv);
     Ok(cmd)
 }
 
 /// The command that holds a container open (`agent_proto::Tool::Hold`).
-pub fn hold_command() -> io::Result<Command> {
+pub fn hold_command() -> io::Result<crate::launch::Command> {
     let mut cmd = crate::self_exe::command(ARGV0)?;
     cmd.arg(HOLD);
     Ok(cmd)

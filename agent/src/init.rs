@@ -60,6 +60,10 @@ pub enum AgentError {
     Server(#[from] ServerError),
 }
 
+/// Worker threads started before the ready report: a connection and a process's stdout,
+/// stderr and stdin.
+const PRESTARTED_WORKERS: usize = 4;
+
 /// Runs the boot sequence. Returning (with or without error) means: reset the VM.
 pub fn run() -> Result<(), AgentError> {
     if !reset::is_pid1() {
@@ -86,6 +90,13 @@ pub fn run() -> Result<(), AgentError> {
         Some(_) => None,
         None => listener(&config.transport)?,
     };
+    // Threads for the first connection and process, already running in a warm start's
+    // template (see `workers`); without them the work still gets threads, only slower.
+    if listener.is_some()
+        && let Err(e) = crate::workers::prestart(PRESTARTED_WORKERS)
+    {
+        say!("cannot prestart worker threads: {e}");
+    }
     let mut console = ConsoleTransport::stdout();
     console.ready(&Ready { version: VERSION })?;
 

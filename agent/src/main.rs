@@ -18,6 +18,7 @@ mod host;
 mod hostname;
 mod husk_init;
 mod init;
+mod launch;
 mod listen;
 mod loopback;
 mod mounts;
@@ -32,6 +33,7 @@ mod top;
 mod transport;
 mod user;
 mod vsock;
+mod workers;
 
 use std::error::Error;
 

@@ -7,8 +7,8 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+
+use crate::launch::Command;
 use std::sync::OnceLock;
 
 /// The agent's own executable; `None` if it could not be opened.

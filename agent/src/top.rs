@@ -19,7 +19,7 @@ pub fn invoked() -> bool {
 }
 
 /// The command that runs the tool.
-pub fn command() -> std::io::Result<std::process::Command> {
+pub fn command() -> std::io::Result<crate::launch::Command> {
     crate::self_exe::command(ARGV0)
 }
 

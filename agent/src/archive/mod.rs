@@ -10,11 +10,11 @@ mod changes;
 mod put;
 mod tree;
 
+use crate::launch::Command;
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::Command;
 
 use agent_proto::archive::{ArchiveOp, EXIT_FAILED, EXIT_NOT_DIR, EXIT_NOT_FOUND};
 

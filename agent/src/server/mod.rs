@@ -79,9 +79,7 @@ pub fn serve(listener: &Listener, reaper: Arc<Reaper>) -> Result<(), ServerError
         };
         number += 1;
         let shared = Arc::clone(&shared);
-        let started = std::thread::Builder::new()
-            .name(format!("conn-{number}"))
-            .spawn(move || conn::serve(conn, shared, number));
+        let started = crate::workers::run(move || conn::serve(conn, shared, number));
         if let Err(e) = started {
             say!("connection {number}: cannot start its thread: {e}");
         }

@@ -35,9 +35,7 @@ const CREDIT_BATCH: u32 = agent_proto::STDIN_WINDOW / 4;
 /// as ended (the process still finishes).
 pub fn start_output(proc: &Arc<Proc>, stream: StreamId, fd: OwnedFd) {
     let pump_proc = Arc::clone(proc);
-    let started = std::thread::Builder::new()
-        .name(format!("out-{}", proc.id()))
-        .spawn(move || pump_output(&pump_proc, stream, File::from(fd)));
+    let started = crate::workers::run(move || pump_output(&pump_proc, stream, File::from(fd)));
     if let Err(e) = started {
         say!("process {}: cannot start {stream:?} pump: {e}", proc.id());
         proc.output_closed();
@@ -45,7 +43,21 @@ pub fn start_output(proc: &Arc<Proc>, stream: StreamId, fd: OwnedFd) {
 }
 
 fn pump_output(proc: &Proc, stream: StreamId, mut source: File) {
-    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    thread_local! {
+        /// The worker's read buffer, kept for its next pump (see `workers`).
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        buf.resize(OUTPUT_CHUNK, 0);
+        pump_with(proc, stream, &mut source, buf);
+    });
+    let _ = proc.outbox().data(proc.id(), stream, &[]);
+    wait_reaped(proc);
+    proc.output_closed();
+}
+
+/// Moves `source` to the host until it ends or the process has exited and it stays quiet.
+fn pump_with(proc: &Proc, stream: StreamId, source: &mut File, buf: &mut [u8]) {
     let mut exited = false;
     loop {
         let (timeout, exit_fd) = match exited {
@@ -65,7 +77,7 @@ fn pump_output(proc: &Proc, stream: StreamId, mut source: File) {
                 break;
             }
         }
-        let n = match source.read(&mut buf) {
+        let n = match source.read(buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -80,9 +92,6 @@ fn pump_output(proc: &Proc, stream: StreamId, mut source: File) {
             break; // The connection is gone; its request loop cleans up.
         }
     }
-    let _ = proc.outbox().data(proc.id(), stream, &[]);
-    wait_reaped(proc);
-    proc.output_closed();
 }
 
 /// Blocks until the process has been reaped (a process may close its output long before).
@@ -116,9 +125,9 @@ pub fn start_stdin(proc: &Arc<Proc>, sink: OwnedFd, tty: bool) -> io::Result<Std
     let (queue, chunks) = std::sync::mpsc::channel();
     let unacked = Arc::new(AtomicU32::new(0));
     let (feed_proc, feed_unacked) = (Arc::clone(proc), Arc::clone(&unacked));
-    std::thread::Builder::new()
-        .name(format!("in-{}", proc.id()))
-        .spawn(move || feed_stdin(&feed_proc, File::from(sink), &chunks, &feed_unacked, tty))?;
+    crate::workers::run(move || {
+        feed_stdin(&feed_proc, File::from(sink), &chunks, &feed_unacked, tty);
+    })?;
     Ok(StdinFeed {
         queue,
         unacked,

@@ -2,19 +2,18 @@
 //! `user_name` (with `HOME`) and creating a missing working directory, building the command
 //! (argv, exactly the given environment plus a default `PATH` and, where the kernel does
 //! not preserve AVX state, glibc's tunable against it (`fpu`), cwd, identity), its stdio
-//! (pipes, or a new pseudo-terminal as controlling tty) and what the child does between fork
-//! and exec.
+//! (pipes, or a new pseudo-terminal as controlling tty) and what the child does between its
+//! clone and exec (`launch`: the child borrows the agent's memory instead of copying it).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use agent_proto::{ProcessSpec, TermSize, Tool, User};
 use libc::pid_t;
 
 use super::namespaces::{self, ChildStep, NamespaceError};
 use crate::exec::DEFAULT_PATH;
+use crate::launch::Command;
 use crate::user::{self, UserError};
 
 /// Stdio pipes are grown to this size where the kernel allows: fewer, larger transfers.
@@ -175,13 +174,12 @@ fn spawn_in(
             (cmd, Vec::new())
         }
     };
-    cmd.env_clear();
     for entry in &spec.env {
         if let Some((key, value)) = entry.split_once('=') {
             cmd.env(key, value);
         }
     }
-    if !spec.env.iter().any(|e| e.starts_with("PATH=")) {
+    if !cmd.has_env("PATH") {
         cmd.env("PATH", DEFAULT_PATH);
     }
     let name = crate::fpu::ENV;
@@ -215,29 +213,48 @@ fn spawn_in(
             .map(|r| (r.resource, r.soft, r.hard))
             .collect();
     }
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls on data prepared before the fork (see ChildSetup::run).
-    unsafe { cmd.pre_exec(move || setup.run()) };
     match pty {
-        Some((master, slave)) => spawn_tty(cmd, spec, master, slave),
-        None => spawn_piped(cmd, spec),
+        Some((master, slave)) => spawn_tty(&cmd, &setup, spec, master, slave),
+        None => spawn_piped(&cmd, &setup, spec),
     }
 }
 
-fn spawn_piped(mut cmd: Command, spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
-    let stdin = if spec.stdin {
-        Stdio::piped()
+/// Starts `cmd` with `setup` between clone and exec and `stdio` as its 0, 1, 2.
+fn start(
+    cmd: &Command,
+    setup: &ChildSetup,
+    spec: &ProcessSpec,
+    stdio: [&OwnedFd; 3],
+) -> Result<pid_t, SpawnError> {
+    let fds = stdio.map(AsRawFd::as_raw_fd);
+    // SAFETY: `ChildSetup::run` makes only async-signal-safe system calls (raw ones for the
+    // identity) on data prepared before the clone, and resets the dispositions before it
+    // unblocks signals.
+    unsafe { cmd.spawn(fds, &|| setup.run()) }.map_err(|e| start_error(spec, e))
+}
+
+fn spawn_piped(
+    cmd: &Command,
+    setup: &ChildSetup,
+    spec: &ProcessSpec,
+) -> Result<Spawned, SpawnError> {
+    let fail = |e| start_error(spec, e);
+    let (stdin, child_stdin) = if spec.stdin {
+        let (read, write) = pipe().map_err(fail)?;
+        (Some(write), read)
     } else {
-        Stdio::null()
+        let null = std::fs::File::open("/dev/null").map_err(fail)?;
+        (None, OwnedFd::from(null))
     };
-    cmd.stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| start_error(spec, e))?;
-    let io_missing = || start_error(spec, io::ErrorKind::BrokenPipe.into());
-    let stdout = OwnedFd::from(child.stdout.take().ok_or_else(io_missing)?);
-    let stderr = OwnedFd::from(child.stderr.take().ok_or_else(io_missing)?);
-    let stdin = child.stdin.take().map(OwnedFd::from);
+    let (stdout, child_stdout) = pipe().map_err(fail)?;
+    let (stderr, child_stderr) = pipe().map_err(fail)?;
+    let pid = start(
+        cmd,
+        setup,
+        spec,
+        [&child_stdin, &child_stdout, &child_stderr],
+    )?;
+    // The child's ends close here, so the parent's reads end when the process side closes.
     for pipe in [Some(&stdout), Some(&stderr), stdin.as_ref()]
         .into_iter()
         .flatten()
@@ -245,29 +262,40 @@ fn spawn_piped(mut cmd: Command, spec: &ProcessSpec) -> Result<Spawned, SpawnErr
         grow_pipe(pipe);
     }
     Ok(Spawned {
-        pid: child_pid(&child, spec)?,
+        pid,
         stdin,
         stdout,
         stderr: Some(stderr),
         tty: None,
     })
-    // `child` is dropped without waiting: the reaper collects it.
+    // The reaper collects the process.
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just returned these descriptors and nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn spawn_tty(
-    mut cmd: Command,
+    cmd: &Command,
+    setup: &ChildSetup,
     spec: &ProcessSpec,
     master: OwnedFd,
     slave: OwnedFd,
 ) -> Result<Spawned, SpawnError> {
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(SpawnError::Pty);
-    cmd.stdin(dup(&slave)?).stdout(dup(&slave)?).stderr(slave);
-    let child = cmd.spawn().map_err(|e| start_error(spec, e))?;
-    // The parent's copies of the slave are closed now (moved into `cmd`, dropped with it),
-    // so reading the master ends with EIO once the process side has closed the terminal.
-    drop(cmd);
+    let pid = start(cmd, setup, spec, [&slave, &slave, &slave])?;
+    // The parent's slave is closed now, so reading the master ends with EIO once the
+    // process side has closed the terminal.
+    drop(slave);
     Ok(Spawned {
-        pid: child_pid(&child, spec)?,
+        pid,
         stdin: if spec.stdin {
             Some(dup(&master)?)
         } else {
@@ -277,10 +305,6 @@ fn spawn_tty(
         stderr: None,
         tty: Some(master),
     })
-}
-
-fn child_pid(child: &std::process::Child, spec: &ProcessSpec) -> Result<pid_t, SpawnError> {
-    pid_t::try_from(child.id()).map_err(|_| start_error(spec, io::Error::other("pid out of range")))
 }
 
 fn start_error(spec: &ProcessSpec, err: io::Error) -> SpawnError {
@@ -341,7 +365,7 @@ pub fn resize(tty: &OwnedFd, size: TermSize) -> io::Result<()> {
     Ok(())
 }
 
-/// What the child does between fork and exec, prepared before the fork (no allocation after).
+/// What the child does between clone and exec, prepared before the clone (no allocation after).
 struct ChildSetup {
     /// The container's namespaces.
     namespaces: ChildStep,
@@ -387,14 +411,17 @@ impl ChildSetup {
         };
         let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: every call below is async-signal-safe and takes only pointers to live local
-        // data or to the prepared group list; nothing allocates or takes locks.
+        // data or to the prepared group list; nothing allocates or takes locks. The identity
+        // is changed with the raw system calls: libc's wrappers would signal the agent's
+        // other threads, whose memory this child shares.
         unsafe {
+            // Dispositions first: the agent's handlers must never run in this child.
+            reset_dispositions();
             libc::sigemptyset(set.as_mut_ptr());
             let rc = libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
             if rc != 0 {
                 return Err(io::Error::from_raw_os_error(rc));
             }
-            reset_dispositions();
             for &fd in &self.keep_fds {
                 check(libc::fcntl(fd, libc::F_SETFD, 0))?;
             }
@@ -421,9 +448,14 @@ impl ChildSetup {
                 crate::caps::restrict_in_child(keep)?;
             }
             if let Some((uid, gid, groups)) = &self.user {
-                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-                check(libc::setgid(*gid))?;
-                check(libc::setuid(*uid))?;
+                let raw = |rc: libc::c_long| check(if rc < 0 { -1 } else { 0 });
+                raw(libc::syscall(
+                    libc::SYS_setgroups,
+                    groups.len(),
+                    groups.as_ptr(),
+                ))?;
+                raw(libc::syscall(libc::SYS_setgid, *gid))?;
+                raw(libc::syscall(libc::SYS_setuid, *uid))?;
             }
             // After setuid, which clears it.
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
