@@ -18,6 +18,9 @@ pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsE
         let target = base.join("layers").join(n.to_string());
         mkdir(&target)?;
         wait_for_capacity(device)?;
+        if spec.guest.is_some() {
+            limit_read_ahead(device);
+        }
         sys::mount(
             Some(device),
             &target,
@@ -98,6 +101,25 @@ fn wait_for_capacity(device: &str) -> Result<(), RootfsError> {
             Ok(_) => std::thread::sleep(Duration::from_millis(2)),
         }
     }
+}
+
+/// Readahead of a VM's layer disks, in KiB (the kernel's default is 128).
+const VM_LAYER_READ_AHEAD_KB: &str = "32";
+
+/// Lowers a VM's layer disk's readahead to [`VM_LAYER_READ_AHEAD_KB`], best effort. Starting
+/// programs is mostly page faults on their files, and each fault reads the window around it
+/// into the page cache; every page of that costs ~2 ms of emulated guest-kernel work on an
+/// emulating KVM. Measured there for `husk/busybox true`: 128 KiB read 1.5 MiB in 20
+/// requests for the first exec, 32 KiB 0.9 MiB in 34, and the first exec took ~0.3 s less.
+/// Not done under process isolation, where the layers are the host's loop devices.
+fn limit_read_ahead(device: &str) {
+    let Some(name) = Path::new(device).file_name() else {
+        return;
+    };
+    let knob = Path::new("/sys/class/block")
+        .join(name)
+        .join("queue/read_ahead_kb");
+    let _ = fs::write(knob, VM_LAYER_READ_AHEAD_KB);
 }
 
 /// Keeps handles on the upper and lower directories, which the archive tool reads after

@@ -486,8 +486,12 @@ fn run_sandbox(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Out
     };
     crate::timing::mark("workload.exited");
     let _ = shared.log.flush_partial();
-    let _ = client.shutdown();
-    sandbox.teardown();
+    if shared.config.host_config.auto_remove && sandbox.discardable() {
+        sandbox.discard();
+    } else {
+        let _ = client.shutdown();
+        sandbox.teardown();
+    }
     crate::timing::mark("sandbox.down");
     outcome
 }
