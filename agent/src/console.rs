@@ -57,3 +57,23 @@ fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only queries the descriptor table; an invalid fd yields EBADF.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
+
+/// Kernel messages less urgent than this still reach the log buffer (`dmesg`), not the
+/// console: warnings and worse (an oops, the OOM killer) still do.
+const CONSOLE_LOGLEVEL: libc::c_int = 4;
+
+/// Stops informational kernel messages (a disk's new size, a mount) from being written to a
+/// VM's serial console once the agent is up: each byte there is a VM exit and emulated
+/// driver work on an emulating KVM, and a warm container's setup printed about ten lines.
+/// Best effort.
+pub fn quiet_kernel() {
+    const SYSLOG_ACTION_CONSOLE_LEVEL: libc::c_int = 8;
+    // SAFETY: klogctl with this action takes no buffer, only the level.
+    unsafe {
+        libc::klogctl(
+            SYSLOG_ACTION_CONSOLE_LEVEL,
+            std::ptr::null_mut(),
+            CONSOLE_LOGLEVEL,
+        )
+    };
+}

@@ -46,6 +46,11 @@ pub fn mark_vm_guest() {
     VM_GUEST.store(true, Ordering::SeqCst);
 }
 
+/// Whether the agent serves a VM's host (see [`mark_vm_guest`]).
+pub fn is_vm_guest() -> bool {
+    VM_GUEST.load(Ordering::SeqCst)
+}
+
 /// Reseeds the guest's RNG with the host's bytes and sets its clock.
 pub fn apply(identity: &GuestIdentity) -> Result<(), FreshError> {
     if !VM_GUEST.load(Ordering::SeqCst) {

@@ -90,6 +90,13 @@ pub fn run() -> Result<(), AgentError> {
         Some(_) => None,
         None => listener(&config.transport)?,
     };
+    if listener.is_some() {
+        crate::rootfs::prepare();
+    }
+    if crate::fresh::is_vm_guest() {
+        crate::network::prepare_first_nic();
+        console::quiet_kernel();
+    }
     // Threads for the first connection and process, already running in a warm start's
     // template (see `workers`); without them the work still gets threads, only slower.
     if listener.is_some()

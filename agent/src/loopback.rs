@@ -23,7 +23,11 @@ pub fn up() -> io::Result<()> {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &raw mut req) < 0 {
             return Err(io::Error::last_os_error());
         }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let up = libc::IFF_UP as libc::c_short;
+        if req.ifr_ifru.ifru_flags & up != 0 {
+            return Ok(());
+        }
+        req.ifr_ifru.ifru_flags |= up;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &raw const req) < 0 {
             return Err(io::Error::last_os_error());
         }

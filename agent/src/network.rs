@@ -67,6 +67,28 @@ pub fn configure(interfaces: &[InterfaceSpec]) -> Result<(), NetworkError> {
     bring_up(&mut nl, interfaces, false)
 }
 
+/// The name the VM's first NIC gets from the guest kernel.
+const FIRST_NIC: &str = "eth0";
+
+/// Brings a VM's first NIC up before the agent reports ready, still without addresses (and
+/// without a carrier until the host plugs it in). Going up fills the NIC's receive ring:
+/// done here, a warm-start template has it done once for all its clones, instead of every
+/// container paying it during setup (~0.3 s of emulated guest-kernel work on an emulating
+/// KVM). Setup then only sets MTU, MAC, addresses and routes on it (`bring_up`; MTU and MAC
+/// change on a running virtio NIC). Best effort: setup brings it up anyway.
+pub fn prepare_first_nic() {
+    let Some(index) = netconf::link_index(FIRST_NIC) else {
+        return;
+    };
+    let up = LinkChange {
+        up: Some(true),
+        ..LinkChange::default()
+    };
+    if let Err(e) = Netlink::open().and_then(|mut nl| nl.set_link(index, &up)) {
+        crate::say!("network: cannot bring {FIRST_NIC} up early: {e}");
+    }
+}
+
 /// A running sandbox's change: `remove`'s interfaces lose their addresses and go down
 /// (their routes go with them), then `add`'s are configured (a new gateway becomes the
 /// default route only where there is none), then `/etc/resolv.conf` gets `resolv_conf`

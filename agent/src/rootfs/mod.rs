@@ -103,6 +103,21 @@ pub fn is_done() -> bool {
         == Some(true)
 }
 
+/// Prepares what every container's sandbox gets, before the agent reports ready: `/proc`,
+/// `/sys` and `/dev` (see `inside::prepare`) and the loopback interface up. Only as PID 1 of a sandbox; failures only cost time later.
+pub fn prepare() {
+    if !crate::reset::is_pid1() {
+        return;
+    }
+    if let Err(e) = inside::prepare(Path::new(BASE)) {
+        say!("rootfs: nothing prepared: {}", crate::chain(&e));
+    }
+    // Setup brings it up too (a no-op then); done here, a template's clones have it.
+    if let Err(e) = crate::loopback::up() {
+        say!("cannot bring the loopback interface up early: {e}");
+    }
+}
+
 /// Assembles the rootfs `spec` describes and moves the agent into it. Refused if it was done
 /// before or if the agent is not PID 1; a bad spec or missing device changes nothing.
 pub fn setup(spec: &SandboxSpec) -> Result<(), RootfsError> {
