@@ -148,6 +148,14 @@ pub struct BenchNetArgs {
     /// Measure process isolation only.
     #[arg(long)]
     no_vm: bool,
+    /// iperf3 rounds in process isolation: host loopback, then the container directly and
+    /// through its published port, in turn; the table gives the medians (this machine's
+    /// speed drifts between transfers).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// MiB per iperf3 transfer (at most 4 to a vm container).
+    #[arg(long, default_value_t = 1024)]
+    iperf_mib: usize,
 }
 
 #[derive(Args, Debug)]
@@ -350,6 +358,8 @@ fn bench_net(a: BenchNetArgs) -> anyhow::Result<ExitCode> {
         husk: std::env::current_exe().context("cannot find the husk binary")?,
         mib: a.mib.max(1),
         round_trips: a.round_trips.max(1),
+        rounds: a.rounds.max(1),
+        iperf_mib: a.iperf_mib.max(1),
         vm: !a.no_vm,
         work_dir: PathBuf::from(format!("/var/tmp/husk-bench-net-{}", std::process::id())),
     };

@@ -36,6 +36,10 @@ pub struct NetOptions {
     pub mib: usize,
     /// Ping-pongs per latency measurement.
     pub round_trips: usize,
+    /// iperf3 rounds per process container (loopback, direct, published in turn).
+    pub rounds: usize,
+    /// MiB per iperf3 transfer (a vm container's are capped: its guest kernel is emulated).
+    pub iperf_mib: usize,
     /// Also measure vm isolation.
     pub vm: bool,
     /// Scratch directory (its own state root).
