@@ -26,8 +26,9 @@ pub const BASE: &str = "reboot=k panic=-1 husk.lean_sysfs tsc=reliable no_timer_
 /// per step, SMP alternatives patching decodes thousands of sites, and write-protecting
 /// the kernel's read-only data walks its page tables (~1.5 s; W^X inside the guest kernel
 /// is hardening against the guest's own user space, behind the VM boundary).
-pub const EMULATED: &str =
-    "clearcpuid=xsave,smap,popcnt,cx16,bmi1,bmi2,avx,avx2,erms,fsrm noreplace-smp rodata=off";
+/// `cgroup_disable=memory` saves the memory cgroup's accounting of every page the guest
+/// allocates and frees; no husk guest uses that controller.
+pub const EMULATED: &str = "clearcpuid=xsave,smap,popcnt,cx16,bmi1,bmi2,avx,avx2,erms,fsrm noreplace-smp rodata=off cgroup_disable=memory";
 
 /// Errors building the command line.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
