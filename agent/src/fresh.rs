@@ -53,7 +53,7 @@ pub fn is_vm_guest() -> bool {
 
 /// Reseeds the guest's RNG with the host's bytes and sets its clock.
 pub fn apply(identity: &GuestIdentity) -> Result<(), FreshError> {
-    if !VM_GUEST.load(Ordering::SeqCst) {
+    if !is_vm_guest() {
         return Err(FreshError::NotVmGuest);
     }
     reseed(&identity.entropy)?;

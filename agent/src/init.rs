@@ -92,17 +92,15 @@ pub fn run() -> Result<(), AgentError> {
     };
     if listener.is_some() {
         crate::rootfs::prepare();
+        // Threads for the first connection and process, already running in a warm start's
+        // template (see `workers`); without them the work still gets threads, only slower.
+        if let Err(e) = crate::workers::prestart(PRESTARTED_WORKERS) {
+            say!("cannot prestart worker threads: {e}");
+        }
     }
     if crate::fresh::is_vm_guest() {
         crate::network::prepare_first_nic();
         console::quiet_kernel();
-    }
-    // Threads for the first connection and process, already running in a warm start's
-    // template (see `workers`); without them the work still gets threads, only slower.
-    if listener.is_some()
-        && let Err(e) = crate::workers::prestart(PRESTARTED_WORKERS)
-    {
-        say!("cannot prestart worker threads: {e}");
     }
     let mut console = ConsoleTransport::stdout();
     console.ready(&Ready { version: VERSION })?;

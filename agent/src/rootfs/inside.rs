@@ -76,14 +76,17 @@ pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), Ro
     if prepared && move_in(root, &ready, "dev") {
         if let Some(size) = spec.shm_size.filter(|&s| s != DEFAULT_SHM) {
             let shm = sys::ensure_dir(root, "dev/shm").map_err(step("open /dev/shm"))?;
-            let data = format!("mode=1777,size={size}");
             let flags = libc::MS_REMOUNT | SECURE;
-            sys::mount(None, &sys::fd_path(shm.as_fd()), None, flags, Some(&data))
-                .map_err(step("resize /dev/shm"))?;
+            sys::mount(
+                None,
+                &sys::fd_path(shm.as_fd()),
+                None,
+                flags,
+                Some(&shm_data(size)),
+            )
+            .map_err(step("resize /dev/shm"))?;
         }
-        for d in &spec.devices {
-            bind_device(root, &d.source, d.target.trim_start_matches('/'))?;
-        }
+        bind_devices(root, &spec.devices)?;
     } else {
         dev(root, spec.shm_size, &spec.devices)?;
     }
@@ -195,13 +198,26 @@ fn dev(
     }
     let pts = "newinstance,ptmxmode=0666,mode=0620,gid=5";
     mount_in(root, "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, Some(pts))?;
-    let shm = format!("mode=1777,size={}", shm_size.unwrap_or(DEFAULT_SHM));
+    let shm = shm_data(shm_size.unwrap_or(DEFAULT_SHM));
     mount_in(root, "dev/shm", "tmpfs", SECURE, Some(&shm))?;
     // POSIX message queues need the kernel's mqueue (and, on a host, an IPC namespace):
     // useful, not essential.
     if let Err(e) = mount_in(root, "dev/mqueue", "mqueue", SECURE, None) {
         say!("rootfs: no /dev/mqueue: {}", crate::chain(&e));
     }
+    bind_devices(root, devices)
+}
+
+/// The tmpfs data of a `/dev/shm` of `size` bytes.
+fn shm_data(size: u64) -> String {
+    format!("mode=1777,size={size}")
+}
+
+/// Bind-mounts the `--device`s into the rootfs's `/dev`.
+fn bind_devices(
+    root: BorrowedFd<'_>,
+    devices: &[agent_proto::DeviceMount],
+) -> Result<(), RootfsError> {
     for d in devices {
         bind_device(root, &d.source, d.target.trim_start_matches('/'))?;
     }

@@ -104,7 +104,8 @@ pub fn is_done() -> bool {
 }
 
 /// Prepares what every container's sandbox gets, before the agent reports ready: `/proc`,
-/// `/sys` and `/dev` (see `inside::prepare`) and the loopback interface up. Only as PID 1 of a sandbox; failures only cost time later.
+/// `/sys` and `/dev` (see `inside::prepare`) and the loopback interface up. Only as PID 1
+/// of a sandbox; failures only cost time later.
 pub fn prepare() {
     if !crate::reset::is_pid1() {
         return;
