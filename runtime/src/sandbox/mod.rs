@@ -451,26 +451,24 @@ impl Sandbox {
         matches!(self.backend, Backend::Vm(_)) && self.share.is_none()
     }
 
-    /// Ends a [`discardable`](Self::discardable) sandbox whose scratch disk nobody reads
-    /// again (`--rm` after the workload's end): the VMM is killed at once, skipping the
-    /// guest's sync and reset, which are emulated guest-kernel work on an emulating KVM
-    /// (~0.5 s). Anything else is torn down as by [`teardown`](Self::teardown).
-    pub fn discard(self) {
-        if self.discardable() {
-            // SAFETY: kill takes no pointers; `pid` is our unreaped child (reaped only by
-            // the watcher, which reports it), so it cannot have been reused.
+    /// Kills the sandbox process at once (then [`teardown`](Self::teardown) frees the
+    /// rest): for a [`discardable`](Self::discardable) sandbox whose scratch disk nobody
+    /// reads again (`--rm` after the workload's end), instead of the agent's `Shutdown`,
+    /// whose guest sync and reset are emulated guest-kernel work on an emulating KVM
+    /// (~0.5 s).
+    pub fn kill(&mut self) {
+        if self.death_reason(Duration::ZERO).is_none() {
+            // SAFETY: kill takes no pointers; `pid` is our unreaped child (the watcher has
+            // not reported it, so it has not been reaped and cannot have been reused).
             unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
-        self.teardown();
     }
 
     /// Ends the sandbox (waiting `EXIT_GRACE` for it to end by itself after an agent
     /// `Shutdown`, then SIGKILL) and frees everything it held.
     pub fn teardown(mut self) {
         if self.death_reason(EXIT_GRACE).is_none() {
-            // SAFETY: kill takes no pointers; `pid` is our unreaped child (the watcher has
-            // not reported it, so it has not been reaped and cannot have been reused).
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            self.kill();
             if self.death_reason(EXIT_GRACE).is_none() {
                 log::warn!("sandbox process {} survived SIGKILL", self.pid);
             }

@@ -487,11 +487,11 @@ fn run_sandbox(shared: &Arc<Shared>, self_cmd: &(PathBuf, Vec<OsString>)) -> Out
     crate::timing::mark("workload.exited");
     let _ = shared.log.flush_partial();
     if shared.config.host_config.auto_remove && sandbox.discardable() {
-        sandbox.discard();
+        sandbox.kill();
     } else {
         let _ = client.shutdown();
-        sandbox.teardown();
     }
+    sandbox.teardown();
     crate::timing::mark("sandbox.down");
     outcome
 }
