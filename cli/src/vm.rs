@@ -307,13 +307,12 @@ pub fn run_bench(cmd: BenchCommand, kvm_device: &Path) -> anyhow::Result<ExitCod
         BenchCommand::Build(a) => return bench_build(a),
     };
     let host = vmm::host::probe(kvm_device)?;
-    let qemu = if a.no_qemu {
-        None
-    } else {
-        Some(runtime::paths::on_path("qemu-system-x86_64").context(
-            "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86), or pass --no-qemu",
-        )?)
-    };
+    let qemu = baseline(
+        a.no_qemu,
+        "qemu-system-x86_64",
+        "qemu-system-x86",
+        "--no-qemu",
+    )?;
     let kernel = a
         .kernel
         .or_else(runtime::paths::default_kernel)
@@ -367,14 +366,23 @@ fn bench_net(a: BenchNetArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A benchmark's baseline program `name` (Debian package `package`), unless `skip`; a clear
+/// error naming `flag` when it is not installed.
+fn baseline(skip: bool, name: &str, package: &str, flag: &str) -> anyhow::Result<Option<PathBuf>> {
+    if skip {
+        return Ok(None);
+    }
+    runtime::paths::on_path(name)
+        .with_context(|| {
+            format!(
+                "{name} is not installed (apt-get install {package}, the baseline), or pass {flag}"
+            )
+        })
+        .map(Some)
+}
+
 fn bench_build(a: BenchBuildArgs) -> anyhow::Result<ExitCode> {
-    let buildah = if a.no_buildah {
-        None
-    } else {
-        Some(runtime::paths::on_path("buildah").context(
-            "buildah is not installed (apt-get install buildah, the baseline), or pass --no-buildah",
-        )?)
-    };
+    let buildah = baseline(a.no_buildah, "buildah", "buildah", "--no-buildah")?;
     let opts = runtime::bench::build::BuildOptions {
         husk: std::env::current_exe().context("cannot find the husk binary")?,
         buildah,
@@ -387,13 +395,7 @@ fn bench_build(a: BenchBuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_run(a: BenchRunArgs) -> anyhow::Result<ExitCode> {
-    let crun = if a.no_crun {
-        None
-    } else {
-        Some(runtime::paths::on_path("crun").context(
-            "crun is not installed (apt-get install crun, the baseline), or pass --no-crun",
-        )?)
-    };
+    let crun = baseline(a.no_crun, "crun", "crun", "--no-crun")?;
     let opts = runtime::bench::containers::RunOptions {
         husk: std::env::current_exe().context("cannot find the husk binary")?,
         crun,
