@@ -447,8 +447,11 @@ impl Sandbox {
     /// Whether the sandbox can end without the guest's orderly shutdown once its disks are
     /// no longer wanted: a VM without shared directories. (What a workload wrote to a
     /// shared directory may sit in the guest's page cache until the agent's final sync.)
+    /// A profiled VM (`HUSK_VMM_PROFILE`) is not: its VMM writes the profile as it ends.
     pub fn discardable(&self) -> bool {
-        matches!(self.backend, Backend::Vm(_)) && self.share.is_none()
+        matches!(self.backend, Backend::Vm(_))
+            && self.share.is_none()
+            && std::env::var_os(vm::PROFILE_ENV).is_none()
     }
 
     /// Kills the sandbox process at once (then [`teardown`](Self::teardown) frees the
