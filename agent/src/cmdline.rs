@@ -45,6 +45,9 @@ pub enum CmdlineError {
     /// `husk.transport=` is not a transport.
     #[error("husk.transport={0:?} is not a transport (vsock, vsock:PORT, unix:/PATH or none)")]
     InvalidTransport(String),
+    /// A device parameter is not a path under `/dev`.
+    #[error("{0}={1:?} is not a device (/dev/NAME)")]
+    BadDevice(String, String),
     /// A boolean parameter has a value that is not a boolean.
     #[error("{key}={value:?} is not a boolean (1/0, y/n, yes/no, true/false, on/off)")]
     InvalidBool { key: String, value: String },
@@ -95,6 +98,9 @@ pub struct Config {
     /// `husk.cgroup=fd:N`: an inherited `cgroup.procs` every container process joins (the
     /// host's `--pids-limit` group under process isolation).
     pub cgroup_fd: Option<i32>,
+    /// `husk.scratch=/dev/NAME`: a warm-start template's fresh scratch disk, mounted
+    /// before ready so that the template's clones have it mounted (`rootfs::prepare`).
+    pub scratch: Option<String>,
     /// `husk.*` parameters this agent does not know (warned about, then ignored).
     pub unknown: Vec<String>,
 }
@@ -107,6 +113,7 @@ impl Default for Config {
             panic_test: false,
             transport: Transport::Auto,
             cgroup_fd: None,
+            scratch: None,
             unknown: vec![],
         }
     }
@@ -126,6 +133,17 @@ pub fn load() -> Result<(Config, Source), CmdlineError> {
     Ok((parse(&text)?, source))
 }
 
+/// A `/dev/NAME` parameter value.
+fn device(key: &str, value: Option<String>) -> Result<String, CmdlineError> {
+    let value = value.unwrap_or_default();
+    match value.strip_prefix("/dev/") {
+        Some(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Ok(value)
+        }
+        _ => Err(CmdlineError::BadDevice(key.to_owned(), value)),
+    }
+}
+
 /// Parses a kernel command line. Later occurrences of a parameter override earlier ones.
 pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
     let mut config = Config::default();
@@ -137,6 +155,7 @@ pub fn parse(cmdline: &str) -> Result<Config, CmdlineError> {
             "husk.transport" => config.transport = transport(value.unwrap_or_default())?,
             "husk.cgroup" => config.cgroup_fd = Some(inherited_fd(&key, value)?),
             // The guest kernel's own (guest-kernel patch 0004), not the agent's.
+            "husk.scratch" => config.scratch = Some(device(&key, value)?),
             "husk.lean_sysfs" => {}
             k if k.starts_with("husk.") => config.unknown.push(key),
             _ => {}
@@ -313,6 +332,21 @@ mod tests {
             parse("husk.panic_test=maybe"),
             Err(CmdlineError::InvalidBool { .. })
         ));
+        for bad in [
+            "husk.scratch",
+            "husk.scratch=/dev/",
+            "husk.scratch=vdb",
+            "husk.scratch=/dev/../sda",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(CmdlineError::BadDevice(..))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse("husk.scratch=/dev/vds").unwrap().scratch.as_deref(),
+            Some("/dev/vds")
+        );
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn run() -> Result<(), AgentError> {
         None => listener(&config.transport)?,
     };
     if listener.is_some() {
-        crate::rootfs::prepare();
+        crate::rootfs::prepare(config.scratch.as_deref());
         // Threads for the first connection and process, already running in a warm start's
         // template (see `workers`); without them the work still gets threads, only slower.
         if let Err(e) = crate::workers::prestart(PRESTARTED_WORKERS) {

@@ -25,6 +25,9 @@ const SAME: &str = "echo $((6*7)); id; ls /; cat /etc/hostname | wc -c; \
     grep -c ' / ' /proc/mounts; echo data > /f; cat /f; rm /f; \
     cat /proc/sys/vm/overcommit_memory 2>/dev/null; ulimit -n";
 
+/// What the VMM says when the guest has the container's scratch disk mounted already.
+const SCRATCH_READY: &str = "scratch disk mounted in the template";
+
 /// A private template directory for a test that takes templates apart.
 struct Templates(tempfile::TempDir);
 
@@ -192,9 +195,22 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
     }
     let ctx = Ctx::isolated("vm");
     let t = Templates::new();
-    let first = t.start(&ctx, "first", "echo one");
-    assert_eq!(finished(&ctx, "first"), "one");
-    assert!(vmm_log(&ctx, &first).contains("made for this run"));
+    let keep = "cat /f 2>/dev/null || echo none; echo kept > /f";
+    let first = t.start(&ctx, "first", keep);
+    assert_eq!(finished(&ctx, "first"), "none");
+    let log = vmm_log(&ctx, &first);
+    assert!(
+        log.contains("made for this run") && log.contains(SCRATCH_READY),
+        "{log}"
+    );
+    // Started again, its scratch disk is its own (used) one: not the template's.
+    let o = t.run(&ctx, &["start", "-a", "first"]);
+    assert_eq!(stdout(&o), "kept", "{}", husk_e2e::stderr(&o));
+    let log = vmm_log(&ctx, &first);
+    assert!(
+        log.contains("warm start from template") && !log.contains(SCRATCH_READY),
+        "{log}"
+    );
     let template = t.only();
     let key = template.file_name().unwrap().to_string_lossy().into_owned();
 
@@ -240,7 +256,22 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
         log.contains("warm start from template") && !log.contains("made"),
         "{log}"
     );
-    ctx.ok(&["rm", "first", "second", "third", "fourth"]);
+
+    // A changed byte in the template's scratch disk: its digest refuses it.
+    let disk = t.only().join("scratch.ext4");
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"x", 1024 + 0x78).unwrap();
+    drop(f);
+    let fifth = t.start(&ctx, "fifth", "echo five");
+    assert_eq!(finished(&ctx, "fifth"), "five");
+    let log = vmm_log(&ctx, &fifth);
+    assert!(
+        log.contains("refused")
+            && log.contains("scratch disk")
+            && log.contains("made for this run"),
+        "{log}"
+    );
+    ctx.ok(&["rm", "first", "second", "third", "fourth", "fifth"]);
     ctx.assert_clean();
 }
 

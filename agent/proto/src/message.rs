@@ -181,6 +181,11 @@ pub struct SandboxSpec {
     pub layer_fstype: String,
     /// The writable ext4 scratch device holding `upper/` and `work/`.
     pub scratch: String,
+    /// The scratch device is the warm-start template's, which the agent mounted before
+    /// the snapshot (`husk.scratch=`): the host attached a copy of the template's disk
+    /// to it, so it is used as mounted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scratch_ready: bool,
     /// The container's hostname (also set on the UTS namespace).
     pub hostname: String,
     /// Contents of the container's `/etc/hosts`.

@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! /run/husk/layers/<n>   layer n (0 = lowest), read-only
-//! /run/husk/scratch      the scratch ext4: upper/ and work/
+//! /run/husk/init         docker's init layer: the mount points below, the topmost lower
+//! /run/husk/scratch      the scratch ext4: upper/ and work/ (ready/scratch if prepared)
 //! /run/husk/etc          hosts, hostname, resolv.conf (bind-mounted into the rootfs)
-//! /run/husk/rootfs       overlay lowerdir=<top>:...:<0>,upperdir=scratch/upper,workdir=scratch/work
+//! /run/husk/rootfs       overlay lowerdir=init:<top>:...:<0>,upperdir=scratch/upper,workdir=scratch/work
 //! ```
 
 mod copyup;
@@ -104,14 +105,20 @@ pub fn is_done() -> bool {
 }
 
 /// Prepares what every container's sandbox gets, before the agent reports ready: `/proc`,
-/// `/sys` and `/dev` (see `inside::prepare`) and the loopback interface up. Only as PID 1
+/// `/sys` and `/dev` (see `inside::prepare`), a warm-start template's `scratch` disk
+/// mounted (`layers::prepare_scratch`) and the loopback interface up. Only as PID 1
 /// of a sandbox; failures only cost time later.
-pub fn prepare() {
+pub fn prepare(scratch: Option<&str>) {
     if !crate::reset::is_pid1() {
         return;
     }
     if let Err(e) = inside::prepare(Path::new(BASE)) {
         say!("rootfs: nothing prepared: {}", crate::chain(&e));
+    }
+    if let Some(device) = scratch
+        && let Err(e) = layers::prepare_scratch(Path::new(BASE), device)
+    {
+        say!("rootfs: no scratch disk prepared: {}", crate::chain(&e));
     }
     // Setup brings it up too (a no-op then); done here, a template's clones have it.
     if let Err(e) = crate::loopback::up() {

@@ -28,7 +28,7 @@ pub use entry::EntryError;
 pub use extract::ExtractError;
 pub use lower::LowerLayer;
 pub use path::PathError;
-pub use scratch::create_scratch_from_template;
+pub use scratch::{copy_scratch, create_scratch_from_template, data_digest, never_mounted};
 pub use stream::{Compression, LayerLimits, StreamError};
 
 use crate::digest::Digest;

@@ -40,6 +40,88 @@ pub fn create_scratch_from_template(
     Ok(())
 }
 
+/// Copies the scratch disk `src` sparsely into the new file `dst` (refused if it exists),
+/// synced; leaves nothing behind on failure.
+pub fn copy_scratch(src: &Path, dst: &Path) -> io::Result<()> {
+    let out = OpenOptions::new().write(true).create_new(true).open(dst)?;
+    let copied = File::open(src)
+        .and_then(|src| {
+            let len = src.metadata()?.len();
+            sparse_copy(&src, &out, len)
+        })
+        .and_then(|()| out.sync_all());
+    if copied.is_err() {
+        let _ = fs::remove_file(dst);
+    }
+    copied
+}
+
+/// Whether the ext4 disk `path` was never mounted writable: its superblock's mount count
+/// and last mount time are still mkfs's zeros (every read-write mount raises the one and
+/// sets the other). `false` for anything that is not ext4.
+pub fn never_mounted(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut sb = [0u8; 0x3a];
+    File::open(path)?.read_exact_at(&mut sb, SUPERBLOCK)?;
+    let le16 = |at: usize| u16::from_le_bytes([sb[at], sb[at + 1]]);
+    let mtime = u32::from_le_bytes([sb[0x2c], sb[0x2d], sb[0x2e], sb[0x2f]]);
+    Ok(le16(0x38) == EXT4_MAGIC && le16(0x34) == 0 && mtime == 0)
+}
+
+/// Where ext4's superblock starts.
+const SUPERBLOCK: u64 = 1024;
+/// ext4's `s_magic` (at 0x38 in the superblock).
+const EXT4_MAGIC: u16 = 0xef53;
+
+/// A SHA-256 over the data extents of `path` (each one's offset, length and bytes) and
+/// its length: what a sparse copy preserves, read without the holes.
+pub fn data_digest(path: &Path) -> io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut h = Sha256::new();
+    h.update(len.to_le_bytes());
+    for (from, to) in data_extents(&file, len)? {
+        h.update(from.to_le_bytes());
+        h.update(to.to_le_bytes());
+        file.seek(SeekFrom::Start(from))?;
+        let copied = io::copy(&mut (&mut file).take(to - from), &mut h)?;
+        if copied != to - from {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The `[from, to)` data extents of `file` up to `len` (`SEEK_DATA`/`SEEK_HOLE`).
+fn data_extents(file: &File, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut extents = Vec::new();
+    let mut pos: i64 = 0;
+    let end = i64::try_from(len).map_err(io::Error::other)?;
+    while pos < end {
+        // SAFETY: lseek on a descriptor we own.
+        let data = unsafe { libc::lseek(file.as_raw_fd(), pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            // ENXIO: no data after `pos`.
+            return match e.raw_os_error() == Some(libc::ENXIO) {
+                true => Ok(extents),
+                false => Err(e),
+            };
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let to = hole.min(end);
+        extents.push((data.cast_unsigned(), to.cast_unsigned()));
+        pos = hole;
+    }
+    Ok(extents)
+}
+
 /// Formats a template next to its final name and renames it into place (two husk
 /// processes racing both succeed; one template wins).
 fn make_template(layers: &Path, template: &Path, size: u64) -> Result<(), DiskError> {
@@ -56,27 +138,14 @@ fn make_template(layers: &Path, template: &Path, size: u64) -> Result<(), DiskEr
 /// Copies the data extents of `src` into `dst` and gives `dst` length `len`.
 fn sparse_copy(src: &File, dst: &File, len: u64) -> io::Result<()> {
     dst.set_len(len)?;
-    let mut pos: i64 = 0;
-    let end = i64::try_from(len).map_err(io::Error::other)?;
-    while pos < end {
-        // SAFETY: lseek on a descriptor we own.
-        let data = unsafe { libc::lseek(src.as_raw_fd(), pos, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            // ENXIO: no data after `pos`.
-            return if e.raw_os_error() == Some(libc::ENXIO) {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        copy_range(src, dst, data, hole.min(end))?;
-        pos = hole;
+    for (from, to) in data_extents(src, len)? {
+        let (from, to) = (i64::try_from(from), i64::try_from(to));
+        copy_range(
+            src,
+            dst,
+            from.map_err(io::Error::other)?,
+            to.map_err(io::Error::other)?,
+        )?;
     }
     Ok(())
 }
@@ -136,5 +205,26 @@ mod tests {
         // An existing file is refused and kept.
         assert!(create_scratch_from_template(&layers, &a, 64 << 20).is_err());
         assert!(a.exists());
+    }
+
+    #[test]
+    fn a_fresh_disk_was_never_mounted_and_its_copy_has_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
+        create_scratch_from_template(&dir.path().join("layers"), &a, 64 << 20).unwrap();
+        assert!(never_mounted(&a).unwrap());
+        copy_scratch(&a, &b).unwrap();
+        assert!(copy_scratch(&a, &b).is_err(), "an existing copy is refused");
+        let digest = data_digest(&a).unwrap();
+        assert_eq!(data_digest(&b).unwrap(), digest);
+        // What a read-write mount writes: the mount count.
+        let f = OpenOptions::new().write(true).open(&b).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[1, 0], SUPERBLOCK + 0x34).unwrap();
+        assert!(!never_mounted(&b).unwrap());
+        assert_ne!(data_digest(&b).unwrap(), digest);
+        // Not ext4.
+        fs::write(&b, vec![0u8; 4096]).unwrap();
+        assert!(!never_mounted(&b).unwrap());
+        assert!(never_mounted(&dir.path().join("none")).is_err());
     }
 }

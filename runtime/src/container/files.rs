@@ -40,6 +40,9 @@ pub const VMM_SOCKET: &str = "vmm.sock";
 pub const VMM_CONFIG: &str = "vmm.json";
 /// A VM sandbox's VMM log.
 pub const VMM_LOG: &str = "vmm.log";
+/// Written by a VM sandbox's VMM when the guest it restored has the container's scratch
+/// disk mounted already (a warm start's fresh scratch disk); removed before each start.
+pub const SCRATCH_READY: &str = "scratch-ready";
 /// A VM sandbox's serial console.
 pub const CONSOLE_LOG: &str = "console.log";
 /// The vhost-user socket of a VM sandbox's virtiofsd (shared volumes).

@@ -351,11 +351,13 @@ impl Sandbox {
             Backend::Process(p) => p.devices(),
             Backend::Vm(v) => v.devices(),
         };
+        let scratch_ready = matches!(&self.backend, Backend::Vm(v) if v.scratch_ready());
         let endpoints = self.wiring.endpoints();
         let mut spec = SandboxSpec {
             layers,
             layer_fstype: "erofs".into(),
             scratch,
+            scratch_ready,
             hostname: hostname.to_owned(),
             hosts: format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"

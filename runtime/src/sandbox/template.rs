@@ -4,7 +4,9 @@
 //! up and waiting for the host. A container with volumes gets virtiofsd behind the slot
 //! at restore, and its guest memory is then a shared copy of the template's. The container's disks go
 //! into the slots at restore; the guest learns their sizes from a configuration-change
-//! interrupt. Templates live under `<cache>/vm-templates/<key>`, keyed by everything the
+//! interrupt. The template's agent has a fresh scratch disk mounted ([`SCRATCH_SLOT`]):
+//! a container whose scratch disk was never mounted gets a copy of that disk as its own
+//! and skips mounting one. Templates live under `<cache>/vm-templates/<key>`, keyed by everything the
 //! snapshot depends on (kernel, agent initramfs, command line, vCPUs, RAM, layout, VMM
 //! version). The first container that needs one makes it, under a lock so that
 //! concurrent first runs make it once, and is then restored from it like every later
@@ -13,7 +15,7 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use vmm::config::{AfterSnapshot, SnapshotPlan};
@@ -24,9 +26,14 @@ use crate::guest::{self, BootRequest};
 
 /// Disk slots in a template: layers plus the scratch disk, as many as a container has.
 pub const SLOTS: usize = super::vm::DISK_SLOTS;
-/// The template guest's command line: nothing container-specific (the hostname comes
-/// with the host's setup).
-const CMDLINE: &str = "husk.transport=vsock";
+/// The slot of the template's own scratch disk (the last), which its agent mounts before
+/// the snapshot. A clone whose container disk was never mounted gets a copy of it there
+/// and finds its scratch disk mounted; any other clone has its own scratch disk in the
+/// slot after its layers, and this one empty.
+pub const SCRATCH_SLOT: usize = SLOTS - 1;
+/// The template's scratch disk, beside the snapshot, and the digest of its data.
+const SCRATCH_DISK: &str = "scratch.ext4";
+const SCRATCH_DIGEST: &str = "scratch.sha256";
 /// The console line at which the template is taken.
 const READY: &str = "husk-agent: ready";
 /// The template-making VM's vsock socket (relative to the VMM's working directory), so
@@ -62,9 +69,50 @@ pub enum TemplateError {
     /// The template guest ended before its snapshot.
     #[error("the template guest ended ({0}) before its agent was ready; see {1}")]
     NotSaved(VmExit, PathBuf),
-    /// Restoring failed for a reason other than the template.
+    /// Restoring failed (see [`TemplateError::refused`]).
     #[error("cannot restore the template")]
     Restore(#[source] vmm::Error),
+    /// The container's disks end without a writable scratch disk.
+    #[error("the container has no scratch disk")]
+    NoScratch,
+    /// The template's scratch disk is missing or not what was saved.
+    #[error("the template's scratch disk {0} {1}")]
+    ScratchRefused(PathBuf, &'static str),
+    /// A scratch disk could not be read, copied or made.
+    #[error("cannot use the scratch disk {0}")]
+    Scratch(PathBuf, #[source] std::io::Error),
+    /// The template's scratch disk could not be made.
+    #[error("cannot make the template's scratch disk")]
+    MakeScratch(#[source] rootfs::layer::DiskError),
+    /// A container with as many disks as slots, whose scratch disk is its own: it would
+    /// take the template's scratch slot.
+    #[error("{0} disks of a used scratch disk's container: the template's scratch slot is taken")]
+    ScratchSlot(usize),
+}
+
+impl TemplateError {
+    /// Whether restoring failed because of the template itself (made anew then).
+    fn refused(&self) -> bool {
+        match self {
+            TemplateError::Restore(e) => matches!(
+                e,
+                vmm::Error::Snapshot(_)
+                    | vmm::Error::VirtioRestore(_)
+                    | vmm::Error::SerialRestore(_)
+            ),
+            TemplateError::ScratchRefused(..) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The template guest's command line: nothing container-specific (the hostname comes
+/// with the host's setup), and the scratch disk to mount before ready.
+fn cmdline() -> String {
+    format!(
+        "husk.transport=vsock husk.scratch={}",
+        super::vm::disk_name(SCRATCH_SLOT)
+    )
 }
 
 /// Where templates live: `$HUSK_VM_TEMPLATES`, else `<cache>/vm-templates`.
@@ -76,13 +124,21 @@ pub fn templates_dir() -> Option<PathBuf> {
 }
 
 /// The VM `req` describes (the container's disks in the first slots), restored from its
-/// template in `templates`, which is made first if it is missing or refused.
-pub fn restore(req: &BootRequest, templates: &Path) -> Result<MicroVm, TemplateError> {
+/// template in `templates`, which is made first if it is missing or refused; and whether
+/// the container's scratch disk is the one the guest has mounted (see [`SCRATCH_SLOT`]).
+pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, bool), TemplateError> {
     if req.disks.len() > SLOTS {
         return Err(TemplateError::TooManyDisks(req.disks.len()));
     }
+    let scratch = match req.disks.last() {
+        Some(d) if !d.read_only => d.path.clone(),
+        _ => return Err(TemplateError::NoScratch),
+    };
+    let size = fs::metadata(&scratch)
+        .map_err(|e| TemplateError::Scratch(scratch.clone(), e))?
+        .len();
     let mut config = guest::vm_config(&BootRequest {
-        cmdline: CMDLINE.into(),
+        cmdline: cmdline(),
         ..req.clone()
     })?;
     config.disks.resize(SLOTS, DiskConfig::empty_slot());
@@ -98,47 +154,107 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<MicroVm, TemplateE
         .map(|p| guest::file_identity(&p))
         .unwrap_or_default();
     let label = format!(
-        "husk container template, {SLOTS} disk slots, {NICS} NICs, 1 shared-directory slot; vmm {vmm_binary}; {}",
+        "husk container template, {SLOTS} disk slots, a {size}-byte scratch disk mounted from slot {SCRATCH_SLOT}, {NICS} NICs, 1 shared-directory slot; vmm {vmm_binary}; {}",
         guest::snapshot_label(&config)
     );
     let key = key(&label, config.vcpus, config.mem_mib);
     let dir = templates.join(&key);
-    let started = Instant::now();
     crate::timing::mark("vmm.restore");
-    match MicroVm::restore(&config, &dir, &label) {
-        Ok(vm) => {
-            say_restored(&key, started, false);
-            return Ok(vm);
+    let container = Restore {
+        config: &config,
+        dir: &dir,
+        label: &label,
+        scratch: &scratch,
+        slot: req.disks.len() - 1,
+    };
+    match container.attempt() {
+        Ok(restored) => {
+            say_restored(&key, &restored, false);
+            return Ok((restored.0, restored.1));
         }
         Err(_) if !dir.exists() => {}
-        Err(e) if refused(&e) => eprintln!(
+        Err(e) if e.refused() => eprintln!(
             "husk-vmm: template {} refused ({}): making it anew",
             dir.display(),
             agent_proto::error_chain(&e)
         ),
-        Err(e) => return Err(TemplateError::Restore(e)),
+        Err(e) => return Err(e),
     }
-    make(&config, templates, &key, &label)?;
-    let started = Instant::now();
-    let vm = MicroVm::restore(&config, &dir, &label).map_err(TemplateError::Restore)?;
-    say_restored(&key, started, true);
-    Ok(vm)
+    make(&config, templates, &key, &label, size)?;
+    let restored = container.attempt()?;
+    say_restored(&key, &restored, true);
+    Ok((restored.0, restored.1))
 }
 
-fn say_restored(key: &str, started: Instant, made: bool) {
+/// A container's VM to restore from the template in `dir`.
+struct Restore<'a> {
+    config: &'a VmConfig,
+    dir: &'a Path,
+    label: &'a str,
+    /// The container's scratch disk, and the slot it has after its layers.
+    scratch: &'a Path,
+    slot: usize,
+}
+
+impl Restore<'_> {
+    /// Restores the VM: with a copy of the template's scratch disk as the container's
+    /// when the container's was never mounted (it then holds nothing but mkfs's
+    /// output), else with the container's own disk after its layers. Returns the VM,
+    /// whether its scratch disk is the template's, and how long the restore took.
+    fn attempt(&self) -> Result<(MicroVm, bool, Duration), TemplateError> {
+        let started = Instant::now();
+        let template_scratch = checked_scratch(self.dir)?;
+        let mut config = self.config.clone();
+        let fresh = rootfs::layer::never_mounted(self.scratch).unwrap_or(false);
+        if fresh {
+            let tmp = self.scratch.with_extension("warm.tmp");
+            let _ = fs::remove_file(&tmp);
+            rootfs::layer::copy_scratch(&template_scratch, &tmp)
+                .and_then(|()| fs::rename(&tmp, self.scratch))
+                .map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    TemplateError::Scratch(self.scratch.to_path_buf(), e)
+                })?;
+            config.disks[self.slot] = DiskConfig::empty_slot();
+            config.disks[SCRATCH_SLOT] = DiskConfig {
+                path: self.scratch.to_path_buf(),
+                read_only: false,
+            };
+        } else if self.slot == SCRATCH_SLOT {
+            return Err(TemplateError::ScratchSlot(self.slot + 1));
+        }
+        let vm = MicroVm::restore(&config, self.dir, self.label).map_err(TemplateError::Restore)?;
+        Ok((vm, fresh, started.elapsed()))
+    }
+}
+
+/// The template's scratch disk in `dir`, if it is there and its data is what was saved.
+fn checked_scratch(dir: &Path) -> Result<PathBuf, TemplateError> {
+    let disk = dir.join(SCRATCH_DISK);
+    let Ok(want) = fs::read_to_string(dir.join(SCRATCH_DIGEST)) else {
+        return Err(TemplateError::ScratchRefused(disk, "has no digest"));
+    };
+    match rootfs::layer::data_digest(&disk) {
+        Ok(got) if got == want.trim() => Ok(disk),
+        Ok(_) => Err(TemplateError::ScratchRefused(
+            disk,
+            "differs from its digest",
+        )),
+        Err(_) => Err(TemplateError::ScratchRefused(disk, "cannot be read")),
+    }
+}
+
+fn say_restored(key: &str, restored: &(MicroVm, bool, Duration), made: bool) {
     eprintln!(
-        "husk-vmm: warm start from template {key}{} (restored in {} us)",
+        "husk-vmm: warm start from template {key}{} (restored in {} us){}",
         if made { ", made for this run" } else { "" },
-        started.elapsed().as_micros()
+        restored.2.as_micros(),
+        if restored.1 {
+            "; the container's scratch disk mounted in the template"
+        } else {
+            ""
+        }
     );
-}
-
-/// Whether a restore failed because of the template itself.
-fn refused(e: &vmm::Error) -> bool {
-    matches!(
-        e,
-        vmm::Error::Snapshot(_) | vmm::Error::VirtioRestore(_) | vmm::Error::SerialRestore(_)
-    )
 }
 
 /// The template's directory name: a digest of everything it depends on.
@@ -153,9 +269,16 @@ fn key(label: &str, vcpus: u8, mem_mib: u64) -> String {
     format!("{}-{vcpus}x{mem_mib}m", &digest[..16])
 }
 
-/// Boots the template guest with empty slots and snapshots it once its agent is ready,
-/// unless another VMM made a good one while this one waited for the lock.
-fn make(config: &VmConfig, templates: &Path, key: &str, label: &str) -> Result<(), TemplateError> {
+/// Boots the template guest with empty slots but a fresh scratch disk of `scratch_size`
+/// bytes, and snapshots it once its agent is ready (the disk and its digest then join the
+/// snapshot), unless another VMM made a good one while this one waited for the lock.
+fn make(
+    config: &VmConfig,
+    templates: &Path,
+    key: &str,
+    label: &str,
+    scratch_size: u64,
+) -> Result<(), TemplateError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| TemplateError::Io(p, e)
@@ -165,14 +288,23 @@ fn make(config: &VmConfig, templates: &Path, key: &str, label: &str) -> Result<(
     let lock = File::create(&lock_path).map_err(io(&lock_path))?;
     lock.lock().map_err(io(&lock_path))?;
     let dir = templates.join(key);
-    if MicroVm::check_snapshot(config, &dir, label).is_ok() {
+    if MicroVm::check_snapshot(config, &dir, label).is_ok() && checked_scratch(&dir).is_ok() {
         return Ok(());
     }
     remove_leftovers(templates, key);
     let console = templates.join(format!("{key}.console.log"));
+    // Named like the snapshot's own temporary directory, so a killed maker's is cleared.
+    let scratch = templates.join(format!(".{key}.tmp-scratch-{}", std::process::id()));
+    rootfs::layer::create_scratch_disk(&scratch, scratch_size)
+        .map_err(TemplateError::MakeScratch)?;
+    let mut disks = vec![DiskConfig::empty_slot(); SLOTS];
+    disks[SCRATCH_SLOT] = DiskConfig {
+        path: scratch.clone(),
+        read_only: false,
+    };
     let maker = VmConfig {
         profile: None,
-        disks: vec![DiskConfig::empty_slot(); SLOTS],
+        disks,
         vsock: Some(VsockConfig::new(MAKER_VSOCK)),
         nets: super::vm::unplugged_nics(),
         fs: vec![super::vm::fs_slot(false).map_err(TemplateError::FsSlot)?],
@@ -192,15 +324,36 @@ fn make(config: &VmConfig, templates: &Path, key: &str, label: &str) -> Result<(
         .and_then(MicroVm::run)
         .map_err(TemplateError::Boot);
     let _ = fs::remove_file(MAKER_VSOCK);
-    let report = report?;
-    if report.exit != VmExit::Snapshotted {
-        return Err(TemplateError::NotSaved(report.exit, console));
+    let saved = report.and_then(|report| match report.exit {
+        VmExit::Snapshotted => Ok(()),
+        exit => Err(TemplateError::NotSaved(exit, console)),
+    });
+    let saved = saved.and_then(|()| save_scratch(&scratch, &dir));
+    if saved.is_err() {
+        let _ = fs::remove_file(&scratch);
     }
+    saved?;
     eprintln!(
         "husk-vmm: template {key} made in {} ms",
         started.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// Moves the template guest's scratch disk into the snapshot's directory `dir`, then
+/// writes its digest (last: a template without one is refused).
+fn save_scratch(scratch: &Path, dir: &Path) -> Result<(), TemplateError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| TemplateError::Scratch(p, e)
+    };
+    let digest = rootfs::layer::data_digest(scratch).map_err(io(scratch))?;
+    let disk = dir.join(SCRATCH_DISK);
+    fs::rename(scratch, &disk).map_err(io(&disk))?;
+    let tmp = dir.join(format!(".{SCRATCH_DIGEST}.tmp"));
+    fs::write(&tmp, digest)
+        .and_then(|()| fs::rename(&tmp, dir.join(SCRATCH_DIGEST)))
+        .map_err(io(dir))
 }
 
 /// A refused template and the temporary directories of makers that were killed (only
@@ -213,7 +366,8 @@ fn remove_leftovers(templates: &Path, key: &str) {
     };
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = fs::remove_dir_all(entry.path());
+            let path = entry.path();
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
         }
     }
 }
@@ -238,6 +392,7 @@ mod tests {
         for name in [".k.tmp-1", ".k.tmp-99", "k", ".other.tmp-1"] {
             fs::create_dir(t.path().join(name)).unwrap();
         }
+        fs::write(t.path().join(".k.tmp-scratch-7"), "").unwrap();
         remove_leftovers(t.path(), "k");
         let mut left: Vec<_> = fs::read_dir(t.path())
             .unwrap()

@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use super::Params;
+use super::template::TemplateError;
 use crate::agent_client::Endpoint;
 use crate::container::files;
 
@@ -122,6 +123,8 @@ pub struct VmSandbox {
     pid: i32,
     layers: usize,
     vsock: PathBuf,
+    /// The VMM's word that the guest has the scratch disk mounted.
+    scratch_ready: PathBuf,
 }
 
 /// `/dev/vda`, `/dev/vdb`, ... for disk `n`.
@@ -175,6 +178,13 @@ impl VmSandbox {
                 .collect(),
             shared_dir,
         };
+        let scratch_ready = p.dir.join(files::SCRATCH_READY);
+        match std::fs::remove_file(&scratch_ready) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(VmError::Spec(scratch_ready, e).into());
+            }
+            _ => {}
+        }
         let path = p.dir.join(files::VMM_CONFIG);
         let json =
             serde_json::to_vec_pretty(&spec).map_err(|e| VmError::Spec(path.clone(), e.into()))?;
@@ -206,6 +216,7 @@ impl VmSandbox {
             pid,
             layers: p.layers.len(),
             vsock: p.dir.join(files::VSOCK_SOCKET),
+            scratch_ready,
         })
     }
 
@@ -222,12 +233,23 @@ impl VmSandbox {
         }
     }
 
-    /// Guest device names: layers, then scratch.
+    /// Guest device names: layers, then scratch (in the template's scratch slot when the
+    /// VMM said the guest has it mounted: [`Self::scratch_ready`]). Asked once the agent
+    /// is connected, i.e. after the VMM restored or booted the guest.
     pub fn devices(&self) -> (Vec<String>, String) {
+        let scratch = match self.scratch_ready() {
+            true => super::template::SCRATCH_SLOT,
+            false => self.layers,
+        };
         (
             (0..self.layers).map(disk_name).collect(),
-            disk_name(self.layers),
+            disk_name(scratch),
         )
+    }
+
+    /// Whether the guest has the container's scratch disk mounted already.
+    pub fn scratch_ready(&self) -> bool {
+        self.scratch_ready.exists()
     }
 
     /// Removes the sockets (the VMM has been reaped).
@@ -304,13 +326,21 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
         profile: profile_path.as_ref().map(|_| vmm::ProfileConfig::default()),
     };
     let vm = match &spec.templates {
-        Some(templates) => super::template::restore(&req, templates).or_else(|e| {
-            eprintln!(
-                "husk-vmm: no warm start ({}): booting cold",
-                agent_proto::error_chain(&e)
-            );
-            crate::guest::build(&req)
-        }),
+        Some(templates) => super::template::restore(&req, templates)
+            .and_then(|(vm, scratch_ready)| {
+                if scratch_ready {
+                    std::fs::write(files::SCRATCH_READY, "")
+                        .map_err(|e| TemplateError::Scratch(files::SCRATCH_READY.into(), e))?;
+                }
+                Ok(vm)
+            })
+            .or_else(|e| {
+                eprintln!(
+                    "husk-vmm: no warm start ({}): booting cold",
+                    agent_proto::error_chain(&e)
+                );
+                crate::guest::build(&req)
+            }),
         None => {
             if !spec.cold {
                 eprintln!(
