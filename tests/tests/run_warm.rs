@@ -45,16 +45,23 @@ impl Templates {
         self.0.path()
     }
 
-    /// The one template in it.
-    fn only(&self) -> PathBuf {
-        let dirs: Vec<PathBuf> = std::fs::read_dir(self.path())
+    /// The templates in it: the container template, then its image templates.
+    fn all(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(self.path())
             .unwrap()
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.is_dir())
             .collect();
-        assert_eq!(dirs.len(), 1, "one template expected: {dirs:?}");
-        dirs.into_iter().next().unwrap()
+        dirs.sort_by_key(|p| p.to_string_lossy().ends_with("-image"));
+        dirs
+    }
+
+    /// Changes every template in it with `spoil(template directory)`.
+    fn spoil_all(&self, spoil: impl Fn(&Path)) {
+        for dir in self.all() {
+            spoil(&dir);
+        }
     }
 
     /// `husk args` with this template directory.
@@ -203,23 +210,44 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
         log.contains("made for this run") && log.contains(SCRATCH_READY),
         "{log}"
     );
-    // Started again, its scratch disk is its own (used) one: not the template's.
+    // The container template, and the template of the image made from it, which the
+    // container's first start used.
+    let templates = t.all();
+    assert_eq!(templates.len(), 2, "{templates:?}");
+    let image_key = templates[1]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        log.contains(&format!("warm start from template {image_key}")),
+        "{log}"
+    );
+    // Started again, its scratch disk is its own (used) one: the container template,
+    // without the template's scratch disk or the image's rootfs.
     let o = t.run(&ctx, &["start", "-a", "first"]);
     assert_eq!(stdout(&o), "kept", "{}", husk_e2e::stderr(&o));
     let log = vmm_log(&ctx, &first);
     assert!(
-        log.contains("warm start from template") && !log.contains(SCRATCH_READY),
+        log.contains("warm start from template")
+            && !log.contains(&image_key)
+            && !log.contains(SCRATCH_READY),
         "{log}"
     );
-    let template = t.only();
-    let key = template.file_name().unwrap().to_string_lossy().into_owned();
+    let key = templates[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
 
     // A flipped byte in the state: the checksum refuses it.
-    let state = template.join("state");
-    let mut bytes = std::fs::read(&state).unwrap();
-    let at = bytes.len() - 10;
-    bytes[at] ^= 0x20;
-    std::fs::write(&state, bytes).unwrap();
+    t.spoil_all(|dir| {
+        let state = dir.join("state");
+        let mut bytes = std::fs::read(&state).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 0x20;
+        std::fs::write(&state, bytes).unwrap();
+    });
     // A killed maker's temporary directory: never used, cleared by the next maker.
     let leftover = t.path().join(format!(".{key}.tmp-999999"));
     std::fs::create_dir(&leftover).unwrap();
@@ -234,12 +262,13 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
     assert!(!leftover.exists(), "a killed maker's leftovers stayed");
 
     // Truncated memory: refused as well.
-    let memory = std::fs::OpenOptions::new()
-        .write(true)
-        .open(t.only().join("memory"))
-        .unwrap();
-    memory.set_len(4096).unwrap();
-    drop(memory);
+    t.spoil_all(|dir| {
+        let memory = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("memory"))
+            .unwrap();
+        memory.set_len(4096).unwrap();
+    });
     let third = t.start(&ctx, "third", "echo three");
     assert_eq!(finished(&ctx, "third"), "three");
     let log = vmm_log(&ctx, &third);
@@ -257,11 +286,14 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
         "{log}"
     );
 
-    // A changed byte in the template's scratch disk: its digest refuses it.
-    let disk = t.only().join("scratch.ext4");
-    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, b"x", 1024 + 0x78).unwrap();
-    drop(f);
+    // A changed byte in the templates' scratch disks: their digests refuse them.
+    t.spoil_all(|dir| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("scratch.ext4"))
+            .unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"x", 1024 + 0x78).unwrap();
+    });
     let fifth = t.start(&ctx, "fifth", "echo five");
     assert_eq!(finished(&ctx, "fifth"), "five");
     let log = vmm_log(&ctx, &fifth);

@@ -154,6 +154,18 @@ pub enum Request {
         /// What to assemble.
         spec: SandboxSpec,
     },
+    /// Mounts an image's layer disks and the overlay of them over the scratch disk the
+    /// agent mounted before ready (`husk.scratch=`), with `/proc`, `/sys` and `/dev` moved
+    /// in, and syncs: the image's part of [`Request::Setup`], done in a warm-start image
+    /// template's guest, which the host snapshots once this is replied to. A later `Setup`
+    /// with `rootfs_ready` and the same layers uses it. Once per sandbox, before `Setup`; replied with [`Reply::Ok`], or an error (kind
+    /// [`ErrorKind::Setup`]).
+    PrepareImage {
+        /// Read-only layer block devices, lowest layer first.
+        layers: Vec<String>,
+        /// The layers' filesystem type (`erofs`).
+        layer_fstype: String,
+    },
     /// Changes the sandbox's interfaces while it runs (`network connect`/`disconnect`):
     /// each of `remove` loses the listed addresses and goes down, then each of `add` is
     /// configured as in setup (it gets the default route if there is none), then the
@@ -186,6 +198,11 @@ pub struct SandboxSpec {
     /// to it, so it is used as mounted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scratch_ready: bool,
+    /// The overlay of `layers` over that scratch disk is assembled already
+    /// ([`Request::PrepareImage`] in an image template's guest): only the container's
+    /// part of the setup is left.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rootfs_ready: bool,
     /// The container's hostname (also set on the UTS namespace).
     pub hostname: String,
     /// Contents of the container's `/etc/hosts`.

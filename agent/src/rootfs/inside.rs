@@ -13,7 +13,7 @@ use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use agent_proto::SandboxSpec;
 use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, c_ulong};
@@ -61,19 +61,47 @@ pub fn prepare(base: &Path) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// Which prepared mounts [`move_prepared`] moved into the rootfs already.
+static MOVED: AtomicU8 = AtomicU8::new(0);
+const PROC: u8 = 1;
+const SYS: u8 = 2;
+const DEV: u8 = 4;
+
+/// Moves the prepared `/proc`, `/sys` and `/dev` into `rootfs` ahead of the setup (an
+/// image template's guest; see `rootfs::prepare_image`). What could not be moved is made
+/// by `populate`.
+pub fn move_prepared(base: &Path, rootfs: &Path) -> Result<(), RootfsError> {
+    let root = sys::open_dir(rootfs).map_err(step(format!("open {}", rootfs.display())))?;
+    if !PREPARED.swap(false, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let ready = base.join(READY);
+    let mut moved = 0;
+    for (bit, name) in [(PROC, "proc"), (SYS, "sys"), (DEV, "dev")] {
+        if move_in(root.as_fd(), &ready, name) {
+            moved |= bit;
+        }
+    }
+    MOVED.store(moved, Ordering::SeqCst);
+    Ok(())
+}
+
 /// Mounts and writes everything the container expects to find in its rootfs.
 pub fn populate(base: &Path, rootfs: &Path, spec: &SandboxSpec) -> Result<(), RootfsError> {
     let root = sys::open_dir(rootfs).map_err(step(format!("open {}", rootfs.display())))?;
     let root = root.as_fd();
     let prepared = PREPARED.swap(false, Ordering::SeqCst);
+    let moved = MOVED.swap(0, Ordering::SeqCst);
     let ready = base.join(READY);
-    if !(prepared && move_in(root, &ready, "proc")) {
+    let in_place =
+        |bit: u8, name: &str| moved & bit != 0 || (prepared && move_in(root, &ready, name));
+    if !in_place(PROC, "proc") {
         mount_in(root, "proc", "proc", SECURE, None)?;
     }
-    if !(prepared && move_in(root, &ready, "sys")) {
+    if !in_place(SYS, "sys") {
         mount_in(root, "sys", "sysfs", SECURE | MS_RDONLY, None)?;
     }
-    if prepared && move_in(root, &ready, "dev") {
+    if in_place(DEV, "dev") {
         if let Some(size) = spec.shm_size.filter(|&s| s != DEFAULT_SHM) {
             let shm = sys::ensure_dir(root, "dev/shm").map_err(step("open /dev/shm"))?;
             let flags = libc::MS_REMOUNT | SECURE;

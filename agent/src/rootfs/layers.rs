@@ -16,32 +16,43 @@ use agent_proto::SandboxSpec;
 
 use super::{RootfsError, step, sys};
 
-/// Mounts the layers, the scratch disk and the overlay; returns the overlay's mount point.
-pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsError> {
-    let mut lowers = Vec::with_capacity(spec.layers.len());
-    for (n, device) in spec.layers.iter().enumerate() {
+/// The image's side of the overlay.
+pub struct Lowers<'a> {
+    /// Layer devices, lowest first, and their filesystem type.
+    pub layers: &'a [String],
+    pub fstype: &'a str,
+    /// A VM's disks (their readahead is lowered).
+    pub vm: bool,
+    /// The init layer has `/etc/hostname`.
+    pub hostname_file: bool,
+}
+
+/// Mounts the layers and the overlay of them over `scratch`'s `upper/` and `work/` (see
+/// [`scratch`]); returns the overlay's mount point.
+pub fn mount_overlay(base: &Path, image: &Lowers, scratch: &Path) -> Result<PathBuf, RootfsError> {
+    let mut lowers = Vec::with_capacity(image.layers.len());
+    for (n, device) in image.layers.iter().enumerate() {
         let target = base.join("layers").join(n.to_string());
         mkdir(&target)?;
         wait_for_capacity(device)?;
-        if spec.guest.is_some() {
+        if image.vm {
             limit_read_ahead(device);
         }
         sys::mount(
             Some(device),
             &target,
-            Some(&spec.layer_fstype),
+            Some(image.fstype),
             libc::MS_RDONLY,
             None,
         )
         .map_err(step(format!(
             "mount layer {n} ({device}, {}) read-only on {}",
-            spec.layer_fstype,
+            image.fstype,
             target.display()
         )))?;
         lowers.push(target);
     }
-    lowers.push(init_layer(base, spec.hostname_file)?);
-    let scratch = scratch(base, spec)?;
+    lowers.push(init_layer(base, image.hostname_file)?);
     let (upper, work) = (scratch.join("upper"), scratch.join("work"));
     let rootfs = base.join("rootfs");
     mkdir(&rootfs)?;
@@ -67,6 +78,25 @@ pub fn mount_overlay(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsE
 /// Where [`prepare_scratch`] mounts a template's scratch disk (under the agent's base).
 const READY_SCRATCH: &str = "ready/scratch";
 
+/// Takes the scratch disk [`prepare_scratch`] mounted, if it did (for an image template).
+pub fn take_prepared_scratch(base: &Path) -> Option<PathBuf> {
+    SCRATCH_PREPARED
+        .swap(false, Ordering::SeqCst)
+        .then(|| base.join(READY_SCRATCH))
+}
+
+/// Syncs the file system of `dir`.
+pub fn sync_fs(dir: &Path) -> Result<(), RootfsError> {
+    let file = fs::File::open(dir).map_err(step(format!("open {}", dir.display())))?;
+    // SAFETY: syncfs takes a descriptor we own (not O_PATH: syncfs needs a real one).
+    if unsafe { libc::syncfs(file.as_raw_fd()) } < 0 {
+        return Err(step(format!("sync {}", dir.display()))(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether [`prepare_scratch`] mounted one and no setup has taken it yet.
 static SCRATCH_PREPARED: AtomicBool = AtomicBool::new(false);
 
@@ -85,13 +115,7 @@ pub fn prepare_scratch(base: &Path, device: &str) -> Result<(), RootfsError> {
     mount_scratch(device, &dir)?;
     mkdir(&dir.join("upper"))?;
     mkdir(&dir.join("work"))?;
-    let dir = fs::File::open(&dir).map_err(step(format!("open {}", dir.display())))?;
-    // SAFETY: syncfs takes a descriptor we own (not O_PATH: syncfs needs a real one).
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
-        return Err(step("sync the prepared scratch disk")(
-            io::Error::last_os_error(),
-        ));
-    }
+    sync_fs(&dir)?;
     SCRATCH_PREPARED.store(true, Ordering::SeqCst);
     Ok(())
 }
@@ -102,7 +126,7 @@ pub fn prepare_scratch(base: &Path, device: &str) -> Result<(), RootfsError> {
 /// was prepared: the device is then an unmounted copy of the template's disk). A prepared
 /// disk not taken stays mounted, held by an open descriptor: unmounting it (or letting
 /// `enter` detach it) would write its superblock to a slot the host left empty.
-fn scratch(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsError> {
+pub fn scratch(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsError> {
     let prepared = SCRATCH_PREPARED.swap(false, Ordering::SeqCst);
     if prepared && spec.scratch_ready {
         return Ok(base.join(READY_SCRATCH));

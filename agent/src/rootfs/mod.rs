@@ -21,7 +21,7 @@ mod volumes;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use agent_proto::SandboxSpec;
@@ -146,12 +146,90 @@ pub fn setup(spec: &SandboxSpec) -> Result<(), RootfsError> {
     result
 }
 
+/// The image whose rootfs `prepare_image` assembled, waiting for a setup.
+#[derive(Debug, PartialEq, Eq)]
+struct PreparedImage {
+    layers: Vec<String>,
+    fstype: String,
+}
+
+static IMAGE: Mutex<Option<PreparedImage>> = Mutex::new(None);
+
+/// The image's part of the setup, ahead of it (`PrepareImage`, in an image template's
+/// guest): the layers and the overlay of them over the prepared scratch disk (see
+/// `layers::prepare_scratch`), `/proc`, `/sys` and `/dev` moved in, everything synced (the
+/// host snapshots the guest once this is replied to). Refused (changing
+/// nothing) without a prepared scratch disk, after a setup, or a second time.
+pub fn prepare_image(layers: &[String], fstype: &str) -> Result<(), RootfsError> {
+    if !crate::reset::is_pid1() {
+        return Err(RootfsError::NotSandbox);
+    }
+    let state = STATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut image = IMAGE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if state.is_some() || image.is_some() {
+        return Err(RootfsError::AlreadyDone);
+    }
+    validate_layers(layers, fstype)?;
+    let base = Path::new(BASE);
+    let Some(scratch) = layers::take_prepared_scratch(base) else {
+        return Err(RootfsError::Invalid("no prepared scratch disk".into()));
+    };
+    let lowers = layers::Lowers {
+        layers,
+        fstype,
+        vm: true,
+        hostname_file: true,
+    };
+    let rootfs = layers::mount_overlay(base, &lowers, &scratch)?;
+    inside::move_prepared(base, &rootfs)?;
+    layers::sync_fs(&scratch)?;
+    *image = Some(PreparedImage {
+        layers: layers.to_vec(),
+        fstype: fstype.to_owned(),
+    });
+    say!("rootfs: image of {} layer(s) prepared", layers.len());
+    Ok(())
+}
+
+/// The rootfs: the prepared image's if the host says so (`rootfs_ready`, the same
+/// layers), else assembled here.
+fn rootfs(base: &Path, spec: &SandboxSpec) -> Result<PathBuf, RootfsError> {
+    let prepared = IMAGE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if spec.rootfs_ready {
+        let want = PreparedImage {
+            layers: spec.layers.clone(),
+            fstype: spec.layer_fstype.clone(),
+        };
+        return match prepared {
+            Some(p) if p == want => Ok(base.join("rootfs")),
+            _ => Err(RootfsError::Invalid(
+                "the host says the rootfs is prepared, and no rootfs of these layers is".into(),
+            )),
+        };
+    }
+    let scratch = layers::scratch(base, spec)?;
+    let lowers = layers::Lowers {
+        layers: &spec.layers,
+        fstype: &spec.layer_fstype,
+        vm: spec.guest.is_some(),
+        hostname_file: spec.hostname_file,
+    };
+    layers::mount_overlay(base, &lowers, &scratch)
+}
+
 fn assemble(spec: &SandboxSpec) -> Result<(), RootfsError> {
     if let Some(identity) = &spec.guest {
         crate::fresh::apply(identity).map_err(RootfsError::Fresh)?;
     }
     let base = Path::new(BASE);
-    let rootfs = layers::mount_overlay(base, spec)?;
+    let rootfs = rootfs(base, spec)?;
     inside::populate(base, &rootfs, spec)?;
     if spec.read_only {
         // The overlay's own mount only: what is mounted inside it keeps its flags.
@@ -195,12 +273,6 @@ fn enter(rootfs: &Path) -> Result<(), RootfsError> {
 /// Checks the spec and its devices before anything is mounted.
 fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
     let invalid = |m: String| Err(RootfsError::Invalid(m));
-    let fstype = &spec.layer_fstype;
-    if !spec.layers.is_empty()
-        && (fstype.is_empty() || !fstype.chars().all(|c| c.is_ascii_alphanumeric()))
-    {
-        return invalid(format!("layer_fstype {fstype:?} is not a filesystem type"));
-    }
     if !crate::cmdline::is_valid_hostname(&spec.hostname) {
         return invalid(format!(
             "hostname {:?} is not valid (1-64 of [A-Za-z0-9.-], starting alphanumeric)",
@@ -250,10 +322,23 @@ fn validate(spec: &SandboxSpec) -> Result<(), RootfsError> {
             return invalid(format!("sysctl {key:?} is not a sysctl name"));
         }
     }
-    for (n, layer) in spec.layers.iter().enumerate() {
+    validate_layers(&spec.layers, &spec.layer_fstype)?;
+    block_device("scratch", &spec.scratch)
+}
+
+/// Checks the layer devices and their filesystem type.
+fn validate_layers(layers: &[String], fstype: &str) -> Result<(), RootfsError> {
+    if !layers.is_empty()
+        && (fstype.is_empty() || !fstype.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err(RootfsError::Invalid(format!(
+            "layer_fstype {fstype:?} is not a filesystem type"
+        )));
+    }
+    for (n, layer) in layers.iter().enumerate() {
         block_device(&format!("layer {n}"), layer)?;
     }
-    block_device("scratch", &spec.scratch)
+    Ok(())
 }
 
 fn block_device(what: &str, device: &str) -> Result<(), RootfsError> {

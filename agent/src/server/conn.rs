@@ -173,6 +173,12 @@ impl Session {
             Request::Setup { spec } => crate::rootfs::setup(&spec)
                 .map(|()| Reply::Ok)
                 .map_err(|e| refuse(ErrorKind::Setup, crate::chain(&e))),
+            Request::PrepareImage {
+                layers,
+                layer_fstype,
+            } => crate::rootfs::prepare_image(&layers, &layer_fstype)
+                .map(|()| Reply::Ok)
+                .map_err(|e| refuse(ErrorKind::Setup, crate::chain(&e))),
             Request::Network {
                 add,
                 remove,

@@ -256,6 +256,23 @@ impl AgentClient {
         }
     }
 
+    /// Has the agent assemble an image's rootfs ahead of any setup (an image template's
+    /// guest: `Request::PrepareImage`).
+    pub fn prepare_image(
+        &self,
+        layers: Vec<String>,
+        layer_fstype: &str,
+    ) -> Result<(), ClientError> {
+        let req = Request::PrepareImage {
+            layers,
+            layer_fstype: layer_fstype.to_owned(),
+        };
+        match request(&self.shared, &req, Some(self.timeout))? {
+            Reply::Ok => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Changes the running sandbox's interfaces (`network connect`/`disconnect`).
     pub fn network(
         &self,

@@ -41,7 +41,8 @@ pub const VMM_CONFIG: &str = "vmm.json";
 /// A VM sandbox's VMM log.
 pub const VMM_LOG: &str = "vmm.log";
 /// Written by a VM sandbox's VMM when the guest it restored has the container's scratch
-/// disk mounted already (a warm start's fresh scratch disk); removed before each start.
+/// disk mounted already (a warm start's fresh scratch disk: `scratch`), or the image's
+/// rootfs assembled over it too (an image template: `rootfs`); removed before each start.
 pub const SCRATCH_READY: &str = "scratch-ready";
 /// A VM sandbox's serial console.
 pub const CONSOLE_LOG: &str = "console.log";

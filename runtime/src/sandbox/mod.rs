@@ -5,6 +5,7 @@
 //! tearing it down so that no process, mount, loop device or cgroup is left.
 
 pub mod cgroup;
+mod image_template;
 pub mod loopdev;
 mod mountattr;
 pub mod process;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::agent_client::{AgentClient, ClientError, Endpoint, SandboxSpec};
+use crate::agent_client::{AgentClient, ClientError, ConnectError, Endpoint, SandboxSpec};
 use crate::container::Isolation;
 
 /// How long a process sandbox's agent may take to listen.
@@ -35,6 +36,10 @@ const PROCESS_REQUEST: Duration = Duration::from_secs(10);
 /// One attempt to connect to the agent and read its `Ready`; a failed one is retried until
 /// the backend's ready limit.
 const CONNECT_ATTEMPT: Duration = Duration::from_secs(10);
+/// The pause before connecting again while the agent's socket has no listener; longer
+/// pauses (`connect`) follow a guest that did not answer, whose every refusal is work
+/// for it.
+const UNREACHABLE_PAUSE: Duration = Duration::from_millis(2);
 const VM_REQUEST: Duration = Duration::from_secs(180);
 /// Grace for the agent to end the sandbox after `Shutdown`, then after SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -338,26 +343,34 @@ impl Sandbox {
             if let Some(why) = self.death_reason(Duration::ZERO) {
                 return Err(SandboxError::Died(why));
             }
-            if let Ok(c) = AgentClient::connect(&endpoint, CONNECT_ATTEMPT) {
-                break c.with_request_timeout(request);
-            }
+            let wait = match AgentClient::connect(&endpoint, CONNECT_ATTEMPT) {
+                Ok(c) => break c.with_request_timeout(request),
+                // Nothing listens on the socket yet (a VMM still starting, ~10 ms for a
+                // warm start): asking again costs nobody anything.
+                Err(ClientError::Connect(ConnectError::Connect(..))) => UNREACHABLE_PAUSE,
+                Err(_) => Duration::from_millis(pause),
+            };
             if start.elapsed() > limit {
                 return Err(SandboxError::NotReady(limit));
             }
-            std::thread::sleep(Duration::from_millis(pause));
+            std::thread::sleep(wait);
         };
         crate::timing::mark("agent.connected");
         let (layers, scratch) = match &self.backend {
             Backend::Process(p) => p.devices(),
             Backend::Vm(v) => v.devices(),
         };
-        let scratch_ready = matches!(&self.backend, Backend::Vm(v) if v.scratch_ready());
+        let ready = match &self.backend {
+            Backend::Vm(v) => v.ready(),
+            Backend::Process(_) => template::Ready::Nothing,
+        };
         let endpoints = self.wiring.endpoints();
         let mut spec = SandboxSpec {
             layers,
             layer_fstype: "erofs".into(),
             scratch,
-            scratch_ready,
+            scratch_ready: ready != template::Ready::Nothing,
+            rootfs_ready: ready == template::Ready::Rootfs,
             hostname: hostname.to_owned(),
             hosts: format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"

@@ -6,7 +6,8 @@
 //! into the slots at restore; the guest learns their sizes from a configuration-change
 //! interrupt. The template's agent has a fresh scratch disk mounted ([`SCRATCH_SLOT`]):
 //! a container whose scratch disk was never mounted gets a copy of that disk as its own
-//! and skips mounting one. Templates live under `<cache>/vm-templates/<key>`, keyed by everything the
+//! and skips mounting one; such a container's first start uses its image's template
+//! (`image_template`) where it can, which has the image's rootfs assembled as well. Templates live under `<cache>/vm-templates/<key>`, keyed by everything the
 //! snapshot depends on (kernel, agent initramfs, command line, vCPUs, RAM, layout, VMM
 //! version). The first container that needs one makes it, under a lock so that
 //! concurrent first runs make it once, and is then restored from it like every later
@@ -38,7 +39,7 @@ const SCRATCH_DIGEST: &str = "scratch.sha256";
 const READY: &str = "husk-agent: ready";
 /// The template-making VM's vsock socket (relative to the VMM's working directory), so
 /// that the shim waiting on the container's socket never meets it.
-const MAKER_VSOCK: &str = "template.vsock";
+pub(super) const MAKER_VSOCK: &str = "template.vsock";
 /// Overrides where templates live.
 pub const DIR_ENV: &str = "HUSK_VM_TEMPLATES";
 
@@ -84,6 +85,18 @@ pub enum TemplateError {
     /// The template's scratch disk could not be made.
     #[error("cannot make the template's scratch disk")]
     MakeScratch(#[source] rootfs::layer::DiskError),
+    /// An image template needs a never-mounted scratch disk.
+    #[error("the container's scratch disk has been used")]
+    ScratchUsed,
+    /// The image template guest's agent did not prepare the image.
+    #[error("the image template guest's agent did not prepare the image")]
+    Prepare(#[source] crate::agent_client::ClientError),
+    /// The image template maker's VM thread panicked.
+    #[error("the image template maker's VM thread ended abnormally")]
+    MakerPanicked,
+    /// The image template guest could not be snapshotted.
+    #[error("cannot snapshot the image template guest")]
+    Snapshot(#[source] vmm::snapshot::Error),
     /// A container with as many disks as slots, whose scratch disk is its own: it would
     /// take the template's scratch slot.
     #[error("{0} disks of a used scratch disk's container: the template's scratch slot is taken")]
@@ -92,7 +105,7 @@ pub enum TemplateError {
 
 impl TemplateError {
     /// Whether restoring failed because of the template itself (made anew then).
-    fn refused(&self) -> bool {
+    pub(super) fn refused(&self) -> bool {
         match self {
             TemplateError::Restore(e) => matches!(
                 e,
@@ -124,9 +137,10 @@ pub fn templates_dir() -> Option<PathBuf> {
 }
 
 /// The VM `req` describes (the container's disks in the first slots), restored from its
-/// template in `templates`, which is made first if it is missing or refused; and whether
-/// the container's scratch disk is the one the guest has mounted (see [`SCRATCH_SLOT`]).
-pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, bool), TemplateError> {
+/// template in `templates`, which is made first if it is missing or refused, or from the
+/// template of its image for a container's first start (`image_template`); and what the
+/// guest has ready of the container's rootfs (see [`SCRATCH_SLOT`]).
+pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, Ready), TemplateError> {
     if req.disks.len() > SLOTS {
         return Err(TemplateError::TooManyDisks(req.disks.len()));
     }
@@ -160,17 +174,36 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, bool), T
     let key = key(&label, config.vcpus, config.mem_mib);
     let dir = templates.join(&key);
     crate::timing::mark("vmm.restore");
+    let base = Base {
+        config: &config,
+        templates,
+        key: &key,
+        dir: &dir,
+        label: &label,
+        scratch_size: size,
+    };
+    let layers = &req.disks[..req.disks.len() - 1];
+    if rootfs::layer::never_mounted(&scratch).unwrap_or(false) {
+        match super::image_template::restore(&base, layers, &scratch) {
+            Ok(vm) => return Ok((vm, Ready::Rootfs)),
+            Err(e) => eprintln!(
+                "husk-vmm: no image template ({}): the container template instead",
+                agent_proto::error_chain(&e)
+            ),
+        }
+    }
     let container = Restore {
         config: &config,
         dir: &dir,
         label: &label,
         scratch: &scratch,
-        slot: req.disks.len() - 1,
+        slot: layers.len(),
+        image: false,
     };
     match container.attempt() {
         Ok(restored) => {
             say_restored(&key, &restored, false);
-            return Ok((restored.0, restored.1));
+            return Ok((restored.0, ready(restored.1)));
         }
         Err(_) if !dir.exists() => {}
         Err(e) if e.refused() => eprintln!(
@@ -180,20 +213,51 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, bool), T
         ),
         Err(e) => return Err(e),
     }
-    make(&config, templates, &key, &label, size)?;
+    make(&base)?;
     let restored = container.attempt()?;
     say_restored(&key, &restored, true);
-    Ok((restored.0, restored.1))
+    Ok((restored.0, ready(restored.1)))
+}
+
+/// What a restored guest has ready of the container's rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// Nothing: setup mounts the container's scratch disk and assembles the rootfs.
+    Nothing,
+    /// The container's scratch disk is mounted (a copy of the template's).
+    Scratch,
+    /// The image's rootfs is assembled over it (an image template).
+    Rootfs,
+}
+
+fn ready(fresh: bool) -> Ready {
+    match fresh {
+        true => Ready::Scratch,
+        false => Ready::Nothing,
+    }
+}
+
+/// The container template a VM is restored from or an image template is made from.
+pub(super) struct Base<'a> {
+    pub config: &'a VmConfig,
+    pub templates: &'a Path,
+    pub key: &'a str,
+    pub dir: &'a Path,
+    pub label: &'a str,
+    /// Bytes of the container's scratch disk (the template's has as many).
+    pub scratch_size: u64,
 }
 
 /// A container's VM to restore from the template in `dir`.
-struct Restore<'a> {
-    config: &'a VmConfig,
-    dir: &'a Path,
-    label: &'a str,
+pub(super) struct Restore<'a> {
+    pub config: &'a VmConfig,
+    pub dir: &'a Path,
+    pub label: &'a str,
     /// The container's scratch disk, and the slot it has after its layers.
-    scratch: &'a Path,
-    slot: usize,
+    pub scratch: &'a Path,
+    pub slot: usize,
+    /// An image template: only for a never-mounted scratch disk.
+    pub image: bool,
 }
 
 impl Restore<'_> {
@@ -201,35 +265,48 @@ impl Restore<'_> {
     /// when the container's was never mounted (it then holds nothing but mkfs's
     /// output), else with the container's own disk after its layers. Returns the VM,
     /// whether its scratch disk is the template's, and how long the restore took.
-    fn attempt(&self) -> Result<(MicroVm, bool, Duration), TemplateError> {
+    pub fn attempt(&self) -> Result<(MicroVm, bool, Duration), TemplateError> {
         let started = Instant::now();
         let template_scratch = checked_scratch(self.dir)?;
         let mut config = self.config.clone();
         let fresh = rootfs::layer::never_mounted(self.scratch).unwrap_or(false);
-        if fresh {
-            let tmp = self.scratch.with_extension("warm.tmp");
-            let _ = fs::remove_file(&tmp);
-            rootfs::layer::copy_scratch(&template_scratch, &tmp)
-                .and_then(|()| fs::rename(&tmp, self.scratch))
-                .map_err(|e| {
-                    let _ = fs::remove_file(&tmp);
-                    TemplateError::Scratch(self.scratch.to_path_buf(), e)
-                })?;
-            config.disks[self.slot] = DiskConfig::empty_slot();
-            config.disks[SCRATCH_SLOT] = DiskConfig {
-                path: self.scratch.to_path_buf(),
-                read_only: false,
-            };
-        } else if self.slot == SCRATCH_SLOT {
-            return Err(TemplateError::ScratchSlot(self.slot + 1));
+        if !fresh {
+            if self.image {
+                return Err(TemplateError::ScratchUsed);
+            }
+            if self.slot == SCRATCH_SLOT {
+                return Err(TemplateError::ScratchSlot(self.slot + 1));
+            }
+            let vm =
+                MicroVm::restore(&config, self.dir, self.label).map_err(TemplateError::Restore)?;
+            return Ok((vm, false, started.elapsed()));
         }
-        let vm = MicroVm::restore(&config, self.dir, self.label).map_err(TemplateError::Restore)?;
-        Ok((vm, fresh, started.elapsed()))
+        // The copy replaces the container's disk only once the restore has succeeded
+        // (the VMM keeps the file it opened across the rename): a refused template
+        // leaves the disk never mounted, for the next attempt.
+        let copy = self.scratch.with_extension("warm.tmp");
+        let failed = |e| {
+            let _ = fs::remove_file(&copy);
+            TemplateError::Scratch(self.scratch.to_path_buf(), e)
+        };
+        let _ = fs::remove_file(&copy);
+        rootfs::layer::copy_scratch(&template_scratch, &copy).map_err(failed)?;
+        config.disks[self.slot] = DiskConfig::empty_slot();
+        config.disks[SCRATCH_SLOT] = DiskConfig {
+            path: copy.clone(),
+            read_only: false,
+        };
+        let vm = MicroVm::restore(&config, self.dir, self.label).map_err(|e| {
+            let _ = fs::remove_file(&copy);
+            TemplateError::Restore(e)
+        })?;
+        fs::rename(&copy, self.scratch).map_err(failed)?;
+        Ok((vm, true, started.elapsed()))
     }
 }
 
 /// The template's scratch disk in `dir`, if it is there and its data is what was saved.
-fn checked_scratch(dir: &Path) -> Result<PathBuf, TemplateError> {
+pub(super) fn checked_scratch(dir: &Path) -> Result<PathBuf, TemplateError> {
     let disk = dir.join(SCRATCH_DISK);
     let Ok(want) = fs::read_to_string(dir.join(SCRATCH_DIGEST)) else {
         return Err(TemplateError::ScratchRefused(disk, "has no digest"));
@@ -244,7 +321,7 @@ fn checked_scratch(dir: &Path) -> Result<PathBuf, TemplateError> {
     }
 }
 
-fn say_restored(key: &str, restored: &(MicroVm, bool, Duration), made: bool) {
+pub(super) fn say_restored(key: &str, restored: &(MicroVm, bool, Duration), made: bool) {
     eprintln!(
         "husk-vmm: warm start from template {key}{} (restored in {} us){}",
         if made { ", made for this run" } else { "" },
@@ -258,7 +335,7 @@ fn say_restored(key: &str, restored: &(MicroVm, bool, Duration), made: bool) {
 }
 
 /// The template's directory name: a digest of everything it depends on.
-fn key(label: &str, vcpus: u8, mem_mib: u64) -> String {
+pub(super) fn key(label: &str, vcpus: u8, mem_mib: u64) -> String {
     let mut h = Sha256::new();
     h.update(label.as_bytes());
     h.update(format!(
@@ -272,13 +349,15 @@ fn key(label: &str, vcpus: u8, mem_mib: u64) -> String {
 /// Boots the template guest with empty slots but a fresh scratch disk of `scratch_size`
 /// bytes, and snapshots it once its agent is ready (the disk and its digest then join the
 /// snapshot), unless another VMM made a good one while this one waited for the lock.
-fn make(
-    config: &VmConfig,
-    templates: &Path,
-    key: &str,
-    label: &str,
-    scratch_size: u64,
-) -> Result<(), TemplateError> {
+pub(super) fn make(base: &Base) -> Result<(), TemplateError> {
+    let Base {
+        config,
+        templates,
+        key,
+        label,
+        scratch_size,
+        ..
+    } = *base;
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| TemplateError::Io(p, e)
@@ -342,7 +421,7 @@ fn make(
 
 /// Moves the template guest's scratch disk into the snapshot's directory `dir`, then
 /// writes its digest (last: a template without one is refused).
-fn save_scratch(scratch: &Path, dir: &Path) -> Result<(), TemplateError> {
+pub(super) fn save_scratch(scratch: &Path, dir: &Path) -> Result<(), TemplateError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| TemplateError::Scratch(p, e)
@@ -358,7 +437,7 @@ fn save_scratch(scratch: &Path, dir: &Path) -> Result<(), TemplateError> {
 
 /// A refused template and the temporary directories of makers that were killed (only
 /// the lock holder makes `key`, so every one found is stale).
-fn remove_leftovers(templates: &Path, key: &str) {
+pub(super) fn remove_leftovers(templates: &Path, key: &str) {
     let _ = fs::remove_dir_all(templates.join(key));
     let prefix = format!(".{key}.tmp-");
     let Ok(entries) = fs::read_dir(templates) else {

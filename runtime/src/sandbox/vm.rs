@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use super::Params;
-use super::template::TemplateError;
+use super::template::{Ready, TemplateError};
 use crate::agent_client::Endpoint;
 use crate::container::files;
 
@@ -127,6 +127,10 @@ pub struct VmSandbox {
     scratch_ready: PathBuf,
 }
 
+/// What the VMM writes in `files::SCRATCH_READY` when the guest has the image's rootfs
+/// assembled (else `scratch`: only the scratch disk mounted).
+const ROOTFS_READY: &str = "rootfs";
+
 /// `/dev/vda`, `/dev/vdb`, ... for disk `n`.
 pub fn disk_name(n: usize) -> String {
     let letters = b"abcdefghijklmnopqrstuvwxyz";
@@ -234,12 +238,12 @@ impl VmSandbox {
     }
 
     /// Guest device names: layers, then scratch (in the template's scratch slot when the
-    /// VMM said the guest has it mounted: [`Self::scratch_ready`]). Asked once the agent
-    /// is connected, i.e. after the VMM restored or booted the guest.
+    /// VMM said the guest has it mounted: [`Self::ready`]). Asked once the agent is
+    /// connected, i.e. after the VMM restored or booted the guest.
     pub fn devices(&self) -> (Vec<String>, String) {
-        let scratch = match self.scratch_ready() {
-            true => super::template::SCRATCH_SLOT,
-            false => self.layers,
+        let scratch = match self.ready() {
+            Ready::Nothing => self.layers,
+            Ready::Scratch | Ready::Rootfs => super::template::SCRATCH_SLOT,
         };
         (
             (0..self.layers).map(disk_name).collect(),
@@ -247,9 +251,13 @@ impl VmSandbox {
         )
     }
 
-    /// Whether the guest has the container's scratch disk mounted already.
-    pub fn scratch_ready(&self) -> bool {
-        self.scratch_ready.exists()
+    /// What the guest has ready of the container's rootfs, as its VMM wrote it.
+    pub fn ready(&self) -> Ready {
+        match std::fs::read_to_string(&self.scratch_ready).as_deref() {
+            Ok(ROOTFS_READY) => Ready::Rootfs,
+            Ok(_) => Ready::Scratch,
+            Err(_) => Ready::Nothing,
+        }
     }
 
     /// Removes the sockets (the VMM has been reaped).
@@ -327,11 +335,14 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
     };
     let vm = match &spec.templates {
         Some(templates) => super::template::restore(&req, templates)
-            .and_then(|(vm, scratch_ready)| {
-                if scratch_ready {
-                    std::fs::write(files::SCRATCH_READY, "")
-                        .map_err(|e| TemplateError::Scratch(files::SCRATCH_READY.into(), e))?;
-                }
+            .and_then(|(vm, ready)| {
+                let word = match ready {
+                    Ready::Nothing => return Ok(vm),
+                    Ready::Scratch => "scratch",
+                    Ready::Rootfs => ROOTFS_READY,
+                };
+                std::fs::write(files::SCRATCH_READY, word)
+                    .map_err(|e| TemplateError::Scratch(files::SCRATCH_READY.into(), e))?;
                 Ok(vm)
             })
             .or_else(|e| {

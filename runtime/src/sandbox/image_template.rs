@@ -1,0 +1,231 @@
+//! Image templates (docs/warm-starts.md): a second snapshot per image, of a guest restored
+//! from the container template with the image's layer disks in their slots and a copy of
+//! the template's scratch disk in its slot, taken once its agent has assembled the
+//! image's rootfs (`PrepareImage`: the layers, the overlay over the scratch disk, `/proc`,
+//! `/sys` and `/dev` moved in). A container's first start restores it with a copy of its
+//! scratch disk, and the agent's setup does only the container's part (its files, mounts,
+//! network, identity). Keyed by the container template's label and every layer disk
+//! (its file's name, which is the layer's digest, and size); made by the first
+//! container of the image that needs it, under a lock, like the container template.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vmm::config::{AfterSnapshot, SnapshotPlan};
+use vmm::{DiskConfig, MicroVm, VmConfig, VmExit, VsockConfig};
+
+use super::template::{
+    Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, checked_scratch, key, make,
+    remove_leftovers, save_scratch, say_restored,
+};
+use crate::agent_client::{AgentClient, Endpoint};
+
+/// How long the maker waits for the restored guest's agent to answer.
+const CONNECT: Duration = Duration::from_secs(60);
+/// How long the agent may take to assemble the image's rootfs.
+const PREPARE: Duration = Duration::from_secs(300);
+
+/// The container's VM restored from its image's template (made first if it is missing or
+/// refused). Only for a container whose scratch disk was never mounted.
+pub(super) fn restore(
+    base: &Base,
+    layers: &[vmm::DiskConfig],
+    scratch: &Path,
+) -> Result<MicroVm, TemplateError> {
+    // A layer disk's file is named by its content's digest: the same image is the same
+    // template under every state directory.
+    let identities: Vec<String> = layers.iter().map(|d| layer_identity(&d.path)).collect();
+    let label = format!("{}; image layers [{}]", base.label, identities.join(", "));
+    let key = format!(
+        "{}-image",
+        key(&label, base.config.vcpus, base.config.mem_mib)
+    );
+    let dir = base.templates.join(&key);
+    let container = Restore {
+        config: base.config,
+        dir: &dir,
+        label: &label,
+        scratch,
+        slot: layers.len(),
+        image: true,
+    };
+    match container.attempt() {
+        Ok(restored) => {
+            say_restored(&key, &restored, false);
+            return Ok(restored.0);
+        }
+        Err(_) if !dir.exists() => {}
+        Err(e) if e.refused() => eprintln!(
+            "husk-vmm: template {} refused ({}): making it anew",
+            dir.display(),
+            agent_proto::error_chain(&e)
+        ),
+        Err(e) => return Err(e),
+    }
+    make_image(base, layers, &key, &label)?;
+    let restored = container.attempt()?;
+    say_restored(&key, &restored, true);
+    Ok(restored.0)
+}
+
+/// A layer disk's name (its content's digest) and size.
+fn layer_identity(path: &Path) -> String {
+    let len = fs::metadata(path).map_or(0, |m| m.len());
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!("{name} {len}")
+}
+
+/// Restores the container template with the image's layers and a copy of its scratch
+/// disk, has the agent prepare the image, and snapshots the guest into
+/// `<templates>/<key>` (with its scratch disk), unless another VMM made a good one while
+/// this one waited for the lock.
+fn make_image(
+    base: &Base,
+    layers: &[DiskConfig],
+    key: &str,
+    label: &str,
+) -> Result<(), TemplateError> {
+    let templates = base.templates;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| TemplateError::Io(p, e)
+    };
+    fs::create_dir_all(templates).map_err(io(templates))?;
+    let lock_path = templates.join(format!("{key}.lock"));
+    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+    let dir = templates.join(key);
+    if MicroVm::check_snapshot(base.config, &dir, label).is_ok() && checked_scratch(&dir).is_ok() {
+        return Ok(());
+    }
+    remove_leftovers(templates, key);
+    if MicroVm::check_snapshot(base.config, base.dir, base.label).is_err()
+        || checked_scratch(base.dir).is_err()
+    {
+        make(base)?;
+    }
+    let started = Instant::now();
+    let scratch = templates.join(format!(".{key}.tmp-scratch-{}", std::process::id()));
+    rootfs::layer::copy_scratch(&checked_scratch(base.dir)?, &scratch)
+        .map_err(|e| TemplateError::Scratch(scratch.clone(), e))?;
+    let saved = maker_config(base, layers, key, &scratch)
+        .and_then(|maker| run_maker(base, layers, &maker, &dir, label))
+        .and_then(|()| save_scratch(&scratch, &dir));
+    if saved.is_err() {
+        let _ = fs::remove_file(&scratch);
+    }
+    saved?;
+    eprintln!(
+        "husk-vmm: template {key} made in {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+/// The image template maker's VM: the container template's, with the image's layers,
+/// the scratch disk copy, its own vsock socket and console log, no NIC or shared
+/// directory plugged.
+fn maker_config(
+    base: &Base,
+    layers: &[DiskConfig],
+    key: &str,
+    scratch: &Path,
+) -> Result<VmConfig, TemplateError> {
+    let mut disks = vec![DiskConfig::empty_slot(); base.config.disks.len()];
+    disks[..layers.len()].clone_from_slice(layers);
+    disks[SCRATCH_SLOT] = DiskConfig {
+        path: scratch.to_path_buf(),
+        read_only: false,
+    };
+    Ok(VmConfig {
+        profile: None,
+        disks,
+        vsock: Some(VsockConfig::new(MAKER_VSOCK)),
+        nets: super::vm::unplugged_nics(),
+        // Never the container's virtiofsd: the template has an unplugged slot.
+        fs: vec![super::vm::fs_slot(false).map_err(TemplateError::FsSlot)?],
+        console: vmm::Console::File(base.templates.join(format!("{key}.console.log"))),
+        ..base.config.clone()
+    })
+}
+
+/// Runs the maker VM: the agent prepares the image, then the VMM saves the snapshot into
+/// `dir` and stops. If the agent fails, the VM is stopped the same way into a scratch
+/// directory that is then removed (the VMM's one way to end a guest from outside).
+fn run_maker(
+    base: &Base,
+    layers: &[DiskConfig],
+    maker: &VmConfig,
+    dir: &Path,
+    label: &str,
+) -> Result<(), TemplateError> {
+    let _ = fs::remove_file(MAKER_VSOCK);
+    let vm = MicroVm::restore(maker, base.dir, base.label).map_err(TemplateError::Restore)?;
+    let control = vm.control();
+    let running = std::thread::spawn(move || vm.run());
+    let client = prepare(layers.len());
+    let target = match client {
+        Ok(_) => dir.to_path_buf(),
+        Err(_) => base
+            .templates
+            .join(format!(".{}.tmp-abort-{}", base.key, std::process::id())),
+    };
+    let plan = SnapshotPlan {
+        dir: target.clone(),
+        label: label.into(),
+        then: AfterSnapshot::Stop,
+    };
+    let answer = control.request_snapshot(plan).recv();
+    let prepared = client.map(drop);
+    let report = running.join().map_err(|_| TemplateError::MakerPanicked)?;
+    let _ = fs::remove_file(MAKER_VSOCK);
+    if target != dir {
+        let _ = fs::remove_dir_all(&target);
+    }
+    prepared?;
+    match answer {
+        Ok(saved) => saved.map_err(TemplateError::Snapshot)?,
+        Err(_) => return Err(TemplateError::MakerPanicked),
+    };
+    match report.map_err(TemplateError::Boot)?.exit {
+        VmExit::Snapshotted => Ok(()),
+        exit => Err(TemplateError::NotSaved(exit, dir.to_path_buf())),
+    }
+}
+
+/// Connects to the maker guest's agent and has it prepare the image of `layers` disks.
+fn prepare(layers: usize) -> Result<AgentClient, TemplateError> {
+    let endpoint = Endpoint::Vsock {
+        uds: MAKER_VSOCK.into(),
+        port: agent_proto::CONTROL_PORT,
+    };
+    let client = AgentClient::connect(&endpoint, CONNECT)
+        .map_err(TemplateError::Prepare)?
+        .with_request_timeout(PREPARE);
+    let devices = (0..layers).map(super::vm::disk_name).collect();
+    client
+        .prepare_image(devices, "erofs")
+        .map_err(TemplateError::Prepare)?;
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_is_known_by_its_name_and_size_wherever_it_lives() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        fs::write(a.join("0123.erofs"), b"layer").unwrap();
+        fs::write(b.join("0123.erofs"), b"layer").unwrap();
+        let id = layer_identity(&a.join("0123.erofs"));
+        assert_eq!(id, "0123.erofs 5");
+        assert_eq!(id, layer_identity(&b.join("0123.erofs")));
+        fs::write(b.join("0123.erofs"), b"other layer").unwrap();
+        assert_ne!(id, layer_identity(&b.join("0123.erofs")));
+    }
+}
