@@ -165,6 +165,13 @@ pub enum Request {
         layers: Vec<String>,
         /// The layers' filesystem type (`erofs`).
         layer_fstype: String,
+        /// Programs to read into the page cache (paths, or names searched in `path`),
+        /// with their ELF interpreters: what the clones will likely start first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warm: Vec<String>,
+        /// The PATH searched for `warm` (empty: docker's default).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        path: String,
     },
     /// Changes the sandbox's interfaces while it runs (`network connect`/`disconnect`):
     /// each of `remove` loses the listed addresses and goes down, then each of `add` is

@@ -17,6 +17,7 @@ mod inside;
 mod layers;
 mod sys;
 mod volumes;
+mod warm;
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -157,10 +158,16 @@ static IMAGE: Mutex<Option<PreparedImage>> = Mutex::new(None);
 
 /// The image's part of the setup, ahead of it (`PrepareImage`, in an image template's
 /// guest): the layers and the overlay of them over the prepared scratch disk (see
-/// `layers::prepare_scratch`), `/proc`, `/sys` and `/dev` moved in, everything synced (the
+/// `layers::prepare_scratch`), `/proc`, `/sys` and `/dev` moved in, the programs `warm`
+/// read into the page cache (see `warm`), everything synced (the
 /// host snapshots the guest once this is replied to). Refused (changing
 /// nothing) without a prepared scratch disk, after a setup, or a second time.
-pub fn prepare_image(layers: &[String], fstype: &str) -> Result<(), RootfsError> {
+pub fn prepare_image(
+    layers: &[String],
+    fstype: &str,
+    warm: &[String],
+    path: &str,
+) -> Result<(), RootfsError> {
     if !crate::reset::is_pid1() {
         return Err(RootfsError::NotSandbox);
     }
@@ -186,12 +193,17 @@ pub fn prepare_image(layers: &[String], fstype: &str) -> Result<(), RootfsError>
     };
     let rootfs = layers::mount_overlay(base, &lowers, &scratch)?;
     inside::move_prepared(base, &rootfs)?;
+    let root = sys::open_dir(&rootfs).map_err(step(format!("open {}", rootfs.display())))?;
+    let warmed = warm::programs(std::os::fd::AsFd::as_fd(&root), warm, path);
     layers::sync_fs(&scratch)?;
     *image = Some(PreparedImage {
         layers: layers.to_vec(),
         fstype: fstype.to_owned(),
     });
-    say!("rootfs: image of {} layer(s) prepared", layers.len());
+    say!(
+        "rootfs: image of {} layer(s) prepared, {warmed} file(s) read ahead",
+        layers.len()
+    );
     Ok(())
 }
 

@@ -176,7 +176,9 @@ impl Session {
             Request::PrepareImage {
                 layers,
                 layer_fstype,
-            } => crate::rootfs::prepare_image(&layers, &layer_fstype)
+                warm,
+                path,
+            } => crate::rootfs::prepare_image(&layers, &layer_fstype, &warm, &path)
                 .map(|()| Reply::Ok)
                 .map_err(|e| refuse(ErrorKind::Setup, crate::chain(&e))),
             Request::Network {

@@ -257,15 +257,20 @@ impl AgentClient {
     }
 
     /// Has the agent assemble an image's rootfs ahead of any setup (an image template's
-    /// guest: `Request::PrepareImage`).
+    /// guest: `Request::PrepareImage`), reading the programs `warm` (searched in `path`)
+    /// into the page cache.
     pub fn prepare_image(
         &self,
         layers: Vec<String>,
         layer_fstype: &str,
+        warm: &[String],
+        path: &str,
     ) -> Result<(), ClientError> {
         let req = Request::PrepareImage {
             layers,
             layer_fstype: layer_fstype.to_owned(),
+            warm: warm.to_vec(),
+            path: path.to_owned(),
         };
         match request(&self.shared, &req, Some(self.timeout))? {
             Reply::Ok => Ok(()),

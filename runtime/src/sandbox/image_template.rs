@@ -16,13 +16,15 @@ use vmm::config::{AfterSnapshot, SnapshotPlan};
 use vmm::{DiskConfig, MicroVm, VmConfig, VmExit, VsockConfig};
 
 use super::template::{
-    Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, checked_scratch, key, make,
+    Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, Warm, checked_scratch, key, make,
     remove_leftovers, save_scratch, say_restored,
 };
 use crate::agent_client::{AgentClient, Endpoint};
 
 /// How long the maker waits for the restored guest's agent to answer.
 const CONNECT: Duration = Duration::from_secs(60);
+/// How long the guest is left idle between the agent's reply and the snapshot.
+const SETTLE: Duration = Duration::from_millis(300);
 /// How long the agent may take to assemble the image's rootfs.
 const PREPARE: Duration = Duration::from_secs(300);
 
@@ -32,6 +34,7 @@ pub(super) fn restore(
     base: &Base,
     layers: &[vmm::DiskConfig],
     scratch: &Path,
+    warm: &Warm,
 ) -> Result<MicroVm, TemplateError> {
     // A layer disk's file is named by its content's digest: the same image is the same
     // template under every state directory.
@@ -63,7 +66,7 @@ pub(super) fn restore(
         ),
         Err(e) => return Err(e),
     }
-    make_image(base, layers, &key, &label)?;
+    make_image(base, layers, &key, &label, warm)?;
     let restored = container.attempt()?;
     say_restored(&key, &restored, true);
     Ok(restored.0)
@@ -85,6 +88,7 @@ fn make_image(
     layers: &[DiskConfig],
     key: &str,
     label: &str,
+    warm: &Warm,
 ) -> Result<(), TemplateError> {
     let templates = base.templates;
     let io = |p: &Path| {
@@ -110,7 +114,7 @@ fn make_image(
     rootfs::layer::copy_scratch(&checked_scratch(base.dir)?, &scratch)
         .map_err(|e| TemplateError::Scratch(scratch.clone(), e))?;
     let saved = maker_config(base, layers, key, &scratch)
-        .and_then(|maker| run_maker(base, layers, &maker, &dir, label))
+        .and_then(|maker| run_maker(base, (layers, warm), &maker, &dir, label))
         .and_then(|()| save_scratch(&scratch, &dir));
     if saved.is_err() {
         let _ = fs::remove_file(&scratch);
@@ -155,7 +159,7 @@ fn maker_config(
 /// directory that is then removed (the VMM's one way to end a guest from outside).
 fn run_maker(
     base: &Base,
-    layers: &[DiskConfig],
+    (layers, warm): (&[DiskConfig], &Warm),
     maker: &VmConfig,
     dir: &Path,
     label: &str,
@@ -164,9 +168,16 @@ fn run_maker(
     let vm = MicroVm::restore(maker, base.dir, base.label).map_err(TemplateError::Restore)?;
     let control = vm.control();
     let running = std::thread::spawn(move || vm.run());
-    let client = prepare(layers.len());
-    let target = match client {
-        Ok(_) => dir.to_path_buf(),
+    // The connection is closed and the guest left to settle before the snapshot, so that
+    // its vsock device is saved idle, as the container template's is: a guest saved right
+    // after the reply answered its clones' first connection only after the VMM's 2 s
+    // connect timeout.
+    let prepared = prepare(layers.len(), warm).map(drop);
+    if prepared.is_ok() {
+        std::thread::sleep(SETTLE);
+    }
+    let target = match prepared {
+        Ok(()) => dir.to_path_buf(),
         Err(_) => base
             .templates
             .join(format!(".{}.tmp-abort-{}", base.key, std::process::id())),
@@ -177,7 +188,6 @@ fn run_maker(
         then: AfterSnapshot::Stop,
     };
     let answer = control.request_snapshot(plan).recv();
-    let prepared = client.map(drop);
     let report = running.join().map_err(|_| TemplateError::MakerPanicked)?;
     let _ = fs::remove_file(MAKER_VSOCK);
     if target != dir {
@@ -194,8 +204,9 @@ fn run_maker(
     }
 }
 
-/// Connects to the maker guest's agent and has it prepare the image of `layers` disks.
-fn prepare(layers: usize) -> Result<AgentClient, TemplateError> {
+/// Connects to the maker guest's agent and has it prepare the image of `layers` disks,
+/// reading `warm`'s programs into its page cache.
+fn prepare(layers: usize, warm: &Warm) -> Result<AgentClient, TemplateError> {
     let endpoint = Endpoint::Vsock {
         uds: MAKER_VSOCK.into(),
         port: agent_proto::CONTROL_PORT,
@@ -205,7 +216,7 @@ fn prepare(layers: usize) -> Result<AgentClient, TemplateError> {
         .with_request_timeout(PREPARE);
     let devices = (0..layers).map(super::vm::disk_name).collect();
     client
-        .prepare_image(devices, "erofs")
+        .prepare_image(devices, "erofs", &warm.programs, &warm.path)
         .map_err(TemplateError::Prepare)?;
     Ok(client)
 }

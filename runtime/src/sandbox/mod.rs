@@ -150,6 +150,8 @@ pub struct Params {
     pub self_cmd: (PathBuf, Vec<OsString>),
     /// Volumes and bind mounts, in mount order.
     pub mounts: Vec<HostMount>,
+    /// The container's program and PATH, for an image template's page cache.
+    pub warm: template::Warm,
 }
 
 #[derive(Debug)]

@@ -140,7 +140,11 @@ pub fn templates_dir() -> Option<PathBuf> {
 /// template in `templates`, which is made first if it is missing or refused, or from the
 /// template of its image for a container's first start (`image_template`); and what the
 /// guest has ready of the container's rootfs (see [`SCRATCH_SLOT`]).
-pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, Ready), TemplateError> {
+pub fn restore(
+    req: &BootRequest,
+    templates: &Path,
+    warm: &Warm,
+) -> Result<(MicroVm, Ready), TemplateError> {
     if req.disks.len() > SLOTS {
         return Err(TemplateError::TooManyDisks(req.disks.len()));
     }
@@ -184,7 +188,7 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, Ready), 
     };
     let layers = &req.disks[..req.disks.len() - 1];
     if rootfs::layer::never_mounted(&scratch).unwrap_or(false) {
-        match super::image_template::restore(&base, layers, &scratch) {
+        match super::image_template::restore(&base, layers, &scratch, warm) {
             Ok(vm) => return Ok((vm, Ready::Rootfs)),
             Err(e) => eprintln!(
                 "husk-vmm: no image template ({}): the container template instead",
@@ -217,6 +221,14 @@ pub fn restore(req: &BootRequest, templates: &Path) -> Result<(MicroVm, Ready), 
     let restored = container.attempt()?;
     say_restored(&key, &restored, true);
     Ok((restored.0, ready(restored.1)))
+}
+
+/// What an image template's guest reads into its page cache (the container's program,
+/// searched in its PATH): what its clones likely start first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Warm {
+    pub programs: Vec<String>,
+    pub path: String,
 }
 
 /// What a restored guest has ready of the container's rootfs.

@@ -115,6 +115,9 @@ pub struct VmmSpec {
     /// socket is `share::SOCKET` in the working directory.
     #[serde(default)]
     pub shared_dir: bool,
+    /// What an image template made for this container reads into its page cache.
+    #[serde(default)]
+    pub warm: super::template::Warm,
 }
 
 /// A VM sandbox (its VMM child).
@@ -181,6 +184,7 @@ impl VmSandbox {
                 .map(|e| (e.slot, e.link.clone(), e.mac))
                 .collect(),
             shared_dir,
+            warm: p.warm.clone(),
         };
         let scratch_ready = p.dir.join(files::SCRATCH_READY);
         match std::fs::remove_file(&scratch_ready) {
@@ -334,7 +338,7 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
         profile: profile_path.as_ref().map(|_| vmm::ProfileConfig::default()),
     };
     let vm = match &spec.templates {
-        Some(templates) => super::template::restore(&req, templates)
+        Some(templates) => super::template::restore(&req, templates, &spec.warm)
             .and_then(|(vm, ready)| {
                 let word = match ready {
                     Ready::Nothing => return Ok(vm),

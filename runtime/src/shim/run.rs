@@ -368,6 +368,21 @@ pub(crate) fn sandbox_params(
         },
         self_cmd: self_cmd.clone(),
         mounts: host_mounts(c, dir),
+        warm: warm(c),
+    }
+}
+
+/// The container's program and its PATH (see `template::Warm`).
+fn warm(c: &ContainerConfig) -> crate::sandbox::template::Warm {
+    let env = crate::spec::process_env(&c.config, &c.hostname());
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or_default();
+    crate::sandbox::template::Warm {
+        programs: vec![c.path.clone()],
+        path: path.to_owned(),
     }
 }
 
