@@ -161,6 +161,10 @@ fn clones_of_one_template_are_not_twins() {
     }
     let ctx = Ctx::isolated("vm");
     let t = Templates::new();
+    // The image's first run makes the container template; its second, a, the image's,
+    // from which a and b are restored.
+    t.start(&ctx, "w", "true");
+    assert_eq!(finished(&ctx, "w"), "");
     let keep = format!("{IDENTITY}; echo secret > /secret; sleep 1000");
     let a = t.start(&ctx, "a", &keep);
     assert!(
@@ -191,7 +195,7 @@ fn clones_of_one_template_are_not_twins() {
     let o = ctx.run(&["exec", "b", "cat", "/secret"]);
     assert_eq!(o.status.code(), Some(1), "b sees a's file");
     assert!(husk_e2e::stderr(&o).contains("can't open"));
-    ctx.ok(&["rm", "-f", "a", "b"]);
+    ctx.ok(&["rm", "-f", "a", "b", "w"]);
     ctx.assert_clean();
 }
 
@@ -206,12 +210,26 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
     let first = t.start(&ctx, "first", keep);
     assert_eq!(finished(&ctx, "first"), "none");
     let log = vmm_log(&ctx, &first);
+    // The image's first run: the container template only, with the scratch disk mounted.
     assert!(
-        log.contains("made for this run") && log.contains(SCRATCH_READY),
+        log.contains("made for this run")
+            && log.contains(SCRATCH_READY)
+            && log.contains("first run here"),
         "{log}"
     );
-    // The container template, and the template of the image made from it, which the
-    // container's first start used.
+    assert_eq!(t.all().len(), 1);
+    // Started again, its scratch disk is its own (used) one: the container template
+    // without it.
+    let o = t.run(&ctx, &["start", "-a", "first"]);
+    assert_eq!(stdout(&o), "kept", "{}", husk_e2e::stderr(&o));
+    let log = vmm_log(&ctx, &first);
+    assert!(
+        log.contains("warm start from template") && !log.contains(SCRATCH_READY),
+        "{log}"
+    );
+    // The image's second run makes its template from the container template.
+    let img = t.start(&ctx, "img", "echo img");
+    assert_eq!(finished(&ctx, "img"), "img");
     let templates = t.all();
     assert_eq!(templates.len(), 2, "{templates:?}");
     let image_key = templates[1]
@@ -219,19 +237,11 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
+    let log = vmm_log(&ctx, &img);
     assert!(
-        log.contains(&format!("warm start from template {image_key}")),
-        "{log}"
-    );
-    // Started again, its scratch disk is its own (used) one: the container template,
-    // without the template's scratch disk or the image's rootfs.
-    let o = t.run(&ctx, &["start", "-a", "first"]);
-    assert_eq!(stdout(&o), "kept", "{}", husk_e2e::stderr(&o));
-    let log = vmm_log(&ctx, &first);
-    assert!(
-        log.contains("warm start from template")
-            && !log.contains(&image_key)
-            && !log.contains(SCRATCH_READY),
+        log.contains(&format!(
+            "warm start from template {image_key}, made for this run"
+        )) && log.contains(SCRATCH_READY),
         "{log}"
     );
     let key = templates[0]
@@ -303,7 +313,7 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
             && log.contains("made for this run"),
         "{log}"
     );
-    ctx.ok(&["rm", "first", "second", "third", "fourth", "fifth"]);
+    ctx.ok(&["rm", "first", "img", "second", "third", "fourth", "fifth"]);
     ctx.assert_clean();
 }
 

@@ -160,7 +160,7 @@ impl<'a> Bench<'a> {
     fn husk(&self) -> Command {
         let mut c = Command::new(&self.o.husk);
         c.arg("--root").arg(&self.root);
-        // A template of its own: the first vm run makes it, in the measured run.
+        // Templates of its own: the first two vm runs make them, in the measured run.
         c.env(
             crate::sandbox::template::DIR_ENV,
             self.o.work_dir.join("templates"),

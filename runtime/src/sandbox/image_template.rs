@@ -5,8 +5,9 @@
 //! `/sys` and `/dev` moved in). A container's first start restores it with a copy of its
 //! scratch disk, and the agent's setup does only the container's part (its files, mounts,
 //! network, identity). Keyed by the container template's label and every layer disk
-//! (its file's name, which is the layer's digest, and size); made by the first
-//! container of the image that needs it, under a lock, like the container template.
+//! (its file's name, which is the layer's digest, and size); made by the second container
+//! of the image that needs it (the first only leaves a mark: see [`first_use`]), under a
+//! lock, like the container template.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -58,7 +59,7 @@ pub(super) fn restore(
             say_restored(&key, &restored, false);
             return Ok(restored.0);
         }
-        Err(_) if !dir.exists() => {}
+        Err(_) if !dir.exists() => first_use(base.templates, &key)?,
         Err(e) if e.refused() => eprintln!(
             "husk-vmm: template {} refused ({}): making it anew",
             dir.display(),
@@ -70,6 +71,20 @@ pub(super) fn restore(
     let restored = container.attempt()?;
     say_restored(&key, &restored, true);
     Ok(restored.0)
+}
+
+/// Whether image `key` was asked for before: the first time leaves a mark and says no
+/// (`FirstUse`), so that an image run once (a build step's, a one-off's) never pays for a
+/// template it would not use again; the second makes it.
+fn first_use(templates: &Path, key: &str) -> Result<(), TemplateError> {
+    let mark = templates.join(format!("{key}.seen"));
+    if mark.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(templates)
+        .and_then(|()| fs::write(&mark, ""))
+        .map_err(|e| TemplateError::Io(mark, e))?;
+    Err(TemplateError::FirstUse)
 }
 
 /// A layer disk's name (its content's digest) and size.

@@ -85,6 +85,9 @@ pub enum TemplateError {
     /// The template's scratch disk could not be made.
     #[error("cannot make the template's scratch disk")]
     MakeScratch(#[source] rootfs::layer::DiskError),
+    /// An image's first use makes no image template (its second does).
+    #[error("the image's first run here: its template is made on its next")]
+    FirstUse,
     /// An image template needs a never-mounted scratch disk.
     #[error("the container's scratch disk has been used")]
     ScratchUsed,
