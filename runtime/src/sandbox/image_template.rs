@@ -9,7 +9,7 @@
 //! of the image that needs it (the first only leaves a mark: see [`first_use`]), under a
 //! lock, like the container template.
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,8 @@ use vmm::config::{AfterSnapshot, SnapshotPlan};
 use vmm::{DiskConfig, MicroVm, VmConfig, VmExit, VsockConfig};
 
 use super::template::{
-    Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, Warm, checked_scratch, key, make,
-    remove_leftovers, save_scratch, say_restored,
+    Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, Warm, checked_scratch, key,
+    lock_for_making, make, save_scratch, say_restored,
 };
 use crate::agent_client::{AgentClient, Endpoint};
 
@@ -106,19 +106,10 @@ fn make_image(
     warm: &Warm,
 ) -> Result<(), TemplateError> {
     let templates = base.templates;
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| TemplateError::Io(p, e)
-    };
-    fs::create_dir_all(templates).map_err(io(templates))?;
-    let lock_path = templates.join(format!("{key}.lock"));
-    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
-    let dir = templates.join(key);
-    if MicroVm::check_snapshot(base.config, &dir, label).is_ok() && checked_scratch(&dir).is_ok() {
+    let Some(_lock) = lock_for_making(templates, key, base.config, label)? else {
         return Ok(());
-    }
-    remove_leftovers(templates, key);
+    };
+    let dir = templates.join(key);
     if MicroVm::check_snapshot(base.config, base.dir, base.label).is_err()
         || checked_scratch(base.dir).is_err()
     {

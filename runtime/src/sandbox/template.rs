@@ -373,19 +373,10 @@ pub(super) fn make(base: &Base) -> Result<(), TemplateError> {
         scratch_size,
         ..
     } = *base;
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| TemplateError::Io(p, e)
-    };
-    fs::create_dir_all(templates).map_err(io(templates))?;
-    let lock_path = templates.join(format!("{key}.lock"));
-    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
-    let dir = templates.join(key);
-    if MicroVm::check_snapshot(config, &dir, label).is_ok() && checked_scratch(&dir).is_ok() {
+    let Some(_lock) = lock_for_making(templates, key, config, label)? else {
         return Ok(());
-    }
-    remove_leftovers(templates, key);
+    };
+    let dir = templates.join(key);
     let console = templates.join(format!("{key}.console.log"));
     // Named like the snapshot's own temporary directory, so a killed maker's is cleared.
     let scratch = templates.join(format!(".{key}.tmp-scratch-{}", std::process::id()));
@@ -432,6 +423,31 @@ pub(super) fn make(base: &Base) -> Result<(), TemplateError> {
         started.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// Takes `<key>.lock` in `templates` for making template `key`: `None` if the template is
+/// whole by then (another VMM made it while this one waited), else the held lock, with
+/// what earlier makers left removed.
+pub(super) fn lock_for_making(
+    templates: &Path,
+    key: &str,
+    config: &VmConfig,
+    label: &str,
+) -> Result<Option<File>, TemplateError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| TemplateError::Io(p, e)
+    };
+    fs::create_dir_all(templates).map_err(io(templates))?;
+    let lock_path = templates.join(format!("{key}.lock"));
+    let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+    let dir = templates.join(key);
+    if MicroVm::check_snapshot(config, &dir, label).is_ok() && checked_scratch(&dir).is_ok() {
+        return Ok(None);
+    }
+    remove_leftovers(templates, key);
+    Ok(Some(lock))
 }
 
 /// Moves the template guest's scratch disk into the snapshot's directory `dir`, then
