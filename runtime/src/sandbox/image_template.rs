@@ -17,8 +17,8 @@ use vmm::config::{AfterSnapshot, SnapshotPlan};
 use vmm::{DiskConfig, MicroVm, VmConfig, VmExit, VsockConfig};
 
 use super::template::{
-    Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, Warm, checked_scratch, key,
-    lock_for_making, make, save_scratch, say_restored,
+    Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, Warm, checked_scratch, finish_making,
+    key, lock_for_making, make, maker_scratch, say_restored,
 };
 use crate::agent_client::{AgentClient, Endpoint};
 
@@ -116,21 +116,12 @@ fn make_image(
         make(base)?;
     }
     let started = Instant::now();
-    let scratch = templates.join(format!(".{key}.tmp-scratch-{}", std::process::id()));
+    let scratch = maker_scratch(templates, key);
     rootfs::layer::copy_scratch(&checked_scratch(base.dir)?, &scratch)
         .map_err(|e| TemplateError::Scratch(scratch.clone(), e))?;
     let saved = maker_config(base, layers, key, &scratch)
-        .and_then(|maker| run_maker(base, (layers, warm), &maker, &dir, label))
-        .and_then(|()| save_scratch(&scratch, &dir));
-    if saved.is_err() {
-        let _ = fs::remove_file(&scratch);
-    }
-    saved?;
-    eprintln!(
-        "husk-vmm: template {key} made in {} ms",
-        started.elapsed().as_millis()
-    );
-    Ok(())
+        .and_then(|maker| run_maker(base, (layers, warm), &maker, &dir, label));
+    finish_making(saved, &scratch, &dir, key, started)
 }
 
 /// The image template maker's VM: the container template's, with the image's layers,

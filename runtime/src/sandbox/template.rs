@@ -378,8 +378,7 @@ pub(super) fn make(base: &Base) -> Result<(), TemplateError> {
     };
     let dir = templates.join(key);
     let console = templates.join(format!("{key}.console.log"));
-    // Named like the snapshot's own temporary directory, so a killed maker's is cleared.
-    let scratch = templates.join(format!(".{key}.tmp-scratch-{}", std::process::id()));
+    let scratch = maker_scratch(templates, key);
     rootfs::layer::create_scratch_disk(&scratch, scratch_size)
         .map_err(TemplateError::MakeScratch)?;
     let mut disks = vec![DiskConfig::empty_slot(); SLOTS];
@@ -413,9 +412,28 @@ pub(super) fn make(base: &Base) -> Result<(), TemplateError> {
         VmExit::Snapshotted => Ok(()),
         exit => Err(TemplateError::NotSaved(exit, console)),
     });
-    let saved = saved.and_then(|()| save_scratch(&scratch, &dir));
+    finish_making(saved, &scratch, &dir, key, started)
+}
+
+/// Where a maker keeps its template guest's scratch disk until the snapshot is saved:
+/// named like the snapshot's own temporary directory, so a killed maker's is cleared.
+pub(super) fn maker_scratch(templates: &Path, key: &str) -> PathBuf {
+    templates.join(format!(".{key}.tmp-scratch-{}", std::process::id()))
+}
+
+/// Ends making template `key` into `dir`: once the guest is `saved`, its scratch disk
+/// joins the snapshot (`save_scratch`) and the time it took is said; on any failure the
+/// disk is removed.
+pub(super) fn finish_making(
+    saved: Result<(), TemplateError>,
+    scratch: &Path,
+    dir: &Path,
+    key: &str,
+    started: Instant,
+) -> Result<(), TemplateError> {
+    let saved = saved.and_then(|()| save_scratch(scratch, dir));
     if saved.is_err() {
-        let _ = fs::remove_file(&scratch);
+        let _ = fs::remove_file(scratch);
     }
     saved?;
     eprintln!(
@@ -452,7 +470,7 @@ pub(super) fn lock_for_making(
 
 /// Moves the template guest's scratch disk into the snapshot's directory `dir`, then
 /// writes its digest (last: a template without one is refused).
-pub(super) fn save_scratch(scratch: &Path, dir: &Path) -> Result<(), TemplateError> {
+fn save_scratch(scratch: &Path, dir: &Path) -> Result<(), TemplateError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| TemplateError::Scratch(p, e)
