@@ -262,6 +262,15 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
     let leftover = t.path().join(format!(".{key}.tmp-999999"));
     std::fs::create_dir(&leftover).unwrap();
     std::fs::write(leftover.join("state"), b"half").unwrap();
+    // A template nobody restored for over a week: the next maker removes it.
+    let idle_key = "0123456789abcdef-1x64m";
+    let idle = t.path().join(idle_key);
+    std::fs::create_dir(&idle).unwrap();
+    let week = std::time::Duration::from_secs(8 * 24 * 3600);
+    std::fs::File::create(idle.join("used"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - week)
+        .unwrap();
     let second = t.start(&ctx, "second", "echo two");
     assert_eq!(finished(&ctx, "second"), "two");
     let log = vmm_log(&ctx, &second);
@@ -270,6 +279,10 @@ fn a_refused_template_is_made_anew_and_the_run_goes_on() {
         "{log}"
     );
     assert!(!leftover.exists(), "a killed maker's leftovers stayed");
+    assert!(
+        !idle.exists() && log.contains(&format!("removed 1 unused template(s): {idle_key}")),
+        "{log}"
+    );
 
     // Truncated memory: refused as well.
     t.spoil_all(|dir| {

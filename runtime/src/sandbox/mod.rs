@@ -12,6 +12,7 @@ pub mod process;
 pub mod resolv;
 pub mod share;
 pub mod template;
+mod template_gc;
 pub mod vm;
 pub mod vmctl;
 pub mod wiring;

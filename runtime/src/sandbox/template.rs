@@ -282,6 +282,7 @@ impl Restore<'_> {
     /// whether its scratch disk is the template's, and how long the restore took.
     pub fn attempt(&self) -> Result<(MicroVm, bool, Duration), TemplateError> {
         let started = Instant::now();
+        super::template_gc::stamp(self.dir);
         let template_scratch = checked_scratch(self.dir)?;
         let mut config = self.config.clone();
         let fresh = rootfs::layer::never_mounted(self.scratch).unwrap_or(false);
@@ -440,6 +441,16 @@ pub(super) fn finish_making(
         "husk-vmm: template {key} made in {} ms",
         started.elapsed().as_millis()
     );
+    if let Some(templates) = dir.parent() {
+        let removed = super::template_gc::prune(templates, key, std::time::SystemTime::now());
+        if !removed.is_empty() {
+            eprintln!(
+                "husk-vmm: removed {} unused template(s): {}",
+                removed.len(),
+                removed.join(", ")
+            );
+        }
+    }
     Ok(())
 }
 
