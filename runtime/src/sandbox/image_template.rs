@@ -18,7 +18,7 @@ use vmm::{DiskConfig, MicroVm, VmConfig, VmExit, VsockConfig};
 
 use super::template::{
     Base, MAKER_VSOCK, Restore, SCRATCH_SLOT, TemplateError, Warm, checked_scratch, finish_making,
-    key, lock_for_making, make, maker_scratch, say_restored,
+    key, lock_for_making, make, maker_scratch,
 };
 use crate::agent_client::{AgentClient, Endpoint};
 
@@ -54,23 +54,12 @@ pub(super) fn restore(
         slot: layers.len(),
         image: true,
     };
-    match container.attempt() {
-        Ok(restored) => {
-            say_restored(&key, &restored, false);
-            return Ok(restored.0);
-        }
-        Err(_) if !dir.exists() => first_use(base.templates, &key)?,
-        Err(e) if e.refused() => eprintln!(
-            "husk-vmm: template {} refused ({}): making it anew",
-            dir.display(),
-            agent_proto::error_chain(&e)
-        ),
-        Err(e) => return Err(e),
-    }
-    make_image(base, layers, &key, &label, warm)?;
-    let restored = container.attempt()?;
-    say_restored(&key, &restored, true);
-    Ok(restored.0)
+    let (vm, _) = container.or_make(
+        &key,
+        || first_use(base.templates, &key),
+        || make_image(base, layers, &key, &label, warm),
+    )?;
+    Ok(vm)
 }
 
 /// Whether image `key` was asked for before: the first time leaves a mark and says no

@@ -207,23 +207,8 @@ pub fn restore(
         slot: layers.len(),
         image: false,
     };
-    match container.attempt() {
-        Ok(restored) => {
-            say_restored(&key, &restored, false);
-            return Ok((restored.0, ready(restored.1)));
-        }
-        Err(_) if !dir.exists() => {}
-        Err(e) if e.refused() => eprintln!(
-            "husk-vmm: template {} refused ({}): making it anew",
-            dir.display(),
-            agent_proto::error_chain(&e)
-        ),
-        Err(e) => return Err(e),
-    }
-    make(&base)?;
-    let restored = container.attempt()?;
-    say_restored(&key, &restored, true);
-    Ok((restored.0, ready(restored.1)))
+    let (vm, fresh) = container.or_make(&key, || Ok(()), || make(&base))?;
+    Ok((vm, ready(fresh)))
 }
 
 /// What an image template's guest reads into its page cache (the container's program,
@@ -319,6 +304,34 @@ impl Restore<'_> {
         fs::rename(&copy, self.scratch).map_err(failed)?;
         Ok((vm, true, started.elapsed()))
     }
+
+    /// Restores the VM ([`Restore::attempt`]), making the template with `make` first if
+    /// it is missing (once `missing` agrees) or refused, and says which template it came
+    /// from. Returns the VM and whether its scratch disk is the template's.
+    pub fn or_make(
+        &self,
+        key: &str,
+        missing: impl FnOnce() -> Result<(), TemplateError>,
+        make: impl FnOnce() -> Result<(), TemplateError>,
+    ) -> Result<(MicroVm, bool), TemplateError> {
+        match self.attempt() {
+            Ok(restored) => {
+                say_restored(key, &restored, false);
+                return Ok((restored.0, restored.1));
+            }
+            Err(_) if !self.dir.exists() => missing()?,
+            Err(e) if e.refused() => eprintln!(
+                "husk-vmm: template {} refused ({}): making it anew",
+                self.dir.display(),
+                agent_proto::error_chain(&e)
+            ),
+            Err(e) => return Err(e),
+        }
+        make()?;
+        let restored = self.attempt()?;
+        say_restored(key, &restored, true);
+        Ok((restored.0, restored.1))
+    }
 }
 
 /// The template's scratch disk in `dir`, if it is there and its data is what was saved.
@@ -337,7 +350,7 @@ pub(super) fn checked_scratch(dir: &Path) -> Result<PathBuf, TemplateError> {
     }
 }
 
-pub(super) fn say_restored(key: &str, restored: &(MicroVm, bool, Duration), made: bool) {
+fn say_restored(key: &str, restored: &(MicroVm, bool, Duration), made: bool) {
     eprintln!(
         "husk-vmm: warm start from template {key}{} (restored in {} us){}",
         if made { ", made for this run" } else { "" },
