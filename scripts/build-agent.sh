@@ -36,12 +36,17 @@ esac
 # The workspace's release profile keeps symbols; strip the agent only (a package override,
 # since the manifest's package override would win over a profile-wide one).
 strip_cfg='profile.release.package.agent.strip="symbols"'
+# Every crate the agent links optimised for size, as the agent itself is (Cargo.toml): the
+# guest kernel copies the initramfs byte by byte at boot, ~1 M emulated instructions per
+# MB on PVM hosts (docs/guest-kernel.md). Only this build sees it: the agent's target
+# directory holds nothing the host binaries use.
+size_cfg='profile.release.package."*".opt-level="z"'
 
 built=""
 if [ "$libc" != gnu ] && have_musl; then
   # The musl target is there: a failed build is a bug in the agent for musl, not a reason
   # to ship a different libc silently (that once hid a musl-only compile error).
-  if ! cargo build --release -p agent --target "$musl" --config "$strip_cfg" >&2; then
+  if ! cargo build --release -p agent --target "$musl" --config "$strip_cfg" --config "$size_cfg" >&2; then
     log "error: the agent does not build for $musl"
     exit 1
   fi
@@ -52,7 +57,7 @@ elif [ "$libc" = musl ]; then
 else
   log "building static glibc ($gnu, +crt-static) instead of musl"
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release -p agent --target "$gnu" --config "$strip_cfg" >&2
+    cargo build --release -p agent --target "$gnu" --config "$strip_cfg" --config "$size_cfg" >&2
   built="$target_dir/$gnu/release/husk-agent"
 fi
 
