@@ -123,11 +123,14 @@ impl TemplateError {
 }
 
 /// The template guest's command line: nothing container-specific (the hostname comes
-/// with the host's setup), and the scratch disk to mount before ready.
+/// with the host's setup), the scratch disk to mount before ready, and a quiet kernel log
+/// (see [`super::vm::QUIET`]; a restore does not boot, so profiles of warm runs lose
+/// nothing).
 fn cmdline() -> String {
     format!(
-        "husk.transport=vsock husk.scratch={}",
-        super::vm::disk_name(SCRATCH_SLOT)
+        "husk.transport=vsock husk.scratch={} {}",
+        super::vm::disk_name(SCRATCH_SLOT),
+        super::vm::QUIET
     )
 }
 
