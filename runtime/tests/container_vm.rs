@@ -32,9 +32,11 @@ fn vm_container_boots_the_kernel_with_its_disks() {
         .unwrap();
     let static_agent = workspace.join("target/husk-agent");
     assert!(static_agent.is_file(), "run scripts/build-agent.sh first");
-    // SAFETY: the only test in this binary; set before its container starts.
+    // SAFETY: the only test in this binary; set before its container starts. The cold
+    // boot's kernel prints its whole log (quiet otherwise), which the checks below read.
     unsafe {
         std::env::set_var("HUSK_AGENT", &static_agent);
+        std::env::set_var(runtime::sandbox::vm::KERNEL_LOG_ENV, "full");
     }
     for cold_boot in [true, false] {
         check_run(&root, cold_boot);

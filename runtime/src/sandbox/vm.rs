@@ -281,8 +281,13 @@ pub const PROFILE_ENV: &str = "HUSK_VMM_PROFILE";
 /// errors and panics (the agent's lines still reach `console.log`): the full log over the
 /// serial port costs a VM exit per byte and formatting work, 1-1.7 s of a boot on
 /// emulating hosts (docs/guest-kernel.md). A profiled VM keeps the full log, whose boot
-/// milestones divide its report into phases.
+/// milestones divide its report into phases, and so does a cold boot with
+/// [`KERNEL_LOG_ENV`]`=full`.
 pub(super) const QUIET: &str = "quiet";
+
+/// `HUSK_KERNEL_LOG=full`: a container VM booted cold prints the kernel's whole log to
+/// its `console.log` (for diagnosing a guest).
+pub const KERNEL_LOG_ENV: &str = "HUSK_KERNEL_LOG";
 
 /// Bytes of host entropy each guest gets.
 const GUEST_ENTROPY: usize = 64;
@@ -321,9 +326,11 @@ pub fn run_vmm(spec_path: &Path) -> i32 {
     let req = crate::guest::BootRequest {
         kernel: None,
         initrd: None,
-        cmdline: match &profile_path {
-            Some(_) => spec.cmdline,
-            None => format!("{} {QUIET}", spec.cmdline),
+        cmdline: match profile_path.is_some()
+            || std::env::var_os(KERNEL_LOG_ENV).is_some_and(|v| v == "full")
+        {
+            true => spec.cmdline,
+            false => format!("{} {QUIET}", spec.cmdline),
         },
         vcpus: spec.vcpus,
         mem_mib: spec.mem_mib,
