@@ -8,7 +8,7 @@
 //! Removing a template only costs its next user the making of a new one.
 
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// A template not restored for this long is removed.
@@ -115,7 +115,7 @@ fn stale_file(path: &Path, templates: &Path) -> bool {
         return true;
     }
     match name.strip_suffix(".console.log") {
-        Some(key) => !PathBuf::from(templates).join(key).exists(),
+        Some(key) => !templates.join(key).exists(),
         None => false,
     }
 }
